@@ -1,0 +1,242 @@
+"""The descriptor network: backbone → pooling → L2 → whitening → L2, and its checkpoints.
+
+A :class:`DescriptorNet` carries its :class:`ModelConfig`; :meth:`DescriptorNet.fingerprint` hashes
+the config (what changes descriptors) and every weight and buffer, so an index, a concept file or a
+descriptor knows exactly which model made it. Checkpoints are plain dicts of tensors and primitives,
+written atomically and read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbone import BACKBONES, Backbone, build_backbone
+from .config import from_dict, to_dict
+from .errors import ConfigError, WeightsError
+from .io import torch_save_atomic
+from .pooling import POOLINGS, build_pooling
+
+CHECKPOINT_FORMAT = "gemseg-model"
+CHECKPOINT_VERSION = 1
+MULTISCALE = (1.0, 0.7071, 0.5)  # 1, 1/√2, 1/2 (rounded so YAML round-trips exactly)
+
+
+@dataclass
+class ModelConfig:
+    """What defines a descriptor model. Defaults: the offline default model (EfficientNet-Lite0 + GeM).
+
+    Attributes:
+        backbone: one of ``retrieval.backbone.BACKBONES``.
+        weights: ``imagenet`` | ``none`` | path to a checkpoint.
+        pooling: ``gem`` | ``mac`` | ``spoc`` | ``rmac``.
+        p: initial GeM exponent; learn_p: whether training updates it.
+        image_size: long side of the image at scale 1, in pixels.
+        scales: extraction scales, combined by a generalised mean with GeM's p, then L2.
+        whitening: what the whitening slot holds (``none`` | ``pca`` | ``lw``); the matrices
+            themselves travel in the checkpoint.
+        dim: output dimension after whitening (``None`` = all).
+    """
+
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    pooling: str = "gem"
+    p: float = 3.0
+    learn_p: bool = True
+    image_size: int = 320
+    scales: List[float] = field(default_factory=lambda: list(MULTISCALE))
+    whitening: str = "none"
+    dim: Optional[int] = None
+
+    def validate(self) -> None:
+        import difflib
+
+        if self.backbone not in BACKBONES:
+            close = difflib.get_close_matches(self.backbone, BACKBONES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"model.backbone: unknown backbone '{self.backbone}'{hint}; "
+                              f"choose from: {', '.join(BACKBONES)}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling: '{self.pooling}' is not one of {', '.join(POOLINGS)}")
+        if self.image_size < 16:
+            raise ConfigError(f"model.image_size: {self.image_size} is too small (at least 16)")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"model.scales: need one or more positive scales, got {self.scales}")
+        if self.whitening not in ("none", "pca", "lw"):
+            raise ConfigError(f"model.whitening: '{self.whitening}' is not one of none, pca, lw")
+        if self.p <= 0:
+            raise ConfigError(f"model.p: must be positive, got {self.p}")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"model.dim: must be positive, got {self.dim}")
+
+
+class DescriptorNet(nn.Module):
+    """Image batch → L2-normalised global descriptor.
+
+    ``forward(x)``: x (N, 3, H, W) float32 normalised with ``backbone.mean/std`` → (N, D) float32,
+    unit L2 rows. D is the backbone's channel count, or the whitening's output dimension.
+    """
+
+    def __init__(self, config: ModelConfig, backbone: Backbone, pool: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.pool = pool
+        self.register_buffer("whiten_m", torch.zeros(0))
+        self.register_buffer("whiten_P", torch.zeros(0, 0))
+
+    # -- pieces ---------------------------------------------------------------------------
+    @property
+    def has_whitening(self) -> bool:
+        return self.whiten_P.numel() > 0
+
+    @property
+    def dim(self) -> int:
+        """Output dimension D."""
+        if self.has_whitening:
+            d = self.whiten_P.shape[0]
+            return min(d, self.config.dim) if self.config.dim else d
+        return self.backbone.out_channels
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) → feature map (N, C, h, w) float32 ≥ 0."""
+        return self.backbone(x)
+
+    def pooled(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, 3, H, W) → pooled, L2-normalised, not yet whitened (N, C) float32 ≥ 0."""
+        fmap = self.features(x)
+        if mask is not None:
+            return F.normalize(self.pool(fmap.float(), mask), dim=-1)
+        return F.normalize(self.pool(fmap.float()), dim=-1)
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        """Whitening slot then L2: f (N, C) float32 → (N, D) float32 (identity + L2 when empty)."""
+        if self.has_whitening:
+            P = self.whiten_P[: self.dim]
+            f = (f - self.whiten_m) @ P.t()
+        return F.normalize(f, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(x))
+
+    # -- whitening slot ---------------------------------------------------------------------
+    def set_whitening(self, m: Union[np.ndarray, torch.Tensor], P: Union[np.ndarray, torch.Tensor],
+                      kind: str = "lw") -> None:
+        """Fill the whitening slot: x' = L2(P (x − m)); m (C,) float32, P (d, C) float32 (rows =
+        output dimensions, most important first)."""
+        m = torch.as_tensor(np.asarray(m, dtype=np.float32) if not torch.is_tensor(m) else m).float()
+        P = torch.as_tensor(np.asarray(P, dtype=np.float32) if not torch.is_tensor(P) else P).float()
+        C = self.backbone.out_channels
+        if m.shape != (C,) or P.dim() != 2 or P.shape[1] != C:
+            raise WeightsError(f"whitening shapes m {tuple(m.shape)}, P {tuple(P.shape)} do not fit "
+                               f"{C}-dimensional descriptors")
+        dev = self.whiten_m.device
+        self.whiten_m = m.to(dev)
+        self.whiten_P = P.to(dev)
+        self.config.whitening = kind
+
+    def clear_whitening(self) -> None:
+        dev = self.whiten_m.device
+        self.whiten_m = torch.zeros(0, device=dev)
+        self.whiten_P = torch.zeros(0, 0, device=dev)
+        self.config.whitening = "none"
+
+    # -- identity ---------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """16-hex-digit hash of the config (all but the ``weights`` source) and every tensor."""
+        h = hashlib.sha1()
+        cfg = to_dict(self.config)
+        cfg.pop("weights", None)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, whitening={self.config.whitening}"
+
+
+def build_network(config: Optional[ModelConfig] = None, *, seed: int = 0) -> DescriptorNet:
+    """Build a :class:`DescriptorNet` from ``config`` (default :class:`ModelConfig`).
+
+    Random initialisation (``weights: none``) is seeded by ``seed``.
+    """
+    config = config or ModelConfig()
+    config.validate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_backbone(config.backbone, config.weights)
+    pool = build_pooling(config.pooling, p=config.p, learn_p=config.learn_p)
+    return DescriptorNet(dataclasses.replace(config), backbone, pool).eval()
+
+
+def save_checkpoint(net: DescriptorNet, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``net`` (config, weights, whitening) and ``extra`` (e.g. optimizer state, epoch) to
+    ``path`` atomically. Loadable with ``torch.load(path, weights_only=True)``."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": to_dict(net.config),
+        "state_dict": state,
+        "fingerprint": net.fingerprint(),
+        "extra": extra or {},
+    }
+    torch_save_atomic(obj, path)
+
+
+def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """Load a gemseg checkpoint dict (``weights_only=True``); a foreign file is a WeightsError."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"model checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot read checkpoint {p}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{p} is not a gemseg model checkpoint (made by tools/train_gem.py)")
+    return obj
+
+
+def network_from_checkpoint(obj: Dict[str, Any], source: str = "checkpoint") -> DescriptorNet:
+    """Rebuild a :class:`DescriptorNet` from a checkpoint dict (see :func:`read_checkpoint`)."""
+    cfg = from_dict(ModelConfig, obj["config"], where=f"{source}:config")
+    stored_weights = cfg.weights
+    net = build_network(dataclasses.replace(cfg, weights="none"))
+    sd = obj["state_dict"]
+    if sd.get("whiten_P") is not None and sd["whiten_P"].numel() > 0:
+        net.set_whitening(sd["whiten_m"], sd["whiten_P"], kind=cfg.whitening)
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise WeightsError(f"{source}: weights do not fit its config: {str(e).splitlines()[0][:160]}") from None
+    net.config = dataclasses.replace(cfg, weights=stored_weights)
+    return net.eval()
+
+
+def load_checkpoint(path: Union[str, Path]) -> DescriptorNet:
+    """Load a model saved by :func:`save_checkpoint`."""
+    return network_from_checkpoint(read_checkpoint(path), source=str(path))
+
+
+def load_model(spec: Optional[Union[str, Path]] = None) -> DescriptorNet:
+    """The model a tool uses: ``None`` → the default config; a ``.yaml``/``.yml`` → its ``model:``
+    section; anything else → a checkpoint written by :func:`save_checkpoint`."""
+    if spec is None:
+        return build_network(ModelConfig())
+    s = str(spec)
+    if s.endswith((".yaml", ".yml")):
+        from .settings import load_settings
+
+        return build_network(load_settings(s).model)
+    return load_checkpoint(s)

@@ -1,0 +1,74 @@
+"""The YAML configuration file: one section per concern, each validated into its dataclass.
+
+```yaml
+model:   {backbone: efficientnet_lite0, pooling: gem, image_size: 320}   # retrieval.network.ModelConfig
+extract: {batch_size: 8, workers: 2}                                      # ExtractConfig
+index:   {factory: Flat}                                                  # retrieval.index.IndexConfig
+train:   {...}        # retrieval.train.TrainConfig (read by tools/train_gem.py)
+coseg:   {...}        # read by tools/coseg.py
+```
+An unknown section or key is a one-line :class:`~retrieval.errors.ConfigError` naming it and the
+closest valid name. Sections a tool does not use are kept as raw dicts in :attr:`Settings.raw` for
+the tool that does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from .config import _suggest, from_dict, read_yaml
+from .errors import ConfigError
+from .index import IndexConfig
+from .network import ModelConfig
+
+SECTIONS = ("model", "extract", "index", "train", "coseg", "cluster", "unsupervised")
+
+
+@dataclass
+class ExtractConfig:
+    """How descriptors are extracted (not what they are: that is :class:`ModelConfig`).
+
+    batch_size: images per forward pass (images of equal size are batched together).
+    workers: DataLoader worker processes decoding images (``None`` = automatic).
+    device: ``cpu`` | ``cuda`` | ``cuda:N`` | ``None`` (CUDA when available).
+    """
+
+    batch_size: int = 8
+    workers: Optional[int] = None
+    device: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"extract.batch_size: must be ≥ 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"extract.workers: must be ≥ 0, got {self.workers}")
+
+
+@dataclass
+class Settings:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    raw: Dict[str, Any] = field(default_factory=dict)
+    source: Optional[str] = None
+
+
+def settings_from_dict(data: Dict[str, Any], where: str = "config") -> Settings:
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section '{key}'{_suggest(str(key), SECTIONS)}")
+    return Settings(
+        model=from_dict(ModelConfig, data.get("model") or {}, f"{where}: model"),
+        extract=from_dict(ExtractConfig, data.get("extract") or {}, f"{where}: extract"),
+        index=from_dict(IndexConfig, data.get("index") or {}, f"{where}: index"),
+        raw=dict(data),
+        source=where,
+    )
+
+
+def load_settings(path: Optional[Union[str, Path]] = None) -> Settings:
+    """Read a YAML config (``None`` → all defaults, i.e. ``configs/default.yaml``)."""
+    if path is None:
+        return Settings()
+    return settings_from_dict(read_yaml(path), where=str(path))

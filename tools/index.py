@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Index a folder of images (or a .txt list of paths) for search.
+
+  python tools/index.py --images photos/                      # default model, writes index/
+  python tools/index.py --images photos/ --model runs/toy/best.pt --out index_ft/
+  python tools/index.py --images more_photos/ --out index/    # adds new images to an existing index
+
+Bad image files are skipped and listed at the end; the index folder is replaced atomically.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from retrieval.cli import main_wrapper, print_json
+from retrieval.network import build_network, load_model
+from retrieval.search import index_images
+from retrieval.settings import load_settings
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", required=True, help="folder of images (recursive) or a .txt list of paths")
+    ap.add_argument("--config", help="YAML config (model/extract/index sections); default: configs/default.yaml settings")
+    ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
+    ap.add_argument("--out", default="index", help="index folder (default: index/)")
+    ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq")
+    ap.add_argument("--batch-size", type=int, help="images per forward pass")
+    ap.add_argument("--workers", type=int, help="image decoding processes")
+    ap.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings(args.config)
+    net = load_model(args.model) if args.model else build_network(settings.model)
+    if args.factory:
+        settings.index.factory = args.factory
+    report = index_images(
+        net, args.images, args.out, index_config=settings.index,
+        batch_size=args.batch_size or settings.extract.batch_size,
+        workers=args.workers if args.workers is not None else settings.extract.workers,
+        device=args.device or settings.extract.device, progress=not (args.quiet or args.json),
+        model_source=args.model)
+    if args.json:
+        print_json(report.as_dict())
+        return 0
+    rate = report.added / report.seconds if report.seconds > 0 else 0.0
+    print(f"indexed {report.added} new images ({report.already_indexed} already in the index) "
+          f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
+          f"[{report.factory}, model {report.fingerprint}]")
+    if report.failures:
+        print(f"skipped {len(report.failures)} unreadable files:")
+        for path, reason in report.failures:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_wrapper(main)

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Search an index with one or more query images.
+
+  python tools/search.py --query q.jpg                         # searches index/, prints the top 10
+  python tools/search.py --query q.jpg --top 5 --html hits.html --png hits.png
+  python tools/search.py --query q.jpg --json                  # {"query", "hits": [{"rank","path","score"}]}
+
+The model is the one that built the index (recorded in the index folder); a query described by
+another model is refused.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from retrieval.cli import main_wrapper, print_json
+from retrieval.index import ImageIndex
+from retrieval.report import write_hits_html, write_hits_png
+from retrieval.search import model_for_index, search_images
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--query", required=True, nargs="+", help="query image file(s)")
+    ap.add_argument("--index", default="index", help="index folder made by tools/index.py (default: index/)")
+    ap.add_argument("--top", type=int, default=10, help="hits per query (default 10)")
+    ap.add_argument("--model", help="model checkpoint or YAML config (default: the index's own model)")
+    ap.add_argument("--nprobe", type=int, help="IVF lists visited (compressed indexes)")
+    ap.add_argument("--ef-search", type=int, help="HNSW search depth")
+    ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
+    ap.add_argument("--html", help="write an HTML page of the query and its hits")
+    ap.add_argument("--png", help="write a contact sheet PNG of the query and its hits")
+    ap.add_argument("--device", help="cpu | cuda")
+    ap.add_argument("--json", action="store_true", help="print the hits as JSON")
+    args = ap.parse_args(argv)
+    if args.top < 1:
+        ap.error("--top must be ≥ 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    index = ImageIndex.load(args.index)
+    net = model_for_index(index, args.model)
+    results = search_images(net, index, args.query, args.top, device=args.device,
+                            nprobe=args.nprobe, ef_search=args.ef_search,
+                            rerank=False if args.no_rerank else None)
+    if args.html:
+        write_hits_html(args.html, results)
+    if args.png:
+        write_hits_png(args.png, results)
+    if args.json:
+        print_json(results[0] if len(results) == 1 else results)
+        return 0
+    for r in results:
+        print(f"query: {r['query']}")
+        for h in r["hits"]:
+            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}")
+    if args.html:
+        print(f"wrote {args.html}")
+    if args.png:
+        print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    main_wrapper(main)
