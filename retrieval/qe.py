@@ -158,3 +158,51 @@ def qe_neighbours(
     valid = ids >= 0
     sims = np.einsum("qd,qkd->qk", queries, database[np.where(valid, ids, 0)])
     return ids, np.where(valid, sims, np.nan).astype(np.float32)
+
+
+class QueryExpandedIndex:
+    """Wrap an index so that every search first expands its queries by α-QE.
+
+    ``index`` is anything with ``search(Q, k, **kw) -> (scores, ids)``, ``descriptors() -> (N, D)``
+    (e.g. :class:`retrieval.index.ImageIndex`); other attributes are passed through. The ``k``
+    neighbours come from the index's own search (same nprobe / efSearch / re-ranking settings);
+    their weights use exact inner products with the stored descriptors.
+    """
+
+    def __init__(self, index: object, k: int = 2, alpha: float = 3.0) -> None:
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        self._index = index
+        self.qe_k = int(k)
+        self.alpha = float(alpha)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._index, name)
+
+    def expand(self, queries: np.ndarray, **search_kwargs: object) -> np.ndarray:
+        """(Q, D) float32 queries → (Q, D) float32 α-QE queries."""
+        Q = _as_f32(np.atleast_2d(queries), "queries")
+        if self.qe_k == 0:
+            return l2_normalize(Q)
+        _, ids = self._index.search(Q, self.qe_k, **search_kwargs)  # type: ignore[attr-defined]
+        X = np.asarray(self._index.descriptors(), dtype=np.float32)  # type: ignore[attr-defined]
+        return expand(Q, X, np.asarray(ids, dtype=np.int64), self.alpha)
+
+    def search(self, queries: np.ndarray, k: int = 10, **search_kwargs: object):
+        """Search with the expanded queries; same signature and result as the wrapped index."""
+        return self._index.search(self.expand(queries, **search_kwargs), k, **search_kwargs)  # type: ignore[attr-defined]
+
+
+def dba_index(index: object, k: int = 2, alpha: float = 3.0) -> object:
+    """A new index of the same type, factory, settings and model over DBA-augmented descriptors.
+
+    ``index``: a :class:`retrieval.index.ImageIndex` (duck-typed: ``descriptors()``, ``paths``,
+    ``dim``, ``factory``, ``model_config``, ``fingerprint``, ``config``, ``add``). The stored
+    descriptors of the result are the augmented ones, so applying it twice augments twice: build
+    a DBA index from a freshly made plain index.
+    """
+    X = dba(np.asarray(index.descriptors(), dtype=np.float32), k, alpha)  # type: ignore[attr-defined]
+    new = type(index)(index.dim, index.factory, index.model_config,  # type: ignore[attr-defined]
+                      index.fingerprint, index.config)  # type: ignore[attr-defined]
+    new.add(X, list(index.paths))  # type: ignore[attr-defined]
+    return new

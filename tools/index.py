@@ -13,7 +13,9 @@ import argparse
 from typing import Optional, Sequence
 
 from retrieval.cli import main_wrapper, print_json
+from retrieval.index import ImageIndex
 from retrieval.network import build_network, load_model
+from retrieval.qe import dba_index
 from retrieval.search import index_images
 from retrieval.settings import load_settings
 
@@ -28,6 +30,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")
     ap.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    ap.add_argument("--dba", type=int, default=0, metavar="K",
+                    help="database-side augmentation with K neighbours after indexing (0: off); "
+                         "augments every stored descriptor, so use it on a fresh --out folder")
+    ap.add_argument("--alpha", type=float, default=3.0, help="α of DBA (default 3)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     return ap.parse_args(argv)
@@ -45,6 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         workers=args.workers if args.workers is not None else settings.extract.workers,
         device=args.device or settings.extract.device, progress=not (args.quiet or args.json),
         model_source=args.model)
+    if args.dba > 0:
+        dba_index(ImageIndex.load(args.out), args.dba, args.alpha).save(args.out)
     if args.json:
         print_json(report.as_dict())
         return 0

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from retrieval.cli import main_wrapper, print_json
 from retrieval.index import ImageIndex
+from retrieval.qe import QueryExpandedIndex
 from retrieval.report import write_hits_html, write_hits_png
 from retrieval.search import model_for_index, search_images
 
@@ -28,6 +29,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--nprobe", type=int, help="IVF lists visited (compressed indexes)")
     ap.add_argument("--ef-search", type=int, help="HNSW search depth")
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
+    ap.add_argument("--qe", type=int, default=0, metavar="K", help="α-query expansion with K neighbours (0: off)")
+    ap.add_argument("--alpha", type=float, default=3.0, help="α of the query expansion (0: average QE; default 3)")
     ap.add_argument("--html", help="write an HTML page of the query and its hits")
     ap.add_argument("--png", help="write a contact sheet PNG of the query and its hits")
     ap.add_argument("--device", help="cpu | cuda")
@@ -35,6 +38,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.top < 1:
         ap.error("--top must be ≥ 1")
+    if args.qe < 0 or args.alpha < 0:
+        ap.error("--qe and --alpha must be ≥ 0")
     return args
 
 
@@ -42,6 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     index = ImageIndex.load(args.index)
     net = model_for_index(index, args.model)
+    if args.qe > 0:
+        index = QueryExpandedIndex(index, args.qe, args.alpha)
     results = search_images(net, index, args.query, args.top, device=args.device,
                             nprobe=args.nprobe, ef_search=args.ef_search,
                             rerank=False if args.no_rerank else None)
