@@ -80,7 +80,7 @@ def _as_tensor(V: ArrayLike, device: Optional[Union[str, torch.device]]) -> torc
     return t
 
 
-def _check(V: torch.Tensor, k: int) -> None:
+def _check(V: torch.Tensor, k: int, fixed_H: bool = False) -> None:
     if V.dim() != 2:
         raise DataError(f"NMF needs a 2-D matrix, got shape {tuple(V.shape)}")
     n, m = V.shape
@@ -88,7 +88,7 @@ def _check(V: torch.Tensor, k: int) -> None:
         raise DataError(f"k must be a positive integer, got {k!r}")
     if n == 0 or m == 0:
         raise DataError(f"NMF of an empty matrix ({n}×{m})")
-    if k > min(n, m):
+    if not fixed_H and k > min(n, m):
         raise DataError(f"k={k} is larger than the data allows: the matrix is {n}×{m} (k ≤ {min(n, m)})")
     if not bool(torch.isfinite(V).all()):
         raise DataError("NMF input contains NaN or infinite values")
@@ -156,7 +156,8 @@ def nmf_fit(
         tol: stop when the relative error improved by less than ``tol`` (relative) over the last
             ``check_every`` iterations; 0 runs exactly ``max_iter`` iterations.
         seed: seed of the initialisation (see :func:`init_factors`).
-        H: fixed concepts (k, m) — solve only W (projection onto saved concepts).
+        H: fixed concepts (k, m) — solve only W (projection onto saved concepts); with
+            ``solver="hals"`` H may have any sign (each row of W is then an exact NNLS solution).
         solver: ``"hals"`` (default, fast) or ``"mu"`` (Lee–Seung, the paper's).
         W0, H0: optional starting factors (override the seeded initialisation).
         check_every: iterations between error checks (the stopping rule and ``errors``).
@@ -172,10 +173,10 @@ def nmf_fit(
     as_numpy = isinstance(V, np.ndarray)
     Vt = _as_tensor(V, device)
     dev = Vt.device
-    _check(Vt, k)
+    fixed_H = H is not None
+    _check(Vt, k, fixed_H)
     n, m = Vt.shape
     k = int(k)
-    fixed_H = H is not None
     Wi, Hi = init_factors(n, m, k, float(Vt.mean()), seed)
     if W0 is not None:
         Wi = _as_tensor(W0, None).clone()
@@ -183,8 +184,8 @@ def nmf_fit(
         Hi = _as_tensor(H, None).clone()
         if tuple(Hi.shape) != (k, m):
             raise DataError(f"fixed H has shape {tuple(Hi.shape)}, expected ({k}, {m})")
-        if bool((Hi < 0).any()):
-            raise DataError("fixed H has negative entries")
+        if solver == "mu" and bool((Hi < 0).any()):
+            raise DataError("fixed H has negative entries: use solver='hals' (NNLS for any H)")
     elif H0 is not None:
         Hi = _as_tensor(H0, None).clone()
     W_ = Wi.to(dev).contiguous()
