@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .data import list_images
-from .errors import ModelMismatchError
+from .errors import DataError, ModelMismatchError
 from .extract import describe_image, extract_descriptors
 from .index import ImageIndex, IndexConfig
 from .config import from_dict, to_dict
@@ -57,6 +57,8 @@ def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[
     """The index at ``folder`` if it exists (it must have been built by ``net``), else a new one."""
     folder = Path(folder)
     fp = net.fingerprint()
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "meta.json").is_file())):
+        raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
     if (folder / "meta.json").is_file():
         index = ImageIndex.load(folder)
         if index.fingerprint != fp:
