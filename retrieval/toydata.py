@@ -762,8 +762,7 @@ def _photometric(img: np.ndarray, params: Tuple[float, float, float, float]) -> 
             [k * (1 - cosA) - sq * sinA, k * (1 - cosA) + sq * sinA, cosA + k * (1 - cosA)],
         ], np.float32)
         out = out @ m.T
-    mean = float(out.mean())
-    out = (out - mean) * c + mean
+    out = (out - 0.5) * c + 0.5  # a fixed pivot: the same change for any content
     return np.clip(out * b, 0.0, 1.0).astype(np.float32)
 
 
@@ -1107,6 +1106,8 @@ def make_retrieval_collection(root: PathLike, n_objects: int = 8, views: int = 6
     order = np.random.default_rng([seed, 0]).permutation(len(items))
     items = [items[i] for i in order]
 
+    # backgrounds never come from a photo that an object of the collection was cut from
+    exclude = _object_sources([o.name for o in objs]) if photos else ()
     _prepare_root(root, GT_FILE)
     queries: List[str] = []
     bboxes: List[List[int]] = []
@@ -1124,8 +1125,6 @@ def make_retrieval_collection(root: PathLike, n_objects: int = 8, views: int = 6
         queries.append(rel)
 
     unused = photo_object_names()[n_objects:] if photos else []
-    # backgrounds never come from a photo that an object of the collection was cut from
-    exclude = _object_sources([o.name for o in objs]) if photos else ()
     database: List[str] = []
     labels: List[int] = []
     meta: List[Dict[str, Any]] = []
