@@ -44,6 +44,9 @@ class ModelConfig:
         whitening: what the whitening slot holds (``none`` | ``pca`` | ``lw``); the matrices
             themselves travel in the checkpoint.
         dim: output dimension after whitening (``None`` = all).
+        concepts: a concept file (``tools/coseg.py --save-concepts``) learned with this backbone:
+            pooling is then concept-masked GeM (:mod:`retrieval.concepts`); ``None`` = plain pooling.
+        object_factor: the concept file's object factor to use (``None`` = the one stored in it).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -55,6 +58,8 @@ class ModelConfig:
     scales: List[float] = field(default_factory=lambda: list(MULTISCALE))
     whitening: str = "none"
     dim: Optional[int] = None
+    concepts: Optional[str] = None
+    object_factor: Optional[int] = None
 
     def validate(self) -> None:
         import difflib
@@ -92,6 +97,12 @@ class DescriptorNet(nn.Module):
         self.pool = pool
         self.register_buffer("whiten_m", torch.zeros(0))
         self.register_buffer("whiten_P", torch.zeros(0, 0))
+        self.concepts = None  # retrieval.concepts.ConceptMask (not a weight: not in the state_dict)
+
+    def set_concepts(self, concepts: Optional[Any]) -> None:
+        """Pool with concept-masked GeM using ``concepts`` (a :class:`retrieval.concepts.ConceptMask`
+        learned with this backbone), or plain pooling again with ``None``. Changes the fingerprint."""
+        self.concepts = concepts
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -112,7 +123,11 @@ class DescriptorNet(nn.Module):
 
     def pooled(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (N, 3, H, W) → pooled, L2-normalised, not yet whitened (N, C) float32 ≥ 0."""
-        fmap = self.features(x)
+        if self.concepts is not None:
+            fmap, cmask = self.concepts.features_and_mask(self.backbone, x)
+            mask = cmask if mask is None else mask * cmask
+        else:
+            fmap = self.features(x)
         if mask is not None:
             return F.normalize(self.pool(fmap.float(), mask), dim=-1)
         return F.normalize(self.pool(fmap.float()), dim=-1)
@@ -155,7 +170,11 @@ class DescriptorNet(nn.Module):
         h = hashlib.sha1()
         cfg = to_dict(self.config)
         cfg.pop("weights", None)
+        cfg.pop("concepts", None)
+        cfg.pop("object_factor", None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
+        if self.concepts is not None:
+            h.update(f"concepts:{self.concepts.digest()}".encode())
         for name, t in sorted(self.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -176,7 +195,12 @@ def build_network(config: Optional[ModelConfig] = None, *, seed: int = 0) -> Des
         torch.manual_seed(seed)
         backbone = build_backbone(config.backbone, config.weights)
     pool = build_pooling(config.pooling, p=config.p, learn_p=config.learn_p)
-    return DescriptorNet(dataclasses.replace(config), backbone, pool).eval()
+    net = DescriptorNet(dataclasses.replace(config), backbone, pool).eval()
+    if config.concepts:
+        from .concepts import ConceptMask
+
+        net.set_concepts(ConceptMask.from_file(config.concepts, backbone, config.object_factor))
+    return net
 
 
 def save_checkpoint(net: DescriptorNet, path: Union[str, Path], extra: Optional[Dict[str, Any]] = None) -> None:
@@ -212,7 +236,7 @@ def network_from_checkpoint(obj: Dict[str, Any], source: str = "checkpoint") -> 
     """Rebuild a :class:`DescriptorNet` from a checkpoint dict (see :func:`read_checkpoint`)."""
     cfg = from_dict(ModelConfig, obj["config"], where=f"{source}:config")
     stored_weights = cfg.weights
-    net = build_network(dataclasses.replace(cfg, weights="none"))
+    net = build_network(dataclasses.replace(cfg, weights="none", concepts=None))
     sd = obj["state_dict"]
     if sd.get("whiten_P") is not None and sd["whiten_P"].numel() > 0:
         net.set_whitening(sd["whiten_m"], sd["whiten_P"], kind=cfg.whitening)
@@ -221,6 +245,10 @@ def network_from_checkpoint(obj: Dict[str, Any], source: str = "checkpoint") -> 
     except RuntimeError as e:
         raise WeightsError(f"{source}: weights do not fit its config: {str(e).splitlines()[0][:160]}") from None
     net.config = dataclasses.replace(cfg, weights=stored_weights)
+    if cfg.concepts:
+        from .concepts import ConceptMask
+
+        net.set_concepts(ConceptMask.from_file(cfg.concepts, net.backbone, cfg.object_factor))
     return net.eval()
 
 
