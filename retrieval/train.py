@@ -53,13 +53,34 @@ LOG_FIELDS = ("epoch", "loss", "val_map", "p", "lr", "avg_neg_distance", "tuples
 
 
 @dataclass
+class ToyData:
+    """The generated collection used when ``train.data`` is ``toy`` (:mod:`retrieval.toydata`):
+    ``n_objects`` objects × ``views`` views of ``image_size``² pixels, exported as class folders
+    under ``root/classes`` (made once, remade when these settings change)."""
+
+    root: str = "data/toy_train"
+    n_objects: int = 40
+    views: int = 6
+    image_size: int = 96
+    source: str = "synthetic"
+    clutter: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.source not in ("synthetic", "photos"):
+            raise ConfigError(f"train.toy.source: '{self.source}' is not one of synthetic, photos")
+        if self.n_objects < 2 or self.views < 2:
+            raise ConfigError("train.toy: need n_objects ≥ 2 and views ≥ 2")
+
+
+@dataclass
 class TrainConfig:
     """The ``train:`` section of a training config (the ``model:`` section is a ModelConfig).
 
     Data:
-        data: class folders ``DIR/<class>/*``, a ``.csv`` of ``query,positive[,cluster]``, or an
-            SfM-120k ``.pkl``; data_kind: ``auto`` | ``folders`` | ``csv`` | ``sfm``; ims_root: the
-            SfM image folder (default ``ims`` beside the pickle) or the CSV's path root.
+        data: class folders ``DIR/<class>/*``, a ``.csv`` of ``query,positive[,cluster]``, an
+            SfM-120k ``.pkl``, or ``toy`` (the generated collection described by ``toy``);
+            data_kind: ``auto`` | ``folders`` | ``csv`` | ``sfm``; ims_root: the SfM image folder (default ``ims`` beside the pickle) or the CSV's path root.
         val_data: a separate validation source (same kinds); otherwise ``val_fraction`` of the
             classes is held out (0 = no validation; ``best.pt`` is then the last epoch).
         max_pairs_per_class: ordered pairs kept per class of the folder source.
@@ -78,10 +99,13 @@ class TrainConfig:
         CUDA when available), seed, deterministic (``torch.use_deterministic_algorithms``).
     After training:
         whitening: learn Lw on the training pairs and store it in ``best.pt``; whiten_pairs: the
-        pairs sampled for it.
+        pairs sampled for it; whiten_shrinkage: α of :func:`retrieval.whitening.learn_whitening`
+        (``None`` = Ledoit–Wolf, near 0 with plenty of pairs, essential with fewer pairs than
+        dimensions).
     """
 
     data: Optional[str] = None
+    toy: ToyData = field(default_factory=ToyData)
     data_kind: str = "auto"
     ims_root: Optional[str] = None
     val_data: Optional[str] = None
@@ -110,6 +134,7 @@ class TrainConfig:
     validate_before: bool = True
     whitening: bool = True
     whiten_pairs: int = 5000
+    whiten_shrinkage: Optional[float] = None
 
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -126,6 +151,8 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"weight_decay: must be ≥ 0, got {self.weight_decay}")
         need(self.lr_decay >= 0, f"lr_decay: must be ≥ 0, got {self.lr_decay}")
         need(self.margin is None or self.margin > 0, f"margin: must be positive, got {self.margin}")
+        need(self.whiten_shrinkage is None or 0 <= self.whiten_shrinkage <= 1,
+             f"whiten_shrinkage: must be in [0, 1] (or null = automatic), got {self.whiten_shrinkage}")
         for name in ("epochs", "qsize", "poolsize", "batch", "accumulate", "mine_batch", "whiten_pairs"):
             need(getattr(self, name) >= 1, f"{name}: must be ≥ 1, got {getattr(self, name)}")
         need(self.nnum >= (1 if self.loss == "triplet" else 0), f"nnum: too small ({self.nnum})")
@@ -202,6 +229,8 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
     src = data if data is not None else cfg.data
     if not src:
         raise ConfigError("train.data: no training data given (set train.data or pass --data)")
+    if str(src) == "toy":
+        src = prepare_toy_data(cfg.toy, log=log)
     pairs = load_pairs(src, cfg.data_kind, cfg.ims_root, "train", cfg.max_pairs_per_class, cfg.seed)
     skipped: List[Tuple[str, str]] = []
     nw = max(1, cfg.workers if workers is None else workers)
@@ -225,6 +254,34 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
     if train_pairs.n_classes < 2:
         raise DataError(f"{src}: training needs at least 2 classes (negatives come from other classes)")
     return train_pairs, val, skipped
+
+
+def prepare_toy_data(toy: ToyData, log: Log = print) -> Path:
+    """Generate the toy collection of ``toy`` (unless already there with the same settings) and
+    export it as class folders; returns ``root/classes``."""
+    import json
+    import shutil
+
+    from .toydata import export_class_folders, make_retrieval_collection
+
+    root = Path(toy.root)
+    classes = root / "classes"
+    params = dict(n_objects=toy.n_objects, views=toy.views, image_size=toy.image_size, seed=toy.seed,
+                  clutter=float(toy.clutter), source=toy.source, distractors=0)
+    stamp = root / "params.json"
+    if classes.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == params:
+        return classes
+    log(f"generating the toy collection in {root} ({toy.n_objects} objects x {toy.views} views, "
+        f"{toy.image_size} px, {toy.source})")
+    col = make_retrieval_collection(root / "collection", n_objects=toy.n_objects, views=toy.views,
+                                    distractors=0, image_size=toy.image_size, seed=toy.seed,
+                                    clutter=toy.clutter, source=toy.source)
+    if classes.exists():
+        shutil.rmtree(classes)
+    export_class_folders(col, classes)
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps(params))
+    return classes
 
 
 class TupleDataset(torch.utils.data.Dataset):
@@ -452,7 +509,8 @@ def sample_pairs(pairs: PairSet, n: int, seed: int = 0) -> PairSet:
 
 
 def learn_whitenings(net: nn.Module, train_pairs: PairSet, val: Optional[PairSet] = None, *,
-                     image_size: int, max_pairs: int = 5000, batch_size: int = 16,
+                     image_size: int, max_pairs: int = 5000, shrinkage: Union[float, str] = "auto",
+                     batch_size: int = 16,
                      workers: Optional[int] = None, device: Optional[torch.device] = None,
                      seed: int = 0, progress: bool = False) -> Tuple[Whitening, Whitening, Dict[str, float]]:
     """Learn Lw (from the matching pairs) and PCA-w (from the same images) with ``net`` (its
@@ -465,7 +523,7 @@ def learn_whitenings(net: nn.Module, train_pairs: PairSet, val: Optional[PairSet
     sub = sample_pairs(train_pairs, max_pairs, seed)
     X, sub = describe_pairs(net, sub, image_size=image_size, batch_size=batch_size, workers=workers,
                             device=device, progress=progress, desc="whitening")
-    lw = learn_whitening(X, sub.qidx, sub.pidx)
+    lw = learn_whitening(X, sub.qidx, sub.pidx, shrinkage=shrinkage)
     pca = pca_whitening(X)
     maps = {"none": float("nan"), "pca": float("nan"), "lw": float("nan")}
     if val is not None and val.n_images:
@@ -608,15 +666,17 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         best_ck = read_checkpoint(best_path)
         best_net = network_from_checkpoint(best_ck, source=str(best_path))
         best_net.clear_whitening()
+        shrink = "auto" if cfg.whiten_shrinkage is None else cfg.whiten_shrinkage
         lw, _, whitening_map = learn_whitenings(best_net, pairs, val, max_pairs=cfg.whiten_pairs,
-                                                seed=cfg.seed, progress=progress, **common)
+                                                shrinkage=shrink, seed=cfg.seed, progress=progress, **common)
         best_net.set_whitening(lw.m, lw.P, kind="lw")
         extra = dict(best_ck["extra"])
         extra["whitening_map"] = whitening_map
+        extra["whitening_shrinkage"] = lw.shrinkage
         _save(best_net, best_path, extra)
         if val is not None:
-            log("best epoch {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (Lw stored in {})".format(
+            log("best epoch {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (shrinkage {:.3f}; Lw stored in {})".format(
                 best_epoch, 100 * whitening_map["none"], 100 * whitening_map["pca"],
-                100 * whitening_map["lw"], best_path))
+                100 * whitening_map["lw"], lw.shrinkage, best_path))
     return TrainResult(out, history, best_epoch, best_map if val is not None else float("nan"),
                        best_path, last_path, whitening_map, list(skipped or []))

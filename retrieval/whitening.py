@@ -15,13 +15,19 @@ Learned whitening (Lw), from pairs ``(qidx[i], pidx[i])`` of matching descriptor
    largest eigenvalue first (a rotation: the differences stay white);
 5. ``P = Eᵀ P₁``; keeping the first ``d`` rows of ``P`` reduces the dimension.
 
+Few pairs (fewer than about D): ``S`` is then rank-deficient, the jittered directions are amplified
+enormously and Lw over-fits (the training classes collapse to points, held-out ones get worse).
+``shrinkage`` blends ``S`` with a multiple of the identity first, ``S ← (1 − α)·S + α·(tr S / D)·I``;
+``shrinkage="auto"`` picks α by the Ledoit–Wolf formula (Ledoit & Wolf, 2004), which is close to 0
+when the pairs are plenty. The default ``0`` is the formula above, unchanged.
+
 PCA whitening (the baseline, no labels): ``m`` = mean of all descriptors, ``P = Λ^{-1/2} Eᵀ`` with
 ``E, Λ`` the eigen-decomposition of their covariance, largest first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -41,12 +47,14 @@ class Whitening:
         P: ``(D, D)`` float32 projection; row i is the i-th output direction (most important first).
         kind: ``"lw"`` (learned from pairs) or ``"pca"``.
         jitter: what was added to the diagonal of S for the Cholesky step (0 when none was needed).
+        shrinkage: the α blended into S (0 = none).
     """
 
     m: np.ndarray
     P: np.ndarray
     kind: str = "lw"
     jitter: float = 0.0
+    shrinkage: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -72,14 +80,16 @@ class Whitening:
 
     def to_state(self) -> dict:
         """Plain dict of numpy arrays / scalars (for checkpoints)."""
-        return {"m": self.m, "P": self.P, "kind": self.kind, "jitter": float(self.jitter)}
+        return {"m": self.m, "P": self.P, "kind": self.kind, "jitter": float(self.jitter),
+                "shrinkage": float(self.shrinkage)}
 
     @classmethod
     def from_state(cls, state: dict) -> "Whitening":
         """Inverse of :meth:`to_state` (accepts torch tensors too)."""
         m = np.asarray(state["m"], dtype=np.float32)
         P = np.asarray(state["P"], dtype=np.float32)
-        return cls(m=m, P=P, kind=str(state.get("kind", "lw")), jitter=float(state.get("jitter", 0.0)))
+        return cls(m=m, P=P, kind=str(state.get("kind", "lw")), jitter=float(state.get("jitter", 0.0)),
+                   shrinkage=float(state.get("shrinkage", 0.0)))
 
 
 def cholesky_jitter(S: np.ndarray) -> tuple:
@@ -115,12 +125,36 @@ def _check_X(X: np.ndarray) -> np.ndarray:
     return X.astype(np.float64)
 
 
-def learn_whitening(X: np.ndarray, qidx: np.ndarray, pidx: np.ndarray) -> Whitening:
+def ledoit_wolf_shrinkage(Z: np.ndarray) -> float:
+    """Ledoit–Wolf shrinkage α of the second-moment matrix ``S = ZᵀZ / n`` towards ``(tr S / D)·I``.
+
+    Args:
+        Z: ``(n, D)`` float rows (taken as centred: here the matching differences).
+
+    Returns:
+        α in [0, 1]: ``β / δ`` with ``δ = ‖S − μI‖²_F``, ``μ = tr S / D`` and
+        ``β = min(δ, (Σ_k ‖z_k‖⁴ − n‖S‖²_F) / n²)``.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    n, d = Z.shape
+    S = Z.T @ Z / n
+    mu = np.trace(S) / d
+    delta = float(np.sum((S - mu * np.eye(d)) ** 2))
+    if delta <= 0:
+        return 0.0
+    beta_bar = (float(np.sum(np.sum(Z * Z, axis=1) ** 2)) - n * float(np.sum(S * S))) / n ** 2
+    return float(min(max(beta_bar, 0.0), delta) / delta)
+
+
+def learn_whitening(X: np.ndarray, qidx: np.ndarray, pidx: np.ndarray,
+                    shrinkage: Union[float, str] = 0.0) -> Whitening:
     """Learn Lw from matching pairs.
 
     Args:
         X: ``(N, D)`` float32 training descriptors (L2-normalised), row-major.
         qidx, pidx: ``(M,)`` int, ``X[qidx[i]]`` matches ``X[pidx[i]]``.
+        shrinkage: α in [0, 1] blending S with ``(tr S / D)·I``, or ``"auto"`` (Ledoit–Wolf);
+            0 (default) is the plain formula.
 
     Returns:
         :class:`Whitening` with ``m (D,)`` float32 (mean of the queries) and ``P (D, D)`` float32
@@ -136,12 +170,17 @@ def learn_whitening(X: np.ndarray, qidx: np.ndarray, pidx: np.ndarray) -> Whiten
     m = X[qidx].mean(axis=0)
     df = X[qidx] - X[pidx]
     S = df.T @ df / len(df)
+    alpha = ledoit_wolf_shrinkage(df) if shrinkage == "auto" else float(shrinkage)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"shrinkage must be in [0, 1] or 'auto', got {shrinkage!r}")
+    if alpha > 0:
+        S = (1 - alpha) * S + alpha * (np.trace(S) / S.shape[0]) * np.eye(S.shape[0])
     L, jitter = cholesky_jitter(S)
     P1 = np.linalg.inv(L)
     Y = (X - m) @ P1.T
     _, E = _eig_desc(Y.T @ Y / len(Y))
     P = E.T @ P1
-    return Whitening(m=m.astype(np.float32), P=P.astype(np.float32), kind="lw", jitter=jitter)
+    return Whitening(m=m.astype(np.float32), P=P.astype(np.float32), kind="lw", jitter=jitter, shrinkage=alpha)
 
 
 def pca_whitening(X: np.ndarray, eps: float = 1e-12) -> Whitening:

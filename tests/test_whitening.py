@@ -83,3 +83,22 @@ def test_pca_whitening_reference():
     Y = Xc @ w.P.T.astype(np.float64)
     np.testing.assert_allclose(Y.T @ Y / len(Y), np.eye(8), atol=1e-4)
     assert w.kind == "pca"
+
+
+def test_ledoit_wolf_matches_sklearn_and_shrunk_lw_whitens_shrunk_s():
+    sk = pytest.importorskip("sklearn.covariance")
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(30, 12)) * np.linspace(0.2, 2, 12)
+    from retrieval.whitening import ledoit_wolf_shrinkage
+
+    _, a_ref = sk.ledoit_wolf(Z, assume_centered=True)
+    assert ledoit_wolf_shrinkage(Z) == pytest.approx(a_ref, rel=1e-6)
+    X = rng.normal(size=(40, 12)).astype(np.float32)
+    qi, pi = np.arange(20), np.arange(20, 40)
+    w = learn_whitening(X, qi, pi, shrinkage=0.3)
+    df = (X[qi] - X[pi]).astype(np.float64)
+    S = df.T @ df / 20
+    S = 0.7 * S + 0.3 * np.trace(S) / 12 * np.eye(12)
+    P = w.P.astype(np.float64)
+    np.testing.assert_allclose(P @ S @ P.T, np.eye(12), atol=1e-4)
+    assert learn_whitening(X, qi, pi, shrinkage="auto").shrinkage > 0
