@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Descriptor extraction speed, as ratios against the raw torchvision backbone forward in the
+same run.
+
+1. Single-scale extraction (``describe_batch``: forward + GeM + L2 + whitening slot) against the
+   raw backbone forward on the same preloaded batch (goal ≥ 0.95×).
+2. Files → descriptors end to end (``extract_descriptors``: JPEG decode in DataLoader workers,
+   resize, batching by size, forward, pooling) against the raw forward, for ResNet-50/101 at 362
+   and 1024 px and the default EfficientNet-Lite0.
+
+  python benchmarks/bench_extract.py            # CPU (here: 2 cores)
+  python benchmarks/bench_extract.py --quick    # fewer images and sizes
+On a GPU machine the same script runs with bf16 autocast + channels_last.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_time, markdown_table  # noqa: E402
+
+from retrieval.extract import describe_batch, extract_descriptors, resolve_device  # noqa: E402
+from retrieval.network import ModelConfig, build_network  # noqa: E402
+
+
+def raw_forward(name: str) -> nn.Module:
+    """The torchvision backbone with its classifier cut off, random init (speed only)."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        m = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+
+        class Feat(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m.extract_features(x)
+
+        return Feat().eval()
+    import torchvision.models as tvm
+
+    m = getattr(tvm, name)(weights=None)
+    return nn.Sequential(*list(m.children())[:-2]).eval()
+
+
+def make_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> list:
+    """Photo-like JPEGs at 4:3, long side 1.5×size (so decode + resize cost is real)."""
+    from skimage import data as skd  # demo extra
+
+    base = Image.fromarray(skd.astronaut())
+    rng = np.random.default_rng(seed)
+    w, h = int(size * 1.5), int(size * 1.5 * 3 / 4)
+    paths = []
+    for i in range(n):
+        x0, y0 = rng.integers(0, 100, 2)
+        img = base.crop((x0, y0, x0 + 400, y0 + 300)).resize((w, h), Image.BILINEAR)
+        p = folder / f"im{i:03d}.jpg"
+        img.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def run(backbones, sizes, n_files, batch, device, repeat):
+    dev = resolve_device(device)
+    rows_a, rows_b = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in backbones:
+            for size in sizes:
+                h, w = int(size * 3 / 4), size
+                net = build_network(ModelConfig(backbone=name, weights="none", image_size=size, scales=[1.0])).to(dev)
+                raw = raw_forward(name).to(dev)
+                x = torch.randn(batch, 3, h, w, device=dev)
+                ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                       else torch.autocast("cpu", enabled=False))
+                if dev.type == "cuda":
+                    raw = raw.to(memory_format=torch.channels_last)
+                    net = net.to(memory_format=torch.channels_last)
+
+                def do_raw():
+                    with torch.inference_mode(), ctx:
+                        raw(x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+
+                def do_ours():
+                    describe_batch(net, x, [1.0])
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+
+                t_raw = best_time(do_raw, repeat)
+                t_ours = best_time(do_ours, repeat)
+                raw_ips = batch / t_raw
+                rows_a.append([name, f"{size}×{h}", batch, raw_ips, batch / t_ours, t_raw / t_ours])
+
+                folder = Path(tmp) / f"{name}_{size}"
+                folder.mkdir()
+                paths = make_jpegs(folder, n_files, size)
+                extract_descriptors(net, paths[:2], batch_size=batch, workers=0, device=dev, progress=False)
+                ex = extract_descriptors(net, paths, batch_size=batch, device=dev, progress=False)
+                rows_b.append([name, size, len(paths), raw_ips, ex.images_per_second, ex.images_per_second / raw_ips])
+                print(f"  {name} {size}px: raw {raw_ips:.2f} img/s, batch {batch / t_ours:.2f}, files {ex.images_per_second:.2f}",
+                      file=sys.stderr)
+    print(f"\nDevice: {dev} ({torch.get_num_threads()} threads), torch {torch.__version__}\n")
+    print("Single-scale extraction vs raw backbone forward, same preloaded batch:\n")
+    print(markdown_table(["backbone", "input", "batch", "raw forward img/s", "describe_batch img/s", "ratio"], rows_a))
+    print("\nFiles → descriptors end to end vs raw forward:\n")
+    print(markdown_table(["backbone", "long side", "files", "raw forward img/s", "files→descriptors img/s", "ratio"], rows_b))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device")
+    ap.add_argument("--batch", type=int, default=4)
+    args = ap.parse_args()
+    if args.quick:
+        run(["efficientnet_lite0", "resnet50"], [362], 8, args.batch, args.device, 2)
+    else:
+        run(["efficientnet_lite0"], [362], 24, args.batch, args.device, 3)
+        run(["resnet50", "resnet101"], [362, 1024], 8, args.batch, args.device, 2)
+
+
+if __name__ == "__main__":
+    main()
