@@ -501,11 +501,14 @@ _PHOTO_OBJECTS: Dict[str, Tuple[str, List[np.ndarray], List[Tuple[str, Optional[
     "shuttle": ("astronaut", [_P((398, 0), (438, 0), (445, 60), (460, 160), (462, 255), (455, 282),
                                  (365, 282), (355, 240), (380, 120))],
                 [("tank", [_R(395, 0, 440, 128)]), ("stand", [_R(355, 250, 465, 285)]), ("orbiter", None)]),
-    "logo": ("logo", [_E(250.5, 249.5, 239, 239)], [("green", None), ("orange", None), ("outline", None)]),
+    "cameraman": ("camera", [_P((150, 80), (195, 62), (245, 70), (268, 100), (275, 135), (328, 138),
+                                (338, 170), (336, 205), (300, 248), (200, 258), (150, 225), (138, 150))],
+                  [("head", [_E(212, 128, 55, 66)]), ("camera", [_R(250, 135, 332, 200)]), ("coat", None)]),
     "gland": ("immunohistochemistry", [_E(318, 380, 68, 75)],
               [("lumen", [_E(320, 380, 30, 35)]), ("cells", None)]),
     "colorwheel": ("colorwheel", [_E(185, 185, 182, 182)],
                    [("red-yellow", None), ("green-cyan", None), ("blue-magenta", None)]),
+    "logo": ("logo", [_E(250.5, 249.5, 239, 239)], [("green", None), ("orange", None), ("outline", None)]),
 }
 
 # Background sources: (photo, allowed crop box (x0, y0, x1, y1) or None = whole, tint hue or None).
@@ -898,8 +901,8 @@ def _render_view(obj: ToyObject, spec: _ViewSpec, size: int, bg: np.ndarray, rng
 # ----------------------------------------------------------------------------------------------
 
 def _query_area(clutter: float) -> float:
-    """Target image-area fraction of the query's object: 0.35 at clutter 0, 0.12 at clutter 1."""
-    return 0.35 + (0.12 - 0.35) * clutter
+    """Target image-area fraction of the query's object: 0.45 at clutter 0, 0.12 at clutter 1."""
+    return 0.45 + (0.12 - 0.45) * clutter
 
 
 def _view_spec(rng: np.random.Generator, kind: str, clutter: float) -> Tuple[_ViewSpec, float]:
