@@ -27,6 +27,8 @@ def odd_folder(tmp_path_factory) -> Path:
     exif = Image.Exif()
     exif[0x0112] = 6
     rgb.save(d / "rotated.jpg", exif=exif)
+    rgb.transpose(Image.Transpose.ROTATE_270).save(d / "upright.png")  # what rotated.png shows
+    rgb.save(d / "rotated.png", exif=exif)
     buf = (d / "plain" / "img000.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(buf[: len(buf) // 2])
     (d / "empty.jpg").write_bytes(b"")
@@ -39,14 +41,20 @@ def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tin
     proc = run_tool("index", "--images", odd_folder, "--config", tiny_config, "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
-    assert rep["added"] == 9 and rep["skipped"] == 3 and rep["total"] == 9
+    assert rep["added"] == 11 and rep["skipped"] == 3 and rep["total"] == 11
     assert {Path(f["path"]).name for f in rep["failures"]} == {"truncated.jpg", "empty.jpg", "notes.jpg"}
 
     # a second run adds nothing and keeps the index; a new image is added
     shutil.copy(odd_folder / "plain" / "img001.jpg", tmp_path / "extra.jpg")
     proc = run_tool("index", "--images", tmp_path / "extra.jpg", "--config", tiny_config, "--out", out, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["total"] == 10
+    assert json.loads(proc.stdout)["total"] == 12
+
+    # the EXIF-rotated file is described as the upright image it shows
+    proc = run_tool("search", "--query", odd_folder / "upright.png", "--index", out, "--top", "2", "--json")
+    hits = json.loads(proc.stdout)["hits"]
+    assert {Path(h["path"]).name for h in hits} == {"upright.png", "rotated.png"}
+    assert min(h["score"] for h in hits) > 1 - 1e-5
 
     q = odd_folder / "cmyk.jpg"
     html = tmp_path / "hits.html"
