@@ -1086,9 +1086,9 @@ def make_retrieval_collection(root: PathLike, n_objects: int = 8, views: int = 6
 
     ``n_objects`` objects × ``views`` views (view 0 is the object's query, the other ``views - 1``
     go to the database), plus ``distractors`` database images with no object of the collection.
-    ``clutter`` in [0, 1]: 0 = the query's object covers about 35 % of the image on a plain-ish
+    ``clutter`` in [0, 1]: 0 = the query's object covers about 45 % of the image on a plain-ish
     background; 1 = about 12 % on a busy background full of textured shapes. ``source`` is
-    ``"synthetic"`` or ``"photos"`` (scikit-image samples; at most 9 objects). Images are
+    ``"synthetic"`` or ``"photos"`` (scikit-image samples; at most 10 objects, see :func:`photo_object_names`). Images are
     ``image_size``² JPEGs. Existing generator output under ``root`` is replaced.
     """
     photos = _check_source(source)
