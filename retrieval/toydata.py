@@ -1088,8 +1088,9 @@ def make_retrieval_collection(root: PathLike, n_objects: int = 8, views: int = 6
     go to the database), plus ``distractors`` database images with no object of the collection.
     ``clutter`` in [0, 1]: 0 = the query's object covers about 45 % of the image on a plain-ish
     background; 1 = about 12 % on a busy background full of textured shapes. ``source`` is
-    ``"synthetic"`` or ``"photos"`` (scikit-image samples; at most 10 objects, see :func:`photo_object_names`). Images are
-    ``image_size``² JPEGs. Existing generator output under ``root`` is replaced.
+    ``"synthetic"`` or ``"photos"`` (scikit-image samples; at most 10 objects, in the order of
+    :func:`photo_object_names`). Images are ``image_size``² JPEGs. Existing generator output under
+    ``root`` is replaced; a folder with other images in ``images/`` is refused (DataError).
     """
     photos = _check_source(source)
     _check_size(image_size)
