@@ -89,3 +89,21 @@ def test_expansion_helps_on_clusters():
     q = _unit(centres[:1] + 0.5 * rng.standard_normal((1, 32)))
     qe = alpha_qe(q, db, k=5, alpha=1.0)
     assert float((qe @ centres[0])[0]) > float((q @ centres[0])[0])
+
+
+def test_query_expanded_index_and_dba_index(data, tmp_path):
+    from retrieval.index import ImageIndex
+    from retrieval.qe import QueryExpandedIndex, dba_index
+
+    q, db = data
+    idx = ImageIndex(db.shape[1], "Flat", fingerprint="fp")
+    idx.add(db, [f"{i}.jpg" for i in range(len(db))])
+    wrapped = QueryExpandedIndex(idx, k=3, alpha=2.0)
+    assert wrapped.paths == idx.paths  # passes attributes through
+    scores, ids = wrapped.search(q, 5, fingerprint="fp")
+    ref = alpha_qe(q, db, k=3, alpha=2.0)
+    np.testing.assert_array_equal(ids, np.argsort(-(ref @ db.T), axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(scores, np.sort(ref @ db.T, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    aug = dba_index(idx, k=2, alpha=3.0)
+    np.testing.assert_allclose(aug.descriptors(), dba(db, k=2, alpha=3.0), atol=1e-6)
+    assert aug.paths == idx.paths and aug.fingerprint == "fp" and aug.factory == "Flat"
