@@ -379,3 +379,17 @@ class ImageDataset(torch.utils.data.Dataset):
             return i, None, "out of memory while decoding"
         except Exception as e:  # noqa: BLE001 - a bad file must never kill a worker
             return i, None, f"unexpected error: {type(e).__name__}: {_short(e)}"
+
+
+def crop_box(img: Image.Image, box: Optional[Sequence[float]]) -> Image.Image:
+    """``img`` cropped to ``box`` = (x1, y1, x2, y2) pixels (rounded, clipped to the image; an empty
+    box after clipping keeps the whole image). ``None`` returns ``img``."""
+    if box is None:
+        return img
+    w, h = img.size
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, x2 = max(0, min(x1, w)), max(0, min(x2, w))
+    y1, y2 = max(0, min(y1, h)), max(0, min(y2, h))
+    if x2 <= x1 or y2 <= y1:
+        return img
+    return img.crop((x1, y1, x2, y2))

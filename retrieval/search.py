@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .data import list_images
+from .data import crop_box, list_images, load_image
 from .errors import DataError, ModelMismatchError
-from .extract import describe_image, extract_descriptors
+from .extract import describe_pil, extract_descriptors
 from .index import ImageIndex, IndexConfig
 from .config import from_dict, to_dict
 from .network import DescriptorNet, ModelConfig, build_network, load_model
@@ -94,13 +94,16 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathLike], top: int = 10,
-                  device: Optional[str] = None, **search_kwargs: Any) -> List[Dict[str, Any]]:
+                  device: Optional[str] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
+                  **search_kwargs: Any) -> List[Dict[str, Any]]:
     """Search ``index`` with each query image; returns ``[{"query", "hits": [{"rank", "path",
-    "score"}]}]``. A bad query image raises ImageError; a model that did not build the index raises
-    ModelMismatchError (checked before any image is read)."""
+    "score"}]}]``. ``boxes`` optionally crops each query to (x1, y1, x2, y2) pixels first, as the
+    revisited Oxford/Paris protocol does. A bad query image raises ImageError; a model that did not
+    build the index raises ModelMismatchError (checked before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
-    Q = np.stack([describe_image(net, q, device=device) for q in queries])
+    boxes = list(boxes) if boxes is not None else [None] * len(queries)
+    Q = np.stack([describe_pil(net, crop_box(load_image(q), b), device=device) for q, b in zip(queries, boxes)])
     scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
     results = []
     for q, srow, irow in zip(queries, scores, ids):
