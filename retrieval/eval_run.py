@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .config import to_dict
-from .data import load_image
+from .data import crop_box, load_image
 from .datasets import Box, EvalDataset
 from .errors import DataError, ModelMismatchError
 from .evaluate import ranks_from_scores, revisited_eval
@@ -32,20 +32,6 @@ from .network import DescriptorNet
 from .qe import alpha_qe, dba
 
 PathLike = Union[str, Path]
-
-
-def crop_box(img: Image.Image, box: Optional[Box]) -> Image.Image:
-    """``img`` cropped to ``box`` = (x1, y1, x2, y2) pixels (rounded, clipped to the image; an empty
-    box after clipping keeps the whole image). ``None`` returns ``img``."""
-    if box is None:
-        return img
-    w, h = img.size
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    x1, x2 = max(0, min(x1, w)), max(0, min(x2, w))
-    y1, y2 = max(0, min(y1, h)), max(0, min(y2, h))
-    if x2 <= x1 or y2 <= y1:
-        return img
-    return img.crop((x1, y1, x2, y2))
 
 
 def with_scales(net: DescriptorNet, scales: Optional[Sequence[float]]) -> DescriptorNet:
