@@ -10,7 +10,8 @@
   other images of its class (``easy``; ``hard`` is empty), the query's own database entry is
   ``junk`` (so it is taken out of its own ranking). Images lying directly in ``DIR`` belong to no
   class: they are database-only distractors.
-* :func:`load_toy` — the generated toy collection of :mod:`retrieval.toydata`.
+* :func:`load_toy` — the generated toy collection of :mod:`retrieval.toydata` (made on first use);
+  queries are cropped to their object box.
 """
 from __future__ import annotations
 
@@ -206,4 +207,38 @@ def load_class_folders(root: PathLike) -> EvalDataset:
         gnd=gnd,
         query_db_ids=np.arange(n_q, dtype=np.int64),
         info={"classes": class_names, "n_distractors": len(distractors)},
+    )
+
+
+#: Size of the toy collection ``load_toy`` generates when none exists (the README's toy table).
+TOY_DEFAULTS: Dict[str, Any] = {"n_objects": 16, "views": 6, "distractors": 32, "image_size": 128,
+                                "clutter": 0.3, "seed": 0, "source": "synthetic"}
+
+
+def load_toy(root: PathLike, generate: bool = True, **params: Any) -> EvalDataset:
+    """The generated toy collection of :mod:`retrieval.toydata` at ``root``.
+
+    An existing collection (``root/ground_truth.json``) is used as it is; otherwise, with
+    ``generate``, one is made there with :data:`TOY_DEFAULTS` updated by ``params`` (a few seconds).
+    Queries are cropped to their object's box, as in the revisited protocol.
+    """
+    from .toydata import GT_FILE, ToyCollection, make_retrieval_collection
+
+    root = Path(root)
+    if (root / GT_FILE).is_file():
+        col = ToyCollection.load(root)
+    elif generate:
+        unknown = set(params) - set(TOY_DEFAULTS)
+        if unknown:
+            raise DataError(f"load_toy: unknown parameter(s) {', '.join(sorted(unknown))}")
+        col = make_retrieval_collection(root, **{**TOY_DEFAULTS, **params})
+    else:
+        raise DataError(f"{root}: no toy collection here ({GT_FILE} missing)")
+    boxes: List[Optional[Box]] = [tuple(float(v) for v in g["bbx"]) if g.get("bbx") is not None
+                                  else None for g in col.gnd]  # type: ignore[misc]
+    gnd = [{k: np.asarray(g[k], dtype=np.int64) for k in ("easy", "hard", "junk")} for g in col.gnd]
+    return EvalDataset(
+        name="toy", query_paths=[Path(p) for p in col.query_paths], query_boxes=boxes,
+        db_paths=[Path(p) for p in col.db_paths], gnd=gnd, query_db_ids=None,
+        info={"root": str(col.root), "params": col.params},
     )

@@ -1,0 +1,108 @@
+"""tools/evaluate.py end to end on a tiny toy collection, its one-line errors, and the pieces of
+retrieval.eval_run it relies on (query cropping, re-ranking order, descriptor cache)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
+from retrieval.errors import DataError, ModelMismatchError
+from retrieval.eval_run import crop_box, rerank_and_rank
+from retrieval.evaluate import ranks_from_scores
+from retrieval.qe import alpha_qe, dba
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    from retrieval.toydata import make_retrieval_collection
+
+    root = tmp_path_factory.mktemp("toy")
+    make_retrieval_collection(root, n_objects=3, views=3, distractors=2, image_size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(TINY_CONFIG)
+    return p
+
+
+def test_toy_collection_as_subprocess(toy_root, tiny_yaml):
+    proc = run_tool("evaluate", "--dataset", "toy", "--data-root", toy_root, "--config", tiny_yaml,
+                    "--qe", "1", "--dba", "1", "--alpha", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["n_queries"] == 3 and rep["n_db"] == 3 * 2 + 2
+    assert rep["qe"] == 1 and rep["dba"] == 1 and rep["scales"] == [1.0]
+    for setup in ("easy", "medium", "hard"):
+        for key in ("map", "mp@1", "mp@5", "mp@10"):
+            v = rep[setup][key]
+            assert v is None or v != v or 0.0 <= v <= 1.0  # NaN when a setup has no positives
+    assert 0.0 < rep["medium"]["map"] <= 1.0  # every toy query has positives in Medium
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """tools/evaluate.py imported as a module (its main(argv) runs in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_table_layout_and_descriptor_cache(tool, toy_root, tiny_yaml, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["--dataset", "toy", "--data-root", str(toy_root), "--config", str(tiny_yaml),
+            "--index", str(cache)]
+    assert tool.main(args) == 0
+    first = capsys.readouterr().out
+    lines = first.strip().splitlines()
+    assert "mAP E" in lines[1] and "mP@10 E" in lines[1]
+    assert lines[2].split()[0] == "base" and len(lines[2].split()) == 7
+    assert (cache / "meta.json").is_file()
+    assert tool.main(args + ["--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["cached"] is True
+    assert f"{100 * rep['easy']['map']:.2f}" in lines[2]  # same numbers from the cache
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY_CONFIG.replace("image_size: 64", "image_size: 48"))
+    with pytest.raises(ModelMismatchError):
+        tool.main(["--dataset", "toy", "--data-root", str(toy_root), "--config", str(other),
+                   "--index", str(cache)])
+
+
+def test_missing_dataset_is_one_line_exit_2(tool, tmp_path):
+    proc = run_tool("evaluate", "--dataset", "roxford5k", "--data-root", tmp_path)
+    assert_one_line_error(proc, "gnd_roxford5k.pkl", "https://cmp.felk.cvut.cz/revisitop/",
+                          str(tmp_path / "roxford5k"))
+    with pytest.raises(DataError, match="nope"):
+        tool.main(["--dataset", "folder:" + str(tmp_path / "nope")])
+    with pytest.raises(DataError, match="unknown dataset"):
+        tool.main(["--dataset", "holidays"])
+
+
+def test_crop_box_rounds_and_clips():
+    img = Image.new("RGB", (40, 30))
+    assert crop_box(img, (1.4, 2.6, 20.5, 10.2)).size == (20 - 1, 10 - 3)  # round(20.5) = 20
+    assert crop_box(img, (-5, -5, 100, 100)).size == (40, 30)
+    assert crop_box(img, (10, 10, 10, 20)).size == (40, 30)  # empty box: whole image
+    assert crop_box(img, None) is img
+
+
+def test_rerank_order_is_dba_then_qe():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Q = X[:4] + 0.1 * rng.standard_normal((4, 8)).astype(np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    got = rerank_and_rank(Q, X, qe_k=2, alpha=3.0, dba_k=3)
+    Xd = dba(X, 3, 3.0)
+    want = ranks_from_scores(alpha_qe(Q, Xd, 2, 3.0) @ Xd.T)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(rerank_and_rank(Q, X), ranks_from_scores(Q @ X.T))
