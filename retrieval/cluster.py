@@ -32,7 +32,13 @@ Algorithm (:func:`agglomerative`)
    on every generated set we tried (NMI within 0.001) in O(log(K)/batch) rounds.
    (JULE.torch's implementation ranks each column of an upper-triangular affinity matrix and only
    uses the λ term above 100 clusters; we use the symmetric rule of the paper throughout.)
-6. **Stopping and disconnection**: stop when ``n_clusters`` remain. If the kNN graph falls apart
+6. **Orphans**: GDL affinity needs paths ``C_b → m → C_b``, so a group of outliers that no outside
+   point has among its neighbours has affinity 0 to every cluster for ever, and would only be
+   merged at the very end while true clusters merge with each other meanwhile. Each round, every
+   cluster that has kNN edges to other clusters but no affinity to any is first attached to the
+   cluster its edges weigh most to (JULE merges such "self-contained" clusters into their nearest
+   cluster once, after its initialisation; doing it each round by graph weight is our choice).
+7. **Stopping and disconnection**: stop when ``n_clusters`` remain. If the kNN graph falls apart
    into more components than that, graph merges run until no two clusters share a graph path; the
    remaining clusters are then merged by **centroid distance** (the pair of clusters with the
    nearest means first, batched the same way) until ``n_clusters`` remain.
@@ -233,6 +239,47 @@ def _apply_merges(labels: np.ndarray, K: int, a: np.ndarray, b: np.ndarray
     return new_of_old[labels], K2
 
 
+def _orphan_attachments(src: np.ndarray, dst: np.ndarray, w: np.ndarray, labels: np.ndarray,
+                        A: sp.csr_matrix, K: int
+                        ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Clusters with kNN edges to other clusters but zero GDL affinity to all of them.
+
+    GDL affinity needs paths C_b → m → C_b; a group of outliers that no outside point has among
+    its neighbours has out-edges only, so its affinity to every cluster is 0 and would stay 0 for
+    ever (JULE merges such "self-contained" clusters into their nearest cluster after its
+    initialisation). Returns ``(a, b, weight)`` arrays: orphan a, the cluster b its edges (either
+    direction) weigh most to, and that weight; ``None`` when there is no orphan.
+    """
+    if src.size == 0:
+        return None
+    has_aff = np.diff(A.indptr) > 0
+    la, lb = labels[src], labels[dst]
+    cand = ~has_aff[la] | ~has_aff[lb]
+    if not cand.any():
+        return None
+    E = sp.csr_matrix((np.r_[w[cand], w[cand]], (np.r_[la[cand], lb[cand]], np.r_[lb[cand], la[cand]])),
+                      shape=(K, K))
+    E.sum_duplicates()
+    rows = np.flatnonzero((np.diff(E.indptr) > 0) & ~has_aff)
+    if rows.size == 0:
+        return None
+    b = np.empty(rows.size, np.int64)
+    wt = np.empty(rows.size, np.float64)
+    for i, r in enumerate(rows):  # orphans are few: a short loop
+        s, e = E.indptr[r], E.indptr[r + 1]
+        j = s + int(np.argmax(E.data[s:e]))
+        b[i], wt[i] = E.indices[j], E.data[j]
+    return rows.astype(np.int64), b, wt
+
+
+def _apply_attachments(labels: np.ndarray, K: int, a: np.ndarray, b: np.ndarray
+                       ) -> Tuple[np.ndarray, int]:
+    """Merge along the attachment edges a→b (chains and 2-cycles resolved by connected components)."""
+    G = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(K, K))
+    K2, comp = connected_components(G, directed=True, connection="weak")
+    return comp.astype(np.int64)[labels], int(K2)
+
+
 def _centroid_candidates(X: np.ndarray, labels: np.ndarray, sizes: np.ndarray, K: int
                          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each cluster's nearest other cluster by squared distance between means."""
@@ -268,7 +315,7 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         batch: at most ``batch·(K − n_clusters)`` merges per round, K the current count (> 0, ≤ 1).
         knn: kNN search, ``"auto"`` | ``"exact"`` | ``"ivf"`` (see :func:`knn_graph`).
         init: ``"nn"`` (components of the 1-NN graph, JULE) or ``"singletons"``.
-        return_info: also return a dict (rounds, graph/centroid merges, σ², initial clusters).
+        return_info: also return a dict (rounds, graph/attach/centroid merges, σ², initial clusters).
     Returns:
         (N,) int64 labels in ``0 … n_clusters−1`` (fewer only if N < n_clusters)
         [, info dict].
@@ -285,7 +332,7 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         raise DataError(f"batch must be in (0, 1], got {batch}")
     if init not in ("nn", "singletons"):
         raise DataError(f"init must be 'nn' or 'singletons', got {init!r}")
-    info: Dict[str, float] = {"rounds": 0, "graph_merges": 0, "centroid_merges": 0}
+    info: Dict[str, float] = {"rounds": 0, "graph_merges": 0, "attach_merges": 0, "centroid_merges": 0}
     if n_clusters >= n:
         labels = np.arange(n, dtype=np.int64)
         return (labels, info) if return_info else labels
@@ -313,6 +360,16 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         if not inter.all():  # intra-cluster edges only ever feed the diagonal: drop them for good
             src, dst, w = src[inter], dst[inter], w[inter]
         A = _gdl_affinity(src, dst, w, labels, sizes, n, K)
+        orphans = _orphan_attachments(src, dst, w, labels, A, K)
+        if orphans is not None:
+            # Clusters joined to others by kNN edges but by no GDL affinity (outliers nobody has
+            # as a neighbour): attach each to the cluster its edges weigh most to, before anything.
+            oa, ob, ow = orphans
+            take = np.argsort(-ow, kind="stable")[: K - n_clusters]
+            labels, K2 = _apply_attachments(labels, K, oa[take], ob[take])
+            info["attach_merges"] += K - K2
+            K = K2
+            continue
         limit = max(1, int(batch * (K - n_clusters)))
         if A.nnz:
             a, b, score = _jule_candidates(A, kc, lam)
