@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
 from .config import to_dict
 from .data import crop_box, load_image
-from .datasets import Box, EvalDataset
+from .datasets import EvalDataset
 from .errors import DataError, ModelMismatchError
 from .evaluate import ranks_from_scores, revisited_eval
 from .extract import describe_pil, extract_descriptors

@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
 from retrieval.errors import DataError, ModelMismatchError
-from retrieval.eval_run import crop_box, rerank_and_rank
+from retrieval.data import crop_box
+from retrieval.eval_run import rerank_and_rank
 from retrieval.evaluate import ranks_from_scores
 from retrieval.qe import alpha_qe, dba
 
