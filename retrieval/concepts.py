@@ -42,7 +42,7 @@ from .errors import DataError, ModelMismatchError
 
 PathLike = Union[str, Path]
 
-__all__ = ["ConceptMask", "ConceptOptions", "learn_concepts", "object_heat", "mask_from_heat"]
+__all__ = ["ConceptMask", "ConceptOptions", "attach_concepts", "learn_concepts", "object_heat", "mask_from_heat"]
 
 
 @dataclass
@@ -245,3 +245,17 @@ def learn_concepts(backbone: Any, paths: Sequence[PathLike], k: int = 3, *, laye
         dff.save_concepts(save_to, res.H, dff.backbone_fingerprint(backbone), layer,
                           backbone=backbone.name, image_size=image_size, object_factor=obj, method=method)
     return res.H, obj, layer
+
+
+def attach_concepts(net: Any, path: Optional[PathLike], object_factor: Optional[int] = None,
+                    options: Optional[ConceptOptions] = None) -> Any:
+    """Make ``net`` (a DescriptorNet) pool with the concept file at ``path`` (``None``: no change)
+    and record it in ``net.config`` (so an index made with it knows). Returns ``net``.
+
+    Raises ModelMismatchError (one line) for a file learned with another backbone."""
+    if path is None:
+        return net
+    net.set_concepts(ConceptMask.from_file(path, net.backbone, object_factor, options))
+    net.config.concepts = str(Path(path).resolve())
+    net.config.object_factor = object_factor
+    return net

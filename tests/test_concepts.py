@@ -148,3 +148,41 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     assert "\n" not in str(e.value) and "another backbone" in str(e.value)
     with pytest.raises(ModelMismatchError):
         build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, concepts=str(bad)))
+
+
+def _tool_main(name: str):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, run_tool, capsys):
+    import json
+
+    from conftest import assert_one_line_error, random_images
+
+    imgs = tmp_path / "imgs"
+    random_images(imgs, 3, size=(48, 64))
+    H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)
+    good = save_concepts(tmp_path / "c.pt", H, backbone_fingerprint(small_net.backbone), "layer4", object_factor=0)
+    out = tmp_path / "ix"
+    assert _tool_main("index")(["--images", str(imgs), "--config", str(tiny_config), "--out", str(out),
+                                "--concepts", str(good), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["added"] == 3
+    meta = json.loads((out / "meta.json").read_text())
+    assert json.dumps(meta).count(str(good.resolve())) >= 1  # the index records its concept file
+    q = sorted(imgs.rglob("*.jpg"))[0]
+    assert _tool_main("search")(["--query", str(q), "--index", str(out), "--top", "1", "--json"]) == 0
+    hit = json.loads(capsys.readouterr().out)["hits"][0]
+    assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
+    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factor=0)
+    proc = run_tool("index", "--images", imgs, "--config", tiny_config, "--out", tmp_path / "ix2",
+                    "--concepts", bad)
+    assert_one_line_error(proc)
+    assert "another backbone" in proc.stderr

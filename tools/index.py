@@ -4,6 +4,7 @@
   python tools/index.py --images photos/                      # default model, writes index/
   python tools/index.py --images photos/ --model runs/toy/best.pt --out index_ft/
   python tools/index.py --images more_photos/ --out index/    # adds new images to an existing index
+  python tools/index.py --images photos/ --concepts concepts.pt --out index_obj/   # concept-masked GeM
 
 Bad image files are skipped and listed at the end; the index folder is replaced atomically.
 """
@@ -13,6 +14,7 @@ import argparse
 from typing import Optional, Sequence
 
 from retrieval.cli import main_wrapper, print_json
+from retrieval.concepts import attach_concepts
 from retrieval.index import ImageIndex
 from retrieval.network import build_network, load_model
 from retrieval.qe import dba_index
@@ -26,6 +28,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--config", help="YAML config (model/extract/index sections); default: configs/default.yaml settings")
     ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
     ap.add_argument("--out", default="index", help="index folder (default: index/)")
+    ap.add_argument("--concepts", help="concept file from tools/coseg.py --save-concepts (same backbone): "
+                                       "pool with concept-masked GeM")
+    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use (default: its own)")
     ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq")
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")
@@ -43,6 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     settings = load_settings(args.config)
     net = load_model(args.model) if args.model else build_network(settings.model)
+    attach_concepts(net, args.concepts, args.object_factor)
     if args.factory:
         settings.index.factory = args.factory
     report = index_images(

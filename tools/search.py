@@ -4,6 +4,7 @@
   python tools/search.py --query q.jpg                         # searches index/, prints the top 10
   python tools/search.py --query q.jpg --top 5 --html hits.html --png hits.png
   python tools/search.py --query q.jpg --json                  # {"query", "hits": [{"rank","path","score"}]}
+  python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
 
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused.
@@ -14,6 +15,7 @@ import argparse
 from typing import Optional, Sequence
 
 from retrieval.cli import main_wrapper, print_json
+from retrieval.concepts import attach_concepts
 from retrieval.index import ImageIndex
 from retrieval.qe import QueryExpandedIndex
 from retrieval.report import write_hits_html, write_hits_png
@@ -26,6 +28,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--index", default="index", help="index folder made by tools/index.py (default: index/)")
     ap.add_argument("--top", type=int, default=10, help="hits per query (default 10)")
     ap.add_argument("--model", help="model checkpoint or YAML config (default: the index's own model)")
+    ap.add_argument("--concepts", help="concept file for concept-masked GeM (default: the one the index "
+                                       "was built with, if any)")
+    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use")
     ap.add_argument("--nprobe", type=int, help="IVF lists visited (compressed indexes)")
     ap.add_argument("--ef-search", type=int, help="HNSW search depth")
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
@@ -47,6 +52,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     index = ImageIndex.load(args.index)
     net = model_for_index(index, args.model)
+    if net.concepts is None:
+        mc = index.model_config or {}
+        attach_concepts(net, args.concepts or mc.get("concepts"),
+                        args.object_factor if args.concepts else mc.get("object_factor"))
     if args.qe > 0:
         index = QueryExpandedIndex(index, args.qe, args.alpha)
     results = search_images(net, index, args.query, args.top, device=args.device,
