@@ -49,7 +49,7 @@ Evaluation: :func:`cluster_metrics` (NMI, ARI, Hungarian accuracy). Baseline: :f
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,7 +58,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import DataError
 
-__all__ = ["agglomerative", "knn_graph", "sample_affinity", "cluster_metrics", "average_linkage",
+__all__ = ["agglomerative", "initial_clusters", "knn_graph", "sample_affinity", "cluster_metrics", "average_linkage",
            "nmi", "ari", "cluster_accuracy", "contingency"]
 
 
@@ -300,10 +300,27 @@ def _centroid_candidates(X: np.ndarray, labels: np.ndarray, sizes: np.ndarray, K
     return a[ok], b[ok], d[ok]
 
 
+def initial_clusters(X: np.ndarray, *, knn: str = "auto", exact_max: int = 50_000, nprobe: int = 16,
+                     seed: int = 0) -> np.ndarray:
+    """JULE's initial clusters: the weakly connected components of the 1-nearest-neighbour graph.
+
+    X: (N, D) float32. Returns (N,) int64 labels (typically N/3 to N/2 clusters).
+    """
+    X = _check_points(X)
+    n = X.shape[0]
+    if n == 1:
+        return np.zeros(1, np.int64)
+    _, I = knn_graph(X, 1, method=knn, exact_max=exact_max, nprobe=nprobe, seed=seed)
+    nn1 = I[:, 0]
+    ok = nn1 >= 0
+    G = sp.csr_matrix((np.ones(int(ok.sum())), (np.arange(n)[ok], nn1[ok])), shape=(n, n))
+    return connected_components(G, directed=True, connection="weak")[1].astype(np.int64)
+
+
 def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
                   lam: float = 1.0, batch: float = 0.1, knn: str = "auto",
-                  exact_max: int = 50_000, nprobe: int = 16, init: str = "nn",
-                  seed: int = 0, return_info: bool = False):
+                  exact_max: int = 50_000, nprobe: int = 16,
+                  init: Union[str, np.ndarray] = "nn", seed: int = 0, return_info: bool = False):
     """Agglomerative clustering with graph-degree linkage and JULE's merge rule (module docstring).
 
     Args:
@@ -314,7 +331,9 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         lam: weight λ of the "stands out" term.
         batch: at most ``batch·(K − n_clusters)`` merges per round, K the current count (> 0, ≤ 1).
         knn: kNN search, ``"auto"`` | ``"exact"`` | ``"ivf"`` (see :func:`knn_graph`).
-        init: ``"nn"`` (components of the 1-NN graph, JULE) or ``"singletons"``.
+        init: ``"nn"`` (components of the 1-NN graph, JULE), ``"singletons"``, or (N,) int labels
+            to continue merging from (JULE's recurrent periods: the clusters of the previous period,
+            new features); returned unchanged (compacted) if they are already ≤ n_clusters.
         return_info: also return a dict (rounds, graph/attach/centroid merges, σ², initial clusters).
     Returns:
         (N,) int64 labels in ``0 … n_clusters−1`` (fewer only if N < n_clusters)
@@ -330,11 +349,18 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         raise DataError(f"ks and kc must be ≥ 1, got ks={ks}, kc={kc}")
     if not 0 < batch <= 1:
         raise DataError(f"batch must be in (0, 1], got {batch}")
-    if init not in ("nn", "singletons"):
-        raise DataError(f"init must be 'nn' or 'singletons', got {init!r}")
+    start: Optional[np.ndarray] = None
+    if isinstance(init, str):
+        if init not in ("nn", "singletons"):
+            raise DataError(f"init must be 'nn', 'singletons' or a label array, got {init!r}")
+    else:
+        start = np.asarray(init).reshape(-1)
+        if start.shape != (n,):
+            raise DataError(f"init labels must have one entry per point ({n}), got {start.shape}")
+        start = _compact(start)[0]
     info: Dict[str, float] = {"rounds": 0, "graph_merges": 0, "attach_merges": 0, "centroid_merges": 0}
-    if n_clusters >= n:
-        labels = np.arange(n, dtype=np.int64)
+    if n_clusters >= n or (start is not None and int(start.max()) + 1 <= n_clusters):
+        labels = np.arange(n, dtype=np.int64) if start is None else start
         return (labels, info) if return_info else labels
 
     D2, I = knn_graph(X, ks, method=knn, exact_max=exact_max, nprobe=nprobe, seed=seed)
@@ -343,7 +369,9 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
 
     labels = np.arange(n, dtype=np.int64)
     K = n
-    if init == "nn" and I.shape[1] > 0:
+    if start is not None:
+        labels, K = start, int(start.max()) + 1
+    elif init == "nn" and I.shape[1] > 0:
         nn1 = I[:, 0]
         ok = nn1 >= 0
         G = sp.csr_matrix((np.ones(int(ok.sum())), (np.arange(n)[ok], nn1[ok])), shape=(n, n))
