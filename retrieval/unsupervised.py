@@ -1,0 +1,387 @@
+"""Training with no labels: agglomerative pseudo-labels, re-clustered as the descriptor improves.
+
+Following JULE (Yang, Parikh & Batra, CVPR 2016), good clusters give good representations and the
+reverse. The pairs source ``cluster`` runs *periods*; in each period:
+
+1. describe every training image with the current network (single scale, eval mode);
+2. cluster the descriptors with :func:`retrieval.cluster.agglomerative`, continuing from the previous
+   period's clusters (JULE's recurrent process; the first period starts from the components of the
+   1-NN graph). The target shrinks by the **unfolding rate** η: a period that starts with K clusters
+   stops at ``max(final_clusters, K − ceil(η·K))``; the last period always reaches
+   ``final_clusters``. (``recluster: scratch`` re-clusters from the 1-NN components every period
+   instead, to the same target.)
+3. turn the clusters into matching pairs (:meth:`retrieval.pairs.PairSet.from_labels`): any two
+   images of a cluster match. A singleton cluster gives no pair, so it is never a query; it still
+   serves as a negative;
+4. train ``epochs_per_period`` epochs exactly as label-supervised fine-tuning does (hard negatives
+   re-mined each epoch from other clusters, contrastive loss, Adam; :mod:`retrieval.train`), with
+   one optimiser and one learning-rate schedule across all periods;
+5. log the period: cluster count, NMI / ARI / accuracy against ground-truth labels **when the data
+   has them (evaluation only: they never reach the training)**, validation mAP, loss.
+
+Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
+``last.pt`` (after every period), ``best.pt`` (best validation mAP; with learned whitening from the
+final clusters' pairs when ``train.whitening`` is on), ``clusters.csv`` (the last period's cluster
+of every image).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .cluster import agglomerative, cluster_metrics, initial_clusters
+from .config import to_dict
+from .errors import ConfigError, DataError
+from .io import atomic_path
+
+PathLike = Union[str, Path]
+Log = Callable[[str], None]
+
+LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "loss",
+              "val_map", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
+
+
+@dataclass
+class UnsupervisedConfig:
+    """The ``unsupervised:`` section of a training config (with ``train:`` = TrainConfig).
+
+    Attributes:
+        pairs: where the matching pairs come from; ``cluster`` (the only source of this section).
+        images: the unlabeled training images (a folder, recursive, or a .txt list); default
+            ``train.data``.
+        eval_labels: ``folders`` — images in ``DIR/<class>/`` get that class and images directly
+            in ``DIR`` are their own class, **for NMI/ARI/accuracy only**; ``none`` — no metrics.
+        periods: number of cluster-then-train periods.
+        epochs_per_period: training epochs in each period.
+        eta: unfolding rate η in (0, 1]: each period merges ``ceil(η·K)`` of its K clusters.
+        final_clusters: clusters after the last period (``None`` = a quarter of the images).
+        recluster: ``continue`` (JULE: merge on from the previous period's clusters with the new
+            descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
+        ks, kc, merge_batch: :func:`retrieval.cluster.agglomerative`'s K_s, K_c and ``batch``.
+        max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
+    """
+
+    pairs: str = "cluster"
+    images: Optional[str] = None
+    eval_labels: str = "folders"
+    periods: int = 4
+    epochs_per_period: int = 1
+    eta: float = 0.5
+    final_clusters: Optional[int] = None
+    recluster: str = "continue"
+    ks: int = 10
+    kc: int = 5
+    merge_batch: float = 0.1
+    max_pairs_per_cluster: int = 200
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"unsupervised.{msg}")
+
+        need(self.pairs == "cluster", f"pairs: '{self.pairs}' is not a source of this section (cluster)")
+        need(self.eval_labels in ("folders", "none"), f"eval_labels: '{self.eval_labels}' is not one of folders, none")
+        need(self.recluster in ("continue", "scratch"), f"recluster: '{self.recluster}' is not one of continue, scratch")
+        need(self.periods >= 1, f"periods: must be ≥ 1, got {self.periods}")
+        need(self.epochs_per_period >= 1, f"epochs_per_period: must be ≥ 1, got {self.epochs_per_period}")
+        need(0.0 < self.eta <= 1.0, f"eta: must be in (0, 1], got {self.eta}")
+        need(self.final_clusters is None or self.final_clusters >= 2,
+             f"final_clusters: must be ≥ 2, got {self.final_clusters}")
+        need(self.ks >= 1 and self.kc >= 1, f"ks/kc: must be ≥ 1, got {self.ks}/{self.kc}")
+        need(0.0 < self.merge_batch <= 1.0, f"merge_batch: must be in (0, 1], got {self.merge_batch}")
+        need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")
+
+
+@dataclass
+class PeriodStats:
+    """One row of ``log.csv`` (period 0: the network before training, clustered but not trained)."""
+
+    period: int
+    clusters: int = 0
+    target: int = 0
+    paired_images: int = 0
+    pairs: int = 0
+    nmi: float = float("nan")
+    ari: float = float("nan")
+    acc: float = float("nan")
+    loss: float = float("nan")
+    val_map: float = float("nan")
+    p: float = float("nan")
+    lr: float = float("nan")
+    cluster_seconds: float = 0.0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def line(self, periods: int) -> str:
+        f = lambda v, s=100: "     -" if math.isnan(v) else f"{s * v:6.2f}"  # noqa: E731
+        loss = "     -" if math.isnan(self.loss) else f"{self.loss:.4f}"
+        return (f"period {self.period:>2}/{periods}  clusters {self.clusters:>5} (target {self.target})  "
+                f"NMI {f(self.nmi)}  loss {loss}  val mAP {f(self.val_map)}  p {self.p:.3f}  "
+                f"{self.seconds:.1f}s")
+
+
+@dataclass
+class UnsupervisedResult:
+    out_dir: Path
+    history: List[PeriodStats]
+    labels: np.ndarray
+    best_period: int
+    best_map: float
+    best_path: Path
+    last_path: Path
+    whitening_map: Dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "best_period": self.best_period, "best_map": self.best_map,
+                "best_path": str(self.best_path), "last_path": str(self.last_path),
+                "whitening_map": self.whitening_map, "clusters": int(np.unique(self.labels).size),
+                "history": [dataclasses.asdict(h) for h in self.history]}
+
+
+# ----------------------------------------------------------------------------------------------
+def load_unlabeled(source: PathLike, eval_labels: str = "folders") -> Tuple[List[Path], Optional[np.ndarray]]:
+    """The training images and, for evaluation only, their ground truth.
+
+    With ``eval_labels="folders"`` and a folder source: an image in ``DIR/<class>/…`` gets the class
+    of its first-level sub-folder, an image directly in ``DIR`` a class of its own. Returns
+    ``(paths, truth (N,) int64 or None)``.
+    """
+    from .data import list_images
+
+    root = Path(source).expanduser()
+    paths = list_images(root)
+    if len(paths) < 4:
+        raise DataError(f"{root}: {len(paths)} image(s); unsupervised training needs at least 4")
+    if eval_labels == "none" or not root.is_dir():
+        return paths, None
+    names: Dict[str, int] = {}
+    truth = np.empty(len(paths), np.int64)
+    for i, p in enumerate(paths):
+        rel = p.relative_to(root).parts
+        key = rel[0] if len(rel) > 1 else f"\0{i}"
+        truth[i] = names.setdefault(key, len(names))
+    if len(names) == len(paths):  # a flat folder: no labels to evaluate with
+        return paths, None
+    return paths, truth
+
+
+def period_targets(k0: int, final: int, eta: float, periods: int) -> List[int]:
+    """The cluster target of each period: K → max(final, K − ceil(η·K)); the last is ``final``."""
+    out, k = [], int(k0)
+    for p in range(periods):
+        k = max(final, k - int(math.ceil(eta * k)))
+        out.append(final if p == periods - 1 else k)
+    return out
+
+
+def _write_log(path: Path, history: Sequence[PeriodStats]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LOG_FIELDS)
+    for h in history:
+        row = dataclasses.asdict(h)
+        w.writerow([row[k] if not isinstance(row[k], float) else f"{row[k]:.6g}" for k in LOG_FIELDS])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _write_clusters(path: Path, paths: Sequence[Path], labels: np.ndarray) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "cluster"])
+    for p, c in zip(paths, labels):
+        w.writerow([str(p), int(c)])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Any, ucfg: UnsupervisedConfig,
+                       out_dir: PathLike, *, val: Any = None, truth: Optional[np.ndarray] = None,
+                       progress: bool = True, log: Log = print) -> UnsupervisedResult:
+    """Cluster–train periods on unlabeled ``images`` (module docstring).
+
+    Args:
+        net: a :class:`~retrieval.network.DescriptorNet` (its whitening slot is emptied).
+        images: N image paths (unreadable ones are dropped at the first description).
+        cfg: :class:`retrieval.train.TrainConfig` (optimiser, loss, mining, image size, device).
+        ucfg: :class:`UnsupervisedConfig`.
+        out_dir: the run folder.
+        val: labeled :class:`~retrieval.pairs.PairSet` for the validation mAP (``None``: none).
+        truth: (N,) int ground truth of ``images`` for NMI/ARI/accuracy only (``None``: none).
+    """
+    from .extract import extract_descriptors, resolve_device
+    from .loss import build_loss
+    from .mining import mine_tuples
+    from .network import save_checkpoint
+    from .pairs import PairSet
+    from .train import gem_p, learn_whitenings, make_optimizer, set_epoch_lr, train_epoch, validate
+
+    cfg.validate()
+    ucfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.csv"
+    device = resolve_device(cfg.device)
+    image_size = int(cfg.image_size or net.config.image_size)
+    if getattr(net, "has_whitening", False):
+        net.clear_whitening()
+    net.to(device)
+    val = val if val is not None and val.n_images else None
+    paths = [Path(p) for p in images]
+    truth = None if truth is None else np.asarray(truth, np.int64).reshape(-1)
+    if truth is not None and truth.shape != (len(paths),):
+        raise DataError(f"truth must have one label per image ({len(paths)}), got {truth.shape}")
+    final = int(ucfg.final_clusters or max(2, len(paths) // 4))
+    if final >= len(paths):
+        raise ConfigError(f"unsupervised.final_clusters: {final} must be below the number of images ({len(paths)})")
+
+    optimizer = make_optimizer(net, cfg)
+    loss_fn = build_loss(cfg.loss, cfg.resolved_margin(net.config.backbone))
+    common = dict(image_size=image_size, batch_size=cfg.mine_batch, workers=cfg.workers, device=device)
+    history: List[PeriodStats] = []
+
+    def describe() -> np.ndarray:
+        nonlocal paths, truth
+        ex = extract_descriptors(net, paths, image_size=image_size, scales=[1.0], batch_size=cfg.mine_batch,
+                                 workers=cfg.workers, device=device, progress=progress, desc="describe")
+        if ex.failures:
+            keep = {str(p) for p in ex.paths}
+            mask = np.array([str(p) in keep for p in paths])
+            log(f"skipped {len(ex.failures)} unreadable image(s), e.g. {ex.failures[0][0]} ({ex.failures[0][1]})")
+            paths = [p for p, k in zip(paths, mask) if k]
+            truth = truth[mask] if truth is not None else None
+        return ex.descriptors
+
+    def metrics(labels: np.ndarray) -> Dict[str, float]:
+        if truth is None:
+            return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan")}
+        return cluster_metrics(labels, truth)
+
+    t0 = time.perf_counter()
+    X = describe()
+    start = initial_clusters(X)
+    targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
+    m0 = metrics(start)
+    v0 = validate(net, val, **common) if val is not None else float("nan")
+    history.append(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
+                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], val_map=v0, p=gem_p(net),
+                               seconds=time.perf_counter() - t0))
+    log(history[-1].line(ucfg.periods))
+    _write_log(log_path, history)
+    labels = start
+    best_period, best_map, epoch = 0, -math.inf, 0
+    best_labels = labels
+
+    for period in range(1, ucfg.periods + 1):
+        t0 = time.perf_counter()
+        if period > 1:
+            X = describe()
+            if labels.shape[0] != X.shape[0]:  # images dropped: restart the clustering
+                labels = initial_clusters(X)
+        init = labels if ucfg.recluster == "continue" else initial_clusters(X)
+        target = targets[period - 1]
+        labels = agglomerative(X, target, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch, init=init,
+                               seed=cfg.seed)
+        t_cluster = time.perf_counter() - t0
+        pairs = PairSet.from_labels(paths, labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+                                    seed=cfg.seed + period, source=f"clusters of period {period}")
+        if pairs.n_pairs == 0 or pairs.n_classes < 2:
+            raise DataError(f"period {period}: the clusters give no training pairs "
+                            f"({pairs.n_classes} clusters); lower final_clusters or eta")
+        paired = int(np.unique(np.r_[pairs.qidx, pairs.pidx]).size)
+        losses: List[float] = []
+        lr = float("nan")
+        t1 = time.perf_counter()
+        for _ in range(ucfg.epochs_per_period):
+            epoch += 1
+            lr = set_epoch_lr(optimizer, cfg, epoch)
+            seed = (int(cfg.seed) * 1_000_003 + epoch) % (2 ** 63)
+            torch.manual_seed(seed)
+            tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
+                                 seed=seed, progress=progress, **common)
+            loss, _, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
+                                       image_size=image_size, device=device, progress=progress)
+            losses.append(loss)
+        t_train = time.perf_counter() - t1
+        vmap = validate(net, val, **common) if val is not None else float("nan")
+        m = metrics(labels)
+        stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
+                            paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
+                            acc=m["acc"], loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net), lr=lr,
+                            cluster_seconds=t_cluster, train_seconds=t_train,
+                            seconds=time.perf_counter() - t0)
+        history.append(stats)
+        score = vmap if val is not None else float(period)
+        improved = score > best_map
+        extra = {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in history],
+                 "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
+        save_checkpoint(net, last_path, extra=extra)
+        if improved:
+            best_period, best_map, best_labels = period, score, labels
+            save_checkpoint(net, best_path, extra=extra)
+        _write_log(log_path, history)
+        _write_clusters(out / "clusters.csv", paths, labels)
+        log(stats.line(ucfg.periods) + ("  *best" if improved and val is not None else ""))
+
+    whitening_map: Dict[str, float] = {}
+    if cfg.whitening:
+        from .network import load_checkpoint, read_checkpoint
+
+        best_net = load_checkpoint(best_path)
+        best_net.clear_whitening()
+        final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+                                          seed=cfg.seed)
+        lw, _, whitening_map = learn_whitenings(best_net, final_pairs, val, max_pairs=cfg.whiten_pairs,
+                                                seed=cfg.seed, progress=progress, **common)
+        best_net.set_whitening(lw.m, lw.P, kind="lw")
+        extra = dict(read_checkpoint(best_path)["extra"])
+        extra["whitening_map"] = whitening_map
+        save_checkpoint(best_net, best_path, extra=extra)
+        if val is not None:
+            log("best period {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (Lw from the clusters' "
+                "pairs, stored in {})".format(best_period, 100 * whitening_map["none"],
+                                              100 * whitening_map["pca"], 100 * whitening_map["lw"], best_path))
+    return UnsupervisedResult(out, history, labels, best_period,
+                              best_map if val is not None else float("nan"), best_path, last_path, whitening_map)
+
+
+def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: PathLike,
+                      device: Optional[str] = None, workers: Optional[int] = None,
+                      progress: bool = True, log: Log = print) -> UnsupervisedResult:
+    """What ``tools/train_gem.py`` runs for a config with an ``unsupervised:`` section: load the
+    ``train:`` and ``unsupervised:`` sections, the unlabeled images (``--data`` > ``unsupervised.images``
+    > ``train.data``), the labeled validation set (``train.val_data``), build the model, train."""
+    from .config import from_dict
+    from .network import build_network
+    from .pairs import load_pairs
+    from .train import TrainConfig
+
+    where = settings.source or "config"
+    cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{where}: train")
+    ucfg = from_dict(UnsupervisedConfig, settings.raw.get("unsupervised") or {}, f"{where}: unsupervised")
+    if device:
+        cfg.device = device
+    if workers is not None:
+        cfg.workers = workers
+    src = data or ucfg.images or cfg.data
+    if not src:
+        raise ConfigError(f"{where}: no training images (set unsupervised.images or train.data, or pass --data)")
+    paths, truth = load_unlabeled(src, ucfg.eval_labels)
+    log(f"train: {len(paths)} unlabeled images from {src}"
+        + ("" if truth is None else f" ({np.unique(truth).size} ground-truth classes, for NMI only)"))
+    val = None
+    if cfg.val_data:
+        val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root,
+                         "val", cfg.max_pairs_per_class, cfg.seed)
+        log(f"val:   {val.summary()}")
+    net = build_network(settings.model, seed=cfg.seed)
+    return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth, progress=progress, log=log)
