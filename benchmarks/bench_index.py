@@ -46,15 +46,15 @@ OUT = Path(__file__).resolve().parents[1] / "bench_out" / "index"
 #: OPQ trains on 40960 vectors (40 per inverted list) instead of the default 51200: OPQ's 50
 #: rotation/PQ iterations are the slowest step of the whole run on 2 cores.
 BUILDS: List[Dict[str, Any]] = [
-    {"factory": "IVF1024,PQ32np", "searches": [
+    {"key": "ivfpq", "factory": "IVF1024,PQ32np", "searches": [
         {"label": "IVF-PQ", "nprobe": 32, "rerank": False},
         {"label": "IVF-PQ + re-rank", "nprobe": 32, "rerank": True, "rerank_k": 1000},
     ]},
-    {"factory": "OPQ32,IVF1024,PQ32np", "train_size": 40960, "searches": [
+    {"key": "opq", "factory": "OPQ32,IVF1024,PQ32np", "train_size": 40960, "searches": [
         {"label": "OPQ+IVF-PQ", "nprobe": 32, "rerank": False},
         {"label": "OPQ+IVF-PQ + re-rank", "nprobe": 32, "rerank": True, "rerank_k": 1000},
     ]},
-    {"factory": "HNSW32", "searches": [
+    {"key": "hnsw", "factory": "HNSW32", "searches": [
         {"label": "HNSW32", "ef_search": 256, "rerank": False},
     ]},
 ]
@@ -133,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--distractors", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=None, help="faiss/BLAS threads (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="image decoding workers for extraction")
-    ap.add_argument("--only", default=None, help="comma-separated factories of BUILDS to run")
+    ap.add_argument("--only", default=None, help="comma-separated keys of BUILDS to run: ivfpq, opq, hnsw (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -174,7 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     gc.collect()
     only = set(args.only.split(",")) if args.only else None
     for b in BUILDS:
-        if only and b["factory"] not in only:
+        if only and b["key"] not in only:
             continue
         idx, t_build = build(b["factory"], train_size=b.get("train_size"))
         print(f"{idx.factory}: built in {t_build:.0f}s", file=sys.stderr)

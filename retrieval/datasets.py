@@ -211,7 +211,7 @@ def load_class_folders(root: PathLike) -> EvalDataset:
 
 
 #: Size of the toy collection ``load_toy`` generates when none exists (the README's toy table).
-TOY_DEFAULTS: Dict[str, Any] = {"n_objects": 16, "views": 6, "distractors": 32, "image_size": 128,
+TOY_DEFAULTS: Dict[str, Any] = {"n_objects": 24, "views": 8, "distractors": 64, "image_size": 128,
                                 "clutter": 0.3, "seed": 0, "source": "synthetic"}
 
 
