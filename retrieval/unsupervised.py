@@ -6,7 +6,7 @@ reverse. The pairs source ``cluster`` runs *periods*; in each period:
 1. describe every training image with the current network (single scale, eval mode);
 2. cluster the descriptors with :func:`retrieval.cluster.agglomerative`, continuing from the previous
    period's clusters (JULE's recurrent process; the first period starts from the components of the
-   1-NN graph). The target shrinks by the **unfolding rate** η: a period that starts with K clusters
+   1-NN graph, or from singletons when those components are already fewer than the final target). The target shrinks by the **unfolding rate** η: a period that starts with K clusters
    stops at ``max(final_clusters, K − ceil(η·K))``; the last period always reaches
    ``final_clusters``. (``recluster: scratch`` re-clusters from the 1-NN components every period
    instead, to the same target.)
@@ -68,6 +68,14 @@ class UnsupervisedConfig:
             descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
         ks, kc, merge_batch: :func:`retrieval.cluster.agglomerative`'s K_s, K_c and ``batch``.
         max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
+        validation: where the validation mAP comes from: ``held-out`` — ``train.val_data`` when set,
+            else ``train.val_fraction`` of the labeled data split off exactly as supervised training
+            does (those images are not trained on); ``transductive`` — the training images
+            themselves with their ``eval_labels`` (retrieval within the unlabeled pile, labels for
+            evaluation only); ``none``.
+        negatives: ``hard`` (re-mined with the current network, as in supervised fine-tuning) or
+            ``random`` (drawn from other clusters, as JULE does: pseudo-labels split one object
+            over several clusters, and its other views are then the "hardest negatives").
     """
 
     pairs: str = "cluster"
@@ -82,6 +90,8 @@ class UnsupervisedConfig:
     kc: int = 5
     merge_batch: float = 0.1
     max_pairs_per_cluster: int = 200
+    negatives: str = "hard"
+    validation: str = "held-out"
 
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -98,6 +108,9 @@ class UnsupervisedConfig:
              f"final_clusters: must be ≥ 2, got {self.final_clusters}")
         need(self.ks >= 1 and self.kc >= 1, f"ks/kc: must be ≥ 1, got {self.ks}/{self.kc}")
         need(0.0 < self.merge_batch <= 1.0, f"merge_batch: must be in (0, 1], got {self.merge_batch}")
+        need(self.validation in ("held-out", "transductive", "none"),
+             f"validation: '{self.validation}' is not one of held-out, transductive, none")
+        need(self.negatives in ("hard", "random"), f"negatives: '{self.negatives}' is not one of hard, random")
         need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")
 
 
@@ -183,6 +196,15 @@ def period_targets(k0: int, final: int, eta: float, periods: int) -> List[int]:
     return out
 
 
+def _start_clusters(X: np.ndarray, final: int) -> np.ndarray:
+    """JULE's start: the 1-NN graph's components, or every image alone when those are already no
+    more than ``final`` (small sets of near-duplicates)."""
+    start = initial_clusters(X)
+    if int(start.max()) + 1 <= final:
+        return np.arange(X.shape[0], dtype=np.int64)
+    return start
+
+
 def _write_log(path: Path, history: Sequence[PeriodStats]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -220,7 +242,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
     """
     from .extract import extract_descriptors, resolve_device
     from .loss import build_loss
-    from .mining import mine_tuples
+    from .mining import mine_tuples, random_tuples
     from .network import save_checkpoint
     from .pairs import PairSet
     from .train import gem_p, learn_whitenings, make_optimizer, set_epoch_lr, train_epoch, validate
@@ -268,7 +290,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
 
     t0 = time.perf_counter()
     X = describe()
-    start = initial_clusters(X)
+    start = _start_clusters(X, final)
     targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
     m0 = metrics(start)
     v0 = validate(net, val, **common) if val is not None else float("nan")
@@ -286,8 +308,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         if period > 1:
             X = describe()
             if labels.shape[0] != X.shape[0]:  # images dropped: restart the clustering
-                labels = initial_clusters(X)
-        init = labels if ucfg.recluster == "continue" else initial_clusters(X)
+                labels = _start_clusters(X, final)
+        init = labels if ucfg.recluster == "continue" else _start_clusters(X, final)
         target = targets[period - 1]
         labels = agglomerative(X, target, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch, init=init,
                                seed=cfg.seed)
@@ -306,8 +328,11 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
             lr = set_epoch_lr(optimizer, cfg, epoch)
             seed = (int(cfg.seed) * 1_000_003 + epoch) % (2 ** 63)
             torch.manual_seed(seed)
-            tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
-                                 seed=seed, progress=progress, **common)
+            if ucfg.negatives == "random":
+                tuples = random_tuples(pairs, cfg.nnum, cfg.qsize, seed=seed)
+            else:
+                tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
+                                     seed=seed, progress=progress, **common)
             loss, _, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
                                        image_size=image_size, device=device, progress=progress)
             losses.append(loss)
@@ -362,7 +387,7 @@ def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: Pa
     > ``train.data``), the labeled validation set (``train.val_data``), build the model, train."""
     from .config import from_dict
     from .network import build_network
-    from .pairs import load_pairs
+    from .pairs import PairSet, load_pairs
     from .train import TrainConfig
 
     where = settings.source or "config"
@@ -375,13 +400,25 @@ def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: Pa
     src = data or ucfg.images or cfg.data
     if not src:
         raise ConfigError(f"{where}: no training images (set unsupervised.images or train.data, or pass --data)")
+    if str(src) == "toy":
+        from .train import prepare_toy_data  # the generated collection described by train.toy
+
+        src = prepare_toy_data(cfg.toy, log=log)
     paths, truth = load_unlabeled(src, ucfg.eval_labels)
+    val = None
+    if ucfg.validation == "held-out" and cfg.val_data:
+        val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root, "val", cfg.max_pairs_per_class, cfg.seed)
+    elif ucfg.validation == "held-out" and truth is not None and cfg.val_fraction > 0:
+        labeled = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed)
+        kw = {"by": cfg.val_split} if hasattr(cfg, "val_split") else {}
+        train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, **kw)
+        paths, truth = list(train_part.paths), train_part.labels
+    elif ucfg.validation == "transductive" and truth is not None:
+        val = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed,
+                                  source="the training images (labels for evaluation only)")
     log(f"train: {len(paths)} unlabeled images from {src}"
         + ("" if truth is None else f" ({np.unique(truth).size} ground-truth classes, for NMI only)"))
-    val = None
-    if cfg.val_data:
-        val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root,
-                         "val", cfg.max_pairs_per_class, cfg.seed)
+    if val is not None:
         log(f"val:   {val.summary()}")
     net = build_network(settings.model, seed=cfg.seed)
     return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth, progress=progress, log=log)

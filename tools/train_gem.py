@@ -5,6 +5,7 @@
   python tools/train_gem.py --config configs/train_toy.yaml --data my_classes/ --out runs/mine
   python tools/train_gem.py --config configs/train_toy.yaml --out runs/mine --resume
   python tools/index.py --images photos/ --model runs/mine/best.pt         # index with the result
+  python tools/train_gem.py --config configs/train_unsupervised.yaml --data my_photos/   # no labels
 
 Training data (``train.data`` in the config, or --data): a folder of classes DIR/<class>/*.jpg (any
 two images of a class match), a .csv of query,positive[,cluster] rows, the SfM-120k .pkl, or
@@ -56,6 +57,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def log(msg: str) -> None:
         print(msg, file=out_stream, flush=True)
+
+    if settings.raw.get("unsupervised") is not None:  # pairs source `cluster`: no labels (JULE-style)
+        from retrieval.unsupervised import run_from_settings
+
+        if args.resume or args.epochs is not None:
+            raise ConfigError("--resume/--epochs do not apply to unsupervised training; set unsupervised.periods")
+        res = run_from_settings(settings, data=args.data, out=out, device=args.device, workers=args.workers,
+                                progress=not (args.quiet or args.json), log=log)
+        if args.json:
+            print_json(res.to_json())
+            return 0
+        print(f"best period {res.best_period} -> {res.best_path}; log: {out / 'log.csv'}")
+        print(f"index with: python tools/index.py --images IMAGES --model {res.best_path}")
+        return 0
 
     train_pairs, val_pairs, skipped = load_training_pairs(cfg, args.data, log=log)
     log(f"train: {train_pairs.summary()}")
