@@ -157,26 +157,47 @@ class PairSet:
         return PairSet([self.paths[i] for i in idx], self.labels[idx], q[ok], p[ok],
                        source=self.source, class_names=self.class_names)
 
-    def split(self, val_fraction: float, seed: int = 0, min_val_classes: int = 2) -> Tuple["PairSet", "PairSet"]:
-        """Hold out whole clusters for validation: ``(train, val)``.
+    def split(self, val_fraction: float, seed: int = 0, min_val_classes: int = 2,
+              by: str = "classes") -> Tuple["PairSet", "PairSet"]:
+        """Hold out a validation part: ``(train, val)``.
 
-        A fraction ``val_fraction`` of the clusters that have a matching pair (at least
-        ``min_val_classes`` of them, at least one left for training) goes to ``val``, with all their
-        images; the clusters without pairs stay in ``train`` as negatives. ``val_fraction = 0``
-        returns ``(self, empty)``.
+        ``by="classes"``: a fraction ``val_fraction`` of the clusters that have a matching pair (at
+        least ``min_val_classes`` of them, at least one left for training) goes to ``val`` with all
+        their images; clusters without pairs stay in ``train`` as negatives. Validation then
+        measures retrieval of objects never seen in training.
+
+        ``by="images"``: in every cluster of at least 4 images, ``val_fraction`` of its images
+        (at least 2, leaving at least 2) go to ``val``; each part keeps the pairs whose two images
+        it holds. Validation then measures retrieval of unseen views of trained objects.
+
+        ``val_fraction = 0`` returns ``(self, empty)``.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if by not in ("classes", "images"):
+            raise ValueError(f"split by 'classes' or 'images', not {by!r}")
         paired = np.unique(self.labels[self.qidx])
         if val_fraction == 0.0 or paired.size == 0:
             return self, self.subset(np.zeros(self.n_images, dtype=bool))
+        rng = np.random.default_rng(seed)
+        if by == "images":
+            is_val = np.zeros(self.n_images, dtype=bool)
+            for c in np.unique(self.labels):
+                members = np.flatnonzero(self.labels == c)
+                k = members.size
+                if k < 4:
+                    continue
+                n_val = min(k - 2, max(2, int(round(val_fraction * k))))
+                is_val[rng.choice(members, size=n_val, replace=False)] = True
+            if not is_val.any():
+                raise DataError("cannot hold out images for validation: no class has 4 or more images")
+            return self.subset(~is_val), self.subset(is_val)
         n_val = max(min_val_classes, int(round(val_fraction * paired.size)))
         if n_val >= paired.size:
             raise DataError(
                 f"cannot hold out {n_val} of {paired.size} classes for validation and still train; "
                 "add classes or lower val_fraction"
             )
-        rng = np.random.default_rng(seed)
         val_classes = rng.choice(paired, size=n_val, replace=False)
         is_val = np.isin(self.labels, val_classes)
         return self.subset(~is_val), self.subset(is_val)

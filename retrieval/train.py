@@ -56,7 +56,8 @@ LOG_FIELDS = ("epoch", "loss", "val_map", "p", "lr", "avg_neg_distance", "tuples
 class ToyData:
     """The generated collection used when ``train.data`` is ``toy`` (:mod:`retrieval.toydata`):
     ``n_objects`` objects × ``views`` views of ``image_size``² pixels, exported as class folders
-    under ``root/classes`` (made once, remade when these settings change)."""
+    under ``root/classes`` (made once, remade when these settings change). ``include_junk`` keeps
+    the views where the object is barely visible (off by default: they are not real matches)."""
 
     root: str = "data/toy_train"
     n_objects: int = 40
@@ -65,6 +66,7 @@ class ToyData:
     source: str = "synthetic"
     clutter: float = 0.0
     seed: int = 0
+    include_junk: bool = False
 
     def validate(self) -> None:
         if self.source not in ("synthetic", "photos"):
@@ -82,7 +84,9 @@ class TrainConfig:
             SfM-120k ``.pkl``, or ``toy`` (the generated collection described by ``toy``);
             data_kind: ``auto`` | ``folders`` | ``csv`` | ``sfm``; ims_root: the SfM image folder (default ``ims`` beside the pickle) or the CSV's path root.
         val_data: a separate validation source (same kinds); otherwise ``val_fraction`` of the
-            classes is held out (0 = no validation; ``best.pt`` is then the last epoch).
+            data is held out (0 = no validation; ``best.pt`` is then the last epoch): whole classes
+            (``val_split: classes``, retrieval of unseen objects) or that fraction of the images of
+            every class (``val_split: images``, unseen views of the trained objects).
         max_pairs_per_class: ordered pairs kept per class of the folder source.
         check_images: decode every image once before training; unreadable ones are skipped and
             reported.
@@ -96,7 +100,9 @@ class TrainConfig:
     Images and compute:
         image_size (``None`` = the model's), resize ``pad`` | ``square``, workers (decoding
         processes), mine_batch (images per forward when mining/validating), device (``None`` =
-        CUDA when available), seed, deterministic (``torch.use_deterministic_algorithms``).
+        CUDA when available), seed, deterministic (``torch.use_deterministic_algorithms``),
+        freeze_bn (BatchNorm running statistics frozen, as in the paper; ``false`` lets them adapt,
+        which a randomly initialised network needs).
     After training:
         whitening: learn Lw on the training pairs and store it in ``best.pt``; whiten_pairs: the
         pairs sampled for it; whiten_shrinkage: α of :func:`retrieval.whitening.learn_whitening`
@@ -110,6 +116,7 @@ class TrainConfig:
     ims_root: Optional[str] = None
     val_data: Optional[str] = None
     val_fraction: float = 0.1
+    val_split: str = "classes"
     max_pairs_per_class: Optional[int] = MAX_PAIRS_PER_CLASS
     check_images: bool = True
     loss: str = "contrastive"
@@ -131,6 +138,7 @@ class TrainConfig:
     device: Optional[str] = None
     seed: int = 0
     deterministic: bool = False
+    freeze_bn: bool = True
     validate_before: bool = True
     whitening: bool = True
     whiten_pairs: int = 5000
@@ -145,6 +153,8 @@ class TrainConfig:
              f"data_kind: '{self.data_kind}' is not one of auto, folders, csv, sfm")
         need(self.loss in ("contrastive", "triplet"), f"loss: '{self.loss}' is not one of contrastive, triplet")
         need(self.resize in ("pad", "square"), f"resize: '{self.resize}' is not one of pad, square")
+        need(self.val_split in ("classes", "images"),
+             f"val_split: '{self.val_split}' is not one of classes, images")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         need(self.lr > 0, f"lr: must be positive, got {self.lr}")
         need(self.p_lr_mult >= 0, f"p_lr_mult: must be ≥ 0, got {self.p_lr_mult}")
@@ -244,7 +254,7 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
             skipped += [(str(p), r) for p, r in bad]
         train_pairs = pairs
     else:
-        train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed)
+        train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
     if skipped:
         first = f"{skipped[0][0]} ({skipped[0][1]})"
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
@@ -267,7 +277,8 @@ def prepare_toy_data(toy: ToyData, log: Log = print) -> Path:
     root = Path(toy.root)
     classes = root / "classes"
     params = dict(n_objects=toy.n_objects, views=toy.views, image_size=toy.image_size, seed=toy.seed,
-                  clutter=float(toy.clutter), source=toy.source, distractors=0)
+                  clutter=float(toy.clutter), source=toy.source, distractors=0,
+                  include_junk=toy.include_junk)
     stamp = root / "params.json"
     if classes.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == params:
         return classes
@@ -278,7 +289,7 @@ def prepare_toy_data(toy: ToyData, log: Log = print) -> Path:
                                     clutter=toy.clutter, source=toy.source)
     if classes.exists():
         shutil.rmtree(classes)
-    export_class_folders(col, classes)
+    export_class_folders(col, classes, include_junk=toy.include_junk)
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps(params))
     return classes
@@ -345,10 +356,11 @@ def freeze_batchnorm(net: nn.Module) -> None:
             m.eval()
 
 
-def set_train_mode(net: nn.Module) -> None:
-    """``net.train()`` with BatchNorm frozen."""
+def set_train_mode(net: nn.Module, freeze_bn: bool = True) -> None:
+    """``net.train()``, with BatchNorm frozen unless ``freeze_bn`` is false."""
     net.train()
-    freeze_batchnorm(net)
+    if freeze_bn:
+        freeze_batchnorm(net)
 
 
 def gem_p(net: nn.Module) -> float:
@@ -420,7 +432,7 @@ def train_epoch(net: nn.Module, pairs: PairSet, tuples: Tuples, optimizer: torch
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch, shuffle=True, generator=g,
                                          num_workers=cfg.workers, collate_fn=collate_tuples,
                                          pin_memory=device.type == "cuda")
-    set_train_mode(net)
+    set_train_mode(net, cfg.freeze_bn)
     optimizer.zero_grad(set_to_none=True)
     total, used, pending = 0.0, 0, 0
     failures: List[str] = []

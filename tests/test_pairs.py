@@ -133,3 +133,13 @@ def test_drop_unreadable_reports_corrupt(tmp_path):
     ps, failures = drop_unreadable(pairs_from_folders(root), workers=2)
     assert [p.name for p, _ in failures] == ["1.png"] and ps.n_images == 4
     assert len(ps) == 2 + 2 and all(p.name != "1.png" or p.parent.name != "class0" for p in ps.paths)
+
+
+def test_split_by_images_keeps_classes_in_both_parts():
+    labels = np.repeat(np.arange(5), [6, 6, 6, 3, 4])
+    ps = PairSet.from_labels([f"{i}.jpg" for i in range(25)], labels)
+    tr, va = ps.split(0.3, seed=0, by="images")
+    assert tr.n_images + va.n_images == 25 and not set(map(str, tr.paths)) & set(map(str, va.paths))
+    assert sorted(np.unique(va.labels).tolist()) == [0, 1, 2, 4]  # the 3-image class stays in train
+    assert all(np.sum(va.labels == c) == 2 and np.sum(tr.labels == c) >= 2 for c in (0, 1, 2, 4))
+    assert np.all(tr.labels[tr.qidx] == tr.labels[tr.pidx]) and len(tr) == 3 * 12 + 6 + 2
