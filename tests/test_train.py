@@ -1,0 +1,157 @@
+"""Fine-tuning: the loop learns, resumes exactly, and refuses bad input with one line."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_tool
+from retrieval.config import from_dict
+from retrieval.network import ModelConfig, build_network, load_checkpoint, read_checkpoint
+from retrieval.pairs import pairs_from_folders
+from retrieval.train import TrainConfig, ToyData, load_training_pairs, prepare_toy_data, train
+
+QUIET = dict(progress=False, log=lambda s: None)
+EPOCHS, MAP_GAIN = 3, 0.05
+
+
+@pytest.fixture(scope="module")
+def toy_classes(tmp_path_factory) -> Path:
+    """12 toy objects × 9 usable views, 48 px, as class folders (junk views left out)."""
+    root = tmp_path_factory.mktemp("toytrain")
+    return prepare_toy_data(ToyData(root=str(root), n_objects=12, views=10, image_size=48, seed=0),
+                            log=lambda s: None)
+
+
+def _net(size: int = 48):
+    return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=size, scales=[1.0]), seed=0)
+
+
+def test_training_learns(toy_classes, tmp_path):
+    cfg = TrainConfig(data=str(toy_classes), val_fraction=0.3, val_split="images", lr=1e-4, epochs=EPOCHS,
+                      qsize=32, nnum=2, batch=4, workers=0, mine_batch=64, lr_decay=0.0, whitening=True)
+    tr, va, skipped = load_training_pairs(cfg, log=lambda s: None)
+    assert not skipped and va.n_images == 36 and tr.n_images == 72
+    res = train(_net(), tr, cfg, tmp_path / "run", val=va, **QUIET)
+    h = res.history
+    assert [e.epoch for e in h] == list(range(EPOCHS + 1))
+    loss = [e.loss for e in h[1:]]
+    assert loss[-1] < 0.8 * loss[0], loss
+    assert h[-1].val_map > h[0].val_map + MAP_GAIN, [e.val_map for e in h]
+    # log.csv has a row per epoch; best.pt carries Lw and indexes through the network
+    rows = (tmp_path / "run" / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,loss,val_map,p") and len(rows) == EPOCHS + 2
+    best = load_checkpoint(res.best_path)
+    assert best.has_whitening and best.config.whitening == "lw" and best.dim == 512
+    assert read_checkpoint(res.best_path)["extra"]["epoch"] == res.best_epoch
+    assert set(res.whitening_map) == {"none", "pca", "lw"}
+
+
+def _resume_cfg(data: Path) -> TrainConfig:
+    return TrainConfig(data=str(data), val_fraction=0.0, lr=1e-4, epochs=2, qsize=4, nnum=1, batch=2,
+                       workers=0, mine_batch=64, whitening=False, deterministic=True)
+
+
+def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
+    cfg = _resume_cfg(toy_classes)
+    pairs = pairs_from_folders(toy_classes).subset(np.arange(36))  # 4 classes: tiny and quick
+    train(_net(32), pairs, cfg, tmp_path / "full", **QUIET)
+    train(_net(32), pairs, cfg, tmp_path / "cut", epochs=1, **QUIET)
+    res = train(_net(32), pairs, cfg, tmp_path / "cut", resume=True, **QUIET)
+    a, b = read_checkpoint(tmp_path / "full" / "last.pt"), read_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["extra"]["epoch"] == b["extra"]["epoch"] == 2 and [h.epoch for h in res.history] == [1, 2]
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    sa, sb = a["extra"]["optimizer"]["state"], b["extra"]["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert a["extra"]["history"] == b["extra"]["history"] or all(
+        x["loss"] == y["loss"] for x, y in zip(a["extra"]["history"], b["extra"]["history"]))
+    # the net before training differs from the trained one (the comparison above is not vacuous)
+    assert not torch.equal(_net(32).state_dict()["backbone.stages.layer4.1.conv2.weight"],
+                           a["state_dict"]["backbone.stages.layer4.1.conv2.weight"])
+
+
+def test_resume_refuses_another_model(toy_classes, tmp_path):
+    from retrieval.errors import ConfigError
+
+    cfg = _resume_cfg(toy_classes)
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        train(_net(32), pairs_from_folders(toy_classes), cfg, tmp_path / "none", resume=True, **QUIET)
+
+
+def test_config_section_refuses_typos():
+    from retrieval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        from_dict(TrainConfig, {"epoch": 3}, "train")
+    with pytest.raises(ConfigError, match="val_split"):
+        from_dict(TrainConfig, {"val_split": "views"}, "train")
+    cfg = from_dict(TrainConfig, {"lr": "5e-7", "toy": {"n_objects": 4}}, "train")
+    assert cfg.lr == 5e-7 and cfg.toy.n_objects == 4
+
+
+def test_oom_is_one_line_hint(toy_classes, tmp_path, monkeypatch, capsys):
+    import retrieval.train as T
+    from retrieval.cli import main_wrapper
+
+    def boom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(T, "describe_training_batch", boom)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_YAML.format(data=toy_classes))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import train_gem
+
+    monkeypatch.setattr(sys, "argv", ["train_gem.py", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"])
+    with pytest.raises(SystemExit) as e:
+        main_wrapper(train_gem.main)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert "out of GPU memory" in err[0] and "lower train.batch" in err[0]
+
+
+TINY_YAML = """\
+model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
+train: {{data: {data}, epochs: 1, qsize: 2, nnum: 1, batch: 2, workers: 0, val_fraction: 0.0, whitening: false}}
+"""
+
+
+def _classes(root: Path, sizes, corrupt: bool = False) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, k in enumerate(sizes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(k):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
+    if corrupt:
+        (root / "class0" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+def test_tool_bad_input(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_YAML.format(data=tmp_path / "missing"))
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"),
+                          "missing", "training data not found")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x, nnun: 3}\n")
+    assert_one_line_error(run_tool("train_gem", "--config", typo), "unknown key 'nnun'", "nnum")
+    single = _classes(tmp_path / "single", [3, 1, 2])
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--data", single), "class 'class1'", "single image")
+
+
+def test_tool_skips_and_reports_corrupt_image(tmp_path):
+    data = _classes(tmp_path / "d", [3, 3, 2], corrupt=True)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_YAML.format(data=data))
+    p = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "skipped 1 unreadable image(s):" in p.stdout and "bad.jpg" in p.stdout
+    assert (tmp_path / "run" / "best.pt").is_file() and "Traceback" not in p.stderr
