@@ -46,7 +46,7 @@ from .io import atomic_path
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
-LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "loss",
+LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "nmi_final", "loss",
               "val_map", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
 
 
@@ -73,9 +73,12 @@ class UnsupervisedConfig:
             does (those images are not trained on); ``transductive`` — the training images
             themselves with their ``eval_labels`` (retrieval within the unlabeled pile, labels for
             evaluation only); ``none``.
-        negatives: ``hard`` (re-mined with the current network, as in supervised fine-tuning) or
-            ``random`` (drawn from other clusters, as JULE does: pseudo-labels split one object
-            over several clusters, and its other views are then the "hardest negatives").
+        negatives: ``hard`` — the most similar images of other clusters (one per cluster) under
+            the current network, as in supervised fine-tuning, but skipping each query's
+            ``exclude_knn`` nearest neighbours: pseudo-labels split an object over several
+            clusters, and its other views would otherwise be the "hardest negatives";
+            ``random`` — drawn from other clusters, as JULE does.
+        exclude_knn: see ``negatives`` (0 = plain hardest negatives).
     """
 
     pairs: str = "cluster"
@@ -91,6 +94,7 @@ class UnsupervisedConfig:
     merge_batch: float = 0.1
     max_pairs_per_cluster: int = 200
     negatives: str = "hard"
+    exclude_knn: int = 5
     validation: str = "held-out"
 
     def validate(self) -> None:
@@ -111,12 +115,18 @@ class UnsupervisedConfig:
         need(self.validation in ("held-out", "transductive", "none"),
              f"validation: '{self.validation}' is not one of held-out, transductive, none")
         need(self.negatives in ("hard", "random"), f"negatives: '{self.negatives}' is not one of hard, random")
+        need(self.exclude_knn >= 0, f"exclude_knn: must be ≥ 0, got {self.exclude_knn}")
         need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")
 
 
 @dataclass
 class PeriodStats:
-    """One row of ``log.csv`` (period 0: the network before training, clustered but not trained)."""
+    """One row of ``log.csv`` (period 0: the network before training, clustered but not trained).
+
+    clusters/target/nmi/ari/acc: the clusters the period trained on (made with the network of the
+    period before); nmi_final: NMI of a fresh clustering into ``final_clusters`` with the network
+    *after* the period (how good the representation has become for clustering); val_map: after
+    the period's training."""
 
     period: int
     clusters: int = 0
@@ -126,6 +136,7 @@ class PeriodStats:
     nmi: float = float("nan")
     ari: float = float("nan")
     acc: float = float("nan")
+    nmi_final: float = float("nan")
     loss: float = float("nan")
     val_map: float = float("nan")
     p: float = float("nan")
@@ -138,7 +149,8 @@ class PeriodStats:
         f = lambda v, s=100: "     -" if math.isnan(v) else f"{s * v:6.2f}"  # noqa: E731
         loss = "     -" if math.isnan(self.loss) else f"{self.loss:.4f}"
         return (f"period {self.period:>2}/{periods}  clusters {self.clusters:>5} (target {self.target})  "
-                f"NMI {f(self.nmi)}  loss {loss}  val mAP {f(self.val_map)}  p {self.p:.3f}  "
+                f"NMI {f(self.nmi)}  NMI@final {f(self.nmi_final)}  loss {loss}  val mAP {f(self.val_map)}  "
+                f"p {self.p:.3f}  "
                 f"{self.seconds:.1f}s")
 
 
@@ -205,6 +217,38 @@ def _start_clusters(X: np.ndarray, final: int) -> np.ndarray:
     return start
 
 
+def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int = 0,
+                   exclude_knn: int = 0, chunk: int = 512) -> Any:
+    """Training tuples from pseudo-label pairs, negatives mined on precomputed descriptors.
+
+    Args:
+        X: (N, D) float32 descriptors of ``pairs.paths`` (the current network).
+        pairs: :class:`~retrieval.pairs.PairSet` of the clusters.
+        nnum: negatives per tuple (capped by the number of other clusters); qsize: tuples.
+        exclude_knn: a query's ``exclude_knn`` nearest images are never its negatives.
+    Returns:
+        :class:`~retrieval.mining.Tuples` (negatives hardest first, one per cluster).
+    """
+    from .mining import Tuples, hardest_negatives
+
+    rng = np.random.default_rng(seed)
+    sel = rng.permutation(pairs.n_pairs)[: min(qsize, pairs.n_pairs)]
+    q, p = pairs.qidx[sel], pairs.pidx[sel]
+    n_eff = min(nnum, pairs.n_classes - 1)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, np.float32))
+    nidx = np.empty((q.size, n_eff), np.int64)
+    dist = 0.0
+    for s in range(0, q.size, chunk):
+        qs = q[s:s + chunk]
+        S = Xt[torch.from_numpy(qs)] @ Xt.T
+        if exclude_knn > 0:
+            nn = torch.topk(S, min(exclude_knn + 1, S.shape[1]), dim=1).indices  # itself included
+            S.scatter_(1, nn, float("-inf"))
+        nidx[s:s + chunk] = hardest_negatives(S, pairs.labels[qs], pairs.labels, n_eff)
+        dist += float((Xt[torch.from_numpy(qs)][:, None, :] - Xt[torch.from_numpy(nidx[s:s + chunk])]).norm(dim=-1).sum())
+    return Tuples(q, p, nidx, avg_neg_distance=dist / max(nidx.size, 1))
+
+
 def _write_log(path: Path, history: Sequence[PeriodStats]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -228,7 +272,7 @@ def _write_clusters(path: Path, paths: Sequence[Path], labels: np.ndarray) -> No
 
 def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Any, ucfg: UnsupervisedConfig,
                        out_dir: PathLike, *, val: Any = None, truth: Optional[np.ndarray] = None,
-                       progress: bool = True, log: Log = print) -> UnsupervisedResult:
+                       val_on_train: bool = False, progress: bool = True, log: Log = print) -> UnsupervisedResult:
     """Cluster–train periods on unlabeled ``images`` (module docstring).
 
     Args:
@@ -239,13 +283,15 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         out_dir: the run folder.
         val: labeled :class:`~retrieval.pairs.PairSet` for the validation mAP (``None``: none).
         truth: (N,) int ground truth of ``images`` for NMI/ARI/accuracy only (``None``: none).
+        val_on_train: validate on the training images themselves with ``truth`` (transductive;
+            reuses the descriptors computed for clustering, no extra pass); ``val`` is then ignored.
     """
     from .extract import extract_descriptors, resolve_device
     from .loss import build_loss
-    from .mining import mine_tuples, random_tuples
+    from .mining import random_tuples
     from .network import save_checkpoint
     from .pairs import PairSet
-    from .train import gem_p, learn_whitenings, make_optimizer, set_epoch_lr, train_epoch, validate
+    from .train import gem_p, learn_whitenings, make_optimizer, mean_ap, set_epoch_lr, train_epoch, validate
 
     cfg.validate()
     ucfg.validate()
@@ -258,6 +304,10 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         net.clear_whitening()
     net.to(device)
     val = val if val is not None and val.n_images else None
+    if val_on_train:
+        if truth is None:
+            raise DataError("validation on the training images needs their labels (truth)")
+        val = None
     paths = [Path(p) for p in images]
     truth = None if truth is None else np.asarray(truth, np.int64).reshape(-1)
     if truth is not None and truth.shape != (len(paths),):
@@ -275,6 +325,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         nonlocal paths, truth
         ex = extract_descriptors(net, paths, image_size=image_size, scales=[1.0], batch_size=cfg.mine_batch,
                                  workers=cfg.workers, device=device, progress=progress, desc="describe")
+        if ex.failures and history:
+            raise DataError(f"{ex.failures[0][0]} became unreadable during training ({ex.failures[0][1]})")
         if ex.failures:
             keep = {str(p) for p in ex.paths}
             mask = np.array([str(p) in keep for p in paths])
@@ -288,15 +340,27 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
             return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan")}
         return cluster_metrics(labels, truth)
 
+    def val_map(X: np.ndarray) -> float:
+        if val_on_train:
+            return mean_ap(X, PairSet.from_labels(paths, truth, max_pairs_per_class=1))
+        return validate(net, val, **common) if val is not None else float("nan")
+
+    def nmi_at_final(X: np.ndarray) -> float:
+        if truth is None:
+            return float("nan")
+        lab = agglomerative(X, final, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch,
+                            init=_start_clusters(X, final), seed=cfg.seed)
+        return cluster_metrics(lab, truth)["nmi"]
+
     t0 = time.perf_counter()
     X = describe()
     start = _start_clusters(X, final)
     targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
     m0 = metrics(start)
-    v0 = validate(net, val, **common) if val is not None else float("nan")
+    v0 = val_map(X)
     history.append(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
-                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], val_map=v0, p=gem_p(net),
-                               seconds=time.perf_counter() - t0))
+                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
+                               val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
     log(history[-1].line(ucfg.periods))
     _write_log(log_path, history)
     labels = start
@@ -305,10 +369,6 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
 
     for period in range(1, ucfg.periods + 1):
         t0 = time.perf_counter()
-        if period > 1:
-            X = describe()
-            if labels.shape[0] != X.shape[0]:  # images dropped: restart the clustering
-                labels = _start_clusters(X, final)
         init = labels if ucfg.recluster == "continue" else _start_clusters(X, final)
         target = targets[period - 1]
         labels = agglomerative(X, target, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch, init=init,
@@ -323,7 +383,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         losses: List[float] = []
         lr = float("nan")
         t1 = time.perf_counter()
-        for _ in range(ucfg.epochs_per_period):
+        for e in range(ucfg.epochs_per_period):
             epoch += 1
             lr = set_epoch_lr(optimizer, cfg, epoch)
             seed = (int(cfg.seed) * 1_000_003 + epoch) % (2 ** 63)
@@ -331,21 +391,24 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
             if ucfg.negatives == "random":
                 tuples = random_tuples(pairs, cfg.nnum, cfg.qsize, seed=seed)
             else:
-                tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
-                                     seed=seed, progress=progress, **common)
+                Xe = X if e == 0 else describe()
+                tuples = cluster_tuples(Xe, pairs, cfg.nnum, cfg.qsize, seed=seed, exclude_knn=ucfg.exclude_knn)
             loss, _, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
                                        image_size=image_size, device=device, progress=progress)
             losses.append(loss)
         t_train = time.perf_counter() - t1
-        vmap = validate(net, val, **common) if val is not None else float("nan")
         m = metrics(labels)
+        X = describe()  # the next period clusters with the network trained here
+        vmap = val_map(X)
+        nmi_f = nmi_at_final(X)
         stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
                             paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
-                            acc=m["acc"], loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net), lr=lr,
+                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net), lr=lr,
                             cluster_seconds=t_cluster, train_seconds=t_train,
                             seconds=time.perf_counter() - t0)
         history.append(stats)
-        score = vmap if val is not None else float(period)
+        has_val = val is not None or val_on_train
+        score = vmap if has_val else float(period)
         improved = score > best_map
         extra = {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in history],
                  "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
@@ -355,7 +418,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
             save_checkpoint(net, best_path, extra=extra)
         _write_log(log_path, history)
         _write_clusters(out / "clusters.csv", paths, labels)
-        log(stats.line(ucfg.periods) + ("  *best" if improved and val is not None else ""))
+        log(stats.line(ucfg.periods) + ("  *best" if improved and has_val else ""))
 
     whitening_map: Dict[str, float] = {}
     if cfg.whitening:
@@ -365,18 +428,19 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         best_net.clear_whitening()
         final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
                                           seed=cfg.seed)
-        lw, _, whitening_map = learn_whitenings(best_net, final_pairs, val, max_pairs=cfg.whiten_pairs,
+        wval = PairSet.from_labels(paths, truth, max_pairs_per_class=1) if val_on_train else val
+        lw, _, whitening_map = learn_whitenings(best_net, final_pairs, wval, max_pairs=cfg.whiten_pairs,
                                                 seed=cfg.seed, progress=progress, **common)
         best_net.set_whitening(lw.m, lw.P, kind="lw")
         extra = dict(read_checkpoint(best_path)["extra"])
         extra["whitening_map"] = whitening_map
         save_checkpoint(best_net, best_path, extra=extra)
-        if val is not None:
+        if wval is not None:
             log("best period {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (Lw from the clusters' "
                 "pairs, stored in {})".format(best_period, 100 * whitening_map["none"],
                                               100 * whitening_map["pca"], 100 * whitening_map["lw"], best_path))
     return UnsupervisedResult(out, history, labels, best_period,
-                              best_map if val is not None else float("nan"), best_path, last_path, whitening_map)
+                              best_map if (val is not None or val_on_train) else float("nan"), best_path, last_path, whitening_map)
 
 
 def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: PathLike,
@@ -413,12 +477,15 @@ def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: Pa
         kw = {"by": cfg.val_split} if hasattr(cfg, "val_split") else {}
         train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, **kw)
         paths, truth = list(train_part.paths), train_part.labels
-    elif ucfg.validation == "transductive" and truth is not None:
-        val = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed,
-                                  source="the training images (labels for evaluation only)")
+    elif ucfg.validation == "transductive" and truth is None:
+        raise ConfigError("unsupervised.validation: transductive needs class sub-folders to evaluate with "
+                          "(eval_labels: folders)")
     log(f"train: {len(paths)} unlabeled images from {src}"
         + ("" if truth is None else f" ({np.unique(truth).size} ground-truth classes, for NMI only)"))
     if val is not None:
         log(f"val:   {val.summary()}")
+    if ucfg.validation == "transductive":
+        log(f"val:   the {len(paths)} training images themselves, their folder labels used for evaluation only")
     net = build_network(settings.model, seed=cfg.seed)
-    return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth, progress=progress, log=log)
+    return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth,
+                              val_on_train=ucfg.validation == "transductive", progress=progress, log=log)
