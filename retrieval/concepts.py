@@ -151,21 +151,26 @@ class ConceptMask:
 
     # -------------------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: PathLike, backbone: Any, object_factor: Optional[Union[int, Sequence[int]]] = None,
+    def from_file(cls, path: PathLike, backbone: Any,
+                  object_factor: Optional[Union[int, Sequence[int]]] = None,
                   options: Optional[ConceptOptions] = None) -> "ConceptMask":
         """Load a concept file written by ``tools/coseg.py --save-concepts`` for ``backbone``.
 
-        ``object_factor`` overrides the file's (0-based); a file without one and with k > 1 needs it.
+        ``object_factor`` (0-based, one or several) overrides the file's ``object_factors``; a file
+        without them and with k > 1 needs it.
         Raises ModelMismatchError (one line) when the file was learned with another backbone, and
         DataError for a missing or foreign file.
         """
-        from cosegment.dff import backbone_fingerprint, load_concepts
+        from cosegment.dff import backbone_fingerprint, layer_names, load_concepts
 
         c = load_concepts(path, expected_fingerprint=backbone_fingerprint(backbone))
-        if c.layer not in backbone.layer_names():
+        if c.layer not in layer_names(backbone):
             raise ModelMismatchError(f"concept file {path} was learned on layer '{c.layer}', which "
                                      f"{backbone.name} does not have")
-        fac = object_factor if object_factor is not None else c.object_factor
+        stored = getattr(c, "object_factors", None)
+        if stored is None and getattr(c, "object_factor", None) is not None:  # older files
+            stored = [c.object_factor]
+        fac = object_factor if object_factor is not None else stored
         if fac is None:
             if c.H.shape[0] != 1:
                 raise DataError(f"concept file {path} names no object factor; choose one of "
@@ -210,6 +215,15 @@ class ConceptMask:
         if self.layer == last:
             fmap = backbone(x)
             acts = fmap
+        elif self.layer.endswith(".inner"):  # an MBConv block's inner map (cosegment.dff.layer_names)
+            captured: List[torch.Tensor] = []
+            proj = backbone.stages[self.layer[: -len(".inner")]].block._project_conv
+            handle = proj.register_forward_pre_hook(lambda mod, inp: captured.append(inp[0]))
+            try:
+                fmap = backbone(x)
+            finally:
+                handle.remove()
+            acts = captured[0].clamp(min=0)
         else:
             outs = backbone.forward_layers(x, [self.layer, last])
             fmap, acts = outs[last], outs[self.layer]
@@ -218,14 +232,16 @@ class ConceptMask:
 
 def learn_concepts(backbone: Any, paths: Sequence[PathLike], k: int = 3, *, layer: Optional[str] = None,
                    image_size: Optional[int] = None, method: str = "nmf", seed: int = 0,
-                   max_images: Optional[int] = 200, batch_size: int = 8,
+                   max_images: Optional[int] = 200, batch_size: int = 8, object_rule: str = "single",
                    device: Optional[Union[str, torch.device]] = None,
-                   save_to: Optional[PathLike] = None) -> Tuple[np.ndarray, int, str]:
-    """Learn concepts over ``paths`` with DFF (:mod:`cosegment.dff`) and pick the object factor.
+                   save_to: Optional[PathLike] = None) -> Tuple[np.ndarray, List[int], str]:
+    """Learn concepts over ``paths`` with DFF (:mod:`cosegment.dff`) and pick the object factor(s).
 
-    At most ``max_images`` images (an evenly spaced subset) are factorised. Returns
-    ``(H (k, C_l) float32, object_factor, layer)``; with ``save_to`` also writes a concept file
-    (with the backbone fingerprint) that :meth:`ConceptMask.from_file` reads.
+    At most ``max_images`` images (an evenly spaced subset) are factorised. ``object_rule``:
+    ``single`` (:func:`cosegment.dff.choose_object_factor`, the factor least on the image borders)
+    or ``union`` (:func:`cosegment.dff.choose_object_factors`, every factor that stays off the
+    borders). Returns ``(H (k, C_l) float32, object_factors, layer)``; with ``save_to`` also writes
+    a concept file (with the backbone fingerprint) that :meth:`ConceptMask.from_file` reads.
     """
     from cosegment import dff
 
@@ -240,11 +256,13 @@ def learn_concepts(backbone: Any, paths: Sequence[PathLike], k: int = 3, *, laye
     imgs = dff.load_images(paths, image_size, backbone.mean, backbone.std)
     acts = dff.extract_activations(backbone, imgs.tensors, layer, batch_size=batch_size, device=device)
     res = dff.factorize_activations(acts, k, method=method, seed=seed, device=device)
-    obj = dff.choose_object_factor(res)
+    if object_rule not in ("single", "union"):
+        raise DataError(f"object_rule must be 'single' or 'union', got {object_rule!r}")
+    objs = [dff.choose_object_factor(res)] if object_rule == "single" else list(dff.choose_object_factors(res))
     if save_to is not None:
         dff.save_concepts(save_to, res.H, dff.backbone_fingerprint(backbone), layer,
-                          backbone=backbone.name, image_size=image_size, object_factor=obj, method=method)
-    return res.H, obj, layer
+                          backbone=backbone.name, image_size=image_size, object_factors=objs, method=method)
+    return res.H, objs, layer
 
 
 def attach_concepts(net: Any, path: Optional[PathLike], object_factor: Optional[int] = None,

@@ -131,7 +131,7 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     net = small_net
     H = np.abs(np.random.default_rng(1).normal(size=(2, net.backbone.out_channels))).astype(np.float32)
     good = save_concepts(tmp_path / "good.pt", H, backbone_fingerprint(net.backbone), "layer4",
-                         backbone="resnet18", object_factor=1)
+                         backbone="resnet18", object_factors=[1])
     cm = ConceptMask.from_file(good, net.backbone)
     assert cm.factors == [1] and cm.layer == "layer4"
     # a checkpoint whose config names the concept file re-attaches it on load
@@ -142,7 +142,7 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     net3 = load_checkpoint(tmp_path / "m.pt")
     assert net3.concepts is not None and net3.fingerprint() == net2.fingerprint()
     # another backbone's concepts: a one-line ModelMismatchError, from the file or the config
-    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factor=0)
+    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
     with pytest.raises(ModelMismatchError) as e:
         ConceptMask.from_file(bad, net.backbone)
     assert "\n" not in str(e.value) and "another backbone" in str(e.value)
@@ -169,7 +169,7 @@ def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, 
     imgs = tmp_path / "imgs"
     random_images(imgs, 3, size=(48, 64))
     H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)
-    good = save_concepts(tmp_path / "c.pt", H, backbone_fingerprint(small_net.backbone), "layer4", object_factor=0)
+    good = save_concepts(tmp_path / "c.pt", H, backbone_fingerprint(small_net.backbone), "layer4", object_factors=[0])
     out = tmp_path / "ix"
     assert _tool_main("index")(["--images", str(imgs), "--config", str(tiny_config), "--out", str(out),
                                 "--concepts", str(good), "--json"]) == 0
@@ -181,7 +181,7 @@ def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, 
     assert _tool_main("search")(["--query", str(q), "--index", str(out), "--top", "1", "--json"]) == 0
     hit = json.loads(capsys.readouterr().out)["hits"][0]
     assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
-    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factor=0)
+    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
     proc = run_tool("index", "--images", imgs, "--config", tiny_config, "--out", tmp_path / "ix2",
                     "--concepts", bad)
     assert_one_line_error(proc)
