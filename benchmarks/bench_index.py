@@ -22,7 +22,7 @@ Protocol (one run, one machine; every speed is also given as a ratio against Fla
    float32 descriptors kept for re-ranking, 4·d bytes per vector, stay on disk / mmap).
 
     python benchmarks/bench_index.py --only ivfpq,hnsw     # Flat, IVF-PQ (± re-rank), HNSW
-    python benchmarks/bench_index.py --only opq            # Flat, OPQ+IVF-PQ (± re-rank)
+    python benchmarks/bench_index.py --only fastscan,opq   # Flat, 4-bit fast-scan IVF-PQ, OPQ
     python benchmarks/bench_index.py --n 200000 --json bench_out/index/small.json
 """
 from __future__ import annotations
@@ -53,6 +53,11 @@ BUILDS: List[Dict[str, Any]] = [
         {"label": "IVF-PQ", "nprobe": 64, "rerank": False},
         {"label": "IVF-PQ + re-rank 500", "nprobe": 64, "rerank": True, "rerank_k": 500},
         {"label": "IVF-PQ + re-rank 1000", "nprobe": 64, "rerank": True, "rerank_k": 1000},
+    ]},
+    {"key": "fastscan", "factory": "IVF1024,PQ128x4fs", "searches": [
+        {"label": "IVF-PQ fast-scan", "nprobe": 64, "rerank": False},
+        {"label": "IVF-PQ fast-scan + re-rank 1000", "nprobe": 64, "rerank": True,
+         "rerank_k": 1000},
     ]},
     {"key": "opq", "factory": "OPQ64,IVF1024,PQ64np", "train_size": 40960, "searches": [
         {"label": "OPQ+IVF-PQ", "nprobe": 64, "rerank": False},
@@ -139,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--distractors", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=None, help="faiss/BLAS threads (default: all)")
     ap.add_argument("--workers", type=int, default=1, help="image decoding workers for extraction")
-    ap.add_argument("--only", default=None, help="comma-separated keys of BUILDS to run: ivfpq, opq, hnsw (default: all)")
+    ap.add_argument("--only", default=None, help="comma-separated keys of BUILDS to run: ivfpq, fastscan, opq, hnsw (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
