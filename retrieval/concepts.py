@@ -148,6 +148,10 @@ class ConceptMask:
         self.options.validate()
         self.source = source
         self.last_fallback: Optional[torch.Tensor] = None  # (N,) bool of the last call, for reports
+        self.stats = {"images": 0, "fallback": 0}  # running counts over all calls (reset_stats())
+
+    def reset_stats(self) -> None:
+        self.stats = {"images": 0, "fallback": 0}
 
     # -------------------------------------------------------------------------------------
     @classmethod
@@ -206,6 +210,8 @@ class ConceptMask:
                                      align_corners=False)[:, 0].clamp_min(0)
             m, fb = mask_from_heat(heat, share, self.options)
         self.last_fallback = fb.detach().cpu()
+        self.stats["images"] += int(fb.numel())
+        self.stats["fallback"] += int(fb.sum())
         return m
 
     def features_and_mask(self, backbone: Any, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
