@@ -58,6 +58,10 @@ BUILDS: List[Dict[str, Any]] = [
         {"label": "IVF-PQ fast-scan", "nprobe": 64, "rerank": False},
         {"label": "IVF-PQ fast-scan + re-rank 1000", "nprobe": 64, "rerank": True,
          "rerank_k": 1000},
+        {"label": "IVF-PQ fast-scan nprobe 128 + re-rank 2000", "nprobe": 128, "rerank": True,
+         "rerank_k": 2000},
+        {"label": "IVF-PQ fast-scan nprobe 128 + re-rank 3000", "nprobe": 128, "rerank": True,
+         "rerank_k": 3000},
     ]},
     {"key": "opq", "factory": "OPQ64,IVF1024,PQ64np", "train_size": 40960, "searches": [
         {"label": "OPQ+IVF-PQ", "nprobe": 64, "rerank": False},
