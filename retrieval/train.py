@@ -665,16 +665,16 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         if improved:
             best_epoch, best_map = epoch, score
         _save(net, last_path, extra_state(epoch))
-        if improved:
+        if improved and val is not None:
             _save(net, best_path, extra_state(epoch))
         _write_log(log_path, history)
         log(stats.line(n_epochs) + ("  *best" if improved and val is not None else ""))
         if bad:
             log(f"epoch {epoch}: skipped {len(bad)} tuple(s) with unreadable images, e.g. {bad[0]}")
 
-    if not best_path.is_file():  # e.g. resumed a finished run with no better epoch: keep last
-        _save(net, best_path, extra_state(n_epochs))
-        best_epoch = n_epochs
+    if val is None or not best_path.is_file():  # no validation: the last epoch is the best
+        best_epoch = max(start - 1, n_epochs) if val is None else n_epochs
+        _save(net, best_path, extra_state(best_epoch))
     whitening_map: Dict[str, float] = {}
     if cfg.whitening:
         from .network import network_from_checkpoint
