@@ -31,7 +31,8 @@ from .io import atomic_dir
 
 INDEX_FORMAT = "gemseg-index"
 INDEX_VERSION = 1
-ALIASES = {"ivfpq": "IVF{n},PQ{m}", "opq": "OPQ{m},IVF{n},PQ{m}", "hnsw": "HNSW32"}
+# "np": no polysemous training (only needed for Hamming-filtered search; costs minutes to train)
+ALIASES = {"ivfpq": "IVF{n},PQ{m}np", "opq": "OPQ{m},IVF{n},PQ{m}np", "hnsw": "HNSW32"}
 
 
 @dataclass

@@ -79,7 +79,7 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
 
 
 def test_factory_templates_and_training():
-    assert resolve_factory("ivfpq", 10000, 128) == "IVF256,PQ8"
+    assert resolve_factory("ivfpq", 10000, 128) == "IVF256,PQ8np"
     assert resolve_factory("IVF{n},Flat", 100, 64) == "IVF2,Flat"
     X = unit_rows(3000, 32)
     idx = ImageIndex(32, "IVF{n},Flat", fingerprint="f")
