@@ -29,7 +29,7 @@ import torch
 
 from retrieval.errors import DataError
 
-from .nmf import _as_tensor, _check, nmf
+from .nmf import _as_tensor, _check, small_threads, nmf
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 EPS = 1e-10
@@ -80,6 +80,7 @@ def _loss(X: torch.Tensor, Z: torch.Tensor, H: torch.Tensor, x2: float) -> float
     return max(e2, 0.0) / x2
 
 
+@small_threads
 def semi_nmf(
     X: torch.Tensor, k: int, n_iter: int = 100, seed: int = 0, H0: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -117,6 +118,7 @@ def default_layers(k: int) -> Tuple[int, ...]:
     return (k + 2, k + 1, k)
 
 
+@small_threads
 def deep_semi_nmf_fit(
     A: ArrayLike,
     k: int,

@@ -68,7 +68,7 @@ DEFAULT_LAYERS: Dict[str, str] = {
     "resnet101": "layer4", "resnet152": "layer4",
 }
 #: Long side of the network input by default, per backbone.
-DEFAULT_IMAGE_SIZES: Dict[str, int] = {"efficientnet_lite0": 448}
+DEFAULT_IMAGE_SIZES: Dict[str, int] = {"efficientnet_lite0": 320}
 FALLBACK_IMAGE_SIZE = 448
 
 CONCEPTS_FORMAT = "gemseg-concepts"

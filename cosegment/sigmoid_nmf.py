@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from retrieval.errors import DataError
 
-from .nmf import _as_tensor, _check, init_factors, nmf
+from .nmf import _as_tensor, _check, small_threads, init_factors, nmf
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 NONLINS = ("sigmoid", "relu")
@@ -54,6 +54,7 @@ def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
+@small_threads
 def sigmoid_nmf_fit(
     A: ArrayLike,
     k: int,

@@ -171,8 +171,9 @@ def _dff_jaccard(lite0, root, k):
     return out
 
 
-TOY_JACCARD = 0.55    # stated in the README: synthetic toy sets, k = 2, default layer
-PHOTO_JACCARD = 0.6   # real-photo objects on real textures
+TOY_JACCARD = 0.55     # stated in the README: synthetic toy sets, k = 2, default layer (measured 0.65)
+PHOTO_JACCARD = 0.65   # real-photo objects on real textures, k = 3 (measured 0.75 and 0.86)
+PHOTO_COVER = 0.65     # mean fraction of the true object inside the mask (measured 0.75 and 0.94)
 
 
 def test_toy_object_sets_reach_stated_jaccard(lite0, tmp_path):
@@ -188,12 +189,12 @@ def test_real_photo_object_factor_covers_the_object(lite0, tmp_path):
     pytest.importorskip("skimage")
     from retrieval.toydata import make_coseg_sets
     make_coseg_sets(tmp_path, n_sets=2, images_per_set=4, image_size=96, seed=5, source="photos")
-    res = _dff_jaccard(lite0, tmp_path, k=2)
+    res = _dff_jaccard(lite0, tmp_path, k=3)
     for name, (s, r) in res.items():
         # most of the true object is inside the object mask, and the mask is mostly object
         cover = []
         for p, m in zip(r.paths, r.masks):
             g = load_mask(tmp_path / "masks" / name / f"{p.stem}.png", size=m.shape[::-1])
             cover.append((m & g).sum() / g.sum())
-        assert np.mean(cover) >= 0.7, (name, cover)
+        assert np.mean(cover) >= PHOTO_COVER, (name, cover)
         assert s["jaccard"] >= PHOTO_JACCARD, (name, s)

@@ -7,6 +7,7 @@ from scipy.optimize import nnls
 from cosegment.deep_semi_nmf import (EPS, deep_semi_nmf_fit, default_layers, semi_nmf,
                                      semi_nmf_update_H, semi_nmf_update_Z)
 from cosegment.factorize import FACTORIZERS, factorize, project
+from cosegment.nmf import cpu_threads_for
 from cosegment.sigmoid_nmf import sigmoid_nmf_fit
 from retrieval.errors import DataError
 
@@ -39,6 +40,11 @@ def test_semi_nmf_update_matches_numpy():
 
 
 def test_semi_nmf_Z_is_least_squares_and_loss_falls():
+    with cpu_threads_for(0):  # tiny matrices: one thread (a busy machine makes threads crawl)
+        _semi_nmf_Z_is_least_squares_and_loss_falls()
+
+
+def _semi_nmf_Z_is_least_squares_and_loss_falls():
     X = torch.from_numpy(_acts(seed=2).T.astype(np.float64))  # (C, n)
     rng = np.random.default_rng(3)
     H = torch.from_numpy(rng.random((3, X.shape[1])))

@@ -42,7 +42,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--images", required=True, help="folder of images (or of image sets, one sub-folder each)")
     ap.add_argument("--k", type=int, help="number of concepts (default 3, or the config's coseg.k)")
     ap.add_argument("--config", help="YAML config (model: and coseg: sections) or a model checkpoint")
-    ap.add_argument("--layer", help="backbone layer to factorise (default per backbone; efficientnet_lite0: block14)")
+    ap.add_argument("--layer", help="backbone layer to factorise (default per backbone; efficientnet_lite0: block14 at 320 px)")
     ap.add_argument("--image-size", type=int, help="long side of the network input (default per backbone)")
     ap.add_argument("--factorizer", choices=list(FACTORIZERS), help="factoriser (default nmf)")
     ap.add_argument("--masks", metavar="GT_DIR", help="ground-truth object masks: GT_DIR/<image stem>.png")
