@@ -629,6 +629,8 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         optimizer.load_state_dict(extra["optimizer"])
         history = [EpochStats(**h) for h in extra["history"]]
         best_epoch, best_map, start = int(extra["best_epoch"]), float(extra["best_map"]), int(extra["epoch"]) + 1
+        if isinstance(extra.get("torch_rng"), torch.Tensor):
+            torch.set_rng_state(extra["torch_rng"])
         net.to(device)
         log(f"resumed {last_path} after epoch {start - 1}")
 
@@ -649,13 +651,18 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         t0 = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))
         lr = set_epoch_lr(optimizer, cfg, epoch)
-        tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
-                             seed=_epoch_seed(cfg.seed, epoch), progress=progress, **common)
-        t1 = time.perf_counter()
-        loss, used, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
-                                      image_size=image_size, device=device, progress=progress)
-        t2 = time.perf_counter()
-        vmap = validate(net, val, **common) if val is not None else float("nan")
+        try:
+            tuples = mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize,
+                                 seed=_epoch_seed(cfg.seed, epoch), progress=progress, **common)
+            t1 = time.perf_counter()
+            loss, used, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
+                                          image_size=image_size, device=device, progress=progress)
+            t2 = time.perf_counter()
+            vmap = validate(net, val, **common) if val is not None else float("nan")
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise ConfigError(f"out of GPU memory describing {cfg.mine_batch} images of {image_size} px "
+                              "for mining/validation; lower train.mine_batch") from None
         stats = EpochStats(epoch=epoch, loss=loss, val_map=vmap, p=gem_p(net), lr=lr,
                            avg_neg_distance=tuples.avg_neg_distance, tuples=used, mine_seconds=t1 - t0,
                            train_seconds=t2 - t1, seconds=time.perf_counter() - t0)
