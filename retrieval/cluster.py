@@ -9,9 +9,15 @@ Algorithm (:func:`agglomerative`)
    ``N <= exact_max`` (default 200 000), otherwise an ``IndexIVFFlat`` with ``nlist ≈ 4·√N`` lists
    trained on a sample and ``nprobe`` lists visited per query (approximate; recall ~0.9+ at the
    defaults on descriptor-like data). Memory is O(N·ks) either way.
-2. **Sample affinity** over each point's ``ks`` nearest neighbours (directed):
+2. **Sample affinity** over each point's ``ks`` nearest neighbours:
    ``W[i, j] = exp(-d²(i, j) / σ²)`` with ``σ²`` the mean squared kNN distance (JULE's choice).
    When every kNN distance is 0 (``σ = 0``: a set of duplicates) every edge gets affinity 1.
+   By default the graph is made **symmetric** (i–j when either is among the other's neighbours,
+   the larger weight): JULE and GDL use the directed kNN graph, in which a group of points that
+   have neighbours elsewhere but are nobody's neighbour gets a near-zero affinity to everything;
+   such groups then survive to the end while true clusters merge with each other (measured on the
+   benchmark data: NMI 0.92 → 0.80 → 0.00 at 10⁵, 3·10⁵, 10⁶ points directed, 0.94 and 0.93 at
+   10⁵ and 3·10⁵ symmetric). ``graph="directed"`` keeps JULE's graph.
 3. **Initial clusters**: the weakly connected components of the 1-nearest-neighbour graph (JULE's
    initialisation). If that gives fewer clusters than asked for, every point starts alone.
 4. **Cluster affinity** by graph-degree linkage (Zhang et al., ECCV 2012), as JULE computes it:
@@ -58,7 +64,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import DataError
 
-__all__ = ["agglomerative", "initial_clusters", "knn_graph", "sample_affinity", "cluster_metrics", "average_linkage",
+__all__ = ["agglomerative", "initial_clusters", "knn_graph", "symmetrize", "sample_affinity", "cluster_metrics", "average_linkage",
            "nmi", "ari", "cluster_accuracy", "contingency"]
 
 
@@ -152,6 +158,16 @@ def sample_affinity(D2: np.ndarray, I: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     else:
         w = np.ones_like(d2)
     return src, dst, w
+
+
+def symmetrize(src: np.ndarray, dst: np.ndarray, w: np.ndarray, n: int
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected version of a kNN edge list: i–j in both directions when either direction is an
+    edge, weight the larger one. Returns (E',) int64 src, dst and float64 w (E ≤ E' ≤ 2E)."""
+    W = sp.csr_matrix((w, (src, dst)), shape=(n, n))
+    W.sum_duplicates()
+    W = W.maximum(W.T.tocsr()).tocoo()
+    return W.row.astype(np.int64), W.col.astype(np.int64), W.data.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +336,8 @@ def initial_clusters(X: np.ndarray, *, knn: str = "auto", exact_max: int = 50_00
 def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
                   lam: float = 1.0, batch: float = 0.1, knn: str = "auto",
                   exact_max: int = 50_000, nprobe: int = 16,
-                  init: Union[str, np.ndarray] = "nn", seed: int = 0, return_info: bool = False):
+                  init: Union[str, np.ndarray] = "nn", graph: str = "symmetric", seed: int = 0,
+                  return_info: bool = False):
     """Agglomerative clustering with graph-degree linkage and JULE's merge rule (module docstring).
 
     Args:
@@ -334,6 +351,8 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         init: ``"nn"`` (components of the 1-NN graph, JULE), ``"singletons"``, or (N,) int labels
             to continue merging from (JULE's recurrent periods: the clusters of the previous period,
             new features); returned unchanged (compacted) if they are already ≤ n_clusters.
+        graph: ``"symmetric"`` (default: an edge i–j when either is among the other's ks nearest,
+            weight the larger of the two) or ``"directed"`` (JULE's and GDL's kNN digraph).
         return_info: also return a dict (rounds, graph/attach/centroid merges, σ², initial clusters).
     Returns:
         (N,) int64 labels in ``0 … n_clusters−1`` (fewer only if N < n_clusters)
@@ -349,6 +368,8 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
         raise DataError(f"ks and kc must be ≥ 1, got ks={ks}, kc={kc}")
     if not 0 < batch <= 1:
         raise DataError(f"batch must be in (0, 1], got {batch}")
+    if graph not in ("symmetric", "directed"):
+        raise DataError(f"graph must be 'symmetric' or 'directed', got {graph!r}")
     start: Optional[np.ndarray] = None
     if isinstance(init, str):
         if init not in ("nn", "singletons"):
@@ -365,6 +386,8 @@ def agglomerative(X: np.ndarray, n_clusters: int, ks: int = 20, kc: int = 5, *,
 
     D2, I = knn_graph(X, ks, method=knn, exact_max=exact_max, nprobe=nprobe, seed=seed)
     src, dst, w = sample_affinity(D2, I)
+    if graph == "symmetric":
+        src, dst, w = symmetrize(src, dst, w, n)
     info["sigma2"] = float(np.mean(D2[np.isfinite(D2)])) if np.isfinite(D2).any() else 0.0
 
     labels = np.arange(n, dtype=np.int64)
