@@ -59,7 +59,7 @@ class ToyData:
     under ``root/classes`` (made once, remade when these settings change). ``include_junk`` keeps
     the views where the object is barely visible (off by default: they are not real matches)."""
 
-    root: str = "data/toy_train"
+    root: str = "runs/toy_train_data"
     n_objects: int = 40
     views: int = 6
     image_size: int = 96
