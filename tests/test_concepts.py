@@ -161,10 +161,11 @@ def _tool_main(name: str):
     return mod.main
 
 
-def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, run_tool, capsys):
+def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
     import json
 
-    from conftest import assert_one_line_error, random_images
+    from conftest import random_images
+    from retrieval.cli import main_wrapper
 
     imgs = tmp_path / "imgs"
     random_images(imgs, 3, size=(48, 64))
@@ -182,7 +183,9 @@ def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, 
     hit = json.loads(capsys.readouterr().out)["hits"][0]
     assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
     bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
-    proc = run_tool("index", "--images", imgs, "--config", tiny_config, "--out", tmp_path / "ix2",
-                    "--concepts", bad)
-    assert_one_line_error(proc)
-    assert "another backbone" in proc.stderr
+    index_main = _tool_main("index")
+    with pytest.raises(SystemExit) as ex:  # what the tool does when run: one line, exit code 2
+        main_wrapper(lambda _: index_main(["--images", str(imgs), "--config", str(tiny_config),
+                                            "--out", str(tmp_path / "ix2"), "--concepts", str(bad)]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "another backbone" in err[0]
