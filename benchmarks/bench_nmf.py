@@ -6,13 +6,16 @@ positions, m = 512 channels, float32) — EfficientNet-Lite0 ``head`` activation
 toy real-photo co-segmentation images, the 512 channels with the largest mean activation — is
 factorised from one common starting point (``cosegment.nmf.init_factors``, passed to scikit-learn
 as ``init="custom"``). The target is the relative error ‖V − WH‖/‖V‖ that scikit-learn's ``mu``
-reaches in 200 iterations. For every solver, the smallest iteration count that reaches the target
+reaches in 200 iterations, plus 0.1 % (``--slack``): the solvers converge to different stationary
+points (on these sparse ReLU activations HALS and scikit-learn's ``cd`` settle about 0.07 % above
+``mu``'s 200-iteration error, so without the slack neither would ever "reach" it). For every solver, the smallest iteration count that reaches the target
 is found (doubling, then bisection; ``tol=0`` so the count is exact) and that run is timed (best of
 ``--repeats``). Reported: seconds to the target and the speed-up of ours over each baseline.
 
     pip install scikit-learn            # benchmark-only extra (pyproject: [bench])
     python benchmarks/bench_nmf.py                          # 50 and 1000 images, k = 3 and 10
     python benchmarks/bench_nmf.py --images 50 --k 3 --json
+    python benchmarks/bench_nmf.py --threads 1              # single-threaded torch and BLAS
     python benchmarks/bench_nmf.py --device cuda            # ours on the GPU, scikit-learn on CPU
 """
 from __future__ import annotations
@@ -96,7 +99,7 @@ def our_runner(V: np.ndarray, k: int, solver: str, device: str) -> Runner:
     return run
 
 
-def iterations_to(run: Runner, target: float, start: int = 2, cap: int = 5000) -> Tuple[int, Dict[int, float]]:
+def iterations_to(run: Runner, target: float, start: int = 2, cap: int = 2000) -> Tuple[int, Dict[int, float]]:
     """Smallest iteration count whose error ≤ target (doubling then bisection)."""
     errs: Dict[int, float] = {}
 
@@ -124,15 +127,18 @@ def timed(run: Runner, it: int, repeats: int) -> float:
     return min(run(it)[0] for _ in range(repeats))
 
 
-def bench(n_images: int, k: int, repeats: int, device: str, ref_iter: int = 200) -> Dict[str, object]:
+def bench(n_images: int, k: int, repeats: int, device: str, ref_iter: int = 200, slack: float = 1e-3) -> Dict[str, object]:
     V = activation_matrix(n_images)
     n, m = V.shape
     W0, H0 = init_factors(n, m, k, float(V.mean()), 0)
     W0, H0 = W0.numpy(), H0.numpy()
     sk_mu = sk_runner(V, W0, H0, "mu")
-    t_ref, target = sk_mu(ref_iter)
-    t_ref = min([t_ref] + [sk_mu(ref_iter)[0] for _ in range(repeats - 1)])
-    rows: Dict[str, Dict[str, float]] = {"sklearn-mu": {"iters": ref_iter, "seconds": t_ref}}
+    t_ref, e_ref = sk_mu(ref_iter)
+    target = e_ref * (1 + slack)
+    sk_mu(2)
+    it_ref, _ = iterations_to(sk_mu, target, start=16, cap=ref_iter)
+    t_ref = timed(sk_mu, it_ref, repeats)
+    rows: Dict[str, Dict[str, float]] = {"sklearn-mu": {"iters": it_ref, "seconds": t_ref}}
     solvers: List[Tuple[str, Runner]] = [
         ("sklearn-cd", sk_runner(V, W0, H0, "cd")),
         ("ours-mu", our_runner(V, k, "mu", device)),
@@ -145,7 +151,7 @@ def bench(n_images: int, k: int, repeats: int, device: str, ref_iter: int = 200)
     best_sk = min(rows["sklearn-mu"]["seconds"], rows["sklearn-cd"]["seconds"])
     ours = rows["ours-hals"]["seconds"]
     return {
-        "images": n_images, "shape": [n, m], "k": k, "target_error": target, "device": device,
+        "images": n_images, "shape": [n, m], "k": k, "mu200_error": e_ref, "target_error": target, "device": device,
         "threads": torch.get_num_threads(), "solvers": rows,
         "speedup_vs_sklearn_mu": rows["sklearn-mu"]["seconds"] / ours,
         "speedup_vs_sklearn_cd": rows["sklearn-cd"]["seconds"] / ours,
@@ -160,6 +166,8 @@ def main() -> int:
     ap.add_argument("--k", type=int, nargs="+", default=[3, 10])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch and BLAS threads (default: all cores)")
+    ap.add_argument("--slack", type=float, default=1e-3, help="relative slack on the target error (default 1e-3)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     try:
@@ -167,10 +175,15 @@ def main() -> int:
     except ImportError:
         print("error: this benchmark needs scikit-learn (pip install scikit-learn)", file=sys.stderr)
         return 2
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     results = []
     for n in args.images:
         for k in args.k:
-            r = bench(n, k, args.repeats, args.device)
+            r = bench(n, k, args.repeats, args.device, slack=args.slack)
             results.append(r)
             if not args.json:
                 s = r["solvers"]

@@ -13,7 +13,9 @@ vectors ``H: (k, C)``. Two solvers share one interface:
     products ``V Hᵀ`` (n×k) and ``Wᵀ V`` (k×m) are computed once, and the cheap column/row sweeps
     over the k factors are repeated on them while they still improve (at most ``1 + α·ρ`` sweeps, ρ
     the ratio of the product's cost to a sweep's cost; stop when a sweep changes the factor by less
-    than ``δ`` times the first sweep's change). Each sweep is an exact block minimisation, so the
+    than ``δ`` = 0.03 times the first sweep's change; Gillis & Glineur use 0.1, but a smaller δ
+    halved the iterations to a given error on DFF activations). Each sweep is an exact block
+    minimisation, so the
     loss never increases; in practice it reaches a given error many times sooner than ``mu``.
 
 Both start from the same initialisation, ``|N(0, 1)|·sqrt(mean(V)/k)`` drawn from ``seed`` on the
@@ -127,9 +129,10 @@ def _check(V: torch.Tensor, k: int, fixed_H: bool = False) -> None:
         raise DataError(f"NMF of an empty matrix ({n}×{m})")
     if not fixed_H and k > min(n, m):
         raise DataError(f"k={k} is larger than the data allows: the matrix is {n}×{m} (k ≤ {min(n, m)})")
-    if not bool(torch.isfinite(V).all()):
+    mn, mx = (float(x) for x in torch.aminmax(V))  # one pass; NaN propagates, ±inf shows
+    if not (math.isfinite(mn) and math.isfinite(mx)):
         raise DataError("NMF input contains NaN or infinite values")
-    if bool((V < 0).any()):
+    if mn < 0:
         raise DataError("NMF input has negative entries (activations must be ≥ 0, e.g. after ReLU)")
 
 
@@ -181,7 +184,7 @@ def nmf_fit(
     check_every: int = 10,
     inner: Union[int, str] = "auto",
     alpha: float = 0.5,
-    delta: float = 0.1,
+    delta: float = 0.03,
     device: Optional[Union[str, torch.device]] = None,
 ) -> NMFResult:
     """Factorise ``V: (n, m) float32 ≥ 0`` as ``W (n, k) ≥ 0`` times ``H (k, m) ≥ 0``.
@@ -242,7 +245,8 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
         if not fixed_H:
             H_.clamp_(min=EPS)
 
-    v2 = float((Vt.double() ** 2).sum()) if dev.type == "cpu" else float(torch.linalg.vector_norm(Vt).double() ** 2)
+    flat = Vt.reshape(-1)
+    v2 = float(torch.dot(flat, flat))  # ‖V‖², BLAS dot (relative error ~1e-6 in float32)
     if isinstance(inner, str):
         if inner != "auto":
             raise DataError(f"inner must be 'auto' or an integer, got {inner!r}")
@@ -264,7 +268,7 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
     del W_
     with torch.no_grad():
         if fixed_H:
-            A = H_ @ Vt.T  # (k, n) = (V Hᵀ)ᵀ, fixed
+            A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n) = (V Hᵀ)ᵀ, fixed (V @ Hᵀ reads V row-major: 4× faster than H @ Vᵀ)
             B = H_ @ H_.T  # (k, k), fixed
             errors.append(_rel_err(v2, (Wt * A).sum(), Wt @ Wt.T, B))
             for it in range(1, max_iter + 1):
@@ -283,7 +287,7 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
             WtV = Wt @ Vt  # (k, m)
             errors.append(_rel_err(v2, (H_ * WtV).sum(), Wt @ Wt.T, H_ @ H_.T))
             for it in range(1, max_iter + 1):
-                A = H_ @ Vt.T  # (k, n)
+                A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n)
                 B = H_ @ H_.T  # (k, k)
                 if solver == "mu":
                     Wt.mul_(A.div((B @ Wt).add_(EPS)))
