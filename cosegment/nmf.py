@@ -15,8 +15,8 @@ vectors ``H: (k, C)``. Two solvers share one interface:
     the ratio of the product's cost to a sweep's cost; stop when a sweep changes the factor by less
     than ``δ`` = 0.03 times the first sweep's change; Gillis & Glineur use 0.1, but a smaller δ
     halved the iterations to a given error on DFF activations). Each sweep is an exact block
-    minimisation, so the
-    loss never increases; in practice it reaches a given error many times sooner than ``mu``.
+    minimisation, so the loss never increases; in practice it reaches a given error many times
+    sooner than ``mu``.
 
 Both start from the same initialisation, ``|N(0, 1)|·sqrt(mean(V)/k)`` drawn from ``seed`` on the
 CPU (W first, then H), so results do not depend on the device. Every ``check_every`` iterations the
@@ -138,7 +138,7 @@ def _check(V: torch.Tensor, k: int, fixed_H: bool = False) -> None:
 
 def _rel_err(v2: float, W_AV: torch.Tensor, G1: torch.Tensor, G2: torch.Tensor) -> float:
     """sqrt(‖V‖² − 2⟨·,·⟩ + ⟨G1, G2⟩)/‖V‖ from cached products; W_AV is ⟨W, VHᵀ⟩ or ⟨H, WᵀV⟩."""
-    e2 = v2 - 2.0 * float(W_AV) + float((G1 * G2).sum())
+    e2 = v2 - 2.0 * float(W_AV) + float((G1.double() * G2.double()).sum())
     return math.sqrt(max(e2, 0.0) / v2) if v2 > 0 else 0.0
 
 
@@ -245,8 +245,8 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
         if not fixed_H:
             H_.clamp_(min=EPS)
 
-    flat = Vt.reshape(-1)
-    v2 = float(torch.dot(flat, flat))  # ‖V‖², BLAS dot (relative error ~1e-6 in float32)
+    # ‖V‖²: float32 row norms (one pass, no n×m temporary), squared and summed in float64
+    v2 = float((torch.linalg.vector_norm(Vt, dim=1).double() ** 2).sum())
     if isinstance(inner, str):
         if inner != "auto":
             raise DataError(f"inner must be 'auto' or an integer, got {inner!r}")
@@ -270,14 +270,14 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
         if fixed_H:
             A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n) = (V Hᵀ)ᵀ, fixed (V @ Hᵀ reads V row-major: 4× faster than H @ Vᵀ)
             B = H_ @ H_.T  # (k, k), fixed
-            errors.append(_rel_err(v2, (Wt * A).sum(), Wt @ Wt.T, B))
+            errors.append(_rel_err(v2, (Wt.double() * A.double()).sum(), Wt @ Wt.T, B))
             for it in range(1, max_iter + 1):
                 if solver == "mu":
                     Wt.mul_(A.div((B @ Wt).add_(EPS)))
                 else:
                     _hals_sweeps(Wt, A, B, sweeps_W, dlt)
                 if it % check_every == 0 or it == max_iter:
-                    e = _rel_err(v2, (Wt * A).sum(), Wt @ Wt.T, B)
+                    e = _rel_err(v2, (Wt.double() * A.double()).sum(), Wt @ Wt.T, B)
                     prev = errors[-1]
                     errors.append(e)
                     if tol > 0 and prev > 0 and (prev - e) / prev < tol:
@@ -285,7 +285,7 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
                         break
         else:
             WtV = Wt @ Vt  # (k, m)
-            errors.append(_rel_err(v2, (H_ * WtV).sum(), Wt @ Wt.T, H_ @ H_.T))
+            errors.append(_rel_err(v2, (H_.double() * WtV.double()).sum(), Wt @ Wt.T, H_ @ H_.T))
             for it in range(1, max_iter + 1):
                 A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n)
                 B = H_ @ H_.T  # (k, k)
@@ -300,7 +300,7 @@ def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, a
                 else:
                     _hals_sweeps(H_, WtV, WtW, sweeps_H, dlt)
                 if it % check_every == 0 or it == max_iter:
-                    e = _rel_err(v2, (H_ * WtV).sum(), WtW, H_ @ H_.T)
+                    e = _rel_err(v2, (H_.double() * WtV.double()).sum(), WtW, H_ @ H_.T)
                     prev = errors[-1]
                     errors.append(e)
                     if tol > 0 and prev > 0 and (prev - e) / prev < tol:
