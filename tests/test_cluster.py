@@ -229,3 +229,18 @@ def test_memory_grows_linearly_not_quadratically():
     small, big = _peak_bytes(5_000), _peak_bytes(20_000)
     assert big < 40e6, big / 1e6
     assert big / small < 6.0, (small / 1e6, big / 1e6)
+
+
+def test_continuing_from_given_clusters_and_initial_clusters():
+    X, y = _mixture(600, 8, 6, 0.05, seed=4)
+    init = initial_clusters(X)
+    assert 600 / 5 < init.max() + 1 < 600  # 1-NN components: a few points each
+    # every initial cluster lies inside one true class here (well separated)
+    assert all(np.unique(y[init == c]).size == 1 for c in np.unique(init))
+    mid = agglomerative(X, 40, ks=10, init=init)
+    # continuing merges whole clusters: every 'mid' cluster is a union of initial clusters
+    assert all(np.unique(mid[init == c]).size == 1 for c in np.unique(init))
+    final = agglomerative(X, 6, ks=10, init=mid)
+    assert all(np.unique(final[mid == c]).size == 1 for c in np.unique(mid))
+    assert nmi(final, y) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_array_equal(agglomerative(X, 50, init=final), final)  # already ≤ target
