@@ -244,3 +244,19 @@ def test_continuing_from_given_clusters_and_initial_clusters():
     assert all(np.unique(final[mid == c]).size == 1 for c in np.unique(mid))
     assert nmi(final, y) == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_array_equal(agglomerative(X, 50, init=final), final)  # already ≤ target
+
+
+def test_symmetrize_and_directed_graph_option():
+    from retrieval.cluster import symmetrize
+
+    src, dst, w = np.array([0, 1, 2, 0]), np.array([1, 0, 0, 2]), np.array([0.5, 0.9, 0.3, 0.1])
+    s, d, ws = symmetrize(src, dst, w, 3)
+    W = np.zeros((3, 3))
+    W[s, d] = ws
+    ref = np.zeros((3, 3))
+    ref[src, dst] = w
+    np.testing.assert_allclose(W, np.maximum(ref, ref.T))
+    X, y = _mixture(1000, 16, 5, 0.05, seed=5)
+    assert nmi(agglomerative(X, 5, ks=10, graph="directed"), y) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(DataError):
+        agglomerative(X, 5, graph="mutual")
