@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retrieval.backbone import Backbone
+from retrieval.backbone import Backbone, hash_state, resolve_device
 from retrieval.data import load_image, resize_long_side, to_tensor
 from retrieval.errors import DataError, ImageError, ModelMismatchError, WeightsError
 from retrieval.io import atomic_path
@@ -89,16 +89,8 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     activations); pooling and whitening do not enter it."""
     h = hashlib.sha1()
     h.update(str(getattr(backbone, "name", type(backbone).__name__)).encode())
-    for name, t in sorted(backbone.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    hash_state(h, backbone)
     return h.hexdigest()[:16]
-
-
-def _device(device: Optional[Union[str, torch.device]]) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +170,7 @@ def extract_activations(backbone: Backbone, tensors: Sequence[torch.Tensor], lay
     """Activations of ``layer`` (see :func:`layer_names`) for each image: list of (C, h_i, w_i)
     float32 ≥ 0 on the CPU. Images of equal size are batched (at most ``batch_size``); order kept."""
     _check_layer(backbone, layer)
-    dev = _device(device)
+    dev = resolve_device(device)
     backbone = backbone.to(dev).eval()
     groups: Dict[Tuple[int, int], List[int]] = {}
     for i, t in enumerate(tensors):
@@ -249,7 +241,7 @@ def factorize_activations(acts: Sequence[torch.Tensor], k: int, method: str = "n
     if k < 1 or k > kmax:
         raise DataError(f"k={k} is larger than the data allows: {len(shapes)} image(s) give "
                         f"{sum(h * w for h, w in shapes)} positions × {A.shape[1]} channels (k ≤ {kmax})")
-    dev = _device(device)
+    dev = resolve_device(device)
     f = factorize(A.to(dev), k, method=method, seed=seed, **options)
     W = f.W.detach().cpu().numpy() if isinstance(f.W, torch.Tensor) else f.W
     H = f.H.detach().cpu().numpy() if isinstance(f.H, torch.Tensor) else f.H

@@ -15,10 +15,11 @@ state dict of the full model, or a gemseg checkpoint whose ``backbone.*`` weight
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -272,6 +273,20 @@ def build_backbone(name: str, weights: str = "imagenet") -> Backbone:
             raise WeightsError(f"{weights} holds weights of another backbone than {name}: "
                                f"{str(e).splitlines()[0][:160]}") from None
     return bb
+
+
+def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+    """``None`` → CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def hash_state(h: "hashlib._Hash", module: nn.Module) -> None:
+    """Feed every weight and buffer of ``module`` (names and float32 bytes, sorted) into hash ``h``."""
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
 
 
 def set_threads(n: Optional[int] = None) -> None:

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .backbone import resolve_device
 from .data import ImageDataset, load_image, resize_long_side, to_tensor
-from .errors import ImageError
 from .network import DescriptorNet
 from .pooling import GeM
 
@@ -48,13 +48,6 @@ class Extracted:
     @property
     def images_per_second(self) -> float:
         return len(self.paths) / self.seconds if self.seconds > 0 else float("nan")
-
-
-def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``None`` → CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _aspect(path: str) -> float:

@@ -104,6 +104,15 @@ def _train_size(index: Any, n: int, requested: Optional[int]) -> int:
     return min(n, max(50 * nlist, 256 * 40, 10000))
 
 
+def check_index_target(folder: Union[str, Path]) -> None:
+    """Refuse to write an index over anything that is not one: a file, or a non-empty folder
+    without ``meta.json`` (the user's data is never overwritten)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir()
+                            or (any(folder.iterdir()) and not (folder / "meta.json").is_file())):
+        raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
+
+
 class ImageIndex:
     """Descriptors of a collection of images in a faiss inner-product index.
 
@@ -271,10 +280,7 @@ class ImageIndex:
         """Write the index folder atomically (a temporary folder renamed over ``folder``)."""
         faiss = _faiss()
         folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise DataError(f"{folder} exists and is not a folder")
-        if folder.is_dir() and any(folder.iterdir()) and not (folder / "meta.json").is_file():
-            raise DataError(f"{folder} is a non-empty folder that is not a gemseg index; choose another --out")
+        check_index_target(folder)
         with atomic_dir(folder) as tmp:
             if self._index is not None:
                 faiss.write_index(self._index, str(tmp / "faiss.index"))

@@ -1,12 +1,15 @@
 """Atomic file and folder writes: what a user had is never half-overwritten."""
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 PathLike = Union[str, Path]
 
@@ -62,3 +65,21 @@ def torch_save_atomic(obj: Any, path: PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def write_csv_atomic(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV file (``header`` then ``rows``) through :func:`atomic_path`."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(buf.getvalue())
+
+
+def write_log_csv(path: PathLike, fields: Sequence[str], records: Iterable[Any]) -> None:
+    """One CSV row per dataclass record, columns ``fields``; floats written with 6 significant digits."""
+    def cell(v: Any) -> Any:
+        return f"{v:.6g}" if isinstance(v, float) else v
+
+    write_csv_atomic(path, fields, ([cell(dataclasses.asdict(r)[k]) for k in fields] for r in records))

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import BACKBONES, Backbone, build_backbone
+from .backbone import BACKBONES, Backbone, build_backbone, hash_state
 from .config import from_dict, to_dict
 from .errors import ConfigError, WeightsError
 from .io import torch_save_atomic
@@ -175,9 +175,7 @@ class DescriptorNet(nn.Module):
         h.update(json.dumps(cfg, sort_keys=True).encode())
         if self.concepts is not None:
             h.update(f"concepts:{self.concepts.digest()}".encode())
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        hash_state(h, self)
         return h.hexdigest()[:16]
 
     def extra_repr(self) -> str:

@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .data import crop_box, list_images, load_image
-from .errors import DataError, ModelMismatchError
+from .errors import ModelMismatchError
 from .extract import describe_pil, extract_descriptors
-from .index import ImageIndex, IndexConfig
+from .index import ImageIndex, IndexConfig, check_index_target
 from .config import from_dict, to_dict
 from .network import DescriptorNet, ModelConfig, build_network, load_model
 
@@ -57,8 +57,7 @@ def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[
     """The index at ``folder`` if it exists (it must have been built by ``net``), else a new one."""
     folder = Path(folder)
     fp = net.fingerprint()
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "meta.json").is_file())):
-        raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
+    check_index_target(folder)
     if (folder / "meta.json").is_file():
         index = ImageIndex.load(folder)
         if index.fingerprint != fp:

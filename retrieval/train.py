@@ -22,9 +22,7 @@ training config), ``best.pt`` (best validation mAP, with Lw), ``log.csv`` (one r
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from tqdm import tqdm
 
 from .config import to_dict
 from .errors import ConfigError, DataError
-from .io import atomic_path
+from .io import atomic_path, write_log_csv
 from .loss import build_loss, default_margin
 from .mining import Tuples, mine_tuples
 from .pairs import MAX_PAIRS_PER_CLASS, PairSet, drop_unreadable, load_pairs
@@ -552,17 +550,6 @@ def learn_whitenings(net: nn.Module, train_pairs: PairSet, val: Optional[PairSet
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
-def _write_log(path: Path, history: Sequence[EpochStats]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(LOG_FIELDS)
-    for h in history:
-        row = dataclasses.asdict(h)
-        w.writerow([row[k] if not isinstance(row[k], float) else f"{row[k]:.6g}" for k in LOG_FIELDS])
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
 def _comparable(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("weights", "whitening", "dim")}
 
@@ -645,7 +632,7 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         m0 = validate(net, val, **common)
         history.append(EpochStats(epoch=0, val_map=m0, p=gem_p(net), seconds=time.perf_counter() - t0))
         log(history[-1].line(n_epochs))
-        _write_log(log_path, history)
+        write_log_csv(log_path, LOG_FIELDS, history)
 
     for epoch in range(start, n_epochs + 1):
         t0 = time.perf_counter()
@@ -674,7 +661,7 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         _save(net, last_path, extra_state(epoch))
         if improved and val is not None:
             _save(net, best_path, extra_state(epoch))
-        _write_log(log_path, history)
+        write_log_csv(log_path, LOG_FIELDS, history)
         log(stats.line(n_epochs) + ("  *best" if improved and val is not None else ""))
         if bad:
             log(f"epoch {epoch}: skipped {len(bad)} tuple(s) with unreadable images, e.g. {bad[0]}")

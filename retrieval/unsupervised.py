@@ -26,9 +26,7 @@ of every image).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import torch
 from .cluster import agglomerative, cluster_metrics, initial_clusters
 from .config import to_dict
 from .errors import ConfigError, DataError
-from .io import atomic_path
+from .io import write_csv_atomic, write_log_csv
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -249,27 +247,6 @@ def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int =
     return Tuples(q, p, nidx, avg_neg_distance=dist / max(nidx.size, 1))
 
 
-def _write_log(path: Path, history: Sequence[PeriodStats]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(LOG_FIELDS)
-    for h in history:
-        row = dataclasses.asdict(h)
-        w.writerow([row[k] if not isinstance(row[k], float) else f"{row[k]:.6g}" for k in LOG_FIELDS])
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
-def _write_clusters(path: Path, paths: Sequence[Path], labels: np.ndarray) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "cluster"])
-    for p, c in zip(paths, labels):
-        w.writerow([str(p), int(c)])
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
 def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Any, ucfg: UnsupervisedConfig,
                        out_dir: PathLike, *, val: Any = None, truth: Optional[np.ndarray] = None,
                        val_on_train: bool = False, progress: bool = True, log: Log = print) -> UnsupervisedResult:
@@ -362,7 +339,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
                                nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
                                val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
     log(history[-1].line(ucfg.periods))
-    _write_log(log_path, history)
+    write_log_csv(log_path, LOG_FIELDS, history)
     labels = start
     best_period, best_map, epoch = 0, -math.inf, 0
     best_labels = labels
@@ -416,8 +393,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         if improved:
             best_period, best_map, best_labels = period, score, labels
             save_checkpoint(net, best_path, extra=extra)
-        _write_log(log_path, history)
-        _write_clusters(out / "clusters.csv", paths, labels)
+        write_log_csv(log_path, LOG_FIELDS, history)
+        write_csv_atomic(out / "clusters.csv", ["path", "cluster"], ((str(p), int(c)) for p, c in zip(paths, labels)))
         log(stats.line(ucfg.periods) + ("  *best" if improved and has_val else ""))
 
     whitening_map: Dict[str, float] = {}
