@@ -17,6 +17,10 @@ themselves, their classes used only to score (the use case "make my own unlabele
 searchable"); the supervised run is then trained on those very labels, an upper bound.
 
     .venv/bin/python benchmarks/bench_unsupervised.py --out bench_out/unsup [--photos]
+    .venv/bin/python benchmarks/bench_unsupervised.py --out bench_out/unsup_frozen --photos-only --lr 1e-4 --freeze-stages 12
+
+``--lr`` / ``--freeze-stages`` override ``train.lr`` / ``train.freeze_stages`` in every run (copies of
+the configs are written under ``--out``).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,18 +78,42 @@ def _photo_configs(out: Path) -> Dict[str, Path]:
     return paths
 
 
+def _override(runs: Dict[str, Path], out: Path, lr: Optional[float], freeze: Optional[int]) -> Dict[str, Path]:
+    """Copies of the run configs with ``train.lr`` / ``train.freeze_stages`` replaced."""
+    import yaml
+
+    if lr is None and freeze is None:
+        return runs
+    new = {}
+    for name, path in runs.items():
+        cfg = yaml.safe_load(Path(path).read_text())
+        if lr is not None:
+            cfg["train"]["lr"] = lr
+        if freeze is not None:
+            cfg["train"]["freeze_stages"] = freeze
+        new[name] = out / f"{name}.override.yaml"
+        new[name].write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return new
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out/unsup")
     ap.add_argument("--reuse", action="store_true", help="only read the run folders under --out")
     ap.add_argument("--photos", action="store_true", help="also the real-photo, transductive pair of runs")
+    ap.add_argument("--photos-only", action="store_true", help="only the real-photo pair of runs")
+    ap.add_argument("--lr", type=float, default=None, help="override train.lr in every run")
+    ap.add_argument("--freeze-stages", type=int, default=None, help="override train.freeze_stages in every run")
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs = {"supervised": ROOT / "configs" / "train_toy.yaml",
-            "unsupervised": ROOT / "configs" / "train_unsupervised.yaml"}
-    if args.photos:
+    runs: Dict[str, Path] = {}
+    if not args.photos_only:
+        runs = {"supervised": ROOT / "configs" / "train_toy.yaml",
+                "unsupervised": ROOT / "configs" / "train_unsupervised.yaml"}
+    if args.photos or args.photos_only:
         runs.update(_photo_configs(out))
+    runs = _override(runs, out, args.lr, args.freeze_stages)
     for name, cfg in runs.items():
         if args.reuse and (out / name / "log.csv").is_file():
             continue
@@ -94,9 +122,17 @@ def main() -> int:
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, cwd=out, check=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
 
+    f = lambda v: f"{100 * float(v):.2f}" if v not in (None, "", "nan") and float(v) == float(v) else "—"  # noqa: E731
+    if not args.photos_only:
+        _print_toy(out, f)
+    if args.photos or args.photos_only:
+        _print_photos(out, f)
+    return 0
+
+
+def _print_toy(out: Path, f: Any) -> None:
     sup, uns = _rows(out / "supervised" / "log.csv"), _rows(out / "unsupervised" / "log.csv")
     ws, wu = _wmap(out / "supervised" / "best.pt"), _wmap(out / "unsupervised" / "best.pt")
-    f = lambda v: f"{100 * float(v):.2f}" if v not in (None, "", "nan") and float(v) == float(v) else "—"  # noqa: E731
     best_s = max(sup[1:], key=lambda r: float(r["val_map"]))
     best_u = max(uns[1:], key=lambda r: float(r["val_map"]))
     print("Validation mAP on the held-out toy objects (every image a query), EfficientNet-Lite0 @ 128 px:")
@@ -114,24 +150,25 @@ def main() -> int:
     for r in uns:
         loss = "—" if r["loss"] in ("", "nan") else f"{float(r['loss']):.4f}"
         print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {loss} | {f(r['val_map'])} |")
-    if args.photos:
-        ps, pu = _rows(out / "photos_supervised" / "log.csv"), _rows(out / "photos_unsupervised" / "log.csv")
-        bs = max(ps[1:], key=lambda r: float(r["val_map"]))
-        bu = max(pu[1:], key=lambda r: float(r["val_map"]))
-        print()
-        print("Real-photo objects, retrieval among the 72 training images (labels only to score):")
-        print("| model | labels used | mAP |")
-        print("|---|---|---:|")
-        print(f"| off-the-shelf (ImageNet) | none | {f(pu[0]['val_map'])} |")
-        print(f"| unsupervised, best period {bu['period']} | none | {f(bu['val_map'])} |")
-        print(f"| supervised on these very labels, best epoch {bs['epoch']} (upper bound) | class folders | "
-              f"{f(bs['val_map'])} |")
-        print()
-        print("| period | clusters | NMI of the clusters | NMI@final | val mAP |")
-        print("|---:|---:|---:|---:|---:|")
-        for r in pu:
-            print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {f(r['val_map'])} |")
-    return 0
+
+
+def _print_photos(out: Path, f: Any) -> None:
+    ps, pu = _rows(out / "photos_supervised" / "log.csv"), _rows(out / "photos_unsupervised" / "log.csv")
+    bs = max(ps[1:], key=lambda r: float(r["val_map"]))
+    bu = max(pu[1:], key=lambda r: float(r["val_map"]))
+    print()
+    print("Real-photo objects, retrieval among the 72 training images (labels only to score):")
+    print("| model | labels used | mAP |")
+    print("|---|---|---:|")
+    print(f"| off-the-shelf (ImageNet) | none | {f(pu[0]['val_map'])} |")
+    print(f"| unsupervised, best period {bu['period']} | none | {f(bu['val_map'])} |")
+    print(f"| supervised on these very labels, best epoch {bs['epoch']} (upper bound) | class folders | "
+          f"{f(bs['val_map'])} |")
+    print()
+    print("| period | clusters | NMI of the clusters | NMI@final | val mAP |")
+    print("|---:|---:|---:|---:|---:|")
+    for r in pu:
+        print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {f(r['val_map'])} |")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ class TrainConfig:
         processes), mine_batch (images per forward when mining/validating), device (``None`` =
         CUDA when available), seed, deterministic (``torch.use_deterministic_algorithms``),
         freeze_bn (BatchNorm running statistics frozen, as in the paper; ``false`` lets them adapt,
-        which a randomly initialised network needs).
+        which a randomly initialised network needs), freeze_stages (the first N stages of the
+        backbone, in ``backbone.layer_names()`` order, are not trained: a faster backward pass,
+        and the generic low-level filters kept, which lets a larger lr train the rest stably).
     After training:
         whitening: learn Lw on the training pairs and store it in ``best.pt``; whiten_pairs: the
         pairs sampled for it; whiten_shrinkage: α of :func:`retrieval.whitening.learn_whitening`
@@ -137,6 +139,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     freeze_bn: bool = True
+    freeze_stages: int = 0
     validate_before: bool = True
     whitening: bool = True
     whiten_pairs: int = 5000
@@ -165,6 +168,7 @@ class TrainConfig:
             need(getattr(self, name) >= 1, f"{name}: must be ≥ 1, got {getattr(self, name)}")
         need(self.nnum >= (1 if self.loss == "triplet" else 0), f"nnum: too small ({self.nnum})")
         need(self.workers >= 0, f"workers: must be ≥ 0, got {self.workers}")
+        need(self.freeze_stages >= 0, f"freeze_stages: must be ≥ 0, got {self.freeze_stages}")
         need(self.image_size is None or self.image_size >= 16, f"image_size: at least 16, got {self.image_size}")
         need(self.max_pairs_per_class is None or self.max_pairs_per_class >= 1,
              f"max_pairs_per_class: must be ≥ 1, got {self.max_pairs_per_class}")
@@ -384,10 +388,25 @@ def describe_training_batch(net: nn.Module, x: torch.Tensor, mask: Optional[torc
     return net.head(F.normalize(f, dim=-1))
 
 
+def freeze_stages(net: nn.Module, n: int) -> List[str]:
+    """Stop training the first ``n`` stages of ``net.backbone`` (``requires_grad = False``);
+    returns their names. ``n`` larger than the backbone's stage count is a ``ConfigError``."""
+    names = net.backbone.layer_names()
+    if n > len(names) - 1:
+        raise ConfigError(f"train.freeze_stages: {n} leaves nothing to train; {net.config.backbone} has "
+                          f"{len(names)} stages ({', '.join(names)})")
+    for name in names[:n]:
+        net.backbone.stages[name].requires_grad_(False)
+    return names[:n]
+
+
 def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam: backbone at ``lr`` with weight decay, pooling parameters (GeM p) at ``p_lr_mult·lr``
     without (fused kernel where available). Each group remembers its ``initial_lr`` for
-    :func:`set_epoch_lr`. Build it after moving ``net`` to its device."""
+    :func:`set_epoch_lr`. The first ``cfg.freeze_stages`` backbone stages are frozen first
+    (:func:`freeze_stages`) and left out. Build it after moving ``net`` to its device."""
+    if cfg.freeze_stages:
+        freeze_stages(net, cfg.freeze_stages)
     pool_params = [p for p in net.pool.parameters() if p.requires_grad]
     ids = {id(p) for p in pool_params}
     rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]

@@ -77,6 +77,28 @@ def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
     assert not torch.equal(net0.state_dict()[key], a["state_dict"][key])
 
 
+def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
+    from retrieval.errors import ConfigError
+
+    cfg = _resume_cfg(toy_classes)
+    cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "freeze_stages": 3})
+    full = pairs_from_folders(toy_classes)
+    pairs = full.subset(np.concatenate([np.flatnonzero(full.labels == c)[:3] for c in range(4)]))
+    net = _net(32)
+    names = net.backbone.layer_names()
+    before = copy.deepcopy(net.state_dict())
+    train(net, pairs, cfg, tmp_path / "run", **QUIET)
+    after = net.state_dict()
+    changed = {k for k in before if k.startswith("backbone.stages.") and not torch.equal(before[k], after[k])
+               and "running_" not in k and "num_batches" not in k}
+    frozen = tuple(f"backbone.stages.{n}." for n in names[:3])
+    assert changed and not any(k.startswith(frozen) for k in changed)
+    assert any(k.startswith(f"backbone.stages.{names[-1]}.") for k in changed)
+    with pytest.raises(ConfigError, match="freeze_stages"):
+        train(_net(32), pairs, TrainConfig(**{**cfg.__dict__, "freeze_stages": len(names)}), tmp_path / "r2",
+              **QUIET)
+
+
 def test_resume_refuses_another_model(toy_classes, tmp_path):
     from retrieval.errors import ConfigError
 

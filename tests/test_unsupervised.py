@@ -66,9 +66,7 @@ def test_unsupervised_training_beats_off_the_shelf_and_nmi_rises(photo_toy, tmp_
     try:
         paths, truth = load_unlabeled(photo_toy)
         net = build_network(ModelConfig(image_size=112, scales=[1.0]))
-        for name in net.backbone.layer_names()[:12]:
-            net.backbone.stages[name].requires_grad_(False)
-        cfg = TrainConfig(lr=1e-4, nnum=2, qsize=40, poolsize=60, batch=6, image_size=112, workers=0,
+        cfg = TrainConfig(lr=1e-4, freeze_stages=12, nnum=2, qsize=40, poolsize=60, batch=6, image_size=112, workers=0,
                           mine_batch=32, whitening=False, lr_decay=0.0, seed=0)
         ucfg = UnsupervisedConfig(periods=2, epochs_per_period=1, eta=0.5, final_clusters=18, ks=5,
                                   exclude_knn=5)
