@@ -1,11 +1,11 @@
 """Benchmark: training with no labels vs label-supervised fine-tuning vs off-the-shelf, same data.
 
-Runs ``tools/train_gem.py`` twice on the toy collection of ``configs/train_toy.yaml`` (40 objects ×
+Runs ``tools/train_gem.py`` twice on the toy collection of ``configs/train_toy.yaml`` (48 objects ×
 8 views, 128 px, EfficientNet-Lite0 ImageNet, 20 % of the objects held out for validation):
 
-* ``configs/train_toy.yaml`` — label-supervised (class folders), 8 epochs;
-* ``configs/train_unsupervised.yaml`` — the same images with no labels: 4 cluster/train periods of
-  2 epochs (8 epochs in all), the class folders used only to hold out the same validation objects
+* ``configs/train_toy.yaml`` — label-supervised (class folders), 6 epochs of 100 tuples;
+* ``configs/train_unsupervised.yaml`` — the same images with no labels: 3 cluster/train periods of
+  2 epochs (6 epochs in all), the class folders used only to hold out the same validation objects
   and to report the NMI of the clusters.
 
 and prints validation mAP (held-out objects; off-the-shelf = before training) and, for the

@@ -82,3 +82,19 @@ def test_unsupervised_training_beats_off_the_shelf_and_nmi_rises(photo_toy, tmp_
     assert [int(r["period"]) for r in rows] == [0, 1, 2]
     assert all(not math.isnan(float(r["nmi"])) for r in rows)
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "clusters.csv").is_file()
+
+
+def test_unsupervised_config_matches_the_supervised_toy_config():
+    """The two configs are compared in the README: same model, data and optimiser; only the pairs'
+    source differs (and the epochs, which the unsupervised run spends in periods)."""
+    import yaml
+
+    from conftest import REPO
+
+    sup = yaml.safe_load((REPO / "configs" / "train_toy.yaml").read_text())
+    uns = yaml.safe_load((REPO / "configs" / "train_unsupervised.yaml").read_text())
+    assert sup["model"] == uns["model"]
+    epochs = sup["train"].pop("epochs")
+    assert sup["train"] == uns["train"]
+    u = uns["unsupervised"]
+    assert u["periods"] * u["epochs_per_period"] == epochs
