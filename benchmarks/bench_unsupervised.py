@@ -78,6 +78,13 @@ def _photo_configs(out: Path) -> Dict[str, Path]:
     return paths
 
 
+def f(v: Any) -> str:
+    """A log.csv fraction as a percentage with two decimals; "—" for a missing or NaN value."""
+    if v in (None, "", "nan") or float(v) != float(v):
+        return "—"
+    return f"{100 * float(v):.2f}"
+
+
 def _override(runs: Dict[str, Path], out: Path, lr: Optional[float], freeze: Optional[int]) -> Dict[str, Path]:
     """Copies of the run configs with ``train.lr`` / ``train.freeze_stages`` replaced."""
     import yaml
@@ -122,15 +129,14 @@ def main() -> int:
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, cwd=out, check=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
 
-    f = lambda v: f"{100 * float(v):.2f}" if v not in (None, "", "nan") and float(v) == float(v) else "—"  # noqa: E731
     if not args.photos_only:
-        _print_toy(out, f)
+        _print_toy(out)
     if args.photos or args.photos_only:
-        _print_photos(out, f)
+        _print_photos(out)
     return 0
 
 
-def _print_toy(out: Path, f: Any) -> None:
+def _print_toy(out: Path) -> None:
     sup, uns = _rows(out / "supervised" / "log.csv"), _rows(out / "unsupervised" / "log.csv")
     ws, wu = _wmap(out / "supervised" / "best.pt"), _wmap(out / "unsupervised" / "best.pt")
     best_s = max(sup[1:], key=lambda r: float(r["val_map"]))
@@ -152,7 +158,7 @@ def _print_toy(out: Path, f: Any) -> None:
         print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {loss} | {f(r['val_map'])} |")
 
 
-def _print_photos(out: Path, f: Any) -> None:
+def _print_photos(out: Path) -> None:
     ps, pu = _rows(out / "photos_supervised" / "log.csv"), _rows(out / "photos_unsupervised" / "log.csv")
     bs = max(ps[1:], key=lambda r: float(r["val_map"]))
     bu = max(pu[1:], key=lambda r: float(r["val_map"]))
