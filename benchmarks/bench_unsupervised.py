@@ -78,7 +78,7 @@ def _photo_configs(out: Path) -> Dict[str, Path]:
     return paths
 
 
-def f(v: Any) -> str:
+def _pct(v: Any) -> str:
     """A log.csv fraction as a percentage with two decimals; "—" for a missing or NaN value."""
     if v in (None, "", "nan") or float(v) != float(v):
         return "—"
@@ -144,18 +144,18 @@ def _print_toy(out: Path) -> None:
     print("Validation mAP on the held-out toy objects (every image a query), EfficientNet-Lite0 @ 128 px:")
     print("| model | labels used | val mAP (best) | + PCA-w | + Lw |")
     print("|---|---|---:|---:|---:|")
-    print(f"| off-the-shelf (ImageNet) | none | {f(sup[0]['val_map'])} | — | — |")
-    print(f"| unsupervised (clusters), best period {best_u['period']} | none | {f(best_u['val_map'])} | "
-          f"{f(wu.get('pca'))} | {f(wu.get('lw'))} |")
-    print(f"| supervised, best epoch {best_s['epoch']} | class folders | {f(best_s['val_map'])} | "
-          f"{f(ws.get('pca'))} | {f(ws.get('lw'))} |")
+    print(f"| off-the-shelf (ImageNet) | none | {_pct(sup[0]['val_map'])} | — | — |")
+    print(f"| unsupervised (clusters), best period {best_u['period']} | none | {_pct(best_u['val_map'])} | "
+          f"{_pct(wu.get('pca'))} | {_pct(wu.get('lw'))} |")
+    print(f"| supervised, best epoch {best_s['epoch']} | class folders | {_pct(best_s['val_map'])} | "
+          f"{_pct(ws.get('pca'))} | {_pct(ws.get('lw'))} |")
     print()
     print("Unsupervised periods (NMI against the training objects' true classes, evaluation only):")
     print("| period | clusters | NMI of the clusters | NMI@final | loss | val mAP |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in uns:
         loss = "—" if r["loss"] in ("", "nan") else f"{float(r['loss']):.4f}"
-        print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {loss} | {f(r['val_map'])} |")
+        print(f"| {r['period']} | {r['clusters']} | {_pct(r['nmi'])} | {_pct(r['nmi_final'])} | {loss} | {_pct(r['val_map'])} |")
 
 
 def _print_photos(out: Path) -> None:
@@ -166,15 +166,15 @@ def _print_photos(out: Path) -> None:
     print("Real-photo objects, retrieval among the 72 training images (labels only to score):")
     print("| model | labels used | mAP |")
     print("|---|---|---:|")
-    print(f"| off-the-shelf (ImageNet) | none | {f(pu[0]['val_map'])} |")
-    print(f"| unsupervised, best period {bu['period']} | none | {f(bu['val_map'])} |")
+    print(f"| off-the-shelf (ImageNet) | none | {_pct(pu[0]['val_map'])} |")
+    print(f"| unsupervised, best period {bu['period']} | none | {_pct(bu['val_map'])} |")
     print(f"| supervised on these very labels, best epoch {bs['epoch']} (upper bound) | class folders | "
-          f"{f(bs['val_map'])} |")
+          f"{_pct(bs['val_map'])} |")
     print()
     print("| period | clusters | NMI of the clusters | NMI@final | val mAP |")
     print("|---:|---:|---:|---:|---:|")
     for r in pu:
-        print(f"| {r['period']} | {r['clusters']} | {f(r['nmi'])} | {f(r['nmi_final'])} | {f(r['val_map'])} |")
+        print(f"| {r['period']} | {r['clusters']} | {_pct(r['nmi'])} | {_pct(r['nmi_final'])} | {_pct(r['val_map'])} |")
 
 
 if __name__ == "__main__":
