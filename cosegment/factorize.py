@@ -26,7 +26,7 @@ import torch
 from retrieval.errors import DataError
 
 from .deep_semi_nmf import deep_semi_nmf
-from .nmf import cpu_threads_for, nmf
+from .nmf import nmf
 from .sigmoid_nmf import sigmoid_nmf
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -62,10 +62,7 @@ def factorize(A: ArrayLike, k: int, method: str = "nmf", seed: int = 0, **option
     if isinstance(A, torch.Tensor) and A.is_cuda:
         torch.cuda.synchronize(A.device)
     t0 = time.perf_counter()
-    shape = tuple(A.shape)
-    work = shape[0] * shape[1] * int(k) if len(shape) == 2 else 0
-    with cpu_threads_for(work, A.device if isinstance(A, torch.Tensor) else "cpu"):
-        W, H = FACTORIZERS[method](A, k, seed=seed, **options)
+    W, H = FACTORIZERS[method](A, k, seed=seed, **options)  # each one limits threads on small CPU problems
     if isinstance(W, torch.Tensor) and W.is_cuda:
         torch.cuda.synchronize(W.device)
     return Factors(W, H, method, time.perf_counter() - t0)

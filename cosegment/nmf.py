@@ -28,10 +28,12 @@ before (``V Hᵀ`` and ``H Hᵀ`` are computed once, so each iteration costs O(n
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,17 +66,20 @@ def cpu_threads_for(work: int, device: Union[str, torch.device, None] = "cpu") -
         torch.set_num_threads(n)
 
 
-def small_threads(fn):
-    """Decorator for ``fn(A, k, ...)``: runs under :func:`cpu_threads_for` (A's size × k)."""
-    import functools
+def small_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a factoriser ``fn(A, k, ..., device=None)``: the call runs under
+    :func:`cpu_threads_for` with A's size × k as the work (A and k given by position or name)."""
+    a_name, k_name = list(inspect.signature(fn).parameters)[:2]
 
     @functools.wraps(fn)
-    def wrapper(A, k, *args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {**dict(zip((a_name, k_name), args)), **kwargs}
+        A, k = given.get(a_name), given.get(k_name)
         shape = tuple(getattr(A, "shape", ()))
         work = shape[0] * shape[1] * int(k) if len(shape) == 2 and isinstance(k, (int, np.integer)) else 0
         dev = A.device if isinstance(A, torch.Tensor) else (kwargs.get("device") or "cpu")
         with cpu_threads_for(work, dev):
-            return fn(A, k, *args, **kwargs)
+            return fn(*args, **kwargs)
 
     return wrapper
 
@@ -170,6 +175,7 @@ def _hals_sweeps(X: torch.Tensor, A: torch.Tensor, B: torch.Tensor, max_sweeps: 
             break
 
 
+@small_threads
 def nmf_fit(
     V: ArrayLike,
     k: int,
@@ -208,14 +214,6 @@ def nmf_fit(
     Returns:
         :class:`NMFResult`; arrays are numpy float32 if V was numpy, else torch float32 on V's device.
     """
-    shape = tuple(V.shape)
-    dev = V.device if isinstance(V, torch.Tensor) else (device or "cpu")
-    work = (shape[0] * shape[1] * int(k)) if len(shape) == 2 else 0
-    with cpu_threads_for(work, dev):
-        return _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, alpha, delta, device)
-
-
-def _nmf_fit(V, k, max_iter, tol, seed, H, solver, W0, H0, check_every, inner, alpha, delta, device) -> NMFResult:
     if solver not in SOLVERS:
         raise DataError(f"unknown NMF solver '{solver}' (choose from {', '.join(SOLVERS)})")
     as_numpy = isinstance(V, np.ndarray)

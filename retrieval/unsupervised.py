@@ -238,12 +238,13 @@ def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int =
     dist = 0.0
     for s in range(0, q.size, chunk):
         qs = q[s:s + chunk]
-        S = Xt[torch.from_numpy(qs)] @ Xt.T
+        Xq = Xt[torch.from_numpy(qs)]
+        S = Xq @ Xt.T
         if exclude_knn > 0:
             nn = torch.topk(S, min(exclude_knn + 1, S.shape[1]), dim=1).indices  # itself included
             S.scatter_(1, nn, float("-inf"))
         nidx[s:s + chunk] = hardest_negatives(S, pairs.labels[qs], pairs.labels, n_eff)
-        dist += float((Xt[torch.from_numpy(qs)][:, None, :] - Xt[torch.from_numpy(nidx[s:s + chunk])]).norm(dim=-1).sum())
+        dist += float((Xq[:, None, :] - Xt[torch.from_numpy(nidx[s:s + chunk])]).norm(dim=-1).sum())
     return Tuples(q, p, nidx, avg_neg_distance=dist / max(nidx.size, 1))
 
 
@@ -263,7 +264,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         val_on_train: validate on the training images themselves with ``truth`` (transductive;
             reuses the descriptors computed for clustering, no extra pass); ``val`` is then ignored.
     """
-    from .extract import extract_descriptors, resolve_device
+    from .backbone import resolve_device
+    from .extract import extract_descriptors
     from .loss import build_loss
     from .mining import random_tuples
     from .network import save_checkpoint
@@ -317,9 +319,12 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
             return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan")}
         return cluster_metrics(labels, truth)
 
+    has_val = val is not None or val_on_train
+    train_val: Optional[PairSet] = None  # the training images with their labels (val_on_train)
+
     def val_map(X: np.ndarray) -> float:
         if val_on_train:
-            return mean_ap(X, PairSet.from_labels(paths, truth, max_pairs_per_class=1))
+            return mean_ap(X, train_val)
         return validate(net, val, **common) if val is not None else float("nan")
 
     def nmi_at_final(X: np.ndarray) -> float:
@@ -330,7 +335,9 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         return cluster_metrics(lab, truth)["nmi"]
 
     t0 = time.perf_counter()
-    X = describe()
+    X = describe()  # drops unreadable images once; later passes refuse new failures, so paths stay fixed
+    if val_on_train:
+        train_val = PairSet.from_labels(paths, truth, max_pairs_per_class=1)
     start = _start_clusters(X, final)
     targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
     m0 = metrics(start)
@@ -384,7 +391,6 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
                             cluster_seconds=t_cluster, train_seconds=t_train,
                             seconds=time.perf_counter() - t0)
         history.append(stats)
-        has_val = val is not None or val_on_train
         score = vmap if has_val else float(period)
         improved = score > best_map
         extra = {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in history],
@@ -405,7 +411,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         best_net.clear_whitening()
         final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
                                           seed=cfg.seed)
-        wval = PairSet.from_labels(paths, truth, max_pairs_per_class=1) if val_on_train else val
+        wval = train_val if val_on_train else val
         lw, _, whitening_map = learn_whitenings(best_net, final_pairs, wval, max_pairs=cfg.whiten_pairs,
                                                 seed=cfg.seed, progress=progress, **common)
         best_net.set_whitening(lw.m, lw.P, kind="lw")
@@ -417,7 +423,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
                 "pairs, stored in {})".format(best_period, 100 * whitening_map["none"],
                                               100 * whitening_map["pca"], 100 * whitening_map["lw"], best_path))
     return UnsupervisedResult(out, history, labels, best_period,
-                              best_map if (val is not None or val_on_train) else float("nan"), best_path, last_path, whitening_map)
+                              best_map if has_val else float("nan"), best_path, last_path, whitening_map)
 
 
 def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: PathLike,
