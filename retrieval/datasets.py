@@ -218,22 +218,26 @@ TOY_DEFAULTS: Dict[str, Any] = {"n_objects": 24, "views": 8, "distractors": 64, 
 def load_toy(root: PathLike, generate: bool = True, **params: Any) -> EvalDataset:
     """The generated toy collection of :mod:`retrieval.toydata` at ``root``.
 
-    An existing collection (``root/ground_truth.json``) is used as it is; otherwise, with
-    ``generate``, one is made there with :data:`TOY_DEFAULTS` updated by ``params`` (a few seconds).
-    Queries are cropped to their object's box, as in the revisited protocol.
+    An existing collection (``root/ground_truth.json``) is used as it is when no ``params`` are
+    given, or when it was made with them; otherwise, with ``generate``, one is made there with
+    :data:`TOY_DEFAULTS` updated by ``params`` (a few seconds), replacing a generated collection
+    made with other settings. Queries are cropped to their object's box, as in the revisited
+    protocol.
     """
     from .toydata import GT_FILE, ToyCollection, make_retrieval_collection
 
     root = Path(root)
-    if (root / GT_FILE).is_file():
-        col = ToyCollection.load(root)
-    elif generate:
-        unknown = set(params) - set(TOY_DEFAULTS)
-        if unknown:
-            raise DataError(f"load_toy: unknown parameter(s) {', '.join(sorted(unknown))}")
-        col = make_retrieval_collection(root, **{**TOY_DEFAULTS, **params})
-    else:
-        raise DataError(f"{root}: no toy collection here ({GT_FILE} missing)")
+    unknown = set(params) - set(TOY_DEFAULTS)
+    if unknown:
+        raise DataError(f"load_toy: unknown parameter(s) {', '.join(sorted(unknown))}")
+    wanted = {**TOY_DEFAULTS, **params}
+    col = ToyCollection.load(root) if (root / GT_FILE).is_file() else None
+    if col is not None and params and any(col.params.get(k) != v for k, v in wanted.items()):
+        col = None  # made with other settings: make it again
+    if col is None:
+        if not generate:
+            raise DataError(f"{root}: no toy collection with these settings here ({GT_FILE})")
+        col = make_retrieval_collection(root, **wanted)
     boxes: List[Optional[Box]] = [tuple(float(v) for v in g["bbx"]) if g.get("bbx") is not None
                                   else None for g in col.gnd]  # type: ignore[misc]
     gnd = [{k: np.asarray(g[k], dtype=np.int64) for k in ("easy", "hard", "junk")} for g in col.gnd]
