@@ -75,7 +75,7 @@ def table_part(work: Path, source: str, quick: bool, epochs: int, lr: float, qsi
     else:
         toy = ToyData(root=str(work / "train_synthetic"), n_objects=16 if quick else 48, views=8, image_size=size,
                       clutter=0.3, seed=1)
-        test = load_toy(work / "eval_synthetic", **({"n_objects": 12, "distractors": 32} if quick else {}))
+        test = load_toy(work / "eval_synthetic", **({**TOY_DEFAULTS, "n_objects": 12, "distractors": 32} if quick else TOY_DEFAULTS))
         val_split = "classes"
     cfg = TrainConfig(data="toy", toy=toy, val_fraction=0.2, val_split=val_split, lr=lr, epochs=epochs,
                       qsize=qsize, poolsize=2000, nnum=5, batch=5, workers=2, mine_batch=32, seed=0)
