@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from retrieval.training.cluster import agglomerative, average_linkage, nmi  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -44,8 +46,6 @@ def _rss_mb() -> float:
 
 
 def child(method: str, n: int, args: argparse.Namespace) -> dict:
-    from retrieval.cluster import agglomerative, average_linkage, nmi
-
     X, y = _data(n, args.dim, args.classes, args.noise, args.seed)
     base = _rss_mb()
     t = time.perf_counter()

@@ -25,6 +25,13 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval  # noqa: E402
+from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
+from retrieval.model.concepts import ConceptMask, learn_concepts  # noqa: E402
+from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.search.extract import extract_descriptors  # noqa: E402
+from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -37,9 +44,6 @@ COLLECTIONS = {
 
 
 def _evaluate(net: Any, col: Any, size: int) -> Dict[str, float]:
-    from retrieval.evaluate import ranks_from_scores, revisited_eval
-    from retrieval.extract import extract_descriptors
-
     X = extract_descriptors(net, col.db_paths, image_size=size, scales=[1.0], progress=False).descriptors
     Q = extract_descriptors(net, col.query_paths, image_size=size, scales=[1.0], progress=False).descriptors
     gnd = [{k: np.asarray(g[k], np.int64) for k in ("easy", "hard", "junk")} for g in col.gnd]
@@ -60,10 +64,6 @@ def main() -> int:
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-
-    from retrieval.concepts import ConceptMask, learn_concepts
-    from retrieval.network import ModelConfig, build_network, load_checkpoint
-    from retrieval.toydata import make_retrieval_collection
 
     nets = {"off-the-shelf": build_network(ModelConfig(image_size=args.size, scales=[1.0]))}
     if args.finetuned:

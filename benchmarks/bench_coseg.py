@@ -24,22 +24,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cosegment import dff  # noqa: E402
-from cosegment.evaluate import load_toy_sets  # noqa: E402
-from cosegment.factorize import FACTORIZERS  # noqa: E402
+
+from cosegment.annotations import load_toy_sets  # noqa: E402
+from cosegment.factorizers import FACTORIZERS  # noqa: E402
 from cosegment.pipeline import Timings, prepare_sets, score_result, segment_set  # noqa: E402
+from cosegment.render import heatmap_figure, save_png  # noqa: E402
+from retrieval.core.backbone import build_backbone, default_image_size, default_layer, set_threads  # noqa: E402
+from retrieval.core.images import load_image  # noqa: E402
+from retrieval.toy.collection import make_coseg_sets  # noqa: E402
 
 OUT = REPO / "bench_out" / "coseg"
 
 
 def toy_root(kind: str, n_sets: int, per_set: int, seed: int = 11) -> Path:
-    from retrieval.toydata import make_coseg_sets
-
     root = OUT / f"{kind}_{n_sets}x{per_set}_{seed}"
     if not (root / "coseg.json").is_file():
         if kind == "synthetic":
@@ -50,8 +51,6 @@ def toy_root(kind: str, n_sets: int, per_set: int, seed: int = 11) -> Path:
 
 
 def backbone():
-    from retrieval.backbone import build_backbone, set_threads
-
     set_threads()
     return build_backbone("efficientnet_lite0").eval()
 
@@ -69,7 +68,7 @@ def _mean(rows: Sequence[Dict[str, Any]], key: str) -> float:
 def factoriser_table(bb, k_obj: int = 3, k_parts: int = 4) -> List[Dict[str, Any]]:
     """Object Jaccard/precision/CorLoc at k_obj and part mIoU at k_parts, per factoriser and source."""
     rows = []
-    layer, size = dff.default_layer(bb.name), dff.default_image_size(bb.name)
+    layer, size = default_layer(bb.name), default_image_size(bb.name)
     for kind, root in (("synthetic", toy_root("synthetic", 6, 8)), ("photos", toy_root("photos", 9, 8))):
         prepared = prepare_sets(bb, _sets(root), layer, size)
         for method in FACTORIZERS:
@@ -110,12 +109,9 @@ def layer_table(bb, layers: Sequence[str], sizes: Sequence[int], ks: Sequence[in
 
 
 def figure(bb, path: Path, n_images: int = 6, set_name: str = "cat_face") -> Path:
-    from cosegment.render import heatmap_figure, save_png
-    from retrieval.data import load_image
-
     root = toy_root("photos", 9, 8)
     paths = _sets(root)[set_name][:n_images]
-    layer, size = dff.default_layer(bb.name), dff.default_image_size(bb.name)
+    layer, size = default_layer(bb.name), default_image_size(bb.name)
     prep = prepare_sets(bb, {set_name: paths}, layer, size)[set_name]
     images = [np.asarray(load_image(p)) for p in prep.paths]
     heats = {k: segment_set(prep, k).heat for k in (1, 2, 3, 4)}
@@ -124,8 +120,6 @@ def figure(bb, path: Path, n_images: int = 6, set_name: str = "cat_face") -> Pat
 
 def end_to_end(n_images: int = 50, k: int = 3, device: str = "cpu") -> Dict[str, Any]:
     """tools/coseg.py on one 50-image set (real photos), wall time and its own split."""
-    from retrieval.toydata import make_coseg_sets
-
     root = OUT / f"e2e_{n_images}"
     if not (root / "coseg.json").is_file():
         make_coseg_sets(root, n_sets=1, images_per_set=n_images, image_size=320, seed=4, source="photos")

@@ -27,8 +27,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, markdown_table  # noqa: E402
 
-from retrieval.extract import describe_batch, extract_descriptors, resolve_device  # noqa: E402
-from retrieval.network import ModelConfig, build_network  # noqa: E402
+from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.search.extract import describe_batch, extract_descriptors, resolve_device  # noqa: E402
 
 
 def raw_forward(name: str) -> nn.Module:

@@ -41,6 +41,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
+from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.search.extract import extract_descriptors  # noqa: E402
+from retrieval.search.index import ImageIndex, IndexConfig  # noqa: E402
+from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "bench_out" / "index"
 
@@ -80,10 +84,6 @@ def real_descriptors(n_objects: int, views: int, distractors: int, seed: int,
     f = OUT / f"real_{n_objects}_{views}_{distractors}_{seed}.npy"
     if f.is_file():
         return np.load(f)
-    from retrieval.extract import extract_descriptors
-    from retrieval.network import ModelConfig, build_network
-    from retrieval.toydata import make_retrieval_collection
-
     t0 = time.perf_counter()
     col = make_retrieval_collection(OUT / "toy", n_objects=n_objects, views=views,
                                     distractors=distractors, image_size=128, seed=seed, clutter=0.3)
@@ -154,8 +154,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
 
     import faiss
-
-    from retrieval.index import ImageIndex, IndexConfig
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosegment.nmf import init_factors, nmf_fit, relative_error  # noqa: E402
+from cosegment.activations import extract_activations, load_images  # noqa: E402
+from cosegment.factorizers.nmf import init_factors, nmf_fit, relative_error  # noqa: E402
+from retrieval.core.backbone import build_backbone  # noqa: E402
+from retrieval.toy.collection import make_coseg_sets, photo_object_names  # noqa: E402
 
 CACHE = Path(__file__).resolve().parents[1] / "bench_out" / "nmf_activations"
 
@@ -43,10 +45,6 @@ def activation_matrix(n_images: int, channels: int = 512, image_size: int = 448,
     f = CACHE / f"V_{n_images}_{channels}_{image_size}_{seed}.npy"
     if f.is_file():
         return np.load(f)
-    from retrieval.backbone import build_backbone
-    from retrieval.toydata import make_coseg_sets, photo_object_names
-    from cosegment.dff import extract_activations, load_images
-
     root = CACHE / f"images_{n_images}_{seed}"
     n_sets = len(photo_object_names())
     per = -(-n_images // n_sets)

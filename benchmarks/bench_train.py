@@ -36,16 +36,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table  # noqa: E402
 
-from retrieval.datasets import TOY_DEFAULTS, load_toy  # noqa: E402
-from retrieval.eval_run import evaluate_dataset  # noqa: E402
-from retrieval.extract import extract_descriptors, resolve_device  # noqa: E402
-from retrieval.loss import build_loss  # noqa: E402
-from retrieval.mining import mine_tuples  # noqa: E402
-from retrieval.network import ModelConfig, build_network, load_checkpoint  # noqa: E402
-from retrieval.pairs import PairSet  # noqa: E402
-from retrieval.train import (TrainConfig, ToyData, TupleDataset, collate_tuples, describe_training_batch,  # noqa: E402
-                             learn_whitenings, load_training_pairs, make_optimizer, set_train_mode,
-                             train, train_epoch)
+from retrieval.evaluation.datasets import TOY_DEFAULTS, load_toy  # noqa: E402
+from retrieval.evaluation.run import evaluate_dataset  # noqa: E402
+from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
+from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.search.extract import extract_descriptors, resolve_device  # noqa: E402
+from retrieval.training.loss import build_loss  # noqa: E402
+from retrieval.training.mining import mine_tuples  # noqa: E402
+from retrieval.training.pairs import PairSet  # noqa: E402
+from retrieval.training.supervised import (  # noqa: E402
+    ToyData,
+    TrainConfig,
+    TupleDataset,
+    describe_training_batch,
+    learn_whitenings,
+    load_training_pairs,
+    make_optimizer,
+    set_train_mode,
+    train,
+    train_epoch,
+)
 
 
 def evaluate_whitenings(net, train_pairs: PairSet, test, image_size: int, seed: int = 0) -> Dict[str, Dict[str, float]]:

@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from retrieval.toy.collection import export_class_folders, make_retrieval_collection  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,8 +57,6 @@ def _photo_configs(out: Path) -> Dict[str, Path]:
     import yaml
 
     sys.path.insert(0, str(ROOT))
-    from retrieval.toydata import export_class_folders, make_retrieval_collection
-
     root = out / "photo_data"
     classes = root / "classes"
     if not classes.is_dir():

@@ -17,15 +17,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from retrieval.backbone import Backbone
-from retrieval.data import load_image
-from retrieval.errors import ConfigError, DataError, ImageError
-from retrieval.io import atomic_path
-
-from . import dff
-from .evaluate import find_annotation, load_labels, load_mask, part_miou, score_set
-from .factorize import FACTORIZERS
-from .render import heat_overlay, label_overlay, mask_preview, save_png, write_index_html
+from cosegment import activations, dff
+from cosegment.annotations import find_annotation, load_labels, load_mask
+from cosegment.factorizers import FACTORIZERS
+from cosegment.masks import boxes_from_masks, object_masks, part_labels
+from cosegment.metrics import part_miou, score_set
+from cosegment.render import heat_overlay, label_overlay, mask_preview, save_png, write_index_html
+from retrieval.core.backbone import Backbone
+from retrieval.core.errors import ConfigError, DataError, ImageError
+from retrieval.core.images import load_image
+from retrieval.core.io import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -115,9 +116,9 @@ def prepare_sets(backbone: Backbone, sets: Dict[str, Sequence[PathLike]], layer:
     out: Dict[str, PreparedSet] = {}
     for name, paths in sets.items():
         t0 = time.perf_counter()
-        L = dff.load_images(list(paths), image_size, backbone.mean, backbone.std)
+        L = activations.load_images(list(paths), image_size, backbone.mean, backbone.std)
         t1 = time.perf_counter()
-        acts = dff.extract_activations(backbone, L.tensors, layer, batch_size=batch_size, device=device) if L.tensors else []
+        acts = activations.extract_activations(backbone, L.tensors, layer, batch_size=batch_size, device=device) if L.tensors else []
         t2 = time.perf_counter()
         timings.loading += t1 - t0
         timings.backbone += t2 - t1
@@ -173,9 +174,9 @@ def segment_set(prep: PreparedSet, k: int, *, method: str = "nmf", seed: int = 0
         obj = sorted(int(j) for j in object_factors)
         if any(j < 0 or j >= r.k for j in obj):
             raise DataError(f"object factors are numbered 1..{r.k}, got {[j + 1 for j in obj]}")
-    masks, t = dff.object_masks(heat, obj, parse_threshold(threshold))
-    boxes = dff.boxes_from_masks(masks)
-    labels = dff.part_labels(heat, masks) if parts else None
+    masks, t = object_masks(heat, obj, parse_threshold(threshold))
+    boxes = boxes_from_masks(masks)
+    labels = part_labels(heat, masks) if parts else None
     return SetResult(prep.name, prep.paths, prep.sizes, r, heat, obj, t, masks, boxes, labels)
 
 

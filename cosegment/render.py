@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import colorsys
 import html
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from retrieval.io import atomic_path
+from retrieval.core.io import atomic_path
 
 PathLike = Union[str, Path]
 

@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from .evaluate import revisited_eval
-from .index import ImageIndex
-from .network import DescriptorNet, build_network
-from .report import write_hits_html, write_hits_png
-from .search import index_images, search_images
-from .toydata import ToyCollection, make_retrieval_collection
+from retrieval.evaluation.metrics import revisited_eval
+from retrieval.model.network import DescriptorNet, build_network
+from retrieval.search.collection import index_images, search_images
+from retrieval.search.hit_pages import write_hits_html, write_hits_png
+from retrieval.search.index import ImageIndex
+from retrieval.toy.collection import ToyCollection, make_retrieval_collection
 
 PathLike = Union[str, Path]
 

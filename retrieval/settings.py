@@ -1,10 +1,10 @@
 """The YAML configuration file: one section per concern, each validated into its dataclass.
 
 ```yaml
-model:   {backbone: efficientnet_lite0, pooling: gem, image_size: 320}   # retrieval.network.ModelConfig
+model:   {backbone: efficientnet_lite0, pooling: gem, image_size: 320}   # retrieval.model.network.ModelConfig
 extract: {batch_size: 8, workers: 2}                                      # ExtractConfig
-index:   {factory: Flat}                                                  # retrieval.index.IndexConfig
-train:   {...}        # retrieval.train.TrainConfig (read by tools/train_gem.py)
+index:   {factory: Flat}                                                  # retrieval.search.index.IndexConfig
+train:   {...}        # retrieval.training.supervised.TrainConfig (read by tools/train_gem.py)
 coseg:   {...}        # read by tools/coseg.py
 ```
 An unknown section or key is a one-line :class:`~retrieval.errors.ConfigError` naming it and the
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from .config import _suggest, from_dict, read_yaml
-from .errors import ConfigError
-from .index import IndexConfig
-from .network import ModelConfig
+from retrieval.core.config import from_dict, read_yaml, suggest
+from retrieval.core.errors import ConfigError
+from retrieval.model.network import ModelConfig
+from retrieval.search.index import IndexConfig
 
 SECTIONS = ("model", "extract", "index", "train", "coseg", "cluster", "unsupervised")
 
@@ -57,7 +57,7 @@ class Settings:
 def settings_from_dict(data: Dict[str, Any], where: str = "config") -> Settings:
     for key in data:
         if key not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section '{key}'{_suggest(str(key), SECTIONS)}")
+            raise ConfigError(f"{where}: unknown section '{key}'{suggest(str(key), SECTIONS)}")
     return Settings(
         model=from_dict(ModelConfig, data.get("model") or {}, f"{where}: model"),
         extract=from_dict(ExtractConfig, data.get("extract") or {}, f"{where}: extract"),

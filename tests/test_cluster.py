@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from retrieval.cluster import (_gdl_affinity, _jule_candidates, agglomerative, ari, average_linkage, initial_clusters,
-                               cluster_accuracy, cluster_metrics, knn_graph, nmi, sample_affinity)
-from retrieval.errors import DataError
+from retrieval.core.errors import DataError
+from retrieval.training.cluster import (
+    _gdl_affinity,
+    _jule_candidates,
+    agglomerative,
+    ari,
+    average_linkage,
+    cluster_accuracy,
+    cluster_metrics,
+    initial_clusters,
+    knn_graph,
+    nmi,
+    sample_affinity,
+)
 
 
 def _mixture(n: int, d: int, k: int, noise: float, seed: int = 0):
@@ -247,7 +258,7 @@ def test_continuing_from_given_clusters_and_initial_clusters():
 
 
 def test_symmetrize_and_directed_graph_option():
-    from retrieval.cluster import symmetrize
+    from retrieval.training.cluster import symmetrize
 
     src, dst, w = np.array([0, 1, 2, 0]), np.array([1, 0, 0, 2]), np.array([0.5, 0.9, 0.3, 0.1])
     s, d, ws = symmetrize(src, dst, w, 3)

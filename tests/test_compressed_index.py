@@ -11,8 +11,8 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval.errors import ModelMismatchError
-from retrieval.index import ImageIndex, IndexConfig
+from retrieval.core.errors import ModelMismatchError
+from retrieval.search.index import ImageIndex, IndexConfig
 
 #: recall@10 against exact search each index must reach on the clustered set below
 #: (nprobe 8 of 32 lists, efSearch 64, exact re-ranking of the top 100; measured 0.94 / 0.94 / 0.96).

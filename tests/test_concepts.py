@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cosegment.dff import backbone_fingerprint, save_concepts
-from retrieval.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
-from retrieval.errors import ModelMismatchError
-from retrieval.network import ModelConfig, build_network, load_checkpoint, save_checkpoint
-from retrieval.pooling import GeM, gem, masked_gem
+from cosegment.concept_file import save_concepts
+from retrieval.core.errors import ModelMismatchError
+from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
+from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
+from retrieval.model.network import ModelConfig, build_network
+from retrieval.model.pooling import GeM, gem, masked_gem
 
 
 def _gem_ref(x: np.ndarray, w: np.ndarray, p: float) -> np.ndarray:
@@ -112,7 +113,7 @@ def test_network_with_concepts_pools_masked_and_changes_fingerprint(small_net, t
         A = fmap.permute(0, 2, 3, 1).reshape(-1, fmap.shape[1]).numpy()
     H = np.abs(np.random.default_rng(0).normal(size=(3, net.backbone.out_channels))).astype(np.float32)
     H[0] = A[:4].mean(0)  # a concept that some positions express strongly
-    cm = ConceptMask(H, 0, "layer4", backbone_fingerprint(net.backbone), ConceptOptions(min_share=0.0, uniform_above=1.0))
+    cm = ConceptMask(H, 0, "layer4", net.backbone.fingerprint(), ConceptOptions(min_share=0.0, uniform_above=1.0))
     net.set_concepts(cm)
     try:
         assert net.fingerprint() != fp0
@@ -130,7 +131,7 @@ def test_network_with_concepts_pools_masked_and_changes_fingerprint(small_net, t
 def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     net = small_net
     H = np.abs(np.random.default_rng(1).normal(size=(2, net.backbone.out_channels))).astype(np.float32)
-    good = save_concepts(tmp_path / "good.pt", H, backbone_fingerprint(net.backbone), "layer4",
+    good = save_concepts(tmp_path / "good.pt", H, net.backbone.fingerprint(), "layer4",
                          backbone="resnet18", object_factors=[1])
     cm = ConceptMask.from_file(good, net.backbone)
     assert cm.factors == [1] and cm.layer == "layer4"
@@ -165,12 +166,13 @@ def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, 
     import json
 
     from conftest import random_images
-    from retrieval.cli import main_wrapper
+
+    from retrieval.core.cli import main_wrapper
 
     imgs = tmp_path / "imgs"
     random_images(imgs, 3, size=(48, 64))
     H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)
-    good = save_concepts(tmp_path / "c.pt", H, backbone_fingerprint(small_net.backbone), "layer4", object_factors=[0])
+    good = save_concepts(tmp_path / "c.pt", H, small_net.backbone.fingerprint(), "layer4", object_factors=[0])
     out = tmp_path / "ix"
     assert _tool_main("index")(["--images", str(imgs), "--config", str(tiny_config), "--out", str(out),
                                 "--concepts", str(good), "--json"]) == 0

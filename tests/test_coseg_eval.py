@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cosegment.evaluate import (box_iou, corloc, find_annotation, jaccard, load_coseg_folder, load_labels,
-                                load_mask, mask_box, part_miou, precision, score_set)
-from retrieval.errors import DataError
+from cosegment.annotations import find_annotation, load_coseg_folder, load_labels, load_mask
+from cosegment.masks import mask_box
+from cosegment.metrics import box_iou, corloc, jaccard, part_miou, precision, score_set
+from retrieval.core.errors import DataError
 
 
 def _mask(shape, *rects):

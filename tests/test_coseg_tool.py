@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO, assert_one_line_error, run_tool
 from PIL import Image
 
-from conftest import REPO, assert_one_line_error, run_tool
-from retrieval.errors import DataError, ModelMismatchError
+from retrieval.core.errors import DataError, ModelMismatchError
 
 
 def _tool_main():
@@ -20,7 +20,7 @@ def _tool_main():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from retrieval.toydata import make_coseg_sets
+    from retrieval.toy.collection import make_coseg_sets
     root = tmp_path_factory.mktemp("coseg")
     make_coseg_sets(root, n_sets=1, images_per_set=4, image_size=64, n_parts=2, seed=2)
     return root

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from retrieval import data
-from retrieval.data import (
+from retrieval.core import images as data
+from retrieval.core.errors import DataError, ImageError
+from retrieval.core.images import (
     IMAGE_EXTENSIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,7 +22,6 @@ from retrieval.data import (
     to_rgb,
     to_tensor,
 )
-from retrieval.errors import DataError, ImageError
 
 W, H = 40, 24
 

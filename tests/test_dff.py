@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cosegment import dff
-from cosegment.evaluate import jaccard, load_mask, load_toy_sets
+from cosegment import activations, concept_file, dff
+from cosegment.annotations import load_mask, load_toy_sets
+from cosegment.masks import boxes_from_masks, object_masks, otsu_threshold, part_labels
+from cosegment.metrics import jaccard
 from cosegment.pipeline import prepare_sets, score_result, segment_set
-from retrieval.errors import DataError, ModelMismatchError, WeightsError
+from retrieval.core.backbone import build_backbone, default_image_size, default_layer
+from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
 
 
 def _result_from_maps(maps):
@@ -67,7 +70,7 @@ def test_object_factors_keep_all_parts_but_never_everything():
         maps.append(m)
     r = _result_from_maps(maps)
     assert dff.choose_object_factors(r) == [1, 2]
-    masks, _ = dff.object_masks(dff.heatmaps(r, [(8, 8)] * 3), [1, 2], 0.5)
+    masks, _ = object_masks(dff.heatmaps(r, [(8, 8)] * 3), [1, 2], 0.5)
     truth = np.zeros((8, 8), bool)
     truth[2:6, 2:6] = True
     assert all(jaccard(m, truth) == 1.0 for m in masks)
@@ -79,7 +82,7 @@ def test_object_factors_keep_all_parts_but_never_everything():
 def test_otsu_threshold_matches_exhaustive_search():
     rng = np.random.default_rng(0)
     v = np.clip(np.concatenate([rng.normal(0.2, 0.05, 3000), rng.normal(0.7, 0.08, 1000)]), 0, 1)
-    t = dff.otsu_threshold(v)
+    t = otsu_threshold(v)
     # brute force over the same candidate thresholds: maximise between-class variance
     cands = np.linspace(0, 1, 257)[1:-1]
     def between(c):
@@ -94,14 +97,14 @@ def test_masks_boxes_and_parts():
     heat = [np.zeros((2, 10, 10), np.float32)]
     heat[0][1, 2:5, 3:8] = 0.9
     heat[0][0, 2:5, 3:5] = 0.95
-    masks, t = dff.object_masks(heat, 1, 0.5)
+    masks, t = object_masks(heat, 1, 0.5)
     assert t == 0.5 and masks[0].sum() == 15
-    assert dff.boxes_from_masks(masks) == [(3, 2, 8, 5)]
-    lab = dff.part_labels(heat, masks)[0]
+    assert boxes_from_masks(masks) == [(3, 2, 8, 5)]
+    lab = part_labels(heat, masks)[0]
     assert lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 1, 2}
     assert (lab[2:5, 3:5] == 1).all() and (lab[2:5, 5:8] == 2).all() and lab.sum() == 6 + 9 * 2
     with pytest.raises(DataError):
-        dff.object_masks(heat, 1, "median")
+        object_masks(heat, 1, "median")
 
 
 def test_projection_on_fixed_concepts_recovers_the_factorisation():
@@ -110,7 +113,7 @@ def test_projection_on_fixed_concepts_recovers_the_factorisation():
     r = dff.factorize_activations(acts, 2, seed=0)
     p = dff.project_concepts(acts, r.H, max_iter=500)
     # W of the learned factorisation is (close to) the NNLS solution for its own H
-    A, _ = dff.stack_activations(acts)
+    A, _ = activations.stack_activations(acts)
     e_fit = np.linalg.norm(A.numpy() - r.W @ r.H)
     e_proj = np.linalg.norm(A.numpy() - p.W @ r.H)
     assert e_proj <= e_fit + 1e-4
@@ -122,48 +125,47 @@ def test_projection_on_fixed_concepts_recovers_the_factorisation():
 
 def test_concept_file_roundtrip_mismatch_and_atomic(tmp_path):
     H = np.arange(12, dtype=np.float32).reshape(3, 4)
-    p = dff.save_concepts(tmp_path / "c.pt", H, "abc123", "block14", backbone="efficientnet_lite0",
+    p = concept_file.save_concepts(tmp_path / "c.pt", H, "abc123", "block14", backbone="efficientnet_lite0",
                           image_size=448, object_factors=[0, 2])
-    c = dff.load_concepts(p, expected_fingerprint="abc123")
+    c = concept_file.load_concepts(p, expected_fingerprint="abc123")
     np.testing.assert_array_equal(c.H, H)
     assert (c.layer, c.image_size, c.object_factors, c.backbone) == ("block14", 448, [0, 2], "efficientnet_lite0")
-    assert torch.load(p, weights_only=True)["format"] == dff.CONCEPTS_FORMAT
+    assert torch.load(p, weights_only=True)["format"] == concept_file.CONCEPTS_FORMAT
     with pytest.raises(ModelMismatchError, match="another backbone"):
-        dff.load_concepts(p, expected_fingerprint="other")
+        concept_file.load_concepts(p, expected_fingerprint="other")
     assert sorted(os.listdir(tmp_path)) == ["c.pt"]  # no temporary file left behind
     # a failed write leaves the old file intact
     with pytest.raises(DataError):
-        dff.save_concepts(p, np.zeros(3, np.float32), "x", "y")
-    np.testing.assert_array_equal(dff.load_concepts(p).H, H)
+        concept_file.save_concepts(p, np.zeros(3, np.float32), "x", "y")
+    np.testing.assert_array_equal(concept_file.load_concepts(p).H, H)
     (tmp_path / "junk.pt").write_bytes(b"not a file")
     with pytest.raises(DataError):
-        dff.load_concepts(tmp_path / "junk.pt")
+        concept_file.load_concepts(tmp_path / "junk.pt")
 
 
 def test_backbone_fingerprint_tracks_weights():
-    from retrieval.backbone import build_backbone
     torch.manual_seed(0)
     a = build_backbone("resnet18", "none")
-    fa = dff.backbone_fingerprint(a)
-    assert fa == dff.backbone_fingerprint(a)
+    fa = a.fingerprint()
+    assert fa == a.fingerprint()
     with torch.no_grad():
         a.stages["layer4"][0].conv1.weight[0, 0, 0, 0] += 1
-    assert dff.backbone_fingerprint(a) != fa
-    with pytest.raises(WeightsError, match="unknown layer"):
-        dff.extract_activations(a, [torch.zeros(3, 32, 32)], "layer9")
+    assert a.fingerprint() != fa
+    with pytest.raises(ConfigError, match="unknown layer 'layer9' for resnet18 \\(did you mean 'layer4'\\?\\)"):
+        activations.extract_activations(a, [torch.zeros(3, 32, 32)], "layer9")
 
 
 # ------------------------------------------------------------------ toy sets, real backbone
 @pytest.fixture(scope="module")
 def lite0():
-    from retrieval.backbone import build_backbone
+    from retrieval.core.backbone import build_backbone
     return build_backbone("efficientnet_lite0").eval()
 
 
 def _dff_jaccard(lite0, root, k):
     sets, _ = load_toy_sets(root)
     prepared = prepare_sets(lite0, {n: [it.image for it in items] for n, items in sets.items()},
-                            dff.default_layer("efficientnet_lite0"), dff.default_image_size("efficientnet_lite0"))
+                            default_layer("efficientnet_lite0"), default_image_size("efficientnet_lite0"))
     out = {}
     for name, prep in prepared.items():
         r = segment_set(prep, k, seed=0)
@@ -177,7 +179,7 @@ PHOTO_COVER = 0.65     # mean fraction of the true object inside the mask (measu
 
 
 def test_toy_object_sets_reach_stated_jaccard(lite0, tmp_path):
-    from retrieval.toydata import make_coseg_sets
+    from retrieval.toy.collection import make_coseg_sets
     make_coseg_sets(tmp_path, n_sets=2, images_per_set=5, image_size=96, n_parts=3, seed=3)
     res = _dff_jaccard(lite0, tmp_path, k=2)
     js = [s["jaccard"] for s, _ in res.values()]
@@ -187,7 +189,7 @@ def test_toy_object_sets_reach_stated_jaccard(lite0, tmp_path):
 
 def test_real_photo_object_factor_covers_the_object(lite0, tmp_path):
     pytest.importorskip("skimage")
-    from retrieval.toydata import make_coseg_sets
+    from retrieval.toy.collection import make_coseg_sets
     make_coseg_sets(tmp_path, n_sets=2, images_per_set=4, image_size=96, seed=5, source="photos")
     res = _dff_jaccard(lite0, tmp_path, k=3)
     for name, (s, r) in res.items():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.toydata import make_retrieval_collection
+from retrieval.toy.collection import make_retrieval_collection
 
 FAST_DEFAULT = """\
 model:
@@ -41,9 +41,9 @@ def test_toy_collection_index_and_search_as_subprocesses(tmp_path, run_tool):
 
 def test_default_model_finds_the_photo_a_crop_came_from(tmp_path):
     data = pytest.importorskip("skimage.data")
-    from retrieval.extract import describe_pil, extract_descriptors
-    from retrieval.index import ImageIndex
-    from retrieval.network import ModelConfig, build_network
+    from retrieval.model.network import ModelConfig, build_network
+    from retrieval.search.extract import describe_pil, extract_descriptors
+    from retrieval.search.index import ImageIndex
 
     photos = {"chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket(),
               "astronaut": data.astronaut(), "motorcycle": data.stereo_motorcycle()[0],

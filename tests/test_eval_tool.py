@@ -6,19 +6,19 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
 from PIL import Image
 
-from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
-from retrieval.errors import DataError, ModelMismatchError
-from retrieval.data import crop_box
-from retrieval.eval_run import rerank_and_rank
-from retrieval.evaluate import ranks_from_scores
-from retrieval.qe import alpha_qe, dba
+from retrieval.core.errors import DataError, ModelMismatchError
+from retrieval.core.images import crop_box
+from retrieval.evaluation.metrics import ranks_from_scores
+from retrieval.evaluation.run import rerank_and_rank
+from retrieval.search.qe import alpha_qe, dba
 
 
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory):
-    from retrieval.toydata import make_retrieval_collection
+    from retrieval.toy.collection import make_retrieval_collection
 
     root = tmp_path_factory.mktemp("toy")
     make_retrieval_collection(root, n_objects=3, views=3, distractors=2, image_size=64, seed=0)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.datasets import load_class_folders, load_revisited
-from retrieval.errors import DataError
-from retrieval.evaluate import (
+from retrieval.core.errors import DataError
+from retrieval.evaluation.datasets import load_class_folders, load_revisited
+from retrieval.evaluation.metrics import (
     average_precision,
     compute_map,
     format_table,

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_images
 from PIL import Image
 
-from retrieval.data import load_image, resize_long_side, to_tensor
-from retrieval.extract import describe_image, extract_descriptors
-from retrieval.network import ModelConfig, build_network
-
-from conftest import random_images
+from retrieval.core.images import load_image, resize_long_side, to_tensor
+from retrieval.model.network import ModelConfig, build_network
+from retrieval.search.extract import describe_image, extract_descriptors
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,18 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
-from cosegment.deep_semi_nmf import (EPS, deep_semi_nmf_fit, default_layers, semi_nmf,
-                                     semi_nmf_update_H, semi_nmf_update_Z)
-from cosegment.factorize import FACTORIZERS, factorize, project
-from cosegment.nmf import cpu_threads_for
-from cosegment.sigmoid_nmf import sigmoid_nmf_fit
-from retrieval.errors import DataError
+from cosegment.factorizers import FACTORIZERS, factorize, project
+from cosegment.factorizers.deep_semi_nmf import (
+    EPS,
+    deep_semi_nmf_fit,
+    default_layers,
+    semi_nmf,
+    semi_nmf_update_H,
+    semi_nmf_update_Z,
+)
+from cosegment.factorizers.nmf import cpu_threads_for
+from cosegment.factorizers.sigmoid_nmf import sigmoid_nmf_fit
+from retrieval.core.errors import DataError
 
 
 def _acts(n=120, C=16, r=4, seed=0):

@@ -1,11 +1,10 @@
-import json
 
 import numpy as np
 import pytest
 
-import retrieval.index as index_mod
-from retrieval.errors import DataError, ModelMismatchError
-from retrieval.index import ImageIndex, resolve_factory
+import retrieval.search.index as index_mod
+from retrieval.core.errors import DataError, ModelMismatchError
+from retrieval.search.index import ImageIndex, resolve_factory
 
 
 def unit_rows(n, d, seed=0):

@@ -4,8 +4,15 @@ import math
 import pytest
 import torch
 
-from retrieval.loss import (ContrastiveLoss, TripletLoss, build_loss, contrastive_loss,
-                            contrastive_pair_loss, default_margin, triplet_loss)
+from retrieval.training.loss import (
+    ContrastiveLoss,
+    TripletLoss,
+    build_loss,
+    contrastive_loss,
+    contrastive_pair_loss,
+    default_margin,
+    triplet_loss,
+)
 
 # One tuple in 2-D: q = (1, 0); p = (0.6, 0.8); n1 = (0, 1); n2 = (0.8, 0.6).
 # |q-p|^2 = 0.16 + 0.64 = 0.8; |q-n1|^2 = 2; |q-n2|^2 = 0.04 + 0.36 = 0.4.

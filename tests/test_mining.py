@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import DataError
-from retrieval.mining import hardest_negatives, mine_tuples, random_tuples, tuple_labels
-from retrieval.pairs import PairSet
+from retrieval.core.errors import DataError
+from retrieval.training.mining import hardest_negatives, mine_tuples, random_tuples, tuple_labels
+from retrieval.training.pairs import PairSet
 
 
 def _brute_force(scores, qlab, plab, nnum):
@@ -65,8 +65,8 @@ def _tiny_pairs(tmp_path, n_classes=6, per_class=3):
 
 
 def test_mine_tuples_with_network(tmp_path):
-    from retrieval.extract import extract_descriptors
-    from retrieval.network import ModelConfig, build_network
+    from retrieval.model.network import ModelConfig, build_network
+    from retrieval.search.extract import extract_descriptors
 
     pairs = _tiny_pairs(tmp_path)
     net = build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]))

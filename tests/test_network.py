@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.backbone import build_backbone
-from retrieval.errors import ConfigError, WeightsError
-from retrieval.network import (ModelConfig, build_network, load_checkpoint, load_model,
-                               save_checkpoint)
+from retrieval.core.backbone import build_backbone
+from retrieval.core.errors import ConfigError, WeightsError
+from retrieval.loading import load_model
+from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
+from retrieval.model.network import ModelConfig, build_network
 from retrieval.settings import load_settings
 
 
@@ -40,8 +41,9 @@ def test_default_model_loads_real_weights_and_classifies_a_cat():
     skimage_data = pytest.importorskip("skimage.data")
     from efficientnet_lite_pytorch import EfficientNet
     from PIL import Image
-    from retrieval.backbone import lite0_weights_path
-    from retrieval.data import to_tensor
+
+    from retrieval.core.backbone import lite0_weights_path
+    from retrieval.core.images import to_tensor
 
     bb = build_backbone("efficientnet_lite0", "imagenet")
     net = EfficientNet.from_name("efficientnet-lite0", image_size=None)

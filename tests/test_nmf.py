@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
-from cosegment.nmf import EPS, init_factors, nmf, nmf_fit, relative_error
-from retrieval.errors import DataError
+from cosegment.factorizers.nmf import EPS, init_factors, nmf, nmf_fit, relative_error
+from retrieval.core.errors import DataError
 
 
 def _data(n=60, m=24, r=4, seed=0):

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.errors import DataError
-from retrieval.pairs import (PairSet, cid_to_path, drop_unreadable, load_pairs, pairs_from_csv,
-                             pairs_from_folders, pairs_from_sfm)
+from retrieval.core.errors import DataError
+from retrieval.training.pairs import (
+    PairSet,
+    cid_to_path,
+    drop_unreadable,
+    load_pairs,
+    pairs_from_csv,
+    pairs_from_folders,
+    pairs_from_sfm,
+)
 
 
 def _img(path, v=0):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.pooling import GeM, RMAC, gem, mac, masked_gem, rmac, rmac_regions, spoc
+from retrieval.model.pooling import RMAC, GeM, gem, mac, masked_gem, rmac, rmac_regions, spoc
 
 
 def numpy_gem(x: np.ndarray, p: float, eps: float = 1e-6) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.qe import alpha_qe, dba, expansion_weights
+from retrieval.search.qe import alpha_qe, dba, expansion_weights
 
 
 def _unit(x):
@@ -92,8 +92,8 @@ def test_expansion_helps_on_clusters():
 
 
 def test_query_expanded_index_and_dba_index(data, tmp_path):
-    from retrieval.index import ImageIndex
-    from retrieval.qe import QueryExpandedIndex, dba_index
+    from retrieval.search.index import ImageIndex
+    from retrieval.search.qe import QueryExpandedIndex, dba_index
 
     q, db = data
     idx = ImageIndex(db.shape[1], "Flat", fingerprint="fp")

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import assert_one_line_error, random_images
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

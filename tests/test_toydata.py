@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval import toydata
-from retrieval.errors import DataError
-from retrieval.toydata import (ToyCollection, export_class_folders, make_coseg_sets,
-                               make_retrieval_collection)
+from retrieval.core.errors import DataError
+from retrieval.toy import collection as toydata
+from retrieval.toy.collection import ToyCollection, export_class_folders, make_coseg_sets, make_retrieval_collection
 
 HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
 
@@ -231,7 +230,7 @@ def test_bad_arguments_and_foreign_folders(tmp_path: Path) -> None:
 
 
 def test_import_does_not_pull_in_torch() -> None:
-    code = "import sys, retrieval.toydata; print('torch' in sys.modules)"
+    code = "import sys, retrieval.toy.collection; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "False"
@@ -301,7 +300,7 @@ def test_photo_sources(tmp_path: Path) -> None:
 
 
 def test_load_toy_remakes_a_collection_made_with_other_settings(tmp_path):
-    from retrieval.datasets import load_toy
+    from retrieval.evaluation.datasets import load_toy
 
     small = dict(n_objects=2, views=3, distractors=1, image_size=32)
     a = load_toy(tmp_path / "t", **small)

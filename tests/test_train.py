@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_one_line_error, run_tool
-from retrieval.config import from_dict
-from retrieval.network import ModelConfig, build_network, load_checkpoint, read_checkpoint
-from retrieval.pairs import pairs_from_folders
-from retrieval.train import TrainConfig, ToyData, load_training_pairs, prepare_toy_data, train
+
+from retrieval.core.config import from_dict
+from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
+from retrieval.model.network import ModelConfig, build_network
+from retrieval.training.pairs import pairs_from_folders
+from retrieval.training.supervised import ToyData, TrainConfig, load_training_pairs, prepare_toy_data, train
 
 QUIET = dict(progress=False, log=lambda s: None)
 # Measured here: val mAP 0.302 -> 0.361 / 0.383 after 2 epochs (two runs), loss 0.29 -> 0.26.
@@ -78,7 +79,7 @@ def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
 
 
 def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
-    from retrieval.errors import ConfigError
+    from retrieval.core.errors import ConfigError
 
     cfg = _resume_cfg(toy_classes)
     cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "freeze_stages": 3})
@@ -100,7 +101,7 @@ def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
 
 
 def test_resume_refuses_another_model(toy_classes, tmp_path):
-    from retrieval.errors import ConfigError
+    from retrieval.core.errors import ConfigError
 
     cfg = _resume_cfg(toy_classes)
     with pytest.raises(ConfigError, match="no checkpoint to resume"):
@@ -108,7 +109,7 @@ def test_resume_refuses_another_model(toy_classes, tmp_path):
 
 
 def test_config_section_refuses_typos():
-    from retrieval.errors import ConfigError
+    from retrieval.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         from_dict(TrainConfig, {"epoch": 3}, "train")
@@ -119,8 +120,8 @@ def test_config_section_refuses_typos():
 
 
 def test_oom_is_one_line_hint(toy_classes, tmp_path, monkeypatch, capsys):
-    import retrieval.train as T
-    from retrieval.cli import main_wrapper
+    import retrieval.training.supervised as T
+    from retrieval.core.cli import main_wrapper
 
     def boom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

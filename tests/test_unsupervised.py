@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import ConfigError, DataError
-from retrieval.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets
+from retrieval.core.errors import ConfigError, DataError
+from retrieval.training.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets
 
 
 def test_period_targets_follow_the_unfolding_rate():
@@ -40,7 +40,7 @@ def test_load_unlabeled_labels_are_for_evaluation_only(tmp_path):
 @pytest.fixture(scope="module")
 def photo_toy(tmp_path_factory):
     pytest.importorskip("skimage")
-    from retrieval.toydata import export_class_folders, make_retrieval_collection
+    from retrieval.toy.collection import export_class_folders, make_retrieval_collection
 
     root = tmp_path_factory.mktemp("unsup")
     col = make_retrieval_collection(root / "col", n_objects=9, views=8, distractors=0, image_size=112,
@@ -57,9 +57,9 @@ def test_unsupervised_training_beats_off_the_shelf_and_nmi_rises(photo_toy, tmp_
     Asserted: val mAP ≥ off-the-shelf + 2 points, and NMI of a fresh clustering into the final 18
     clusters higher after training than before. Measured with data seeds 3/5/7/10: +8.6/+9.2/
     +2.3/+4.9 mAP points, NMI@final +6.3/+5.3/+6.4/+0.6 (seed 10 is the one tested)."""
-    from retrieval.network import ModelConfig, build_network
-    from retrieval.train import TrainConfig
-    from retrieval.unsupervised import train_unsupervised
+    from retrieval.model.network import ModelConfig, build_network
+    from retrieval.training.supervised import TrainConfig
+    from retrieval.training.unsupervised import train_unsupervised
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -88,7 +88,6 @@ def test_unsupervised_config_matches_the_supervised_toy_config():
     """The two configs are compared in the README: same model, data and optimiser; only the pairs'
     source differs (and the epochs, which the unsupervised run spends in periods)."""
     import yaml
-
     from conftest import REPO
 
     sup = yaml.safe_load((REPO / "configs" / "train_toy.yaml").read_text())

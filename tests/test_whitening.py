@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from retrieval.errors import DataError
-from retrieval.whitening import Whitening, learn_whitening, pca_whitening
+from retrieval.core.errors import DataError
+from retrieval.model.whitening import Whitening, learn_whitening, pca_whitening
 
 
 def _pairs_data(n_pairs=200, d=8, seed=0):
@@ -89,7 +89,7 @@ def test_ledoit_wolf_matches_sklearn_and_shrunk_lw_whitens_shrunk_s():
     sk = pytest.importorskip("sklearn.covariance")
     rng = np.random.default_rng(4)
     Z = rng.normal(size=(30, 12)) * np.linspace(0.2, 2, 12)
-    from retrieval.whitening import ledoit_wolf_shrinkage
+    from retrieval.model.whitening import ledoit_wolf_shrinkage
 
     _, a_ref = sk.ledoit_wolf(Z, assume_centered=True)
     assert ledoit_wolf_shrinkage(Z) == pytest.approx(a_ref, rel=1e-6)

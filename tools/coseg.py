@@ -27,14 +27,28 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosegment import dff  # noqa: E402
-from cosegment.evaluate import load_coseg_folder  # noqa: E402
-from cosegment.factorize import FACTORIZERS  # noqa: E402
-from cosegment.pipeline import (CosegConfig, Timings, all_failures, parse_threshold, prepare_sets,  # noqa: E402
-                                score_result, segment_set, write_results)
-from retrieval.cli import main_wrapper, print_json  # noqa: E402
-from retrieval.config import from_dict, read_yaml  # noqa: E402
-from retrieval.errors import ConfigError, DataError  # noqa: E402
+from cosegment import concept_file, dff
+from cosegment.annotations import load_coseg_folder  # noqa: E402
+from cosegment.factorizers import FACTORIZERS  # noqa: E402
+from cosegment.pipeline import (  # noqa: E402
+    CosegConfig,
+    Timings,
+    all_failures,
+    parse_threshold,
+    prepare_sets,
+    score_result,
+    segment_set,
+    write_results,
+)
+from retrieval.core.backbone import (
+    default_image_size,
+    default_layer,
+    set_threads,  # noqa: E402
+)
+from retrieval.core.cli import main_wrapper, print_json  # noqa: E402
+from retrieval.core.config import from_dict, read_yaml  # noqa: E402
+from retrieval.core.errors import ConfigError, DataError  # noqa: E402
+from retrieval.loading import load_model  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -101,29 +115,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.save_concepts and len(sets) > 1:
         raise DataError(f"--save-concepts learns one set of concepts but {images} holds {len(sets)} sets; add --joint")
 
-    from retrieval.backbone import set_threads
-    from retrieval.network import load_model
-
     set_threads()
     t0 = time.perf_counter()
     net = load_model(args.config)
     backbone = net.backbone
     t_model = time.perf_counter() - t0
-    fingerprint = dff.backbone_fingerprint(backbone)
+    fingerprint = backbone.fingerprint()
 
     concepts = None
     if args.concepts:
-        concepts = dff.load_concepts(args.concepts, expected_fingerprint=fingerprint)
+        concepts = concept_file.load_concepts(args.concepts, expected_fingerprint=fingerprint)
         layer = args.layer or concepts.layer
         if layer != concepts.layer:
             raise ConfigError(f"--layer {layer}: the concepts in {args.concepts} were learned at layer {concepts.layer}")
         cfg.k = concepts.H.shape[0]
-        image_size = cfg.image_size or concepts.image_size or dff.default_image_size(backbone.name)
+        image_size = cfg.image_size or concepts.image_size or default_image_size(backbone.name)
         if args.object_factor is None and concepts.object_factors is not None:
             cfg.object_factors = [j + 1 for j in concepts.object_factors]
     else:
-        layer = cfg.layer or dff.default_layer(backbone.name)
-        image_size = cfg.image_size or dff.default_image_size(backbone.name)
+        layer = cfg.layer or default_layer(backbone.name)
+        image_size = cfg.image_size or default_image_size(backbone.name)
     if not layer:
         raise ConfigError(f"no default DFF layer for {backbone.name}; give --layer ({', '.join(backbone.layer_names())})")
 
@@ -169,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.save_concepts:
         r = results[0]
-        dff.save_concepts(args.save_concepts, r.result.H, fingerprint, layer, backbone=backbone.name,
+        concept_file.save_concepts(args.save_concepts, r.result.H, fingerprint, layer, backbone=backbone.name,
                           image_size=image_size, object_factors=r.object_factors, method=r.result.method,
                           extra={"images": len(r.paths), "k": r.result.k})
 

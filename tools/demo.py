@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from retrieval.cli import main_wrapper, print_json
+from retrieval.core.cli import main_wrapper, print_json
 from retrieval.demo import run_demo
-from retrieval.evaluate import format_table
+from retrieval.evaluation.metrics import format_table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,9 +16,17 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from retrieval.cli import EXIT_OK, main_wrapper, print_json
-from retrieval.errors import DataError
-from retrieval.network import MULTISCALE
+from retrieval.core.cli import EXIT_OK, main_wrapper, print_json
+from retrieval.core.errors import DataError
+from retrieval.evaluation.datasets import REVISITED_NAMES, load_class_folders, load_revisited, load_toy
+from retrieval.evaluation.metrics import format_table
+from retrieval.evaluation.run import evaluate_dataset, with_scales
+from retrieval.loading import load_model
+from retrieval.model.network import (
+    MULTISCALE,
+    build_network,
+)
+from retrieval.settings import load_settings
 
 
 def default_cache() -> Path:
@@ -59,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_dataset(name: str, data_root: Optional[str]):
-    from retrieval.datasets import REVISITED_NAMES, load_class_folders, load_revisited, load_toy
-
     if name in REVISITED_NAMES:
         return load_revisited(name, data_root or "data")
     if name.startswith("folder:"):
@@ -77,11 +83,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.alpha < 0:
         raise DataError("--alpha must be ≥ 0")
     ds = load_dataset(args.dataset, args.data_root)  # before the model: a missing dataset is quick
-
-    from retrieval.eval_run import evaluate_dataset, with_scales
-    from retrieval.evaluate import format_table
-    from retrieval.network import build_network, load_model
-    from retrieval.settings import load_settings
 
     settings = load_settings(args.config)
     net = load_model(args.model) if args.model else build_network(settings.model)

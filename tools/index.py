@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from retrieval.cli import main_wrapper, print_json
-from retrieval.concepts import attach_concepts
-from retrieval.index import ImageIndex
-from retrieval.network import build_network, load_model
-from retrieval.qe import dba_index
-from retrieval.search import index_images
+from retrieval.core.cli import main_wrapper, print_json
+from retrieval.loading import load_model
+from retrieval.model.concepts import attach_concepts
+from retrieval.model.network import build_network
+from retrieval.search.collection import index_images
+from retrieval.search.index import ImageIndex
+from retrieval.search.qe import dba_index
 from retrieval.settings import load_settings
 
 

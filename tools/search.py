@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from retrieval.cli import main_wrapper, print_json
-from retrieval.concepts import attach_concepts
-from retrieval.index import ImageIndex
-from retrieval.qe import QueryExpandedIndex
-from retrieval.report import write_hits_html, write_hits_png
-from retrieval.search import model_for_index, search_images
+from retrieval.core.cli import main_wrapper, print_json
+from retrieval.loading import model_for_index
+from retrieval.model.concepts import attach_concepts
+from retrieval.search.collection import search_images
+from retrieval.search.hit_pages import write_hits_html, write_hits_png
+from retrieval.search.index import ImageIndex
+from retrieval.search.qe import QueryExpandedIndex
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -19,9 +19,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from retrieval.cli import main_wrapper, print_json
-from retrieval.config import from_dict
+from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.config import from_dict
+from retrieval.core.errors import ConfigError
+from retrieval.model.network import build_network
 from retrieval.settings import load_settings
+from retrieval.training.supervised import TrainConfig, load_training_pairs, train
+from retrieval.training.unsupervised import run_from_settings
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -41,10 +45,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     settings = load_settings(args.config)
-    from retrieval.errors import ConfigError
-    from retrieval.network import build_network
-    from retrieval.train import TrainConfig, load_training_pairs, train
-
     cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{args.config}: train")
     if args.device:
         cfg.device = args.device
@@ -59,8 +59,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(msg, file=out_stream, flush=True)
 
     if settings.raw.get("unsupervised") is not None:  # pairs source `cluster`: no labels (JULE-style)
-        from retrieval.unsupervised import run_from_settings
-
         if args.resume or args.epochs is not None:
             raise ConfigError("--resume/--epochs do not apply to unsupervised training; set unsupervised.periods")
         res = run_from_settings(settings, data=args.data, out=out, device=args.device, workers=args.workers,

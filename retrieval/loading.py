@@ -1,0 +1,40 @@
+"""Which model a tool uses: the default, a YAML config's ``model:`` section, a checkpoint, or the
+model an index was built with.
+
+This stands above :mod:`retrieval.settings` (which reads the whole YAML file) and the model, so the
+model package itself never needs to know the configuration file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from retrieval.core.config import from_dict
+from retrieval.model.checkpoint import load_checkpoint
+from retrieval.model.network import DescriptorNet, ModelConfig, build_network
+from retrieval.search.index import ImageIndex
+from retrieval.settings import load_settings
+
+PathLike = Union[str, Path]
+
+
+def load_model(spec: Optional[PathLike] = None) -> DescriptorNet:
+    """The model a tool uses: ``None`` → the default config; a ``.yaml``/``.yml`` → its ``model:``
+    section; anything else → a checkpoint written by :func:`retrieval.model.checkpoint.save_checkpoint`."""
+    if spec is None:
+        return build_network(ModelConfig())
+    s = str(spec)
+    if s.endswith((".yaml", ".yml")):
+        return build_network(load_settings(s).model)
+    return load_checkpoint(s)
+
+
+def model_for_index(index: ImageIndex, spec: Optional[PathLike] = None) -> DescriptorNet:
+    """The model that built ``index``: ``spec`` when given (a checkpoint or YAML), else the
+    checkpoint the index records, else its stored model config."""
+    if spec is not None:
+        return load_model(spec)
+    src = index.model_source
+    if src and not str(src).endswith((".yaml", ".yml")):
+        return load_model(src)
+    return build_network(from_dict(ModelConfig, index.model_config, where="index meta.json: model"))

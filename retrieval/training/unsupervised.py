@@ -1,0 +1,472 @@
+"""Training with no labels: agglomerative pseudo-labels, re-clustered as the descriptor improves.
+
+Following JULE (Yang, Parikh & Batra, CVPR 2016), good clusters give good representations and the
+reverse. The pairs source ``cluster`` runs *periods*; in each period:
+
+1. describe every training image with the current network (single scale, eval mode);
+2. cluster the descriptors with :func:`retrieval.cluster.agglomerative`, continuing from the previous
+   period's clusters (JULE's recurrent process; the first period starts from the components of the
+   1-NN graph, or from singletons when those components are already fewer than the final target). The target shrinks by the **unfolding rate** η: a period that starts with K clusters
+   stops at ``max(final_clusters, K − ceil(η·K))``; the last period always reaches
+   ``final_clusters``. (``recluster: scratch`` re-clusters from the 1-NN components every period
+   instead, to the same target.)
+3. turn the clusters into matching pairs (:meth:`retrieval.pairs.PairSet.from_labels`): any two
+   images of a cluster match. A singleton cluster gives no pair, so it is never a query; it still
+   serves as a negative;
+4. train ``epochs_per_period`` epochs exactly as label-supervised fine-tuning does (hard negatives
+   re-mined each epoch from other clusters, contrastive loss, Adam; :mod:`retrieval.train`), with
+   one optimiser and one learning-rate schedule across all periods;
+5. log the period: cluster count, NMI / ARI / accuracy against ground-truth labels **when the data
+   has them (evaluation only: they never reach the training)**, validation mAP, loss.
+
+Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
+``last.pt`` (after every period), ``best.pt`` (best validation mAP; with learned whitening from the
+final clusters' pairs when ``train.whitening`` is on), ``clusters.csv`` (the last period's cluster
+of every image).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from retrieval.core.backbone import resolve_device
+from retrieval.core.config import from_dict, to_dict
+from retrieval.core.errors import ConfigError, DataError
+from retrieval.core.images import list_images
+from retrieval.core.io import write_csv_atomic, write_log_csv
+from retrieval.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from retrieval.model.network import build_network
+from retrieval.search.extract import extract_descriptors
+from retrieval.training.cluster import agglomerative, cluster_metrics, initial_clusters
+from retrieval.training.loss import build_loss
+from retrieval.training.mining import Tuples, hardest_negatives, random_tuples
+from retrieval.training.pairs import PairSet, load_pairs
+from retrieval.training.supervised import (
+    TrainConfig,
+    gem_p,
+    learn_whitenings,
+    make_optimizer,
+    mean_ap,
+    prepare_toy_data,
+    set_epoch_lr,
+    train_epoch,
+    validate,
+)
+
+PathLike = Union[str, Path]
+Log = Callable[[str], None]
+
+LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "nmi_final", "loss",
+              "val_map", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
+
+
+@dataclass
+class UnsupervisedConfig:
+    """The ``unsupervised:`` section of a training config (with ``train:`` = TrainConfig).
+
+    Attributes:
+        pairs: where the matching pairs come from; ``cluster`` (the only source of this section).
+        images: the unlabeled training images (a folder, recursive, or a .txt list); default
+            ``train.data``.
+        eval_labels: ``folders`` — images in ``DIR/<class>/`` get that class and images directly
+            in ``DIR`` are their own class, **for NMI/ARI/accuracy only**; ``none`` — no metrics.
+        periods: number of cluster-then-train periods.
+        epochs_per_period: training epochs in each period.
+        eta: unfolding rate η in (0, 1]: each period merges ``ceil(η·K)`` of its K clusters.
+        final_clusters: clusters after the last period (``None`` = a quarter of the images).
+        recluster: ``continue`` (JULE: merge on from the previous period's clusters with the new
+            descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
+        ks, kc, merge_batch: :func:`retrieval.cluster.agglomerative`'s K_s, K_c and ``batch``.
+        max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
+        validation: where the validation mAP comes from: ``held-out`` — ``train.val_data`` when set,
+            else ``train.val_fraction`` of the labeled data split off exactly as supervised training
+            does (those images are not trained on); ``transductive`` — the training images
+            themselves with their ``eval_labels`` (retrieval within the unlabeled pile, labels for
+            evaluation only); ``none``.
+        negatives: ``hard`` — the most similar images of other clusters (one per cluster) under
+            the current network, as in supervised fine-tuning, but skipping each query's
+            ``exclude_knn`` nearest neighbours: pseudo-labels split an object over several
+            clusters, and its other views would otherwise be the "hardest negatives";
+            ``random`` — drawn from other clusters, as JULE does.
+        exclude_knn: see ``negatives`` (0 = plain hardest negatives).
+    """
+
+    pairs: str = "cluster"
+    images: Optional[str] = None
+    eval_labels: str = "folders"
+    periods: int = 4
+    epochs_per_period: int = 1
+    eta: float = 0.5
+    final_clusters: Optional[int] = None
+    recluster: str = "continue"
+    ks: int = 10
+    kc: int = 5
+    merge_batch: float = 0.1
+    max_pairs_per_cluster: int = 200
+    negatives: str = "hard"
+    exclude_knn: int = 5
+    validation: str = "held-out"
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"unsupervised.{msg}")
+
+        need(self.pairs == "cluster", f"pairs: '{self.pairs}' is not a source of this section (cluster)")
+        need(self.eval_labels in ("folders", "none"), f"eval_labels: '{self.eval_labels}' is not one of folders, none")
+        need(self.recluster in ("continue", "scratch"), f"recluster: '{self.recluster}' is not one of continue, scratch")
+        need(self.periods >= 1, f"periods: must be ≥ 1, got {self.periods}")
+        need(self.epochs_per_period >= 1, f"epochs_per_period: must be ≥ 1, got {self.epochs_per_period}")
+        need(0.0 < self.eta <= 1.0, f"eta: must be in (0, 1], got {self.eta}")
+        need(self.final_clusters is None or self.final_clusters >= 2,
+             f"final_clusters: must be ≥ 2, got {self.final_clusters}")
+        need(self.ks >= 1 and self.kc >= 1, f"ks/kc: must be ≥ 1, got {self.ks}/{self.kc}")
+        need(0.0 < self.merge_batch <= 1.0, f"merge_batch: must be in (0, 1], got {self.merge_batch}")
+        need(self.validation in ("held-out", "transductive", "none"),
+             f"validation: '{self.validation}' is not one of held-out, transductive, none")
+        need(self.negatives in ("hard", "random"), f"negatives: '{self.negatives}' is not one of hard, random")
+        need(self.exclude_knn >= 0, f"exclude_knn: must be ≥ 0, got {self.exclude_knn}")
+        need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")
+
+
+@dataclass
+class PeriodStats:
+    """One row of ``log.csv`` (period 0: the network before training, clustered but not trained).
+
+    clusters/target/nmi/ari/acc: the clusters the period trained on (made with the network of the
+    period before); nmi_final: NMI of a fresh clustering into ``final_clusters`` with the network
+    *after* the period (how good the representation has become for clustering); val_map: after
+    the period's training."""
+
+    period: int
+    clusters: int = 0
+    target: int = 0
+    paired_images: int = 0
+    pairs: int = 0
+    nmi: float = float("nan")
+    ari: float = float("nan")
+    acc: float = float("nan")
+    nmi_final: float = float("nan")
+    loss: float = float("nan")
+    val_map: float = float("nan")
+    p: float = float("nan")
+    lr: float = float("nan")
+    cluster_seconds: float = 0.0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def line(self, periods: int) -> str:
+        f = lambda v, s=100: "     -" if math.isnan(v) else f"{s * v:6.2f}"  # noqa: E731
+        loss = "     -" if math.isnan(self.loss) else f"{self.loss:.4f}"
+        return (f"period {self.period:>2}/{periods}  clusters {self.clusters:>5} (target {self.target})  "
+                f"NMI {f(self.nmi)}  NMI@final {f(self.nmi_final)}  loss {loss}  val mAP {f(self.val_map)}  "
+                f"p {self.p:.3f}  "
+                f"{self.seconds:.1f}s")
+
+
+@dataclass
+class UnsupervisedResult:
+    out_dir: Path
+    history: List[PeriodStats]
+    labels: np.ndarray
+    best_period: int
+    best_map: float
+    best_path: Path
+    last_path: Path
+    whitening_map: Dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "best_period": self.best_period, "best_map": self.best_map,
+                "best_path": str(self.best_path), "last_path": str(self.last_path),
+                "whitening_map": self.whitening_map, "clusters": int(np.unique(self.labels).size),
+                "history": [dataclasses.asdict(h) for h in self.history]}
+
+
+# ----------------------------------------------------------------------------------------------
+def load_unlabeled(source: PathLike, eval_labels: str = "folders") -> Tuple[List[Path], Optional[np.ndarray]]:
+    """The training images and, for evaluation only, their ground truth.
+
+    With ``eval_labels="folders"`` and a folder source: an image in ``DIR/<class>/…`` gets the class
+    of its first-level sub-folder, an image directly in ``DIR`` a class of its own. Returns
+    ``(paths, truth (N,) int64 or None)``.
+    """
+    root = Path(source).expanduser()
+    paths = list_images(root)
+    if len(paths) < 4:
+        raise DataError(f"{root}: {len(paths)} image(s); unsupervised training needs at least 4")
+    if eval_labels == "none" or not root.is_dir():
+        return paths, None
+    names: Dict[str, int] = {}
+    truth = np.empty(len(paths), np.int64)
+    for i, p in enumerate(paths):
+        rel = p.relative_to(root).parts
+        key = rel[0] if len(rel) > 1 else f"\0{i}"
+        truth[i] = names.setdefault(key, len(names))
+    if len(names) == len(paths):  # a flat folder: no labels to evaluate with
+        return paths, None
+    return paths, truth
+
+
+def period_targets(k0: int, final: int, eta: float, periods: int) -> List[int]:
+    """The cluster target of each period: K → max(final, K − ceil(η·K)); the last is ``final``."""
+    out, k = [], int(k0)
+    for p in range(periods):
+        k = max(final, k - int(math.ceil(eta * k)))
+        out.append(final if p == periods - 1 else k)
+    return out
+
+
+def _start_clusters(X: np.ndarray, final: int) -> np.ndarray:
+    """JULE's start: the 1-NN graph's components, or every image alone when those are already no
+    more than ``final`` (small sets of near-duplicates)."""
+    start = initial_clusters(X)
+    if int(start.max()) + 1 <= final:
+        return np.arange(X.shape[0], dtype=np.int64)
+    return start
+
+
+def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int = 0,
+                   exclude_knn: int = 0, chunk: int = 512) -> Any:
+    """Training tuples from pseudo-label pairs, negatives mined on precomputed descriptors.
+
+    Args:
+        X: (N, D) float32 descriptors of ``pairs.paths`` (the current network).
+        pairs: :class:`~retrieval.pairs.PairSet` of the clusters.
+        nnum: negatives per tuple (capped by the number of other clusters); qsize: tuples.
+        exclude_knn: a query's ``exclude_knn`` nearest images are never its negatives.
+    Returns:
+        :class:`~retrieval.mining.Tuples` (negatives hardest first, one per cluster).
+    """
+    rng = np.random.default_rng(seed)
+    sel = rng.permutation(pairs.n_pairs)[: min(qsize, pairs.n_pairs)]
+    q, p = pairs.qidx[sel], pairs.pidx[sel]
+    n_eff = min(nnum, pairs.n_classes - 1)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, np.float32))
+    nidx = np.empty((q.size, n_eff), np.int64)
+    dist = 0.0
+    for s in range(0, q.size, chunk):
+        qs = q[s:s + chunk]
+        Xq = Xt[torch.from_numpy(qs)]
+        S = Xq @ Xt.T
+        if exclude_knn > 0:
+            nn = torch.topk(S, min(exclude_knn + 1, S.shape[1]), dim=1).indices  # itself included
+            S.scatter_(1, nn, float("-inf"))
+        nidx[s:s + chunk] = hardest_negatives(S, pairs.labels[qs], pairs.labels, n_eff)
+        dist += float((Xq[:, None, :] - Xt[torch.from_numpy(nidx[s:s + chunk])]).norm(dim=-1).sum())
+    return Tuples(q, p, nidx, avg_neg_distance=dist / max(nidx.size, 1))
+
+
+def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Any, ucfg: UnsupervisedConfig,
+                       out_dir: PathLike, *, val: Any = None, truth: Optional[np.ndarray] = None,
+                       val_on_train: bool = False, progress: bool = True, log: Log = print) -> UnsupervisedResult:
+    """Cluster–train periods on unlabeled ``images`` (module docstring).
+
+    Args:
+        net: a :class:`~retrieval.network.DescriptorNet` (its whitening slot is emptied).
+        images: N image paths (unreadable ones are dropped at the first description).
+        cfg: :class:`retrieval.train.TrainConfig` (optimiser, loss, mining, image size, device).
+        ucfg: :class:`UnsupervisedConfig`.
+        out_dir: the run folder.
+        val: labeled :class:`~retrieval.pairs.PairSet` for the validation mAP (``None``: none).
+        truth: (N,) int ground truth of ``images`` for NMI/ARI/accuracy only (``None``: none).
+        val_on_train: validate on the training images themselves with ``truth`` (transductive;
+            reuses the descriptors computed for clustering, no extra pass); ``val`` is then ignored.
+    """
+    cfg.validate()
+    ucfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.csv"
+    device = resolve_device(cfg.device)
+    image_size = int(cfg.image_size or net.config.image_size)
+    if getattr(net, "has_whitening", False):
+        net.clear_whitening()
+    net.to(device)
+    val = val if val is not None and val.n_images else None
+    if val_on_train:
+        if truth is None:
+            raise DataError("validation on the training images needs their labels (truth)")
+        val = None
+    paths = [Path(p) for p in images]
+    truth = None if truth is None else np.asarray(truth, np.int64).reshape(-1)
+    if truth is not None and truth.shape != (len(paths),):
+        raise DataError(f"truth must have one label per image ({len(paths)}), got {truth.shape}")
+    final = int(ucfg.final_clusters or max(2, len(paths) // 4))
+    if final >= len(paths):
+        raise ConfigError(f"unsupervised.final_clusters: {final} must be below the number of images ({len(paths)})")
+
+    optimizer = make_optimizer(net, cfg)
+    loss_fn = build_loss(cfg.loss, cfg.resolved_margin(net.config.backbone))
+    common = dict(image_size=image_size, batch_size=cfg.mine_batch, workers=cfg.workers, device=device)
+    history: List[PeriodStats] = []
+
+    def describe() -> np.ndarray:
+        nonlocal paths, truth
+        ex = extract_descriptors(net, paths, image_size=image_size, scales=[1.0], batch_size=cfg.mine_batch,
+                                 workers=cfg.workers, device=device, progress=progress, desc="describe")
+        if ex.failures and history:
+            raise DataError(f"{ex.failures[0][0]} became unreadable during training ({ex.failures[0][1]})")
+        if ex.failures:
+            keep = {str(p) for p in ex.paths}
+            mask = np.array([str(p) in keep for p in paths])
+            log(f"skipped {len(ex.failures)} unreadable image(s), e.g. {ex.failures[0][0]} ({ex.failures[0][1]})")
+            paths = [p for p, k in zip(paths, mask) if k]
+            truth = truth[mask] if truth is not None else None
+        return ex.descriptors
+
+    def metrics(labels: np.ndarray) -> Dict[str, float]:
+        if truth is None:
+            return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan")}
+        return cluster_metrics(labels, truth)
+
+    has_val = val is not None or val_on_train
+    train_val: Optional[PairSet] = None  # the training images with their labels (val_on_train)
+
+    def val_map(X: np.ndarray) -> float:
+        if val_on_train:
+            return mean_ap(X, train_val)
+        return validate(net, val, **common) if val is not None else float("nan")
+
+    def nmi_at_final(X: np.ndarray) -> float:
+        if truth is None:
+            return float("nan")
+        lab = agglomerative(X, final, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch,
+                            init=_start_clusters(X, final), seed=cfg.seed)
+        return cluster_metrics(lab, truth)["nmi"]
+
+    t0 = time.perf_counter()
+    X = describe()  # drops unreadable images once; later passes refuse new failures, so paths stay fixed
+    if val_on_train:
+        train_val = PairSet.from_labels(paths, truth, max_pairs_per_class=1)
+    start = _start_clusters(X, final)
+    targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
+    m0 = metrics(start)
+    v0 = val_map(X)
+    history.append(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
+                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
+                               val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
+    log(history[-1].line(ucfg.periods))
+    write_log_csv(log_path, LOG_FIELDS, history)
+    labels = start
+    best_period, best_map, epoch = 0, -math.inf, 0
+    best_labels = labels
+
+    for period in range(1, ucfg.periods + 1):
+        t0 = time.perf_counter()
+        init = labels if ucfg.recluster == "continue" else _start_clusters(X, final)
+        target = targets[period - 1]
+        labels = agglomerative(X, target, ks=ucfg.ks, kc=ucfg.kc, batch=ucfg.merge_batch, init=init,
+                               seed=cfg.seed)
+        t_cluster = time.perf_counter() - t0
+        pairs = PairSet.from_labels(paths, labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+                                    seed=cfg.seed + period, source=f"clusters of period {period}")
+        if pairs.n_pairs == 0 or pairs.n_classes < 2:
+            raise DataError(f"period {period}: the clusters give no training pairs "
+                            f"({pairs.n_classes} clusters); lower final_clusters or eta")
+        paired = int(np.unique(np.r_[pairs.qidx, pairs.pidx]).size)
+        losses: List[float] = []
+        lr = float("nan")
+        t1 = time.perf_counter()
+        for e in range(ucfg.epochs_per_period):
+            epoch += 1
+            lr = set_epoch_lr(optimizer, cfg, epoch)
+            seed = (int(cfg.seed) * 1_000_003 + epoch) % (2 ** 63)
+            torch.manual_seed(seed)
+            if ucfg.negatives == "random":
+                tuples = random_tuples(pairs, cfg.nnum, cfg.qsize, seed=seed)
+            else:
+                Xe = X if e == 0 else describe()
+                tuples = cluster_tuples(Xe, pairs, cfg.nnum, cfg.qsize, seed=seed, exclude_knn=ucfg.exclude_knn)
+            loss, _, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
+                                       image_size=image_size, device=device, progress=progress)
+            losses.append(loss)
+        t_train = time.perf_counter() - t1
+        m = metrics(labels)
+        X = describe()  # the next period clusters with the network trained here
+        vmap = val_map(X)
+        nmi_f = nmi_at_final(X)
+        stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
+                            paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
+                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net), lr=lr,
+                            cluster_seconds=t_cluster, train_seconds=t_train,
+                            seconds=time.perf_counter() - t0)
+        history.append(stats)
+        score = vmap if has_val else float(period)
+        improved = score > best_map
+        extra = {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in history],
+                 "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
+        save_checkpoint(net, last_path, extra=extra)
+        if improved:
+            best_period, best_map, best_labels = period, score, labels
+            save_checkpoint(net, best_path, extra=extra)
+        write_log_csv(log_path, LOG_FIELDS, history)
+        write_csv_atomic(out / "clusters.csv", ["path", "cluster"], ((str(p), int(c)) for p, c in zip(paths, labels)))
+        log(stats.line(ucfg.periods) + ("  *best" if improved and has_val else ""))
+
+    whitening_map: Dict[str, float] = {}
+    if cfg.whitening:
+        best_net = load_checkpoint(best_path)
+        best_net.clear_whitening()
+        final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+                                          seed=cfg.seed)
+        wval = train_val if val_on_train else val
+        lw, _, whitening_map = learn_whitenings(best_net, final_pairs, wval, max_pairs=cfg.whiten_pairs,
+                                                seed=cfg.seed, progress=progress, **common)
+        best_net.set_whitening(lw.m, lw.P, kind="lw")
+        extra = dict(read_checkpoint(best_path)["extra"])
+        extra["whitening_map"] = whitening_map
+        save_checkpoint(best_net, best_path, extra=extra)
+        if wval is not None:
+            log("best period {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (Lw from the clusters' "
+                "pairs, stored in {})".format(best_period, 100 * whitening_map["none"],
+                                              100 * whitening_map["pca"], 100 * whitening_map["lw"], best_path))
+    return UnsupervisedResult(out, history, labels, best_period,
+                              best_map if has_val else float("nan"), best_path, last_path, whitening_map)
+
+
+def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: PathLike,
+                      device: Optional[str] = None, workers: Optional[int] = None,
+                      progress: bool = True, log: Log = print) -> UnsupervisedResult:
+    """What ``tools/train_gem.py`` runs for a config with an ``unsupervised:`` section: load the
+    ``train:`` and ``unsupervised:`` sections, the unlabeled images (``--data`` > ``unsupervised.images``
+    > ``train.data``), the labeled validation set (``train.val_data``), build the model, train."""
+    where = settings.source or "config"
+    cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{where}: train")
+    ucfg = from_dict(UnsupervisedConfig, settings.raw.get("unsupervised") or {}, f"{where}: unsupervised")
+    if device:
+        cfg.device = device
+    if workers is not None:
+        cfg.workers = workers
+    src = data or ucfg.images or cfg.data
+    if not src:
+        raise ConfigError(f"{where}: no training images (set unsupervised.images or train.data, or pass --data)")
+    if str(src) == "toy":
+        src = prepare_toy_data(cfg.toy, log=log)
+    paths, truth = load_unlabeled(src, ucfg.eval_labels)
+    val = None
+    if ucfg.validation == "held-out" and cfg.val_data:
+        val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root, "val", cfg.max_pairs_per_class, cfg.seed)
+    elif ucfg.validation == "held-out" and truth is not None and cfg.val_fraction > 0:
+        labeled = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed)
+        kw = {"by": cfg.val_split} if hasattr(cfg, "val_split") else {}
+        train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, **kw)
+        paths, truth = list(train_part.paths), train_part.labels
+    elif ucfg.validation == "transductive" and truth is None:
+        raise ConfigError("unsupervised.validation: transductive needs class sub-folders to evaluate with "
+                          "(eval_labels: folders)")
+    log(f"train: {len(paths)} unlabeled images from {src}"
+        + ("" if truth is None else f" ({np.unique(truth).size} ground-truth classes, for NMI only)"))
+    if val is not None:
+        log(f"val:   {val.summary()}")
+    if ucfg.validation == "transductive":
+        log(f"val:   the {len(paths)} training images themselves, their folder labels used for evaluation only")
+    net = build_network(settings.model, seed=cfg.seed)
+    return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth,
+                              val_on_train=ucfg.validation == "transductive", progress=progress, log=log)
