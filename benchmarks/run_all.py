@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run every benchmark in this folder in turn (each prints its own markdown tables).
+"""Run every benchmark in this folder (bench_*.py) in turn; each prints its own markdown tables.
 
   python benchmarks/run_all.py            # or: make bench
 """
@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_extract.py", "bench_index.py", "bench_train.py", "bench_nmf.py", "bench_coseg.py",
-           "bench_cluster.py", "bench_concepts.py", "bench_unsupervised.py"]
+SCRIPTS = sorted(p.name for p in HERE.glob("bench_*.py"))
 
 if __name__ == "__main__":
     code = 0

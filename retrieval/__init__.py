@@ -1,0 +1,56 @@
+"""gemseg's retrieval head: GeM descriptors, learned whitening, faiss search, fine-tuning.
+
+The public API, importable without knowing the rooms inside::
+
+    import retrieval
+    net = retrieval.load_model()                              # default model, or a YAML / checkpoint
+    retrieval.index_images(net, "photos/", "index/")          # describe a folder, add it to an index
+    index = retrieval.ImageIndex.load("index/")
+    hits = retrieval.search_images(net, index, ["q.jpg"], top=5)
+    retrieval.train("configs/train_toy.yaml", out="runs/toy")  # what tools/train_gem.py runs
+
+The rooms (see docs/design.md): ``retrieval.core`` (backbone, images, config, io, errors, cli),
+``retrieval.model`` (pooling, whitening, network, checkpoint, concepts), ``retrieval.search``
+(extract, index, qe, collection, hit_pages), ``retrieval.evaluation`` (metrics, datasets, run),
+``retrieval.training`` (pairs, mining, loss, engine, supervised, unsupervised, cluster),
+``retrieval.toy`` (generated collections), and ``retrieval.settings`` / ``retrieval.loading``.
+
+The names below are resolved on first use (PEP 562), so ``import retrieval.core.images`` stays as
+light as that module (the toy-data generator, for one, never loads torch).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List
+
+#: public name → the module that defines it
+_API: Dict[str, str] = {
+    "load_model": "retrieval.loading",
+    "model_for_index": "retrieval.loading",
+    "build_network": "retrieval.model.network",
+    "DescriptorNet": "retrieval.model.network",
+    "ModelConfig": "retrieval.model.network",
+    "ImageIndex": "retrieval.search.index",
+    "IndexConfig": "retrieval.search.index",
+    "index_images": "retrieval.search.collection",
+    "search_images": "retrieval.search.collection",
+    "extract_descriptors": "retrieval.search.extract",
+    "evaluate_dataset": "retrieval.evaluation.run",
+    "load_settings": "retrieval.settings",
+    "train": "retrieval.training.runs",
+    "GemsegError": "retrieval.core.errors",
+}
+
+__all__: List[str] = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'retrieval' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_API))

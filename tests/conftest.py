@@ -1,15 +1,21 @@
-"""Shared test fixtures: tiny models, a subprocess runner for the tools, small image folders."""
+"""Shared test fixtures: tiny models, runners for the tools (in-process and as a subprocess), small image folders."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import List
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from retrieval.core.cli import main_wrapper
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +44,39 @@ def tiny_config(tmp_path: Path) -> Path:
     return p
 
 
-def run_tool(tool: str, *args: str, cwd: Path = REPO, timeout: int = 240) -> subprocess.CompletedProcess:
+def _tool_module(tool: str) -> ModuleType:
+    """``tools/<tool>.py`` imported as a module (once per test session)."""
+    name = f"gemseg_tool_{tool}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{tool}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def run_tool(tool: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``tools/<tool>.py`` in this process, exactly as its ``__main__`` block does
+    (``main_wrapper(main)``: one-line errors, exit codes); returns a CompletedProcess with the exit
+    code and what it printed on stdout and stderr. A subprocess adds nothing but start-up time here;
+    :func:`run_tool_process` runs a real one where that matters."""
+    module = _tool_module(tool)
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main_wrapper(module.main, [str(a) for a in args])
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess([tool, *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def run_tool_process(tool: str, *args: str, cwd: Path = REPO, timeout: int = 240) -> subprocess.CompletedProcess:
     """Run ``tools/<tool>.py`` as a subprocess; returns the CompletedProcess (text mode)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", GEMSEG_THREADS="2")
     env.pop("GEMSEG_DEBUG", None)

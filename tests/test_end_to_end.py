@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_tool_process
 from PIL import Image
 
 from retrieval.toy.collection import make_retrieval_collection
@@ -19,17 +20,19 @@ extract:
 """
 
 
-def test_toy_collection_index_and_search_as_subprocesses(tmp_path, run_tool):
-    """The demo's collection (real-photo objects in generated views) at 96 px."""
+@pytest.mark.slow
+def test_toy_collection_index_and_search_as_subprocesses(tmp_path):
+    """The demo's collection (real-photo objects in generated views) at 96 px, through the tools
+    run as real processes (every other tool test runs them in-process)."""
     pytest.importorskip("skimage")
     coll = make_retrieval_collection(tmp_path / "toy", n_objects=5, views=5, distractors=5,
                                      image_size=96, seed=3, source="photos")
     cfg = tmp_path / "fast.yaml"
     cfg.write_text(FAST_DEFAULT)
-    proc = run_tool("index", "--images", coll.images_dir, "--config", cfg, "--out", tmp_path / "ix", "--json")
+    proc = run_tool_process("index", "--images", coll.images_dir, "--config", cfg, "--out", tmp_path / "ix", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["total"] == len(coll.db_paths)
-    proc = run_tool("search", "--query", *coll.query_paths, "--index", tmp_path / "ix", "--top", "4", "--json")
+    proc = run_tool_process("search", "--query", *coll.query_paths, "--index", tmp_path / "ix", "--top", "4", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     label = {p: l for p, l in zip(coll.db_paths, coll.db_labels)}

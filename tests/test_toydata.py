@@ -1,6 +1,7 @@
 """The generated toy data: files, ground truth, masks, parts, determinism, clutter, real photos."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -12,8 +13,20 @@ import pytest
 from PIL import Image
 
 from retrieval.core.errors import DataError
-from retrieval.toy import collection as toydata
-from retrieval.toy.collection import ToyCollection, export_class_folders, make_coseg_sets, make_retrieval_collection
+from retrieval.toy.backgrounds import _background
+from retrieval.toy.collection import (
+    JUNK_VISIBLE,
+    ToyCollection,
+    _classify,
+    _objects_for,
+    _view_spec,
+    export_class_folders,
+    make_retrieval_collection,
+)
+from retrieval.toy.coseg_sets import make_coseg_sets
+from retrieval.toy.photos import photo_object_names
+from retrieval.toy.render import _render_view, _ViewSpec
+from retrieval.toy.streams import _S_OBJECT
 
 HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
 
@@ -75,9 +88,9 @@ def test_ground_truth_is_consistent(coll: ToyCollection) -> None:
         for i in easy | hard | junk:
             m = coll.db_meta[i]
             assert m["label"] == obj and obj == coll.object_names.index(Path(coll.db_paths[i]).stem.split("_", 1)[1].rsplit("_v", 1)[0])
-            expect = toydata._classify(m["visible"], m["scale_ratio"], m["rotation"], m["perspective"])
+            expect = _classify(m["visible"], m["scale_ratio"], m["rotation"], m["perspective"])
             assert m["type"] == expect
-            assert (i in junk) == (m["visible"] < toydata.JUNK_VISIBLE)
+            assert (i in junk) == (m["visible"] < JUNK_VISIBLE)
     # the view cycle (easy, hard, easy, hard, junk) gives each object views of every kind
     assert all(len(g["easy"]) >= 1 and len(g["hard"]) >= 1 and len(g["junk"]) >= 1 for g in coll.gnd)
 
@@ -117,11 +130,11 @@ def test_mask_is_where_the_object_was_pasted() -> None:
     """Render a view together with its background: inside the mask the composite differs from the
     background, outside (away from the blurred border) it is the background itself."""
     rng = np.random.default_rng(0)
-    obj = toydata._objects_for(1, "synthetic", 64, seed=0, stream=toydata._S_OBJECT)[0]
+    obj = _objects_for(1, "synthetic", 64, seed=0, stream=_S_OBJECT)[0]
     for kind in ("easy", "hard", "junk"):
-        spec, _ = toydata._view_spec(rng, kind, clutter=0.5)
-        bg = toydata._background(rng, 64, busy=0.5, photos=False)
-        r = toydata._render_view(obj, spec, 64, bg, rng, photos=False, with_background=True)
+        spec, _ = _view_spec(rng, kind, clutter=0.5)
+        bg = _background(rng, 64, busy=0.5, photos=False)
+        r = _render_view(obj, spec, 64, bg, rng, photos=False, with_background=True)
         mask = r.labels > 0
         assert mask.any()
         diff = np.abs(r.image.astype(np.float32) - r.background.astype(np.float32)).max(axis=2)
@@ -135,20 +148,20 @@ def test_mask_is_where_the_object_was_pasted() -> None:
 def test_visibility_measurements() -> None:
     """A fully visible view measures visible = in_frame = 1; a crop view keeps the requested share."""
     rng = np.random.default_rng(1)
-    obj = toydata._objects_for(1, "synthetic", 96, seed=1, stream=toydata._S_OBJECT)[0]
+    obj = _objects_for(1, "synthetic", 96, seed=1, stream=_S_OBJECT)[0]
     bg = np.zeros((96, 96, 3), np.float32)
-    tilted = toydata._render_view(obj, toydata._ViewSpec(area=0.3, rotation=30.0, perspective=0.1), 96, bg, rng, False)
+    tilted = _render_view(obj, _ViewSpec(area=0.3, rotation=30.0, perspective=0.1), 96, bg, rng, False)
     assert tilted.visible > 0.97 and tilted.in_frame > 0.97 and tilted.occluded == 0.0
-    full = toydata._render_view(obj, toydata._ViewSpec(area=0.3, rotation=0.0, perspective=0.0), 96, bg, rng, False)
+    full = _render_view(obj, _ViewSpec(area=0.3, rotation=0.0, perspective=0.0), 96, bg, rng, False)
     assert full.visible > 0.97
     for target in (0.2, 0.6):
-        r = toydata._render_view(obj, toydata._ViewSpec(area=0.3, rotation=0.0, perspective=0.0, in_frame=target),
-                                 96, bg, rng, False)
+        r = _render_view(obj, _ViewSpec(area=0.3, rotation=0.0, perspective=0.0, in_frame=target),
+                         96, bg, rng, False)
         assert abs(r.in_frame - target) < 0.05 and r.scale == full.scale
         # same scale and no occlusion: visible pixels = in-frame share of the full view's pixels
         assert abs(np.count_nonzero(r.labels) / np.count_nonzero(full.labels) - target) < 0.08
-    occ = toydata._render_view(obj, toydata._ViewSpec(area=0.3, rotation=0.0, perspective=0.0, occlusion=0.5),
-                               96, bg, rng, False)
+    occ = _render_view(obj, _ViewSpec(area=0.3, rotation=0.0, perspective=0.0, occlusion=0.5),
+                       96, bg, rng, False)
     assert abs(occ.occluded - 0.5) < 0.05 and abs(occ.visible - 0.5) < 0.06
 
 
@@ -229,11 +242,28 @@ def test_bad_arguments_and_foreign_folders(tmp_path: Path) -> None:
     assert (user / "images" / "holiday.jpg").read_bytes() == b"precious"
 
 
+TOY_DIR = Path(__file__).resolve().parents[1] / "retrieval" / "toy"
+TOY_MODULES = sorted(f"retrieval.toy.{f.stem}" for f in TOY_DIR.glob("*.py") if f.stem != "__init__")
+
+
 def test_import_does_not_pull_in_torch() -> None:
-    code = "import sys, retrieval.toy.collection; print('torch' in sys.modules)"
+    assert "retrieval.toy.collection" in TOY_MODULES and len(TOY_MODULES) > 1
+    code = f"import sys, {', '.join(TOY_MODULES)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_toy_package_stands_on_the_core_only() -> None:
+    """Of the project, the toy modules import only ``retrieval.core`` and each other."""
+    bad = []
+    for f in sorted(TOY_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{f.name} imports {n}" for n in names if n.split(".")[0] in ("retrieval", "cosegment")
+                    and not n.startswith(("retrieval.core.", "retrieval.toy."))]
+    assert not bad, bad
 
 
 # ---- co-segmentation sets -------------------------------------------------------------------
@@ -280,7 +310,7 @@ def test_photos_need_scikit_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.skipif(not HAS_SKIMAGE, reason="scikit-image not installed")
 def test_photo_sources(tmp_path: Path) -> None:
     c = make_retrieval_collection(tmp_path / "ph", n_objects=3, views=3, distractors=2, image_size=64, source="photos")
-    assert c.object_names == toydata.photo_object_names()[:3] == ["cat_face", "coffee_cup", "rocket"]
+    assert c.object_names == photo_object_names()[:3] == ["cat_face", "coffee_cup", "rocket"]
     assert all(g["easy"] or g["hard"] for g in c.gnd)
     # the query's object pixels are the photo's: the cat is brownish-orange, the cup saucer red
     for name, check in (("cat_face", lambda m: m[0] > m[2]), ("coffee_cup", lambda m: m[0] > 1.5 * m[2])):

@@ -11,28 +11,12 @@ Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layou
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 from retrieval.core.cli import EXIT_OK, main_wrapper, print_json
-from retrieval.core.errors import DataError
-from retrieval.evaluation.datasets import REVISITED_NAMES, load_class_folders, load_revisited, load_toy
 from retrieval.evaluation.metrics import format_table
-from retrieval.evaluation.run import evaluate_dataset, with_scales
-from retrieval.loading import load_model
-from retrieval.model.network import (
-    MULTISCALE,
-    build_network,
-)
-from retrieval.settings import load_settings
-
-
-def default_cache() -> Path:
-    """Where ``--dataset toy`` keeps its generated collection (``$GEMSEG_CACHE`` or ~/.cache)."""
-    base = os.environ.get("GEMSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gemseg")
-    return Path(base) / "toy"
+from retrieval.jobs import run_evaluation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,32 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_dataset(name: str, data_root: Optional[str]):
-    if name in REVISITED_NAMES:
-        return load_revisited(name, data_root or "data")
-    if name.startswith("folder:"):
-        return load_class_folders(name[len("folder:"):])
-    if name == "toy":
-        return load_toy(data_root or default_cache())
-    raise DataError(f"unknown dataset '{name}'; choose roxford5k, rparis6k, folder:DIR or toy")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.qe < 0 or args.dba < 0:
-        raise DataError("--qe and --dba take a number of neighbours ≥ 0")
-    if args.alpha < 0:
-        raise DataError("--alpha must be ≥ 0")
-    ds = load_dataset(args.dataset, args.data_root)  # before the model: a missing dataset is quick
-
-    settings = load_settings(args.config)
-    net = load_model(args.model) if args.model else build_network(settings.model)
-    scales = MULTISCALE if args.multiscale else (1.0,) if args.single_scale else None
-    with_scales(net, scales)
-    report = evaluate_dataset(
-        net, ds, qe_k=args.qe, alpha=args.alpha, dba_k=args.dba, cache=args.index,
-        batch_size=settings.extract.batch_size, workers=settings.extract.workers,
-        device=args.device or settings.extract.device, progress=sys.stderr.isatty())
+    report = run_evaluation(args.dataset, data_root=args.data_root, config=args.config, model=args.model,
+                            qe=args.qe, alpha=args.alpha, dba=args.dba,
+                            scales="multi" if args.multiscale else "single" if args.single_scale else None,
+                            index=args.index, device=args.device, progress=sys.stderr.isatty())
     if args.json:
         print_json(report)
         return EXIT_OK

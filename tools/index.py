@@ -14,13 +14,7 @@ import argparse
 from typing import Optional, Sequence
 
 from retrieval.core.cli import main_wrapper, print_json
-from retrieval.loading import load_model
-from retrieval.model.concepts import attach_concepts
-from retrieval.model.network import build_network
-from retrieval.search.collection import index_images
-from retrieval.search.index import ImageIndex
-from retrieval.search.qe import dba_index
-from retrieval.settings import load_settings
+from retrieval.jobs import run_index
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -47,19 +41,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    settings = load_settings(args.config)
-    net = load_model(args.model) if args.model else build_network(settings.model)
-    attach_concepts(net, args.concepts, args.object_factor)
-    if args.factory:
-        settings.index.factory = args.factory
-    report = index_images(
-        net, args.images, args.out, index_config=settings.index,
-        batch_size=args.batch_size or settings.extract.batch_size,
-        workers=args.workers if args.workers is not None else settings.extract.workers,
-        device=args.device or settings.extract.device, progress=not (args.quiet or args.json),
-        model_source=args.model)
-    if args.dba > 0:
-        dba_index(ImageIndex.load(args.out), args.dba, args.alpha).save(args.out)
+    report = run_index(args.images, args.out, config=args.config, model=args.model, concepts=args.concepts,
+                       object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
+                       workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
+                       progress=not (args.quiet or args.json))
     if args.json:
         print_json(report.as_dict())
         return 0

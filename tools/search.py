@@ -15,12 +15,7 @@ import argparse
 from typing import Optional, Sequence
 
 from retrieval.core.cli import main_wrapper, print_json
-from retrieval.loading import model_for_index
-from retrieval.model.concepts import attach_concepts
-from retrieval.search.collection import search_images
-from retrieval.search.hit_pages import write_hits_html, write_hits_png
-from retrieval.search.index import ImageIndex
-from retrieval.search.qe import QueryExpandedIndex
+from retrieval.jobs import run_search
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -51,21 +46,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    index = ImageIndex.load(args.index)
-    net = model_for_index(index, args.model)
-    if net.concepts is None:
-        mc = index.model_config or {}
-        attach_concepts(net, args.concepts or mc.get("concepts"),
-                        args.object_factor if args.concepts else mc.get("object_factor"))
-    if args.qe > 0:
-        index = QueryExpandedIndex(index, args.qe, args.alpha)
-    results = search_images(net, index, args.query, args.top, device=args.device,
-                            nprobe=args.nprobe, ef_search=args.ef_search,
-                            rerank=False if args.no_rerank else None)
-    if args.html:
-        write_hits_html(args.html, results)
-    if args.png:
-        write_hits_png(args.png, results)
+    results = run_search(args.query, args.index, top=args.top, model=args.model, concepts=args.concepts,
+                         object_factor=args.object_factor, qe=args.qe, alpha=args.alpha, nprobe=args.nprobe,
+                         ef_search=args.ef_search, rerank=False if args.no_rerank else None,
+                         device=args.device, html=args.html, png=args.png)
     if args.json:
         print_json(results[0] if len(results) == 1 else results)
         return 0

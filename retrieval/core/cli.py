@@ -17,14 +17,15 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-def main_wrapper(main: Callable[[Optional[Sequence[str]]], int]) -> None:
-    """Run ``main(argv)`` and exit with its code; user errors become one line and exit code 2.
+def main_wrapper(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> None:
+    """Run ``main(argv)`` (``None``: the command line) and exit with its code; user errors become
+    one line and exit code 2.
 
     Set ``GEMSEG_DEBUG=1`` to see the full traceback of an error instead.
     """
     debug = os.environ.get("GEMSEG_DEBUG") == "1"
     try:
-        code = main(None)
+        code = main(argv)
     except GemsegError as e:
         if debug:
             raise

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,3 +245,23 @@ def load_toy(root: PathLike, generate: bool = True, **params: Any) -> EvalDatase
         db_paths=[Path(p) for p in col.db_paths], gnd=gnd, query_db_ids=None,
         info={"root": str(col.root), "params": col.params},
     )
+
+
+def default_toy_root() -> Path:
+    """Where ``--dataset toy`` keeps its generated collection: ``$GEMSEG_CACHE/toy`` or
+    ``~/.cache/gemseg/toy``."""
+    base = os.environ.get("GEMSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gemseg")
+    return Path(base) / "toy"
+
+
+def load_dataset(name: str, data_root: Optional[PathLike] = None) -> EvalDataset:
+    """A dataset by the name the tools take: ``roxford5k`` | ``rparis6k`` (under ``data_root``,
+    default ``data``), ``folder:DIR`` (class folders) or ``toy`` (generated under ``data_root``,
+    default :func:`default_toy_root`)."""
+    if name in REVISITED_NAMES:
+        return load_revisited(name, data_root or "data")
+    if name.startswith("folder:"):
+        return load_class_folders(name[len("folder:"):])
+    if name == "toy":
+        return load_toy(data_root or default_toy_root())
+    raise DataError(f"unknown dataset '{name}'; choose roxford5k, rparis6k, folder:DIR or toy")

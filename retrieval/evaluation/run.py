@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from retrieval.core.config import to_dict
-from retrieval.core.errors import DataError, ModelMismatchError
+from retrieval.core.errors import DataError
 from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.datasets import EvalDataset
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
@@ -75,11 +75,7 @@ def describe_database(net: DescriptorNet, ds: EvalDataset, *, cache: Optional[Pa
     paths = [str(p) for p in ds.db_paths]
     fp = net.fingerprint()
     if cache is not None and (Path(cache) / "meta.json").is_file():
-        index = ImageIndex.load(cache)
-        if index.fingerprint != fp:
-            raise ModelMismatchError(
-                f"index {cache} was built by another model (fingerprint {index.fingerprint}, this "
-                f"model {fp}); pass the matching --model/--config or another --index folder")
+        index = ImageIndex.load_built_by(cache, fp, "pass the matching --model/--config or another --index folder")
         if list(index.paths) != paths:
             raise DataError(f"index {cache} holds other images than dataset {ds.name}; "
                             "use another --index folder")

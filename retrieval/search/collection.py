@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from retrieval.core.config import to_dict
-from retrieval.core.errors import ModelMismatchError
 from retrieval.core.images import crop_box, list_images, load_image
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import describe_pil, extract_descriptors
@@ -48,12 +47,7 @@ def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[
     fp = net.fingerprint()
     check_index_target(folder)
     if (folder / "meta.json").is_file():
-        index = ImageIndex.load(folder)
-        if index.fingerprint != fp:
-            raise ModelMismatchError(
-                f"{folder} was built by another model (fingerprint {index.fingerprint}, this model {fp}); "
-                f"use that model, or write a new index with --out")
-        return index
+        return ImageIndex.load_built_by(folder, fp, "use that model, or write a new index with --out")
     config = config or IndexConfig()
     index = ImageIndex(net.dim, config.factory, to_dict(net.config), fp, config)
     index.model_source = str(model_source) if model_source else None

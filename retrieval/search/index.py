@@ -208,6 +208,16 @@ class ImageIndex:
                 f"the query model (fingerprint {fingerprint}) is not the one that built this index "
                 f"({self.fingerprint}); search with the index's model or re-index")
 
+    @classmethod
+    def load_built_by(cls, folder: Union[str, Path], fingerprint: str, hint: str) -> "ImageIndex":
+        """:meth:`load` the index at ``folder`` and require that the model of ``fingerprint`` built
+        it; otherwise a one-line ModelMismatchError that ends with ``hint`` (what to do instead)."""
+        index = cls.load(folder)
+        if index.fingerprint != fingerprint:
+            raise ModelMismatchError(f"{folder} was built by another model (fingerprint {index.fingerprint}, "
+                                     f"this model {fingerprint}); {hint}")
+        return index
+
     def search(self, queries: np.ndarray, k: int = 10, *, fingerprint: Optional[str] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None,
                rerank: Optional[bool] = None, rerank_k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

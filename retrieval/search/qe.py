@@ -21,7 +21,7 @@ All arrays are float32 row-major; inputs should be L2-normalised (outputs are).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import faiss
 import numpy as np
@@ -145,19 +145,6 @@ def dba(database: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
         return l2_normalize(database)
     ids = _neighbours(database, database, k, np.arange(database.shape[0], dtype=np.int64))
     return expand(database, database, ids, alpha)
-
-
-def qe_neighbours(
-    queries: np.ndarray, database: np.ndarray, k: int, self_ids: Optional[np.ndarray] = None
-) -> Tuple[np.ndarray, np.ndarray]:
-    """The (Q, k) ids and exact (Q, k) float32 similarities α-QE would use (for inspection)."""
-    queries = _as_f32(queries, "queries")
-    database = _as_f32(database, "database")
-    sid = None if self_ids is None else np.asarray(self_ids, dtype=np.int64).reshape(-1)
-    ids = _neighbours(queries, database, k, sid)
-    valid = ids >= 0
-    sims = np.einsum("qd,qkd->qk", queries, database[np.where(valid, ids, 0)])
-    return ids, np.where(valid, sims, np.nan).astype(np.float32)
 
 
 class QueryExpandedIndex:

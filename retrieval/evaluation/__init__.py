@@ -1,0 +1,2 @@
+"""Evaluation: metrics (revisited-protocol AP, mP@k), datasets (Oxford/Paris, class folders,
+toy), run (describe, re-rank, score)."""

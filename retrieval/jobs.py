@@ -1,0 +1,100 @@
+"""What each tool runs, as one function a Python user can call with the tool's own options.
+
+``tools/index.py`` → :func:`run_index`, ``tools/search.py`` → :func:`run_search`,
+``tools/evaluate.py`` → :func:`run_evaluation`. Each resolves the model (a YAML config, a checkpoint,
+or the model an index records) and the config's sections, then calls the library functions of its
+room; the tools only parse arguments and print what these return.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from retrieval.core.errors import DataError
+from retrieval.evaluation.datasets import load_dataset
+from retrieval.evaluation.run import evaluate_dataset, with_scales
+from retrieval.loading import load_model, model_for_index
+from retrieval.model.concepts import attach_concepts
+from retrieval.model.network import MULTISCALE, build_network
+from retrieval.search.collection import IndexReport, index_images, search_images
+from retrieval.search.hit_pages import write_hits_html, write_hits_png
+from retrieval.search.index import ImageIndex
+from retrieval.search.qe import QueryExpandedIndex, dba_index
+from retrieval.settings import load_settings
+
+PathLike = Union[str, Path]
+
+
+def run_index(images: PathLike, out: PathLike = "index", *, config: Optional[PathLike] = None,
+              model: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
+              object_factor: Optional[int] = None, factory: Optional[str] = None,
+              batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
+              dba: int = 0, alpha: float = 3.0, progress: bool = True) -> IndexReport:
+    """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``.
+
+    ``config``'s ``extract:`` and ``index:`` sections give the defaults of ``batch_size``,
+    ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
+    applies database-side augmentation with ``dba`` neighbours afterwards.
+    """
+    settings = load_settings(config)
+    net = load_model(model) if model else build_network(settings.model)
+    attach_concepts(net, concepts, object_factor)
+    if factory:
+        settings.index.factory = factory
+    report = index_images(
+        net, images, out, index_config=settings.index, batch_size=batch_size or settings.extract.batch_size,
+        workers=workers if workers is not None else settings.extract.workers,
+        device=device or settings.extract.device, progress=progress, model_source=model)
+    if dba > 0:
+        dba_index(ImageIndex.load(out), dba, alpha).save(out)
+    return report
+
+
+def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: int = 10,
+               model: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
+               object_factor: Optional[int] = None, qe: int = 0, alpha: float = 3.0,
+               nprobe: Optional[int] = None, ef_search: Optional[int] = None, rerank: Optional[bool] = None,
+               device: Optional[str] = None, html: Optional[PathLike] = None,
+               png: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Search the index folder ``index`` with each query image, with the model that built it
+    (or ``model``) and the concepts it was built with (or ``concepts``); optionally α-QE with ``qe``
+    neighbours, and hit pages written to ``html`` / ``png``. Returns
+    ``[{"query", "hits": [{"rank", "path", "score"}]}]`` in query order."""
+    if top < 1:
+        raise DataError(f"top must be ≥ 1, got {top}")
+    if qe < 0 or alpha < 0:
+        raise DataError("qe and alpha must be ≥ 0")
+    idx = ImageIndex.load(index)
+    net = model_for_index(idx, model)
+    if net.concepts is None:
+        mc = idx.model_config or {}
+        attach_concepts(net, concepts or mc.get("concepts"), object_factor if concepts else mc.get("object_factor"))
+    searched = QueryExpandedIndex(idx, qe, alpha) if qe > 0 else idx
+    results = search_images(net, searched, list(queries), top, device=device, nprobe=nprobe,
+                            ef_search=ef_search, rerank=rerank)
+    if html:
+        write_hits_html(html, results)
+    if png:
+        write_hits_png(png, results)
+    return results
+
+
+def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config: Optional[PathLike] = None,
+                   model: Optional[PathLike] = None, qe: int = 0, alpha: float = 3.0, dba: int = 0,
+                   scales: Optional[str] = None, index: Optional[PathLike] = None,
+                   device: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:
+    """Evaluate a model on ``dataset`` (see :func:`retrieval.evaluation.datasets.load_dataset`)
+    with the revisited protocol; ``scales``: ``"multi"`` (1, 1/√2, 1/2), ``"single"`` or ``None``
+    (the model's own); ``index``: a folder caching the database descriptors. Returns the report of
+    :func:`retrieval.evaluation.run.evaluate_dataset`."""
+    if qe < 0 or dba < 0:
+        raise DataError("--qe and --dba take a number of neighbours ≥ 0")
+    if alpha < 0:
+        raise DataError("--alpha must be ≥ 0")
+    ds = load_dataset(dataset, data_root)  # before the model: a missing dataset is quick to report
+    settings = load_settings(config)
+    net = load_model(model) if model else build_network(settings.model)
+    with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
+    return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,
+                            batch_size=settings.extract.batch_size, workers=settings.extract.workers,
+                            device=device or settings.extract.device, progress=progress)
