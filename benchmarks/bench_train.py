@@ -11,7 +11,7 @@ Parts (``--only`` picks some):
 * ``photos`` — the same with ``source="photos"`` (objects cut from scikit-image photographs); there
   are only 9 such objects, so training uses other views of the same objects (seed 1) than the
   evaluation collection (seed 0) — the "fine-tune on your own objects" setting.
-* ``speed``  — training tuples/s of the batched loop (``retrieval.train.train_epoch``: the tuples of
+* ``speed``  — training tuples/s of the batched loop (``retrieval.training.epoch.train_epoch``: the tuples of
   a batch in one forward) against a one-image-at-a-time loop (the reference implementation's design:
   every image forwarded alone, a backward per tuple), same tuples, same run; and mining time per
   epoch against one extraction pass over the pool (goal ≤ 1.2×).
@@ -41,21 +41,15 @@ from retrieval.evaluation.run import evaluate_dataset  # noqa: E402
 from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
 from retrieval.model.network import ModelConfig, build_network  # noqa: E402
 from retrieval.search.extract import extract_descriptors, resolve_device  # noqa: E402
+from retrieval.training.config import TrainConfig  # noqa: E402
+from retrieval.training.engine import make_optimizer  # noqa: E402
+from retrieval.training.epoch import TupleDataset, describe_training_batch, set_train_mode, train_epoch  # noqa: E402
 from retrieval.training.loss import build_loss  # noqa: E402
 from retrieval.training.mining import mine_tuples  # noqa: E402
 from retrieval.training.pairs import PairSet  # noqa: E402
-from retrieval.training.supervised import (  # noqa: E402
-    ToyData,
-    TrainConfig,
-    TupleDataset,
-    describe_training_batch,
-    learn_whitenings,
-    load_training_pairs,
-    make_optimizer,
-    set_train_mode,
-    train,
-    train_epoch,
-)
+from retrieval.training.supervised import load_training_pairs, train  # noqa: E402
+from retrieval.training.toy_data import ToyData  # noqa: E402
+from retrieval.training.validation import learn_whitenings  # noqa: E402
 
 
 def evaluate_whitenings(net, train_pairs: PairSet, test, image_size: int, seed: int = 0) -> Dict[str, Dict[str, float]]:

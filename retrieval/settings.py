@@ -4,12 +4,18 @@
 model:   {backbone: efficientnet_lite0, pooling: gem, image_size: 320}   # retrieval.model.network.ModelConfig
 extract: {batch_size: 8, workers: 2}                                      # ExtractConfig
 index:   {factory: Flat}                                                  # retrieval.search.index.IndexConfig
-train:   {...}        # retrieval.training.supervised.TrainConfig (read by tools/train_gem.py)
+train:   {...}        # retrieval.training.config.TrainConfig (read by tools/train_gem.py)
+unsupervised: {...}   # retrieval.training.unsupervised.UnsupervisedConfig (training with no labels)
 coseg:   {...}        # read by tools/coseg.py
 ```
-An unknown section or key is a one-line :class:`~retrieval.errors.ConfigError` naming it and the
-closest valid name. Sections a tool does not use are kept as raw dicts in :attr:`Settings.raw` for
-the tool that does.
+An unknown section or key is a one-line :class:`~retrieval.core.errors.ConfigError` naming it and
+the closest valid name. Sections a tool does not use are kept as raw dicts in :attr:`Settings.raw`
+for the tool that does.
+
+There is no ``cluster:`` section: it used to be listed here but nothing ever read it, so a value
+set there was silently ignored. The clustering of unsupervised training is configured in the
+``unsupervised:`` section (``ks``, ``kc``, ``merge_batch``, ``final_clusters``, ``eta``), and a
+``cluster:`` section is refused with a pointer there.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from retrieval.core.errors import ConfigError
 from retrieval.model.network import ModelConfig
 from retrieval.search.index import IndexConfig
 
-SECTIONS = ("model", "extract", "index", "train", "coseg", "cluster", "unsupervised")
+SECTIONS = ("model", "extract", "index", "train", "coseg", "unsupervised")
+#: sections that are not (or no longer) read, and where their settings live
+MOVED = {"cluster": ("unsupervised", "its ks, kc and merge_batch set the clustering")}
 
 
 @dataclass
@@ -56,6 +64,9 @@ class Settings:
 
 def settings_from_dict(data: Dict[str, Any], where: str = "config") -> Settings:
     for key in data:
+        if key in MOVED:
+            section, why = MOVED[key]
+            raise ConfigError(f"{where}: unknown section '{key}' (did you mean '{section}'? {why})")
         if key not in SECTIONS:
             raise ConfigError(f"{where}: unknown section '{key}'{suggest(str(key), SECTIONS)}")
     return Settings(

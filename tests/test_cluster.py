@@ -1,13 +1,16 @@
-"""Tests for retrieval/cluster.py: kNN graph, GDL affinity, JULE merge rule, metrics, scale."""
+"""Tests for retrieval/training/cluster.py: kNN graph, GDL affinity, JULE merge rule, metrics, scale."""
 from __future__ import annotations
 
+import inspect
 import itertools
+import re
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import retrieval.training.cluster as cluster_module
 from retrieval.core.errors import DataError
 from retrieval.training.cluster import (
     _gdl_affinity,
@@ -21,6 +24,7 @@ from retrieval.training.cluster import (
     knn_graph,
     nmi,
     sample_affinity,
+    symmetrize,
 )
 
 
@@ -233,6 +237,7 @@ def _peak_bytes(n: int) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_memory_grows_linearly_not_quadratically():
     # 5k → 20k points (8-d, 50 classes, ks = 5): linear memory grows ~4×, an N×N matrix 16×.
     # At 20k an N×N float32 matrix alone would be 1.6 GB; the traced peak must stay below 40 MB.
@@ -258,8 +263,6 @@ def test_continuing_from_given_clusters_and_initial_clusters():
 
 
 def test_symmetrize_and_directed_graph_option():
-    from retrieval.training.cluster import symmetrize
-
     src, dst, w = np.array([0, 1, 2, 0]), np.array([1, 0, 0, 2]), np.array([0.5, 0.9, 0.3, 0.1])
     s, d, ws = symmetrize(src, dst, w, 3)
     W = np.zeros((3, 3))
@@ -271,3 +274,12 @@ def test_symmetrize_and_directed_graph_option():
     assert nmi(agglomerative(X, 5, ks=10, graph="directed"), y) == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(DataError):
         agglomerative(X, 5, graph="mutual")
+
+
+def test_docstring_states_the_exact_search_limit_of_the_code():
+    """The module docstring's ``exact_max`` default is the one every function uses."""
+    said = re.search(r"``N <= exact_max`` \(default ([\d ]+)\)", cluster_module.__doc__)
+    assert said, "the module docstring no longer states the exact_max default"
+    stated = int(said.group(1).replace(" ", ""))
+    for fn in (knn_graph, initial_clusters, agglomerative):
+        assert inspect.signature(fn).parameters["exact_max"].default == stated, fn.__name__

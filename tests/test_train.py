@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_tool
+from conftest import assert_one_line_error, run_tool, run_tool_process
 
 from retrieval.core.config import from_dict
+from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
+from retrieval.training import epoch as training_epoch
+from retrieval.training import mining as training_mining
+from retrieval.training.config import TrainConfig
 from retrieval.training.pairs import pairs_from_folders
-from retrieval.training.supervised import ToyData, TrainConfig, load_training_pairs, prepare_toy_data, train
+from retrieval.training.runs import run_training
+from retrieval.training.supervised import load_training_pairs, train
+from retrieval.training.toy_data import ToyData, prepare_toy_data
 
 QUIET = dict(progress=False, log=lambda s: None)
 # Measured here: val mAP 0.302 -> 0.361 / 0.383 after 2 epochs (two runs), loss 0.29 -> 0.26.
@@ -33,6 +38,7 @@ def _net(size: int = 48):
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=size, scales=[1.0]), seed=0)
 
 
+@pytest.mark.slow
 def test_training_learns(toy_classes, tmp_path):
     cfg = TrainConfig(data=str(toy_classes), val_fraction=0.3, val_split="images", lr=1e-4, epochs=EPOCHS,
                       qsize=32, nnum=2, batch=4, workers=0, mine_batch=64, lr_decay=0.0, whitening=True)
@@ -58,6 +64,7 @@ def _resume_cfg(data: Path) -> TrainConfig:
                        workers=0, mine_batch=64, whitening=False, deterministic=True)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
     cfg = _resume_cfg(toy_classes)
     full = pairs_from_folders(toy_classes)
@@ -73,14 +80,16 @@ def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
     sa, sb = a["extra"]["optimizer"]["state"], b["extra"]["optimizer"]["state"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
     assert [h["loss"] for h in a["extra"]["history"]] == [h["loss"] for h in b["extra"]["history"]]
+    # no validation: best.pt is the final state, written when the run ends
+    best = read_checkpoint(tmp_path / "cut" / "best.pt")
+    assert best["extra"]["epoch"] == best["extra"]["best_epoch"] == 2 and res.best_epoch == 2
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in b["state_dict"].items())
     # the comparison is not vacuous: training changed the weights
     key = "backbone.stages.layer4.1.conv2.weight"
     assert not torch.equal(net0.state_dict()[key], a["state_dict"][key])
 
 
 def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
-    from retrieval.core.errors import ConfigError
-
     cfg = _resume_cfg(toy_classes)
     cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "freeze_stages": 3})
     full = pairs_from_folders(toy_classes)
@@ -101,16 +110,12 @@ def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
 
 
 def test_resume_refuses_another_model(toy_classes, tmp_path):
-    from retrieval.core.errors import ConfigError
-
     cfg = _resume_cfg(toy_classes)
     with pytest.raises(ConfigError, match="no checkpoint to resume"):
         train(_net(32), pairs_from_folders(toy_classes), cfg, tmp_path / "none", resume=True, **QUIET)
 
 
 def test_config_section_refuses_typos():
-    from retrieval.core.errors import ConfigError
-
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         from_dict(TrainConfig, {"epoch": 3}, "train")
     with pytest.raises(ConfigError, match="val_split"):
@@ -119,32 +124,24 @@ def test_config_section_refuses_typos():
     assert cfg.lr == 5e-7 and cfg.toy.n_objects == 4
 
 
-def test_oom_is_one_line_hint(toy_classes, tmp_path, monkeypatch, capsys):
-    import retrieval.training.supervised as T
-    from retrieval.core.cli import main_wrapper
-
+def test_oom_is_one_line_hint(tmp_path, monkeypatch):
+    """GPU out-of-memory in a training forward is a ResourceError (not a ConfigError) whose one line
+    names the setting to lower; the tool prints that line and exits 2."""
     def boom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(T, "describe_training_batch", boom)
+    monkeypatch.setattr(training_epoch, "describe_training_batch", boom)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(TINY_YAML.format(data=toy_classes))
-    train_gem = _tool()
-    monkeypatch.setattr(sys, "argv", ["train_gem.py", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"])
-    with pytest.raises(SystemExit) as e:
-        main_wrapper(train_gem.main)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1
-    assert "out of GPU memory" in err[0] and "lower train.batch" in err[0]
-
-
-def _tool():
-    tools = str(Path(__file__).resolve().parents[1] / "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    import train_gem
-
-    return train_gem
+    cfg.write_text(TINY_YAML.format(data=_classes(tmp_path / "d", [3, 3, 2])))
+    with pytest.raises(ResourceError, match="out of GPU memory with train.batch 2") as e:
+        run_training(cfg, out=tmp_path / "r0", **QUIET)
+    assert not isinstance(e.value, ConfigError) and "\n" not in str(e.value)
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r", "--quiet"),
+                          "out of GPU memory", "lower train.batch")
+    # out of memory while describing images (mining, validation): the hint names train.mine_batch
+    monkeypatch.setattr(training_mining, "extract_descriptors", boom)
+    with pytest.raises(ResourceError, match="out of GPU memory describing .* lower train.mine_batch$"):
+        run_training(cfg, out=tmp_path / "r1", **QUIET)
 
 
 TINY_YAML = """\
@@ -168,6 +165,7 @@ def _classes(root: Path, sizes, corrupt: bool = False) -> Path:
 
 
 def test_tool_bad_input(tmp_path):
+    """Bad input is one line and exit code 2 (in-process, as the tool's ``__main__`` runs it)."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(TINY_YAML.format(data=tmp_path / "missing"))
     assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"),
@@ -176,17 +174,26 @@ def test_tool_bad_input(tmp_path):
     typo.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x, nnun: 3}\n")
     assert_one_line_error(run_tool("train_gem", "--config", typo), "unknown key 'nnun'", "nnum")
     single = _classes(tmp_path / "single", [3, 1, 2])
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--data", single), "class 'class1'", "single image")
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--data", single, "--out", tmp_path / "r"),
+                          "class 'class1'", "single image")
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--epochs", "0"), "--epochs", "≥ 1")
 
 
-def test_tool_skips_and_reports_corrupt_image(tmp_path, capsys):
-    """In-process run of the tool's main (a subprocess would only add the torch import time)."""
-    train_gem = _tool()
+@pytest.mark.slow
+def test_tool_bad_input_exit_code_of_a_real_process(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x, nnun: 3}\n")
+    assert_one_line_error(run_tool_process("train_gem", "--config", typo), "unknown key 'nnun'", "nnum")
+
+
+@pytest.mark.slow
+def test_tool_skips_and_reports_corrupt_image(tmp_path):
     data = _classes(tmp_path / "d", [3, 3, 2], corrupt=True)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(TINY_YAML.format(data=data).replace("whitening: false", "whitening: true"))
-    assert train_gem.main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    out = capsys.readouterr().out
+    proc = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     assert "skipped 1 unreadable image(s):" in out and "bad.jpg" in out
     net = load_checkpoint(tmp_path / "run" / "best.pt")  # Lw learned on the 7 readable images' pairs
     assert net.has_whitening and net.config.whitening == "lw"

@@ -1,4 +1,4 @@
-"""Training with no labels (retrieval/unsupervised.py): cluster → train periods on the toy collection."""
+"""Training with no labels (retrieval/training/unsupervised.py): cluster → train periods on the toy collection."""
 from __future__ import annotations
 
 import csv
@@ -7,9 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, random_images, run_tool
 
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.training.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets
+from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
+from retrieval.model.network import ModelConfig, build_network
+from retrieval.settings import settings_from_dict
+from retrieval.toy.collection import export_class_folders, make_retrieval_collection
+from retrieval.training.config import TrainConfig
+from retrieval.training.runs import run_training
+from retrieval.training.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets, train_unsupervised
 
 
 def test_period_targets_follow_the_unfolding_rate():
@@ -23,8 +30,6 @@ def test_period_targets_follow_the_unfolding_rate():
 
 
 def test_load_unlabeled_labels_are_for_evaluation_only(tmp_path):
-    from conftest import random_images
-
     random_images(tmp_path / "a", 2)
     random_images(tmp_path / "b", 4, seed=1)
     random_images(tmp_path, 1, seed=2)  # directly in the root: a class of its own
@@ -40,8 +45,6 @@ def test_load_unlabeled_labels_are_for_evaluation_only(tmp_path):
 @pytest.fixture(scope="module")
 def photo_toy(tmp_path_factory):
     pytest.importorskip("skimage")
-    from retrieval.toy.collection import export_class_folders, make_retrieval_collection
-
     root = tmp_path_factory.mktemp("unsup")
     col = make_retrieval_collection(root / "col", n_objects=9, views=8, distractors=0, image_size=112,
                                     seed=10, source="photos")
@@ -49,6 +52,7 @@ def photo_toy(tmp_path_factory):
     return root / "classes"
 
 
+@pytest.mark.slow
 def test_unsupervised_training_beats_off_the_shelf_and_nmi_rises(photo_toy, tmp_path):
     """9 real-photo objects (scikit-image samples) × 8 views at 112 px, EfficientNet-Lite0
     (ImageNet) at 112 px with its first 12 stages frozen (speed); 72 → 36 → 18 clusters in 2 periods
@@ -57,10 +61,6 @@ def test_unsupervised_training_beats_off_the_shelf_and_nmi_rises(photo_toy, tmp_
     Asserted: val mAP ≥ off-the-shelf + 2 points, and NMI of a fresh clustering into the final 18
     clusters higher after training than before. Measured with data seeds 3/5/7/10: +8.6/+9.2/
     +2.3/+4.9 mAP points, NMI@final +6.3/+5.3/+6.4/+0.6 (seed 10 is the one tested)."""
-    from retrieval.model.network import ModelConfig, build_network
-    from retrieval.training.supervised import TrainConfig
-    from retrieval.training.unsupervised import train_unsupervised
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -88,7 +88,6 @@ def test_unsupervised_config_matches_the_supervised_toy_config():
     """The two configs are compared in the README: same model, data and optimiser; only the pairs'
     source differs (and the epochs, which the unsupervised run spends in periods)."""
     import yaml
-    from conftest import REPO
 
     sup = yaml.safe_load((REPO / "configs" / "train_toy.yaml").read_text())
     uns = yaml.safe_load((REPO / "configs" / "train_unsupervised.yaml").read_text())
@@ -97,3 +96,54 @@ def test_unsupervised_config_matches_the_supervised_toy_config():
     assert sup["train"] == uns["train"]
     u = uns["unsupervised"]
     assert u["periods"] * u["epochs_per_period"] == epochs
+
+
+def test_cluster_section_is_refused_with_a_pointer():
+    """No ``cluster:`` section is read: one there would be silently ignored, so it is refused and
+    the error points at ``unsupervised:``, where the clustering settings are."""
+    with pytest.raises(ConfigError, match=r"unknown section 'cluster' \(did you mean 'unsupervised'\? .*ks, kc"):
+        settings_from_dict({"cluster": {"ks": 5}}, "c.yaml")
+    s = settings_from_dict({"unsupervised": {"ks": 5}}, "c.yaml")
+    assert s.raw["unsupervised"] == {"ks": 5}
+
+
+UNSUP_YAML = """\
+model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
+train: {{data: {data}, qsize: 6, nnum: 1, batch: 3, workers: 0, mine_batch: 32, val_fraction: 0.25,
+         whiten_pairs: 40}}
+unsupervised: {{periods: 2, epochs_per_period: 1, final_clusters: 4, ks: 3, exclude_knn: 1}}
+"""
+
+
+def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text(UNSUP_YAML.format(data=tmp_path / "none"))
+    for kw in ({"resume": True}, {"epochs": 2}):
+        with pytest.raises(ConfigError, match="unsupervised.periods"):
+            run_training(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_tool_trains_without_labels(tmp_path):
+    """``tools/train_gem.py`` with an ``unsupervised:`` section: a quarter of the classes held out
+    for validation, two cluster–train periods, Lw in best.pt, one cluster per training image."""
+    for c in range(4):
+        random_images(tmp_path / "data" / f"class{c}", 5, size=(40, 40), seed=c)
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text(UNSUP_YAML.format(data=tmp_path / "data"))
+    proc = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    clusters = list(csv.DictReader(open(tmp_path / "run" / "clusters.csv")))
+    n_val = 20 - len(clusters)  # whole classes held out, never clustered nor trained on
+    assert n_val > 0 and n_val % 5 == 0 and f"train: {len(clusters)} unlabeled images" in proc.stdout
+    assert f"val:   {n_val} images" in proc.stdout, proc.stdout
+    assert f"best period {read_checkpoint(tmp_path / 'run' / 'best.pt')['extra']['period']} ->" in proc.stdout
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [int(r["period"]) for r in rows] == [0, 1, 2]
+    assert all(not math.isnan(float(r["val_map"])) for r in rows)  # the held-out class validates
+    assert len({r["cluster"] for r in clusters}) == 4  # final_clusters
+    net = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert net.has_whitening and net.config.whitening == "lw"
+    last = read_checkpoint(tmp_path / "run" / "last.pt")["extra"]
+    assert last["period"] == 2 and last["epoch"] == 2 and "optimizer" not in last

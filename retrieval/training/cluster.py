@@ -6,7 +6,7 @@ Learning of Deep Representations and Image Clusters", CVPR 2016), but usable on 
 Algorithm (:func:`agglomerative`)
 ---------------------------------
 1. **kNN graph** with faiss, squared Euclidean distances: an exact ``IndexFlatL2`` for
-   ``N <= exact_max`` (default 200 000), otherwise an ``IndexIVFFlat`` with ``nlist ≈ 4·√N`` lists
+   ``N <= exact_max`` (default 50 000), otherwise an ``IndexIVFFlat`` with ``nlist ≈ 4·√N`` lists
    trained on a sample and ``nprobe`` lists visited per query (approximate; recall ~0.9+ at the
    defaults on descriptor-like data). Memory is O(N·ks) either way.
 2. **Sample affinity** over each point's ``ks`` nearest neighbours:
@@ -64,8 +64,8 @@ from scipy.sparse.csgraph import connected_components
 
 from retrieval.core.errors import DataError
 
-__all__ = ["agglomerative", "initial_clusters", "knn_graph", "symmetrize", "sample_affinity", "cluster_metrics", "average_linkage",
-           "nmi", "ari", "cluster_accuracy", "contingency"]
+__all__ = ["agglomerative", "initial_clusters", "knn_graph", "symmetrize", "sample_affinity", "cluster_metrics",
+           "average_linkage", "nmi", "ari", "cluster_accuracy", "contingency"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,20 +4,26 @@ Following JULE (Yang, Parikh & Batra, CVPR 2016), good clusters give good repres
 reverse. The pairs source ``cluster`` runs *periods*; in each period:
 
 1. describe every training image with the current network (single scale, eval mode);
-2. cluster the descriptors with :func:`retrieval.cluster.agglomerative`, continuing from the previous
-   period's clusters (JULE's recurrent process; the first period starts from the components of the
-   1-NN graph, or from singletons when those components are already fewer than the final target). The target shrinks by the **unfolding rate** η: a period that starts with K clusters
-   stops at ``max(final_clusters, K − ceil(η·K))``; the last period always reaches
+2. cluster the descriptors with :func:`retrieval.training.cluster.agglomerative`, continuing from
+   the previous period's clusters (JULE's recurrent process; the first period starts from the
+   components of the 1-NN graph, or from singletons when those components are already fewer than
+   the final target). The target shrinks by the **unfolding rate** η: a period that starts with K
+   clusters stops at ``max(final_clusters, K − ceil(η·K))``; the last period always reaches
    ``final_clusters``. (``recluster: scratch`` re-clusters from the 1-NN components every period
    instead, to the same target.)
-3. turn the clusters into matching pairs (:meth:`retrieval.pairs.PairSet.from_labels`): any two
-   images of a cluster match. A singleton cluster gives no pair, so it is never a query; it still
-   serves as a negative;
+3. turn the clusters into matching pairs (:meth:`retrieval.training.pairs.PairSet.from_labels`):
+   any two images of a cluster match. A singleton cluster gives no pair, so it is never a query;
+   it still serves as a negative;
 4. train ``epochs_per_period`` epochs exactly as label-supervised fine-tuning does (hard negatives
-   re-mined each epoch from other clusters, contrastive loss, Adam; :mod:`retrieval.train`), with
-   one optimiser and one learning-rate schedule across all periods;
+   re-mined each epoch from other clusters, contrastive loss, Adam;
+   :mod:`retrieval.training.engine`), with one optimiser and one learning-rate schedule across all
+   periods (epochs are counted across the run);
 5. log the period: cluster count, NMI / ARI / accuracy against ground-truth labels **when the data
    has them (evaluation only: they never reach the training)**, validation mAP, loss.
+
+This module is the unsupervised driver of :mod:`retrieval.training.engine`: a step is one period.
+The clustering settings (``ks``, ``kc``, ``merge_batch``) are read from the ``unsupervised:``
+section; a separate ``cluster:`` section is refused (see :mod:`retrieval.settings`).
 
 Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
 ``last.pt`` (after every period), ``best.pt`` (best validation mAP; with learned whitening from the
@@ -36,29 +42,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from retrieval.core.backbone import resolve_device
-from retrieval.core.config import from_dict, to_dict
+from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, DataError
 from retrieval.core.images import list_images
-from retrieval.core.io import write_csv_atomic, write_log_csv
-from retrieval.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from retrieval.model.network import build_network
+from retrieval.core.io import write_csv_atomic
 from retrieval.search.extract import extract_descriptors
 from retrieval.training.cluster import agglomerative, cluster_metrics, initial_clusters
-from retrieval.training.loss import build_loss
+from retrieval.training.config import TrainConfig
+from retrieval.training.engine import Engine
+from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, hardest_negatives, random_tuples
 from retrieval.training.pairs import PairSet, load_pairs
-from retrieval.training.supervised import (
-    TrainConfig,
-    gem_p,
-    learn_whitenings,
-    make_optimizer,
-    mean_ap,
-    prepare_toy_data,
-    set_epoch_lr,
-    train_epoch,
-    validate,
-)
+from retrieval.training.toy_data import prepare_toy_data
+from retrieval.training.validation import mean_ap
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -83,7 +79,8 @@ class UnsupervisedConfig:
         final_clusters: clusters after the last period (``None`` = a quarter of the images).
         recluster: ``continue`` (JULE: merge on from the previous period's clusters with the new
             descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
-        ks, kc, merge_batch: :func:`retrieval.cluster.agglomerative`'s K_s, K_c and ``batch``.
+        ks, kc, merge_batch: :func:`retrieval.training.cluster.agglomerative`'s K_s, K_c and
+            ``batch`` (the clustering settings of the run).
         max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
         validation: where the validation mAP comes from: ``held-out`` — ``train.val_data`` when set,
             else ``train.val_fraction`` of the labeled data split off exactly as supervised training
@@ -121,7 +118,8 @@ class UnsupervisedConfig:
 
         need(self.pairs == "cluster", f"pairs: '{self.pairs}' is not a source of this section (cluster)")
         need(self.eval_labels in ("folders", "none"), f"eval_labels: '{self.eval_labels}' is not one of folders, none")
-        need(self.recluster in ("continue", "scratch"), f"recluster: '{self.recluster}' is not one of continue, scratch")
+        need(self.recluster in ("continue", "scratch"),
+             f"recluster: '{self.recluster}' is not one of continue, scratch")
         need(self.periods >= 1, f"periods: must be ≥ 1, got {self.periods}")
         need(self.epochs_per_period >= 1, f"epochs_per_period: must be ≥ 1, got {self.epochs_per_period}")
         need(0.0 < self.eta <= 1.0, f"eta: must be in (0, 1], got {self.eta}")
@@ -188,6 +186,11 @@ class UnsupervisedResult:
                 "whitening_map": self.whitening_map, "clusters": int(np.unique(self.labels).size),
                 "history": [dataclasses.asdict(h) for h in self.history]}
 
+    def summary(self) -> str:
+        """Two lines for the user: the best period, where it is, and how to index with it."""
+        return (f"best period {self.best_period} -> {self.best_path}; log: {self.out_dir / 'log.csv'}\n"
+                f"index with: python tools/index.py --images IMAGES --model {self.best_path}")
+
 
 # ----------------------------------------------------------------------------------------------
 def load_unlabeled(source: PathLike, eval_labels: str = "folders") -> Tuple[List[Path], Optional[np.ndarray]]:
@@ -232,17 +235,17 @@ def _start_clusters(X: np.ndarray, final: int) -> np.ndarray:
     return start
 
 
-def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int = 0,
-                   exclude_knn: int = 0, chunk: int = 512) -> Any:
+def cluster_tuples(X: np.ndarray, pairs: PairSet, nnum: int, qsize: int, seed: int = 0,
+                   exclude_knn: int = 0, chunk: int = 512) -> Tuples:
     """Training tuples from pseudo-label pairs, negatives mined on precomputed descriptors.
 
     Args:
         X: (N, D) float32 descriptors of ``pairs.paths`` (the current network).
-        pairs: :class:`~retrieval.pairs.PairSet` of the clusters.
+        pairs: :class:`~retrieval.training.pairs.PairSet` of the clusters.
         nnum: negatives per tuple (capped by the number of other clusters); qsize: tuples.
         exclude_knn: a query's ``exclude_knn`` nearest images are never its negatives.
     Returns:
-        :class:`~retrieval.mining.Tuples` (negatives hardest first, one per cluster).
+        :class:`~retrieval.training.mining.Tuples` (negatives hardest first, one per cluster).
     """
     rng = np.random.default_rng(seed)
     sel = rng.permutation(pairs.n_pairs)[: min(qsize, pairs.n_pairs)]
@@ -263,32 +266,26 @@ def cluster_tuples(X: np.ndarray, pairs: Any, nnum: int, qsize: int, seed: int =
     return Tuples(q, p, nidx, avg_neg_distance=dist / max(nidx.size, 1))
 
 
-def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Any, ucfg: UnsupervisedConfig,
-                       out_dir: PathLike, *, val: Any = None, truth: Optional[np.ndarray] = None,
-                       val_on_train: bool = False, progress: bool = True, log: Log = print) -> UnsupervisedResult:
+def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: TrainConfig,
+                       ucfg: UnsupervisedConfig, out_dir: PathLike, *, val: Optional[PairSet] = None,
+                       truth: Optional[np.ndarray] = None, val_on_train: bool = False, progress: bool = True,
+                       log: Log = print) -> UnsupervisedResult:
     """Cluster–train periods on unlabeled ``images`` (module docstring).
 
     Args:
-        net: a :class:`~retrieval.network.DescriptorNet` (its whitening slot is emptied).
+        net: a :class:`~retrieval.model.network.DescriptorNet` (its whitening slot is emptied).
         images: N image paths (unreadable ones are dropped at the first description).
-        cfg: :class:`retrieval.train.TrainConfig` (optimiser, loss, mining, image size, device).
+        cfg: :class:`~retrieval.training.config.TrainConfig` (optimiser, loss, mining, image size,
+            device, whitening).
         ucfg: :class:`UnsupervisedConfig`.
         out_dir: the run folder.
-        val: labeled :class:`~retrieval.pairs.PairSet` for the validation mAP (``None``: none).
+        val: labeled :class:`~retrieval.training.pairs.PairSet` for the validation mAP (``None``: none).
         truth: (N,) int ground truth of ``images`` for NMI/ARI/accuracy only (``None``: none).
         val_on_train: validate on the training images themselves with ``truth`` (transductive;
             reuses the descriptors computed for clustering, no extra pass); ``val`` is then ignored.
     """
     cfg.validate()
     ucfg.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.csv"
-    device = resolve_device(cfg.device)
-    image_size = int(cfg.image_size or net.config.image_size)
-    if getattr(net, "has_whitening", False):
-        net.clear_whitening()
-    net.to(device)
     val = val if val is not None and val.n_images else None
     if val_on_train:
         if truth is None:
@@ -302,16 +299,20 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
     if final >= len(paths):
         raise ConfigError(f"unsupervised.final_clusters: {final} must be below the number of images ({len(paths)})")
 
-    optimizer = make_optimizer(net, cfg)
-    loss_fn = build_loss(cfg.loss, cfg.resolved_margin(net.config.backbone))
-    common = dict(image_size=image_size, batch_size=cfg.mine_batch, workers=cfg.workers, device=device)
-    history: List[PeriodStats] = []
+    epoch = 0  # epochs trained, counted across the periods (the lr schedule and the seeds follow it)
+
+    def state(period: int) -> Dict[str, Any]:  # the checkpoints' extra (no optimizer: no resume)
+        return {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in run.history],
+                "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
+
+    run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=ucfg.periods, state=state, progress=progress, log=log)
 
     def describe() -> np.ndarray:
         nonlocal paths, truth
-        ex = extract_descriptors(net, paths, image_size=image_size, scales=[1.0], batch_size=cfg.mine_batch,
-                                 workers=cfg.workers, device=device, progress=progress, desc="describe")
-        if ex.failures and history:
+        with run.describing():
+            ex = extract_descriptors(net, paths, image_size=run.image_size, scales=[1.0], batch_size=cfg.mine_batch,
+                                     workers=cfg.workers, device=run.device, progress=progress, desc="describe")
+        if ex.failures and run.history:
             raise DataError(f"{ex.failures[0][0]} became unreadable during training ({ex.failures[0][1]})")
         if ex.failures:
             keep = {str(p) for p in ex.paths}
@@ -330,9 +331,7 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
     train_val: Optional[PairSet] = None  # the training images with their labels (val_on_train)
 
     def val_map(X: np.ndarray) -> float:
-        if val_on_train:
-            return mean_ap(X, train_val)
-        return validate(net, val, **common) if val is not None else float("nan")
+        return mean_ap(X, train_val) if val_on_train else run.validate(val)
 
     def nmi_at_final(X: np.ndarray) -> float:
         if truth is None:
@@ -349,14 +348,10 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
     targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
     m0 = metrics(start)
     v0 = val_map(X)
-    history.append(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
-                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
-                               val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
-    log(history[-1].line(ucfg.periods))
-    write_log_csv(log_path, LOG_FIELDS, history)
-    labels = start
-    best_period, best_map, epoch = 0, -math.inf, 0
-    best_labels = labels
+    run.record_start(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
+                                 nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
+                                 val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
+    labels = best_labels = start
 
     for period in range(1, ucfg.periods + 1):
         t0 = time.perf_counter()
@@ -376,17 +371,16 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         t1 = time.perf_counter()
         for e in range(ucfg.epochs_per_period):
             epoch += 1
-            lr = set_epoch_lr(optimizer, cfg, epoch)
-            seed = (int(cfg.seed) * 1_000_003 + epoch) % (2 ** 63)
-            torch.manual_seed(seed)
-            if ucfg.negatives == "random":
-                tuples = random_tuples(pairs, cfg.nnum, cfg.qsize, seed=seed)
-            else:
-                Xe = X if e == 0 else describe()
-                tuples = cluster_tuples(Xe, pairs, cfg.nnum, cfg.qsize, seed=seed, exclude_knn=ucfg.exclude_knn)
-            loss, _, bad = train_epoch(net, pairs, tuples, optimizer, loss_fn, cfg, epoch,
-                                       image_size=image_size, device=device, progress=progress)
-            losses.append(loss)
+
+            def make_tuples(seed: int, first: bool = e == 0) -> Tuples:
+                if ucfg.negatives == "random":
+                    return random_tuples(pairs, cfg.nnum, cfg.qsize, seed=seed)
+                Xe = X if first else describe()
+                return cluster_tuples(Xe, pairs, cfg.nnum, cfg.qsize, seed=seed, exclude_knn=ucfg.exclude_knn)
+
+            ep = run.train_epoch(epoch, pairs, make_tuples)
+            losses.append(ep.loss)
+            lr = ep.lr
         t_train = time.perf_counter() - t1
         m = metrics(labels)
         X = describe()  # the next period clusters with the network trained here
@@ -394,56 +388,36 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: An
         nmi_f = nmi_at_final(X)
         stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
                             paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
-                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net), lr=lr,
-                            cluster_seconds=t_cluster, train_seconds=t_train,
+                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net),
+                            lr=lr, cluster_seconds=t_cluster, train_seconds=t_train,
                             seconds=time.perf_counter() - t0)
-        history.append(stats)
-        score = vmap if has_val else float(period)
-        improved = score > best_map
-        extra = {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in history],
-                 "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
-        save_checkpoint(net, last_path, extra=extra)
-        if improved:
-            best_period, best_map, best_labels = period, score, labels
-            save_checkpoint(net, best_path, extra=extra)
-        write_log_csv(log_path, LOG_FIELDS, history)
-        write_csv_atomic(out / "clusters.csv", ["path", "cluster"], ((str(p), int(c)) for p, c in zip(paths, labels)))
-        log(stats.line(ucfg.periods) + ("  *best" if improved and has_val else ""))
+        if run.record(period, stats, validated=has_val):
+            best_labels = labels
+        write_csv_atomic(run.out / "clusters.csv", ["path", "cluster"],
+                         ((str(p), int(c)) for p, c in zip(paths, labels)))
 
-    whitening_map: Dict[str, float] = {}
-    if cfg.whitening:
-        best_net = load_checkpoint(best_path)
-        best_net.clear_whitening()
-        final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
-                                          seed=cfg.seed)
-        wval = train_val if val_on_train else val
-        lw, _, whitening_map = learn_whitenings(best_net, final_pairs, wval, max_pairs=cfg.whiten_pairs,
-                                                seed=cfg.seed, progress=progress, **common)
-        best_net.set_whitening(lw.m, lw.P, kind="lw")
-        extra = dict(read_checkpoint(best_path)["extra"])
-        extra["whitening_map"] = whitening_map
-        save_checkpoint(best_net, best_path, extra=extra)
-        if wval is not None:
-            log("best period {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} (Lw from the clusters' "
-                "pairs, stored in {})".format(best_period, 100 * whitening_map["none"],
-                                              100 * whitening_map["pca"], 100 * whitening_map["lw"], best_path))
-    return UnsupervisedResult(out, history, labels, best_period,
-                              best_map if has_val else float("nan"), best_path, last_path, whitening_map)
+    final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+                                      seed=cfg.seed)
+    whitening_map = run.finish(final_pairs, train_val if val_on_train else val, validated=has_val,
+                               unit="period", pairs_note="the clusters' pairs")
+    return UnsupervisedResult(run.out, run.history, labels, run.best_step,
+                              run.best_score if has_val else float("nan"), run.best_path, run.last_path,
+                              whitening_map)
 
 
-def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: PathLike,
-                      device: Optional[str] = None, workers: Optional[int] = None,
-                      progress: bool = True, log: Log = print) -> UnsupervisedResult:
-    """What ``tools/train_gem.py`` runs for a config with an ``unsupervised:`` section: load the
-    ``train:`` and ``unsupervised:`` sections, the unlabeled images (``--data`` > ``unsupervised.images``
-    > ``train.data``), the labeled validation set (``train.val_data``), build the model, train."""
-    where = settings.source or "config"
-    cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{where}: train")
-    ucfg = from_dict(UnsupervisedConfig, settings.raw.get("unsupervised") or {}, f"{where}: unsupervised")
-    if device:
-        cfg.device = device
-    if workers is not None:
-        cfg.workers = workers
+def load_unlabeled_data(cfg: TrainConfig, ucfg: UnsupervisedConfig, data: Optional[PathLike] = None, *,
+                        where: str = "config",
+                        log: Log = print) -> Tuple[List[Path], Optional[np.ndarray], Optional[PairSet]]:
+    """The images, evaluation-only labels and validation pairs of an unsupervised run.
+
+    The images: ``data`` > ``unsupervised.images`` > ``train.data`` (``toy``: the generated
+    collection of ``train.toy``). Validation (``unsupervised.validation``): ``held-out`` —
+    ``train.val_data``, else ``train.val_fraction`` of the labeled images split off as supervised
+    training does (and not trained on); ``transductive`` — needs the folder labels; ``none``.
+
+    Returns:
+        ``(paths, truth (N,) int64 or None, val PairSet or None)``.
+    """
     src = data or ucfg.images or cfg.data
     if not src:
         raise ConfigError(f"{where}: no training images (set unsupervised.images or train.data, or pass --data)")
@@ -455,8 +429,7 @@ def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: Pa
         val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root, "val", cfg.max_pairs_per_class, cfg.seed)
     elif ucfg.validation == "held-out" and truth is not None and cfg.val_fraction > 0:
         labeled = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed)
-        kw = {"by": cfg.val_split} if hasattr(cfg, "val_split") else {}
-        train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, **kw)
+        train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
         paths, truth = list(train_part.paths), train_part.labels
     elif ucfg.validation == "transductive" and truth is None:
         raise ConfigError("unsupervised.validation: transductive needs class sub-folders to evaluate with "
@@ -467,6 +440,4 @@ def run_from_settings(settings: Any, *, data: Optional[PathLike] = None, out: Pa
         log(f"val:   {val.summary()}")
     if ucfg.validation == "transductive":
         log(f"val:   the {len(paths)} training images themselves, their folder labels used for evaluation only")
-    net = build_network(settings.model, seed=cfg.seed)
-    return train_unsupervised(net, paths, cfg, ucfg, out, val=val, truth=truth,
-                              val_on_train=ucfg.validation == "transductive", progress=progress, log=log)
+    return paths, truth, val

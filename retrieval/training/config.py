@@ -1,0 +1,122 @@
+"""The ``train:`` section of a training config: data, loss, optimiser, tuples, compute, whitening.
+
+Read by both training drivers (:mod:`retrieval.training.supervised` and, with the ``unsupervised:``
+section beside it, :mod:`retrieval.training.unsupervised`) and by the shared loop
+(:mod:`retrieval.training.engine`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from retrieval.core.errors import ConfigError
+from retrieval.training.loss import default_margin
+from retrieval.training.pairs import MAX_PAIRS_PER_CLASS
+from retrieval.training.toy_data import ToyData
+
+
+@dataclass
+class TrainConfig:
+    """The ``train:`` section of a training config (the ``model:`` section is a ModelConfig).
+
+    Data:
+        data: class folders ``DIR/<class>/*``, a ``.csv`` of ``query,positive[,cluster]``, an
+            SfM-120k ``.pkl``, or ``toy`` (the generated collection described by ``toy``);
+            data_kind: ``auto`` | ``folders`` | ``csv`` | ``sfm``; ims_root: the SfM image folder
+            (default ``ims`` beside the pickle) or the CSV's path root.
+        val_data: a separate validation source (same kinds); otherwise ``val_fraction`` of the
+            data is held out (0 = no validation; ``best.pt`` is then the last epoch): whole classes
+            (``val_split: classes``, retrieval of unseen objects) or that fraction of the images of
+            every class (``val_split: images``, unseen views of the trained objects).
+        max_pairs_per_class: ordered pairs kept per class of the folder source.
+        check_images: decode every image once before training; unreadable ones are skipped and
+            reported.
+    Loss and optimiser:
+        loss: ``contrastive`` | ``triplet``; margin: ``None`` = 0.85 (0.75 for VGG) for the
+            contrastive loss, 0.1 for the triplet loss.
+        lr, p_lr_mult, weight_decay (backbone only), lr_decay (per epoch, exponential), epochs.
+    Tuples:
+        nnum negatives per tuple, qsize tuples per epoch, poolsize images in the negative pool,
+        batch tuples per forward pass, accumulate forward passes per optimiser step.
+    Images and compute:
+        image_size (``None`` = the model's), resize ``pad`` | ``square``, workers (decoding
+        processes), mine_batch (images per forward when mining/validating), device (``None`` =
+        CUDA when available), seed, deterministic (``torch.use_deterministic_algorithms``),
+        freeze_bn (BatchNorm running statistics frozen, as in the paper; ``false`` lets them adapt,
+        which a randomly initialised network needs), freeze_stages (the first N stages of the
+        backbone, in ``backbone.layer_names()`` order, are not trained: a faster backward pass,
+        and the generic low-level filters kept, which lets a larger lr train the rest stably).
+    After training:
+        whitening: learn Lw on the training pairs and store it in ``best.pt``; whiten_pairs: the
+        pairs sampled for it; whiten_shrinkage: α of :func:`retrieval.model.whitening.learn_whitening`
+        (``None`` = Ledoit–Wolf, near 0 with plenty of pairs, essential with fewer pairs than
+        dimensions).
+    """
+
+    data: Optional[str] = None
+    toy: ToyData = field(default_factory=ToyData)
+    data_kind: str = "auto"
+    ims_root: Optional[str] = None
+    val_data: Optional[str] = None
+    val_fraction: float = 0.1
+    val_split: str = "classes"
+    max_pairs_per_class: Optional[int] = MAX_PAIRS_PER_CLASS
+    check_images: bool = True
+    loss: str = "contrastive"
+    margin: Optional[float] = None
+    lr: float = 1e-6
+    p_lr_mult: float = 10.0
+    weight_decay: float = 1e-6
+    lr_decay: float = 0.01
+    epochs: int = 100
+    nnum: int = 5
+    qsize: int = 2000
+    poolsize: int = 20000
+    batch: int = 5
+    accumulate: int = 1
+    image_size: Optional[int] = None
+    resize: str = "pad"
+    workers: int = 2
+    mine_batch: int = 16
+    device: Optional[str] = None
+    seed: int = 0
+    deterministic: bool = False
+    freeze_bn: bool = True
+    freeze_stages: int = 0
+    validate_before: bool = True
+    whitening: bool = True
+    whiten_pairs: int = 5000
+    whiten_shrinkage: Optional[float] = None
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"train.{msg}")
+
+        need(self.data_kind in ("auto", "folders", "csv", "sfm"),
+             f"data_kind: '{self.data_kind}' is not one of auto, folders, csv, sfm")
+        need(self.loss in ("contrastive", "triplet"), f"loss: '{self.loss}' is not one of contrastive, triplet")
+        need(self.resize in ("pad", "square"), f"resize: '{self.resize}' is not one of pad, square")
+        need(self.val_split in ("classes", "images"),
+             f"val_split: '{self.val_split}' is not one of classes, images")
+        need(0.0 <= self.val_fraction < 1.0, f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        need(self.lr > 0, f"lr: must be positive, got {self.lr}")
+        need(self.p_lr_mult >= 0, f"p_lr_mult: must be ≥ 0, got {self.p_lr_mult}")
+        need(self.weight_decay >= 0, f"weight_decay: must be ≥ 0, got {self.weight_decay}")
+        need(self.lr_decay >= 0, f"lr_decay: must be ≥ 0, got {self.lr_decay}")
+        need(self.margin is None or self.margin > 0, f"margin: must be positive, got {self.margin}")
+        need(self.whiten_shrinkage is None or 0 <= self.whiten_shrinkage <= 1,
+             f"whiten_shrinkage: must be in [0, 1] (or null = automatic), got {self.whiten_shrinkage}")
+        for name in ("epochs", "qsize", "poolsize", "batch", "accumulate", "mine_batch", "whiten_pairs"):
+            need(getattr(self, name) >= 1, f"{name}: must be ≥ 1, got {getattr(self, name)}")
+        need(self.nnum >= (1 if self.loss == "triplet" else 0), f"nnum: too small ({self.nnum})")
+        need(self.workers >= 0, f"workers: must be ≥ 0, got {self.workers}")
+        need(self.freeze_stages >= 0, f"freeze_stages: must be ≥ 0, got {self.freeze_stages}")
+        need(self.image_size is None or self.image_size >= 16, f"image_size: at least 16, got {self.image_size}")
+        need(self.max_pairs_per_class is None or self.max_pairs_per_class >= 1,
+             f"max_pairs_per_class: must be ≥ 1, got {self.max_pairs_per_class}")
+
+    def resolved_margin(self, backbone: str) -> float:
+        if self.margin is not None:
+            return float(self.margin)
+        return default_margin(backbone) if self.loss == "contrastive" else 0.1
