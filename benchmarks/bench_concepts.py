@@ -1,4 +1,4 @@
-"""Benchmark: plain GeM vs concept-masked GeM (retrieval/concepts.py) on generated collections.
+"""Benchmark: plain GeM vs concept-masked GeM (retrieval/model/concepts.py) on generated collections.
 
 For each collection (synthetic toy objects or real-photo objects from scikit-image, cluttered or
 not) and each network (off-the-shelf EfficientNet-Lite0 with ImageNet weights; optionally a

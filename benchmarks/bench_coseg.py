@@ -7,7 +7,7 @@
     python benchmarks/bench_coseg.py e2e       # tools/coseg.py on a 50-image set: loading / backbone / factorisation
     python benchmarks/bench_coseg.py all --json
 
-Data: ``retrieval.toydata.make_coseg_sets`` — synthetic sets (objects made of 3 textured parts on
+Data: ``retrieval.toy.coseg_sets.make_coseg_sets`` — synthetic sets (objects made of 3 textured parts on
 varied backgrounds, 128 px) and real-photo sets (scikit-image photo objects on real textures,
 224 px), written under bench_out/coseg/. Object scores use the automatic object-factor rule and
 Otsu masks (what tools/coseg.py does); part mIoU uses ``--parts`` label maps and Hungarian matching.
@@ -31,11 +31,11 @@ sys.path.insert(0, str(REPO))
 
 from cosegment.annotations import load_toy_sets  # noqa: E402
 from cosegment.factorizers import FACTORIZERS  # noqa: E402
-from cosegment.pipeline import Timings, prepare_sets, score_result, segment_set  # noqa: E402
 from cosegment.render import heatmap_figure, save_png  # noqa: E402
+from cosegment.segmentation import Timings, prepare_sets, score_result, segment_set  # noqa: E402
 from retrieval.core.backbone import build_backbone, default_image_size, default_layer, set_threads  # noqa: E402
 from retrieval.core.images import load_image  # noqa: E402
-from retrieval.toy.collection import make_coseg_sets  # noqa: E402
+from retrieval.toy.coseg_sets import make_coseg_sets  # noqa: E402
 
 OUT = REPO / "bench_out" / "coseg"
 

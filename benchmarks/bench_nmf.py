@@ -21,6 +21,7 @@ is found (doubling, then bisection; ``tol=0`` so the count is exact) and that ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -35,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cosegment.activations import extract_activations, load_images  # noqa: E402
 from cosegment.factorizers.nmf import init_factors, nmf_fit, relative_error  # noqa: E402
 from retrieval.core.backbone import build_backbone  # noqa: E402
-from retrieval.toy.collection import make_coseg_sets, photo_object_names  # noqa: E402
+from retrieval.toy.coseg_sets import make_coseg_sets  # noqa: E402
+from retrieval.toy.photos import photo_object_names  # noqa: E402
 
 CACHE = Path(__file__).resolve().parents[1] / "bench_out" / "nmf_activations"
 
@@ -168,9 +170,7 @@ def main() -> int:
     ap.add_argument("--slack", type=float, default=1e-3, help="relative slack on the target error (default 1e-3)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sklearn") is None:
         print("error: this benchmark needs scikit-learn (pip install scikit-learn)", file=sys.stderr)
         return 2
     if args.threads:

@@ -22,6 +22,8 @@ present factor with the lowest ``b_j / r`` (:func:`choose_object_factor`); never
 (k ≥ 2). With k = 1 the only factor is the object. (Measured on the toy sets, this union rule
 beat the single least-border factor for k ≥ 3 and equals it for k = 2; see docs/coseg.md.)
 
+Factors are numbered from 0 (the rows of H), here, in the tools, in configs and in concept files;
+:func:`select_object_factors` takes factors given by the user or applies one of the two rules.
 Concepts learned on one set project onto new images with fixed H (:func:`project_concepts`) and
 travel in concept files (:mod:`cosegment.concept_file`).
 """
@@ -191,3 +193,29 @@ def choose_object_factors(result: DFFResult, max_border_ratio: float = 0.8, min_
     if len(fs) == result.k:
         fs.remove(int(np.argmax(st.border_ratio)))
     return sorted(fs) or [choose_object_factor(result, min_presence)]
+
+
+OBJECT_RULES = ("union", "single")
+
+
+def check_object_rule(rule: str) -> None:
+    """A :class:`DataError` unless ``rule`` is one of :data:`OBJECT_RULES`."""
+    if rule not in OBJECT_RULES:
+        raise DataError(f"object_rule must be 'single' or 'union', got {rule!r}")
+
+
+def select_object_factors(result: DFFResult, given: Optional[Sequence[int]] = None, *, rule: str = "union",
+                          max_border_ratio: float = 0.8, min_presence: float = 0.5) -> List[int]:
+    """The object factors of ``result`` (numbered from 0, sorted): ``given`` when not None
+    (checked against k, :class:`DataError` if out of range), else by ``rule``: ``union``
+    (:func:`choose_object_factors`, every factor that stays off the borders) or ``single``
+    (:func:`choose_object_factor`, the one least on the borders)."""
+    check_object_rule(rule)
+    if given is not None:
+        obj = sorted(int(j) for j in given)
+        if any(j < 0 or j >= result.k for j in obj):
+            raise DataError(f"object factors are numbered from 0 (0..{result.k - 1}), got {obj}")
+        return obj
+    if rule == "single":
+        return [choose_object_factor(result, min_presence)]
+    return choose_object_factors(result, max_border_ratio=max_border_ratio, min_presence=min_presence)

@@ -1,279 +1,332 @@
-"""Co-segmentation of image folders end to end — what ``tools/coseg.py`` calls.
+"""Co-segmentation end to end — what ``tools/coseg.py`` calls, callable from Python.
 
-``prepare_sets`` loads the images of each set and computes the chosen layer's activations once
-(timed as *loading* and *backbone*); ``segment_set`` factorises one set (or projects it onto saved
-concepts) and derives heat maps, object masks, boxes and part labels (timed as *factorisation*);
-``score_result`` compares them with ground-truth masks / part maps; ``write_results`` writes the
-overlays, masks, parts, ``boxes.json`` and ``index.html``.
+:func:`cosegment` takes image sets (a folder, a list of paths or ``{set: paths}``) and a backbone,
+factorises every set (or projects it onto saved concepts), scores it against ground truth, writes
+the pictures and returns a :class:`CosegReport` (``as_dict()`` is the tool's ``--json`` document,
+``text_lines()`` its printed summary). :func:`learn_concepts` learns concepts over one set of
+images and picks the object factors — what ``--save-concepts`` and concept-masked pooling
+(:mod:`retrieval.model.concepts`) both use. Both run the stages of :mod:`cosegment.segmentation`:
+load and take activations (:func:`prepare_sets`), factorise (:func:`factorize_set`), choose the
+object factors (:func:`cosegment.dff.select_object_factors`), and save with :func:`save_set_concepts`.
+
+Object factors are numbered from 0 (here, in the tool's output and ``--object-factor``, in concept
+files and in the ``coseg.object_factors`` of a config); part label maps hold 0 for the background
+and ``j + 1`` for factor ``j``.
 """
 from __future__ import annotations
 
-import json
-import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from cosegment import activations, dff
-from cosegment.annotations import find_annotation, load_labels, load_mask
+from cosegment import concept_file, dff
+from cosegment.annotations import load_coseg_folder
+from cosegment.config import CosegConfig, parse_threshold
 from cosegment.factorizers import FACTORIZERS
-from cosegment.masks import boxes_from_masks, object_masks, part_labels
-from cosegment.metrics import part_miou, score_set
-from cosegment.render import heat_overlay, label_overlay, mask_preview, save_png, write_index_html
-from retrieval.core.backbone import Backbone
-from retrieval.core.errors import ConfigError, DataError, ImageError
-from retrieval.core.images import load_image
-from retrieval.core.io import atomic_path
+from cosegment.outputs import write_results
+from cosegment.segmentation import (
+    PreparedSet,
+    SetResult,
+    Timings,
+    all_failures,
+    factorize_set,
+    prepare_sets,
+    score_result,
+    segment_set,
+)
+from retrieval.core.backbone import Backbone, default_image_size, default_layer
+from retrieval.core.errors import ConfigError, DataError
 
 PathLike = Union[str, Path]
+Images = Union[PathLike, Sequence[PathLike], Mapping[str, Sequence[PathLike]]]
+Device = Optional[Union[str, torch.device]]
 
 
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+def image_sets(images: Images, joint: bool = False) -> Tuple[Dict[str, List[Path]], Optional[Path]]:
+    """``{set name: image paths}`` and the images folder (None for lists): a folder is read by
+    :func:`cosegment.annotations.load_coseg_folder` (one set, or one per sub-folder); a list of
+    paths is one set named ``images``; a mapping is taken as is. ``joint``: all images as one set
+    (named after the folder)."""
+    root: Optional[Path] = None
+    if isinstance(images, (str, Path)):
+        root = Path(images)
+        sets = {name: [it.image for it in items] for name, items in load_coseg_folder(root).items()}
+    elif isinstance(images, Mapping):
+        sets = {str(name): [Path(p) for p in paths] for name, paths in images.items()}
+    else:
+        sets = {"images": [Path(p) for p in images]}
+    if not any(sets.values()):
+        raise DataError("no images given")
+    if joint and len(sets) > 1:
+        sets = {root.name if root is not None else "images": [p for ps in sets.values() for p in ps]}
+    return sets, root
+
+
+def save_set_concepts(path: PathLike, backbone: Backbone, result: dff.DFFResult, object_factors: Sequence[int],
+                      layer: str, image_size: int, n_images: int) -> Path:
+    """Write a concept file of ``result.H (k, C)`` with the backbone's fingerprint, the layer, the
+    input size, the object factors (from 0) and the method (``extra``: images, k)."""
+    return concept_file.save_concepts(path, result.H, backbone.fingerprint(), layer, backbone=backbone.name,
+                                      image_size=image_size, object_factors=list(object_factors),
+                                      method=result.method, extra={"images": int(n_images), "k": result.k})
+
+
+def _mean_scores(method: str, rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One row of the ``compare`` table: mean scores over the sets, summed seconds."""
+    agg: Dict[str, Any] = {"factorizer": method}
+    for key in ("jaccard", "precision", "corloc", "part_miou", "seconds"):
+        vals = [row[key] for row in rows if key in row]
+        if vals:
+            agg[key] = sum(vals) if key == "seconds" else sum(vals) / len(vals)
+    return agg
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning concepts
+# ----------------------------------------------------------------------------------------------
 @dataclass
-class CosegConfig:
-    """The ``coseg:`` section of a YAML config (command-line options override it).
+class LearnedConcepts:
+    """Concepts learned over one set. H: (k, C) float32; object_factors: from 0; layer and
+    image_size they were learned at; result: the factorisation (W, H, shapes); paths: the images
+    used; failures: (path, reason) of those that could not be loaded."""
 
-    k: number of concepts. layer: backbone layer to factorise (default per backbone:
-    :data:`cosegment.dff.DEFAULT_LAYERS`). image_size: long side of the network input (default
-    per backbone). factorizer: ``nmf`` | ``sigmoid-nmf`` | ``deep-semi-nmf``. threshold: ``otsu``
-    (pooled over the set) | ``otsu-image`` | a number in [0, 1]. object_factors: 1-based factors
-    forming the object (default: the rule of :func:`cosegment.dff.choose_object_factors`).
-    max_border_ratio: that rule's border threshold. seed: factorisation seed. batch_size: images
-    per forward pass.
-    """
-
-    k: int = 3
-    layer: Optional[str] = None
-    image_size: Optional[int] = None
-    factorizer: str = "nmf"
-    threshold: str = "otsu"
-    object_factors: Optional[List[int]] = None
-    max_border_ratio: float = 0.8
-    seed: int = 0
-    batch_size: int = 8
-
-    def validate(self) -> None:
-        if self.k < 1:
-            raise ConfigError(f"coseg.k: must be ≥ 1, got {self.k}")
-        if self.factorizer not in FACTORIZERS:
-            raise ConfigError(f"coseg.factorizer: '{self.factorizer}' is not one of {', '.join(FACTORIZERS)}")
-        if self.image_size is not None and self.image_size < 32:
-            raise ConfigError(f"coseg.image_size: {self.image_size} is too small (at least 32)")
-        parse_threshold(self.threshold)
-        if self.object_factors is not None and any(j < 1 or j > self.k for j in self.object_factors):
-            raise ConfigError(f"coseg.object_factors: factors are numbered 1..{self.k}, got {self.object_factors}")
-        if self.batch_size < 1:
-            raise ConfigError(f"coseg.batch_size: must be ≥ 1, got {self.batch_size}")
-
-
-def parse_threshold(t: Union[str, float]) -> Union[str, float]:
-    """``otsu`` | ``otsu-image`` | a number in [0, 1] (also as a string)."""
-    if isinstance(t, str) and t in ("otsu", "otsu-image"):
-        return t
-    try:
-        v = float(t)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threshold must be 'otsu', 'otsu-image' or a number in [0, 1], got {t!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise ConfigError(f"threshold must be in [0, 1], got {v}")
-    return v
-
-
-@dataclass
-class PreparedSet:
-    """One image set ready to factorise: ``acts[i]`` (C, h_i, w_i) float32 of image ``paths[i]``
-    whose original size is ``sizes[i] = (H, W)``; ``failures``: (path, reason) skipped."""
-
-    name: str
+    H: np.ndarray
+    object_factors: List[int]
+    layer: str
+    image_size: int
+    result: dff.DFFResult
     paths: List[Path]
-    sizes: List[Tuple[int, int]]
-    acts: List[torch.Tensor]
     failures: List[Tuple[str, str]] = field(default_factory=list)
 
 
-@dataclass
-class Timings:
-    """Seconds spent decoding/resizing images, in the backbone, and factorising."""
+def learn_concepts(backbone: Backbone, paths: Sequence[PathLike], k: int = 3, *, layer: Optional[str] = None,
+                   image_size: Optional[int] = None, method: str = "nmf", seed: int = 0,
+                   max_images: Optional[int] = None, batch_size: int = 8, object_rule: str = "union",
+                   object_factors: Optional[Sequence[int]] = None, max_border_ratio: float = 0.8,
+                   device: Device = None, save_to: Optional[PathLike] = None,
+                   timings: Optional[Timings] = None) -> LearnedConcepts:
+    """Learn ``k`` concepts over the images ``paths`` with DFF and choose the object factors.
 
-    loading: float = 0.0
-    backbone: float = 0.0
-    factorisation: float = 0.0
-
-    def as_dict(self) -> Dict[str, float]:
-        return {"loading": self.loading, "backbone": self.backbone, "factorisation": self.factorisation,
-                "total": self.loading + self.backbone + self.factorisation}
-
-
-def prepare_sets(backbone: Backbone, sets: Dict[str, Sequence[PathLike]], layer: str, image_size: int, *,
-                 batch_size: int = 8, device: Optional[Union[str, torch.device]] = None,
-                 timings: Optional[Timings] = None) -> Dict[str, PreparedSet]:
-    """Load each set's images and compute ``layer``'s activations (times added to ``timings``).
-    A set whose images all fail to load is left out (its failures are in the other sets' lists
-    only if they loaded; see :func:`all_failures`)."""
-    timings = timings if timings is not None else Timings()
-    out: Dict[str, PreparedSet] = {}
-    for name, paths in sets.items():
-        t0 = time.perf_counter()
-        L = activations.load_images(list(paths), image_size, backbone.mean, backbone.std)
-        t1 = time.perf_counter()
-        acts = activations.extract_activations(backbone, L.tensors, layer, batch_size=batch_size, device=device) if L.tensors else []
-        t2 = time.perf_counter()
-        timings.loading += t1 - t0
-        timings.backbone += t2 - t1
-        out[name] = PreparedSet(name, L.paths, L.sizes, acts, L.failures)
-    return out
-
-
-def all_failures(prepared: Dict[str, PreparedSet]) -> List[Tuple[str, str]]:
-    return [f for p in prepared.values() for f in p.failures]
-
-
-@dataclass
-class SetResult:
-    """Co-segmentation of one set. heat[i]: (k, H_i, W_i) float32 in [0, 1]; masks[i]: (H_i, W_i)
-    bool; boxes[i]: (x0, y0, x1, y1) or None; labels[i]: (H_i, W_i) uint8 part map (0 = background,
-    1..k = factor) when parts were asked for; object_factors: 0-based; threshold: the one used."""
-
-    name: str
-    paths: List[Path]
-    sizes: List[Tuple[int, int]]
-    result: dff.DFFResult
-    heat: List[np.ndarray]
-    object_factors: List[int]
-    threshold: float
-    masks: List[np.ndarray]
-    boxes: List[Optional[Tuple[int, int, int, int]]]
-    labels: Optional[List[np.ndarray]] = None
-
-    @property
-    def seconds(self) -> float:
-        return self.result.seconds
-
-
-def segment_set(prep: PreparedSet, k: int, *, method: str = "nmf", seed: int = 0,
-                threshold: Union[str, float] = "otsu", object_factors: Optional[Sequence[int]] = None,
-                max_border_ratio: float = 0.8, parts: bool = False, concepts: Optional[np.ndarray] = None,
-                device: Optional[Union[str, torch.device]] = None, **factorizer_options: Any) -> SetResult:
-    """Factorise one prepared set into ``k`` concepts (or project it onto ``concepts`` (k, C))
-    and derive heat maps, object masks, boxes and (with ``parts``) part label maps.
-
-    object_factors: 0-based object factors (default: :func:`cosegment.dff.choose_object_factors`).
+    layer / image_size: default per backbone (the last layer when it has no DFF default).
+    max_images: at most this many images, an evenly spaced subset (None: all). object_rule:
+    ``union`` or ``single`` (:func:`cosegment.dff.select_object_factors`) unless
+    ``object_factors`` (from 0) are given. With ``save_to`` also writes a concept file
+    (:func:`save_set_concepts`) that ``tools/coseg.py --concepts`` and
+    :meth:`retrieval.model.concepts.ConceptMask.from_file` read. Unreadable images are skipped
+    (listed in ``failures``); none readable is a :class:`DataError`.
     """
+    layer = layer or default_layer(backbone.name) or backbone.layer_names()[-1]
+    image_size = int(image_size or default_image_size(backbone.name))
+    paths = list(paths)
+    if not paths:
+        raise DataError("learn_concepts: no images")
+    dff.check_object_rule(object_rule)
+    if max_images is not None and len(paths) > max_images:
+        sel = np.linspace(0, len(paths) - 1, max_images).round().astype(int)
+        paths = [paths[i] for i in sel]
+    prep = prepare_sets(backbone, {"concepts": paths}, layer, image_size, batch_size=batch_size, device=device,
+                        timings=timings)["concepts"]
     if not prep.acts:
-        raise DataError(f"set '{prep.name}': no image could be loaded")
+        raise DataError(f"learn_concepts: none of {len(paths)} images could be loaded"
+                        + (f" (e.g. {prep.failures[0][0]}: {prep.failures[0][1]})" if prep.failures else ""))
+    r = factorize_set(prep, k, method=method, seed=seed, device=device)
+    obj = dff.select_object_factors(r, object_factors, rule=object_rule, max_border_ratio=max_border_ratio)
+    if save_to is not None:
+        save_set_concepts(save_to, backbone, r, obj, layer, image_size, len(prep.paths))
+    return LearnedConcepts(r.H, obj, layer, image_size, r, prep.paths, prep.failures)
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class CosegReport:
+    """What :func:`cosegment` did. images: the input (a folder, or a description); k, layer,
+    image_size, backbone, factorizer (``projection`` with saved concepts), fingerprint (of the
+    backbone); sets: per set its scores (``set``, ``images``, Jaccard/precision/CorLoc with
+    ground truth, ``part_miou``, ``object_factors`` from 0, ``threshold``, ``seconds``); timings;
+    failures: (path, reason); out: output folder (None: nothing written); boxes: per output
+    stem its box (x0, y0, x1, y1) or None; compare: one row per factoriser (``compare=True``);
+    concepts: the concept file used (``concepts_used``) or written (``concepts_saved``);
+    results: the per-set :class:`SetResult` (heat maps, masks, labels; not in ``as_dict``);
+    model_seconds: time to load the model, set by the caller (the tool) for the report."""
+
+    images: str
+    k: int
+    layer: str
+    image_size: int
+    backbone: str
+    factorizer: str
+    fingerprint: str
+    sets: List[Dict[str, Any]]
+    timings: Timings
+    failures: List[Tuple[str, str]]
+    out: Optional[str] = None
+    boxes: Optional[Dict[str, Any]] = None
+    compare: List[Dict[str, Any]] = field(default_factory=list)
+    concepts_used: Optional[str] = None
+    concepts_saved: Optional[str] = None
+    results: List[SetResult] = field(default_factory=list, repr=False)
+    model_seconds: float = 0.0
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The JSON document of ``tools/coseg.py --json``."""
+        doc: Dict[str, Any] = {
+            "images": self.images, "k": self.k, "layer": self.layer, "image_size": self.image_size,
+            "backbone": self.backbone, "factorizer": self.factorizer, "fingerprint": self.fingerprint,
+            "sets": self.sets, "timings": dict(self.timings.as_dict(), model=self.model_seconds),
+            "failures": [{"path": p, "reason": why} for p, why in self.failures],
+            "out": self.out, "boxes": self.boxes,
+        }
+        if self.compare:
+            doc["compare"] = self.compare
+        if self.concepts_saved:
+            doc["concepts"] = self.concepts_saved
+        return doc
+
+    def text_lines(self) -> List[str]:
+        """The tool's printed summary (stdout; the failures go to stderr): one line per set, the
+        comparison table, the time split and what was written."""
+        lines = []
+        for s in self.sets:
+            line = (f"set {s['set']}: {s['images']} images, object factor(s) {s['object_factors']}, "
+                    f"threshold {s['threshold']:.3f}")
+            if "jaccard" in s:
+                line += f" | Jaccard {s['jaccard']:.3f}  precision {s['precision']:.3f}  CorLoc {s['corloc']:.3f}"
+            if "part_miou" in s:
+                line += f"  part mIoU {s['part_miou']:.3f}"
+            lines.append(line)
+        if self.compare:
+            cols = [c for c in ("jaccard", "precision", "corloc", "part_miou") if any(c in r for r in self.compare)]
+            lines += ["", f"{'factorizer':<15}" + "".join(f"{c:>11}" for c in cols) + f"{'seconds':>10}"]
+            for r in self.compare:
+                lines.append(f"{r['factorizer']:<15}" + "".join(f"{r.get(c, float('nan')):>11.3f}" for c in cols)
+                             + f"{r['seconds']:>10.2f}")
+            lines.append("")
+        t = self.timings.as_dict()
+        lines.append(f"time: model {self.model_seconds:.1f}s, loading {t['loading']:.1f}s, backbone "
+                     f"{t['backbone']:.1f}s, factorisation {t['factorisation']:.2f}s (layer {self.layer}, "
+                     f"{self.image_size} px, k={self.k})")
+        if self.concepts_saved:
+            lines.append(f"wrote concepts to {self.concepts_saved}")
+        if self.out is not None:
+            lines.append(f"wrote {Path(self.out) / 'index.html'}")
+        return lines
+
+
+def cosegment(images: Images, *, backbone: Backbone, config: Optional[CosegConfig] = None,
+              masks: Optional[PathLike] = None, part_masks: Optional[PathLike] = None, parts: bool = False,
+              compare: bool = False, joint: bool = False, concepts: Optional[PathLike] = None,
+              save_concepts: Optional[PathLike] = None, out: Optional[PathLike] = None, device: Device = None,
+              progress: Optional[Callable[[str], None]] = None) -> CosegReport:
+    """Co-segment image sets with Deep Feature Factorization.
+
+    Args:
+        images: a folder (one set, or one per sub-folder: ``images/<set>/…``), a list of image
+            paths (one set) or ``{set name: paths}``; each set is factorised on its own.
+        backbone: the :class:`~retrieval.core.backbone.Backbone` whose layer is factorised.
+        config: k, layer, image size, factoriser, threshold, object factors (from 0), seed …
+            (default :class:`CosegConfig()`; not modified).
+        masks / part_masks: ground-truth folders (``<stem>.png`` or ``<set>/<stem>.png``):
+            Jaccard, precision, CorLoc / part mIoU per set.
+        parts: compute part label maps (0 = background, ``j + 1`` = factor ``j``).
+        compare: also run every factoriser on the same activations (``CosegReport.compare``).
+        joint: all images as one set.
+        concepts: a concept file to project on instead of learning (its k, layer, size and object
+            factors are used unless ``config`` names them).
+        save_concepts: write the learned concepts (one set only) to this file.
+        out: write overlays, masks, previews, parts, ``boxes.json`` and ``index.html`` here.
+        device: where the backbone and the factoriser run (default: CUDA when available).
+        progress: called with one line per set once it is segmented.
+
+    Raises:
+        DataError (no images, none loadable, no ground truth, k too large),
+        ConfigError (bad options), ModelMismatchError (concepts of another backbone).
+    """
+    cfg = dataclasses.replace(config) if config is not None else CosegConfig()
+    cfg.validate()
+    if concepts is not None and (save_concepts is not None or compare):
+        raise ConfigError("concepts= projects on saved concepts; it excludes save_concepts= and compare=")
+    sets, root = image_sets(images, joint)
+    source = str(images) if root is not None else f"{sum(len(p) for p in sets.values())} images"
+    if save_concepts is not None and len(sets) > 1:
+        raise DataError(f"--save-concepts learns one set of concepts but {source} holds {len(sets)} sets; add --joint")
+
+    fingerprint = backbone.fingerprint()
+    saved = None
     if concepts is not None:
-        r = dff.project_concepts(prep.acts, concepts)
+        saved = concept_file.load_concepts(concepts, expected_fingerprint=fingerprint)
+        layer = cfg.layer or saved.layer
+        if layer != saved.layer:
+            raise ConfigError(f"--layer {layer}: the concepts in {concepts} were learned at layer {saved.layer}")
+        cfg.k = saved.H.shape[0]
+        image_size = cfg.image_size or saved.image_size or default_image_size(backbone.name)
+        if cfg.object_factors is None and saved.object_factors is not None:
+            cfg.object_factors = list(saved.object_factors)
     else:
-        r = dff.factorize_activations(prep.acts, k, method=method, seed=seed, device=device, **factorizer_options)
-    heat = dff.heatmaps(r, prep.sizes)
-    if object_factors is None:
-        obj = dff.choose_object_factors(r, max_border_ratio=max_border_ratio)
-    else:
-        obj = sorted(int(j) for j in object_factors)
-        if any(j < 0 or j >= r.k for j in obj):
-            raise DataError(f"object factors are numbered 1..{r.k}, got {[j + 1 for j in obj]}")
-    masks, t = object_masks(heat, obj, parse_threshold(threshold))
-    boxes = boxes_from_masks(masks)
-    labels = part_labels(heat, masks) if parts else None
-    return SetResult(prep.name, prep.paths, prep.sizes, r, heat, obj, t, masks, boxes, labels)
+        layer = cfg.layer or default_layer(backbone.name)
+        image_size = cfg.image_size or default_image_size(backbone.name)
+    if not layer:
+        raise ConfigError(f"no default DFF layer for {backbone.name}; give --layer ({', '.join(backbone.layer_names())})")
 
+    timings = Timings()
+    prepared: Dict[str, PreparedSet] = prepare_sets(backbone, sets, layer, image_size, batch_size=cfg.batch_size,
+                                                    device=device, timings=timings)
+    failures = all_failures(prepared)
+    prepared = {n: p for n, p in prepared.items() if p.acts}
+    if not prepared:
+        raise DataError(f"no image in {source} could be loaded ({len(failures)} failed, e.g. {failures[0][0]}: "
+                        f"{failures[0][1]})" if failures else f"no images in {source}")
+    threshold = parse_threshold(cfg.threshold)
+    scoring = masks is not None or part_masks is not None
 
-def score_result(res: SetResult, gt_dir: Optional[PathLike] = None, part_dir: Optional[PathLike] = None,
-                 images_root: Optional[PathLike] = None) -> Dict[str, Any]:
-    """Scores of one set against ``gt_dir/<stem>.png`` object masks (Jaccard, precision, CorLoc)
-    and ``part_dir/<stem>.png`` part maps (Hungarian part mIoU); images without ground truth are
-    skipped; a folder with none of them is a :class:`DataError`."""
-    out: Dict[str, Any] = {"set": res.name, "images": len(res.paths)}
-    if gt_dir is not None:
-        pm, gm, pb = [], [], []
-        for p, (H, W), m, b in zip(res.paths, res.sizes, res.masks, res.boxes):
-            a = find_annotation(p, gt_dir, images_root)
-            if a is None:
-                continue
-            gm.append(load_mask(a, size=(W, H)))
-            pm.append(m)
-            pb.append(b)
-        if not gm:
-            raise DataError(f"no ground-truth masks for set '{res.name}' in {gt_dir} (expected <image stem>.png)")
-        s = score_set(pm, gm, pb)
-        out.update(s.as_dict())
-    if part_dir is not None and res.labels is not None:
-        pl, gl = [], []
-        for p, (H, W), lab in zip(res.paths, res.sizes, res.labels):
-            a = find_annotation(p, part_dir, images_root)
-            if a is None:
-                continue
-            gl.append(load_labels(a, size=(W, H)))
-            pl.append(lab)
-        if gl and max(int(g.max()) for g in gl) > 0:
-            ps = part_miou(pl, gl, n_factors=res.result.k)
-            out["part_miou"] = ps.miou
-    return out
+    def run(prep: PreparedSet, method: str, with_parts: bool, H: Optional[np.ndarray] = None) -> SetResult:
+        return segment_set(prep, cfg.k, method=method, seed=cfg.seed, threshold=threshold,
+                           object_factors=cfg.object_factors, max_border_ratio=cfg.max_border_ratio,
+                           parts=with_parts, concepts=H, device=device)
 
+    results, scores = [], {}
+    for name, prep in prepared.items():
+        r = run(prep, cfg.factorizer, parts, None if saved is None else saved.H)
+        timings.factorisation += r.seconds
+        results.append(r)
+        s = score_result(r, masks, part_masks, root) if scoring else {"set": name, "images": len(r.paths)}
+        s.update({"object_factors": list(r.object_factors), "threshold": r.threshold, "seconds": r.seconds})
+        scores[name] = s
+        if progress is not None:
+            progress(f"set {name}: {len(r.paths)} images, {r.seconds:.2f}s")
 
-def output_names(results: Sequence[SetResult]) -> Dict[Tuple[str, int], str]:
-    """File stem for each (set, image index): the image stem, or ``<set>_<stem>`` if two images
-    of the run share a stem."""
-    stems = [p.stem for r in results for p in r.paths]
-    dup = {s for s in stems if stems.count(s) > 1}
-    return {(r.name, i): (f"{r.name}_{p.stem}" if p.stem in dup else p.stem)
-            for r in results for i, p in enumerate(r.paths)}
+    table = []
+    if compare:
+        for method in FACTORIZERS:
+            rows = []
+            for prep in prepared.values():
+                r = run(prep, method, part_masks is not None)
+                row = score_result(r, masks, part_masks, root) if scoring else {}
+                row["seconds"] = r.seconds
+                rows.append(row)
+            table.append(_mean_scores(method, rows))
 
+    if save_concepts is not None:
+        r = results[0]
+        save_set_concepts(save_concepts, backbone, r.result, r.object_factors, layer, image_size, len(r.paths))
 
-def write_results(out_dir: PathLike, results: Sequence[SetResult], scores: Optional[Dict[str, Dict[str, Any]]] = None,
-                  summary: str = "") -> Dict[str, Any]:
-    """Write, for every image: ``overlays/<stem>.jpg`` (heat maps, one colour per concept),
-    ``masks/<stem>.png`` (0/255, image size), ``previews/<stem>.jpg`` (mask and box), with parts
-    ``parts/<stem>.png`` (0 = background, 1..k) and ``parts/<stem>_overlay.jpg``; then
-    ``boxes.json`` and ``index.html``. Returns the boxes document."""
-    out = Path(out_dir)
-    for sub in ("overlays", "masks", "previews"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    if any(r.labels is not None for r in results):
-        (out / "parts").mkdir(parents=True, exist_ok=True)
-    names = output_names(results)
-    rows: List[Dict[str, Any]] = []
-    doc: Dict[str, Any] = {"images": {}}
-    for r in results:
-        for i, p in enumerate(r.paths):
-            stem = names[(r.name, i)]
-            try:
-                img = np.asarray(load_image(p))
-            except ImageError:
-                continue
-            if img.shape[:2] != r.heat[i].shape[1:]:
-                continue
-            save_png(out / "overlays" / f"{stem}.jpg", heat_overlay(img, r.heat[i]))
-            save_png(out / "masks" / f"{stem}.png", (r.masks[i] * 255).astype(np.uint8))
-            save_png(out / "previews" / f"{stem}.jpg", mask_preview(img, r.masks[i], r.boxes[i]))
-            row = {"name": p.name, "set": r.name, "image": _rel(p, out), "overlay": f"overlays/{stem}.jpg",
-                   "preview": f"previews/{stem}.jpg", "mask": f"masks/{stem}.png",
-                   "box": list(r.boxes[i]) if r.boxes[i] is not None else None}
-            if r.labels is not None:
-                save_png(out / "parts" / f"{stem}.png", r.labels[i])
-                save_png(out / "parts" / f"{stem}_overlay.jpg", label_overlay(img, r.labels[i]))
-                row["parts"] = f"parts/{stem}_overlay.jpg"
-            rows.append(row)
-            doc["images"][stem] = {"image": str(p), "set": r.name, "box": row["box"],
-                                   "size": [int(r.sizes[i][1]), int(r.sizes[i][0])]}
-    doc["box_format"] = "x0, y0, x1, y1 in pixels of the original image (x1, y1 exclusive); null = empty mask"
-    with atomic_path(out / "boxes.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=1))
-    if scores:
-        for row in rows:
-            s = scores.get(row["set"])
-            if s and "jaccard" in s:
-                row["score"] = f"set Jaccard {s['jaccard']:.3f}"
-    write_index_html(out / "index.html", rows, summary=summary)
-    return doc
-
-
-def _rel(p: Path, base: Path) -> str:
-    import os
-
-    try:
-        return os.path.relpath(Path(p).resolve(), base.resolve())
-    except ValueError:
-        return Path(p).resolve().as_uri()
+    boxes = None
+    if out is not None:
+        summary = (f"{sum(len(r.paths) for r in results)} images, k={cfg.k}, layer {layer} at {image_size} px, "
+                   f"{'projection on ' + str(concepts) if saved is not None else cfg.factorizer}")
+        doc = write_results(out, results, scores, summary=summary)
+        boxes = {k: v["box"] for k, v in doc["images"].items()}
+    return CosegReport(
+        images=source, k=cfg.k, layer=layer, image_size=image_size, backbone=backbone.name,
+        factorizer="projection" if saved is not None else cfg.factorizer, fingerprint=fingerprint,
+        sets=list(scores.values()), timings=timings, failures=failures, out=None if out is None else str(out),
+        boxes=boxes, compare=table, concepts_used=None if concepts is None else str(concepts),
+        concepts_saved=None if save_concepts is None else str(save_concepts), results=results)

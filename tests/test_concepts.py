@@ -4,11 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_images
 
-from cosegment.concept_file import save_concepts
-from retrieval.core.errors import ModelMismatchError
+import cosegment
+from cosegment.concept_file import load_concepts, save_concepts
+from retrieval.core.errors import DataError, ModelMismatchError
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
-from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
+from retrieval.model.concepts import ConceptMask, ConceptOptions, learn_concepts, mask_from_heat, object_heat
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.model.pooling import GeM, gem, masked_gem
 
@@ -149,6 +151,31 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     assert "\n" not in str(e.value) and "another backbone" in str(e.value)
     with pytest.raises(ModelMismatchError):
         build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, concepts=str(bad)))
+
+
+def test_learn_concepts_is_the_cosegment_pipeline(small_net, tmp_path):
+    """retrieval's learn_concepts is cosegment.learn_concepts with this head's defaults (single
+    object factor, at most 200 images): same concepts, same factors (numbered from 0), and a file
+    ConceptMask.from_file reads back with those factors."""
+    paths = random_images(tmp_path / "imgs", 5, size=(64, 64), seed=3)
+    bb = small_net.backbone
+    H, objs, layer = learn_concepts(bb, paths, k=3, image_size=64, save_to=tmp_path / "c.pt")
+    ref = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="single", max_images=200)
+    np.testing.assert_array_equal(H, ref.H)
+    assert objs == ref.object_factors and len(objs) == 1 and 0 <= objs[0] < 3 and layer == ref.layer
+    assert load_concepts(tmp_path / "c.pt").object_factors == objs
+    assert ConceptMask.from_file(tmp_path / "c.pt", bb).factors == objs
+    union = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="union").object_factors
+    assert set(objs) <= set(union)  # the single least-border factor is one of the union's
+    given = cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[1])
+    assert given.object_factors == [1] and given.H.shape[0] == 2 and len(given.paths) == 2
+    with pytest.raises(DataError, match="numbered from 0"):
+        cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[2])
+    with pytest.raises(DataError, match="object_rule"):
+        learn_concepts(bb, paths, object_rule="largest")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="could be loaded"):
+        learn_concepts(bb, [tmp_path / "bad.jpg"], k=2, image_size=64)
 
 
 def _tool_main(name: str):

@@ -10,7 +10,7 @@ from cosegment import activations, concept_file, dff
 from cosegment.annotations import load_mask, load_toy_sets
 from cosegment.masks import boxes_from_masks, object_masks, otsu_threshold, part_labels
 from cosegment.metrics import jaccard
-from cosegment.pipeline import prepare_sets, score_result, segment_set
+from cosegment.segmentation import prepare_sets, score_result, segment_set
 from retrieval.core.backbone import build_backbone, default_image_size, default_layer
 from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
 
@@ -57,6 +57,13 @@ def test_object_factor_rule_picks_the_centre_not_the_border():
     # swap the factors: the rule follows the content, not the index
     r2 = _result_from_maps([m[::-1].copy() for m in _ring_and_centre()])
     assert dff.choose_object_factors(r2) == [0]
+    # factors given by the user (numbered from 0) win over either rule; out of range is a DataError
+    assert dff.select_object_factors(r) == dff.select_object_factors(r, rule="single") == [1]
+    assert dff.select_object_factors(r, [0]) == [0]
+    with pytest.raises(DataError, match="numbered from 0"):
+        dff.select_object_factors(r, [2])
+    with pytest.raises(DataError, match="object_rule"):
+        dff.select_object_factors(r, rule="largest")
 
 
 def test_object_factors_keep_all_parts_but_never_everything():

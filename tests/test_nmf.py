@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
-from cosegment.factorizers.nmf import EPS, init_factors, nmf, nmf_fit, relative_error
+from cosegment.factorizers import factorize
+from cosegment.factorizers.nmf import EPS, init_factors, nmf, nmf_fit, relative_error, small_threads
 from retrieval.core.errors import DataError
 
 
@@ -129,6 +130,35 @@ def test_user_errors():
         nmf(-V, 2)
     with pytest.raises(DataError, match="solver"):
         nmf(V, 2, solver="bogus")
+
+
+@pytest.mark.parametrize("method", ["nmf", "sigmoid-nmf", "deep-semi-nmf"])
+def test_thread_limit_is_scoped_and_restored(method):
+    """A small factorisation runs on one thread, and the caller's thread count comes back after
+    it, also when it raises (never a process-wide change)."""
+    before = torch.get_num_threads()
+    seen = []
+
+    @small_threads
+    def probe(A, k, fail=False):
+        seen.append(torch.get_num_threads())
+        if fail:
+            raise DataError("boom")
+        return A, k
+
+    torch.set_num_threads(2)
+    try:
+        opts = {"epochs": 5} if method == "sigmoid-nmf" else {"pre_iter": 3, "fine_iter": 2} if method == "deep-semi-nmf" else {}
+        factorize(_data(n=40, m=12), 2, method=method, **opts)
+        assert torch.get_num_threads() == 2
+        probe(_data(n=40, m=12), 2)
+        with pytest.raises(DataError, match="boom"):
+            probe(_data(n=40, m=12), 2, fail=True)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        probe(np.zeros((4096, 1024), np.float32), 2)  # large work: the count is left alone
+        assert seen[-1] == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

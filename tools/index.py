@@ -25,7 +25,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--out", default="index", help="index folder (default: index/)")
     ap.add_argument("--concepts", help="concept file from tools/coseg.py --save-concepts (same backbone): "
                                        "pool with concept-masked GeM")
-    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use (default: its own)")
+    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use, numbered from 0 (default: its own)")
     ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq")
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")

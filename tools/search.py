@@ -26,7 +26,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--model", help="model checkpoint or YAML config (default: the index's own model)")
     ap.add_argument("--concepts", help="concept file for concept-masked GeM (default: the one the index "
                                        "was built with, if any)")
-    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use")
+    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use, numbered from 0")
     ap.add_argument("--nprobe", type=int, help="IVF lists visited (compressed indexes)")
     ap.add_argument("--ef-search", type=int, help="HNSW search depth")
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")

@@ -25,6 +25,12 @@ the run stops when it improved by less than ``tol`` (relative) since the last ch
 
 Fixed-H mode (``H=`` given) solves only W — the projection of new images onto concepts learned
 before (``V Hᵀ`` and ``H Hᵀ`` are computed once, so each iteration costs O(n·k²)).
+
+Layout (as scikit-learn's ``decomposition/_nmf.py``): helpers first (thread scope, start, sweeps,
+error), one ``_update_<solver>`` per solver, the one loop :func:`_fit` with the one convergence
+check shared by both solvers and both modes, then the public :func:`nmf_fit` and :func:`nmf`.
+Small CPU problems run on one thread inside a scoped context (:func:`torch_threads`): the
+caller's thread count is restored afterwards.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,23 +58,36 @@ SMALL_PROBLEM = 1 << 22
 
 
 @contextmanager
-def cpu_threads_for(work: int, device: Union[str, torch.device, None] = "cpu") -> Iterator[None]:
-    """Run the block on one CPU thread when ``work`` (multiply-adds per product) is small."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type != "cpu" or work >= SMALL_PROBLEM or torch.get_num_threads() == 1:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous count (also when
+    the block raises). Scoped, never a process-wide change; nests (the innermost count wins)."""
+    before = torch.get_num_threads()
+    if n == before:
         yield
         return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def cpu_threads_for(work: int, device: Union[str, torch.device, None] = "cpu") -> Iterator[None]:
+    """Run the block on one CPU thread (:func:`torch_threads`) when ``work`` (multiply-adds per
+    product) is below :data:`SMALL_PROBLEM`; on a GPU or for larger work, change nothing."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type != "cpu" or work >= SMALL_PROBLEM:
+        yield
+        return
+    with torch_threads(1):
+        yield
 
 
 def small_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for a factoriser ``fn(A, k, ..., device=None)``: the call runs under
-    :func:`cpu_threads_for` with A's size × k as the work (A and k given by position or name)."""
+    """Decorator for a factoriser ``fn(A, k, ..., device=None)``: the call runs inside the scoped
+    context :func:`cpu_threads_for` with A's size × k as the work (A and k given by position or
+    name); the caller's thread count is restored when it returns or raises."""
     a_name, k_name = list(inspect.signature(fn).parameters)[:2]
 
     @functools.wraps(fn)
@@ -141,28 +160,87 @@ def _check(V: torch.Tensor, k: int, fixed_H: bool = False) -> None:
         raise DataError("NMF input has negative entries (activations must be ≥ 0, e.g. after ReLU)")
 
 
-def _rel_err(v2: float, W_AV: torch.Tensor, G1: torch.Tensor, G2: torch.Tensor) -> float:
-    """sqrt(‖V‖² − 2⟨·,·⟩ + ⟨G1, G2⟩)/‖V‖ from cached products; W_AV is ⟨W, VHᵀ⟩ or ⟨H, WᵀV⟩."""
-    e2 = v2 - 2.0 * float(W_AV) + float((G1.double() * G2.double()).sum())
+def _start(V: torch.Tensor, k: int, seed: int, solver: str, H: Optional[ArrayLike],
+           W0: Optional[ArrayLike], H0: Optional[ArrayLike]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The starting factors on V's device: ``Wt (k, n)`` (W transposed: one factor per contiguous
+    row) and ``H (k, m)``; the seeded :func:`init_factors` unless ``W0``/``H0`` (or a fixed ``H``)
+    are given; HALS keeps every entry ≥ EPS (of a fixed H, none is changed)."""
+    n, m = V.shape
+    Wi, Hi = init_factors(n, m, k, float(V.mean()), seed)
+    if W0 is not None:
+        Wi = _as_tensor(W0, None).clone()
+    if H is not None:
+        Hi = _as_tensor(H, None).clone()
+        if tuple(Hi.shape) != (k, m):
+            raise DataError(f"fixed H has shape {tuple(Hi.shape)}, expected ({k}, {m})")
+        if solver == "mu" and bool((Hi < 0).any()):
+            raise DataError("fixed H has negative entries: use solver='hals' (NNLS for any H)")
+    elif H0 is not None:
+        Hi = _as_tensor(H0, None).clone()
+    W_ = Wi.to(V.device).contiguous()
+    H_ = Hi.to(V.device).contiguous()
+    if tuple(W_.shape) != (n, k) or tuple(H_.shape) != (k, m):
+        raise DataError(f"starting factors have shapes {tuple(W_.shape)}, {tuple(H_.shape)}; "
+                        f"expected ({n}, {k}), ({k}, {m})")
+    if solver == "hals":
+        W_.clamp_(min=EPS)
+        if H is None:
+            H_.clamp_(min=EPS)
+    return W_.T.contiguous(), H_
+
+
+def _sweeps(inner: Union[int, str], n: int, m: int, k: int, alpha: float, delta: float) -> Tuple[int, int, float]:
+    """HALS sweeps per W update and per H update, and the early-stop ratio δ of the sweeps:
+    ``inner="auto"`` → at most ``1 + α·ρ`` with ρ the cost of the big product over the cost of one
+    sweep (Gillis & Glineur), stopping at ``delta``; an int → exactly that many (δ = 0)."""
+    if isinstance(inner, str):
+        if inner != "auto":
+            raise DataError(f"inner must be 'auto' or an integer, got {inner!r}")
+        rho_W = 1 + (n * m * k + m * k * k) / (n * k * k + n * k)
+        rho_H = 1 + (n * m * k + n * k * k) / (m * k * k + m * k)
+        return max(1, int(1 + alpha * rho_W)), max(1, int(1 + alpha * rho_H)), delta
+    s = max(1, int(inner))
+    return s, s, 0.0
+
+
+def _rel_err(v2: float, X: torch.Tensor, P: torch.Tensor, G: torch.Tensor) -> float:
+    """``‖V − WH‖_F / ‖V‖_F`` from cached products, no n×m temporary: X is the factor updated
+    last (``Wᵀ (k, n)`` or ``H (k, m)``), P its product with V (``(V Hᵀ)ᵀ`` or ``Wᵀ V``) and G the
+    other factor's Gram (k, k), so ``‖V − WH‖² = ‖V‖² − 2⟨X, P⟩ + ⟨X Xᵀ, G⟩`` (``v2 = ‖V‖²``)."""
+    e2 = v2 - 2.0 * float((X.double() * P.double()).sum()) + float(((X @ X.T).double() * G.double()).sum())
     return math.sqrt(max(e2, 0.0) / v2) if v2 > 0 else 0.0
 
 
-def _hals_sweeps(X: torch.Tensor, A: torch.Tensor, B: torch.Tensor, max_sweeps: int, delta: float) -> None:
-    """In place, over the k rows of ``X (k, n) ≥ 0`` (one factor per contiguous row), given the
-    cached ``A (k, n)`` (e.g. H Vᵀ) and the Gram ``B (k, k)``: exact block minimisation
-    ``X[j] ← max(EPS, X[j] + (A[j] − B[j] X) / B[j, j])``, repeated up to ``max_sweeps`` times while
-    a sweep changes X by more than ``delta`` × the first sweep's change."""
+def _converged(prev: float, e: float, tol: float) -> bool:
+    """The stopping rule: the relative error improved by less than ``tol`` (relative) since ``prev``."""
+    return tol > 0 and prev > 0 and (prev - e) / prev < tol
+
+
+# ----------------------------------------------------------------------------------------------
+# One update per solver: in place on X (k, p) ≥ 0 (one factor per contiguous row), given its
+# cached product P (k, p) with V and the other factor's Gram G (k, k). For W: X = Wᵀ, P = (V Hᵀ)ᵀ,
+# G = H Hᵀ; for H: X = H, P = Wᵀ V, G = Wᵀ W.
+# ----------------------------------------------------------------------------------------------
+def _update_mu(X: torch.Tensor, P: torch.Tensor, G: torch.Tensor, sweeps: int, delta: float) -> None:
+    """Lee–Seung: ``X ← X ⊙ P / (G X + EPS)`` (``sweeps`` and ``delta`` do not apply)."""
+    X.mul_(P.div((G @ X).add_(EPS)))
+
+
+def _update_hals(X: torch.Tensor, P: torch.Tensor, G: torch.Tensor, sweeps: int, delta: float) -> None:
+    """HALS: exact block minimisation ``X[j] ← max(EPS, X[j] + (P[j] − G[j] X) / G[j, j])`` over
+    the k rows, repeated up to ``sweeps`` times while a sweep changes X by more than ``delta`` ×
+    the first sweep's change."""
     k = X.shape[0]
-    diag = B.diagonal().clamp_min(EPS).tolist()
+    diag = G.diagonal().clamp_min(EPS).tolist()
     first = None
-    for s in range(max_sweeps):
-        track = s + 1 < max_sweeps and delta > 0
+    for s in range(sweeps):
+        track = s + 1 < sweeps and delta > 0
         if track:
             X_old = X.clone()
         for j in range(k):
-            step = torch.addmv(A[j], X.T, B[j], alpha=-1.0)  # A[j] - B[j] @ X
+            step = torch.addmv(P[j], X.T, G[j], alpha=-1.0)  # P[j] - G[j] @ X
             X[j].add_(step, alpha=1.0 / diag[j]).clamp_(min=EPS)
-        if s + 1 >= max_sweeps:
+        if s + 1 >= sweeps:
             break
         if not track:
             continue
@@ -173,6 +251,42 @@ def _hals_sweeps(X: torch.Tensor, A: torch.Tensor, B: torch.Tensor, max_sweeps: 
                 break
         elif change <= delta * first:
             break
+
+
+_UPDATES: Dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], None]] = {
+    "hals": _update_hals,
+    "mu": _update_mu,
+}
+
+
+def _fit(V: torch.Tensor, Wt: torch.Tensor, H: torch.Tensor, update: Callable[..., None], *, fixed_H: bool,
+         max_iter: int, tol: float, check_every: int, sweeps_W: int, sweeps_H: int,
+         delta: float) -> Tuple[int, List[float], bool]:
+    """The one loop of every solver, in place on ``Wt (k, n)`` and (unless ``fixed_H``) ``H (k, m)``:
+    per iteration W then H by ``update``, and every ``check_every`` iterations (and at the last)
+    the error check of :func:`_converged`. Returns (iterations run, errors, converged)."""
+    v2 = float((torch.linalg.vector_norm(V, dim=1).double() ** 2).sum())  # ‖V‖², no n×m temporary
+    if fixed_H:  # products with the fixed H, once (V @ Hᵀ reads V row-major: 4× faster than H @ Vᵀ)
+        P, G = torch.mm(V, H.T).T.contiguous(), H @ H.T
+        last = (Wt, P, G)
+    else:
+        last = (H, Wt @ V, Wt @ Wt.T)
+    errors = [_rel_err(v2, *last)]
+    it = 0
+    for it in range(1, max_iter + 1):
+        if not fixed_H:
+            P, G = torch.mm(V, H.T).T.contiguous(), H @ H.T
+        update(Wt, P, G, sweeps_W, delta)
+        last = (Wt, P, G)
+        if not fixed_H:
+            WtV, WtW = Wt @ V, Wt @ Wt.T
+            update(H, WtV, WtW, sweeps_H, delta)
+            last = (H, WtV, WtW)
+        if it % check_every == 0 or it == max_iter:
+            errors.append(_rel_err(v2, *last))
+            if _converged(errors[-2], errors[-1], tol):
+                return it, errors, True
+    return it, errors, False
 
 
 @small_threads
@@ -218,92 +332,16 @@ def nmf_fit(
         raise DataError(f"unknown NMF solver '{solver}' (choose from {', '.join(SOLVERS)})")
     as_numpy = isinstance(V, np.ndarray)
     Vt = _as_tensor(V, device)
-    dev = Vt.device
     fixed_H = H is not None
     _check(Vt, k, fixed_H)
     n, m = Vt.shape
     k = int(k)
-    Wi, Hi = init_factors(n, m, k, float(Vt.mean()), seed)
-    if W0 is not None:
-        Wi = _as_tensor(W0, None).clone()
-    if fixed_H:
-        Hi = _as_tensor(H, None).clone()
-        if tuple(Hi.shape) != (k, m):
-            raise DataError(f"fixed H has shape {tuple(Hi.shape)}, expected ({k}, {m})")
-        if solver == "mu" and bool((Hi < 0).any()):
-            raise DataError("fixed H has negative entries: use solver='hals' (NNLS for any H)")
-    elif H0 is not None:
-        Hi = _as_tensor(H0, None).clone()
-    W_ = Wi.to(dev).contiguous()
-    H_ = Hi.to(dev).contiguous()
-    if tuple(W_.shape) != (n, k) or tuple(H_.shape) != (k, m):
-        raise DataError(f"starting factors have shapes {tuple(W_.shape)}, {tuple(H_.shape)}; expected ({n}, {k}), ({k}, {m})")
-    if solver == "hals":
-        W_.clamp_(min=EPS)
-        if not fixed_H:
-            H_.clamp_(min=EPS)
-
-    # ‖V‖²: float32 row norms (one pass, no n×m temporary), squared and summed in float64
-    v2 = float((torch.linalg.vector_norm(Vt, dim=1).double() ** 2).sum())
-    if isinstance(inner, str):
-        if inner != "auto":
-            raise DataError(f"inner must be 'auto' or an integer, got {inner!r}")
-        # cost of the big product over the cost of one sweep (Gillis & Glineur's ρ)
-        rho_W = 1 + (n * m * k + m * k * k) / (n * k * k + n * k)
-        rho_H = 1 + (n * m * k + n * k * k) / (m * k * k + m * k)
-        sweeps_W = max(1, int(1 + alpha * rho_W))
-        sweeps_H = max(1, int(1 + alpha * rho_H))
-        dlt = delta
-    else:
-        sweeps_W = sweeps_H = max(1, int(inner))
-        dlt = 0.0
-    check_every = max(1, int(check_every))
-
-    errors: List[float] = []
-    converged = False
-    it = 0
-    Wt = W_.T.contiguous()  # (k, n): one factor per contiguous row
-    del W_
+    Wt, H_ = _start(Vt, k, seed, solver, H, W0, H0)
+    sweeps_W, sweeps_H, dlt = _sweeps(inner, n, m, k, alpha, delta)
     with torch.no_grad():
-        if fixed_H:
-            A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n) = (V Hᵀ)ᵀ, fixed (V @ Hᵀ reads V row-major: 4× faster than H @ Vᵀ)
-            B = H_ @ H_.T  # (k, k), fixed
-            errors.append(_rel_err(v2, (Wt.double() * A.double()).sum(), Wt @ Wt.T, B))
-            for it in range(1, max_iter + 1):
-                if solver == "mu":
-                    Wt.mul_(A.div((B @ Wt).add_(EPS)))
-                else:
-                    _hals_sweeps(Wt, A, B, sweeps_W, dlt)
-                if it % check_every == 0 or it == max_iter:
-                    e = _rel_err(v2, (Wt.double() * A.double()).sum(), Wt @ Wt.T, B)
-                    prev = errors[-1]
-                    errors.append(e)
-                    if tol > 0 and prev > 0 and (prev - e) / prev < tol:
-                        converged = True
-                        break
-        else:
-            WtV = Wt @ Vt  # (k, m)
-            errors.append(_rel_err(v2, (H_.double() * WtV.double()).sum(), Wt @ Wt.T, H_ @ H_.T))
-            for it in range(1, max_iter + 1):
-                A = torch.mm(Vt, H_.T).T.contiguous()  # (k, n)
-                B = H_ @ H_.T  # (k, k)
-                if solver == "mu":
-                    Wt.mul_(A.div((B @ Wt).add_(EPS)))
-                else:
-                    _hals_sweeps(Wt, A, B, sweeps_W, dlt)
-                WtV = Wt @ Vt  # (k, m)
-                WtW = Wt @ Wt.T  # (k, k)
-                if solver == "mu":
-                    H_.mul_(WtV.div((WtW @ H_).add_(EPS)))
-                else:
-                    _hals_sweeps(H_, WtV, WtW, sweeps_H, dlt)
-                if it % check_every == 0 or it == max_iter:
-                    e = _rel_err(v2, (H_.double() * WtV.double()).sum(), WtW, H_ @ H_.T)
-                    prev = errors[-1]
-                    errors.append(e)
-                    if tol > 0 and prev > 0 and (prev - e) / prev < tol:
-                        converged = True
-                        break
+        it, errors, converged = _fit(Vt, Wt, H_, _UPDATES[solver], fixed_H=fixed_H, max_iter=max_iter, tol=tol,
+                                     check_every=max(1, int(check_every)), sweeps_W=sweeps_W, sweeps_H=sweeps_H,
+                                     delta=dlt)
     W_ = Wt.T.contiguous()
     if as_numpy:
         return NMFResult(W_.cpu().numpy(), H_.cpu().numpy(), it, errors, converged)

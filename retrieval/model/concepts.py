@@ -7,12 +7,12 @@ in the activations of one backbone layer. For every image the descriptor network
 1. the layer's activations ``A (h·w, C) ≥ 0`` (the same forward pass as the pooled feature map:
    :meth:`ConceptMask.features_and_mask` asks the backbone for both layers at once);
 2. the heat maps ``W (h·w, k) ≥ 0`` minimising ``‖A − W H‖`` with H fixed (fixed-H NMF, i.e.
-   non-negative least squares per position, :func:`cosegment.factorize.project`);
+   non-negative least squares per position, :func:`cosegment.factorizers.project`);
 3. the object heat ``o(x) = Σ_{j∈object} W[x, j]``, resized to the pooled map's h×w if the concept
    layer has another resolution, and divided by its maximum over the image (values in [0, 1]);
 4. the mask ``m(x) = floor + (1 − floor)·o(x)`` (``floor`` keeps a little of the context),
    pooled by masked GeM ``f_c = (Σ_x m(x) X_c(x)^p / Σ_x m(x))^(1/p)``
-   (:func:`retrieval.pooling.masked_gem`).
+   (:func:`retrieval.model.pooling.masked_gem`).
 
 **Fallback to plain GeM** (the mask becomes all ones), per image, when the object heat is
 
@@ -24,7 +24,11 @@ in the activations of one backbone layer. For every image the descriptor network
 
 Concept files carry the fingerprint of the backbone they were learned with
 (:meth:`Backbone.fingerprint`); :meth:`ConceptMask.from_file` refuses another
-backbone's file with a one-line :class:`~retrieval.errors.ModelMismatchError`.
+backbone's file with a one-line :class:`~retrieval.core.errors.ModelMismatchError`.
+
+Object factors are numbered from 0 (rows of H) here as everywhere: in concept files, in
+``tools/coseg.py`` (printed and ``--object-factor``), in ``coseg.object_factors`` of a config and in
+``ModelConfig.object_factor`` / ``--object-factor`` of ``tools/index.py`` and ``tools/search.py``.
 """
 from __future__ import annotations
 
@@ -38,10 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosegment import activations, concept_file, dff
 from cosegment.concept_file import load_concepts
 from cosegment.factorizers import project
-from retrieval.core.backbone import default_image_size, default_layer
+from cosegment.pipeline import learn_concepts as coseg_learn_concepts
+from retrieval.core.backbone import Backbone
 from retrieval.core.errors import DataError, ModelMismatchError
 
 PathLike = Union[str, Path]
@@ -81,7 +85,7 @@ def object_heat(acts: torch.Tensor, H: torch.Tensor, factors: Sequence[int],
 
     Args:
         acts: (N, C, h, w) float32 ≥ 0 activations of the concept layer.
-        H: (k, C) float32 concepts; factors: the object factor indices.
+        H: (k, C) float32 concepts; factors: the object factors (rows of H, numbered from 0).
     Returns:
         ``(heat (N, h, w) float32 ≥ 0, share (N,) float32)``: heat = Σ_j∈factors W[:, j]; share =
         the fraction of each image's activation mass (L1) that the object factors reconstruct.
@@ -126,7 +130,7 @@ class ConceptMask:
 
     Args:
         H: (k, C_l) float32 concepts of ``layer``.
-        object_factors: the factor indices that make up the object (usually one).
+        object_factors: the factors that make up the object (numbered from 0; usually one).
         layer: backbone layer name (``Backbone.layer_names()``) the concepts were learned on.
         fingerprint: the backbone fingerprint stored with them.
         options: :class:`ConceptOptions`.
@@ -162,7 +166,7 @@ class ConceptMask:
                   options: Optional[ConceptOptions] = None) -> "ConceptMask":
         """Load a concept file written by ``tools/coseg.py --save-concepts`` for ``backbone``.
 
-        ``object_factor`` (0-based, one or several) overrides the file's ``object_factors``; a file
+        ``object_factor`` (numbered from 0, one or several) overrides the file's ``object_factors``; a file
         without them and with k > 1 needs it.
         Raises ModelMismatchError (one line) when the file was learned with another backbone, and
         DataError for a missing or foreign file.
@@ -226,43 +230,33 @@ class ConceptMask:
         return fmap, self.mask(acts.float(), tuple(fmap.shape[-2:])).to(fmap.dtype)
 
 
-def learn_concepts(backbone: Any, paths: Sequence[PathLike], k: int = 3, *, layer: Optional[str] = None,
+def learn_concepts(backbone: Backbone, paths: Sequence[PathLike], k: int = 3, *, layer: Optional[str] = None,
                    image_size: Optional[int] = None, method: str = "nmf", seed: int = 0,
                    max_images: Optional[int] = 200, batch_size: int = 8, object_rule: str = "single",
                    device: Optional[Union[str, torch.device]] = None,
                    save_to: Optional[PathLike] = None) -> Tuple[np.ndarray, List[int], str]:
-    """Learn concepts over ``paths`` with DFF (:mod:`cosegment.dff`) and pick the object factor(s).
+    """Learn concepts over ``paths`` with DFF and pick the object factor(s), for concept-masked
+    pooling: :func:`cosegment.pipeline.learn_concepts` (the same steps as ``tools/coseg.py
+    --save-concepts``) with this head's defaults.
 
     At most ``max_images`` images (an evenly spaced subset) are factorised. ``object_rule``:
     ``single`` (:func:`cosegment.dff.choose_object_factor`, the factor least on the image borders)
     or ``union`` (:func:`cosegment.dff.choose_object_factors`, every factor that stays off the
-    borders). Returns ``(H (k, C_l) float32, object_factors, layer)``; with ``save_to`` also writes
-    a concept file (with the backbone fingerprint) that :meth:`ConceptMask.from_file` reads.
+    borders). Returns ``(H (k, C_l) float32, object_factors (numbered from 0), layer)``; with
+    ``save_to`` also writes a concept file (with the backbone fingerprint) that
+    :meth:`ConceptMask.from_file` reads.
     """
-    layer = layer or default_layer(backbone.name) or backbone.layer_names()[-1]
-    image_size = int(image_size or default_image_size(backbone.name))
-    paths = list(paths)
-    if not paths:
-        raise DataError("learn_concepts: no images")
-    if max_images is not None and len(paths) > max_images:
-        sel = np.linspace(0, len(paths) - 1, max_images).round().astype(int)
-        paths = [paths[i] for i in sel]
-    imgs = activations.load_images(paths, image_size, backbone.mean, backbone.std)
-    acts = activations.extract_activations(backbone, imgs.tensors, layer, batch_size=batch_size, device=device)
-    res = dff.factorize_activations(acts, k, method=method, seed=seed, device=device)
-    if object_rule not in ("single", "union"):
-        raise DataError(f"object_rule must be 'single' or 'union', got {object_rule!r}")
-    objs = [dff.choose_object_factor(res)] if object_rule == "single" else list(dff.choose_object_factors(res))
-    if save_to is not None:
-        concept_file.save_concepts(save_to, res.H, backbone.fingerprint(), layer,
-                          backbone=backbone.name, image_size=image_size, object_factors=objs, method=method)
-    return res.H, objs, layer
+    learned = coseg_learn_concepts(backbone, paths, k, layer=layer, image_size=image_size, method=method,
+                                   seed=seed, max_images=max_images, batch_size=batch_size,
+                                   object_rule=object_rule, device=device, save_to=save_to)
+    return learned.H, learned.object_factors, learned.layer
 
 
 def attach_concepts(net: Any, path: Optional[PathLike], object_factor: Optional[int] = None,
                     options: Optional[ConceptOptions] = None) -> Any:
     """Make ``net`` (a DescriptorNet) pool with the concept file at ``path`` (``None``: no change)
-    and record it in ``net.config`` (so an index made with it knows). Returns ``net``.
+    and record it in ``net.config`` (so an index made with it knows). ``object_factor`` (numbered
+    from 0; ``None``: the file's own) overrides the file's object factors. Returns ``net``.
 
     Raises ModelMismatchError (one line) for a file learned with another backbone."""
     if path is None:

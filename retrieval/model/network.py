@@ -43,7 +43,8 @@ class ModelConfig:
         dim: output dimension after whitening (``None`` = all).
         concepts: a concept file (``tools/coseg.py --save-concepts``) learned with this backbone:
             pooling is then concept-masked GeM (:mod:`retrieval.concepts`); ``None`` = plain pooling.
-        object_factor: the concept file's object factor to use (``None`` = the one stored in it).
+        object_factor: the concept file's object factor to use, numbered from 0 (``None`` = the one
+            stored in it).
     """
 
     backbone: str = "efficientnet_lite0"
