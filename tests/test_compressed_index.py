@@ -54,7 +54,8 @@ def build(X, factory, **cfg):
     return idx
 
 
-@pytest.mark.parametrize("factory", list(RECALL_FLOOR))
+@pytest.mark.parametrize("factory", [pytest.param(f, marks=pytest.mark.slow) if f.startswith("OPQ") else f
+                                     for f in RECALL_FLOOR])
 def test_recall_at_10_against_flat(data, factory):
     X, Q, ref = data
     idx = build(X, factory, train_size=1000 if factory.startswith("OPQ") else None)

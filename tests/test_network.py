@@ -12,7 +12,8 @@ from retrieval.model.network import ModelConfig, build_network
 from retrieval.settings import load_settings
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("vgg16", 32), ("efficientnet_lite0", 64)])
+@pytest.mark.parametrize("name,size", [("resnet18", 64), pytest.param("vgg16", 32, marks=pytest.mark.slow),
+                                       ("efficientnet_lite0", 64)])
 def test_backbones_output_nonnegative_maps(name, size):
     bb = build_backbone(name, "none" if name != "efficientnet_lite0" else "imagenet").eval()
     with torch.no_grad():

@@ -125,6 +125,7 @@ def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_tool_trains_without_labels(tmp_path):
     """``tools/train_gem.py`` with an ``unsupervised:`` section: a quarter of the classes held out
     for validation, two cluster–train periods, Lw in best.pt, one cluster per training image."""
