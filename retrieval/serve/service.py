@@ -117,10 +117,13 @@ class SearchService:
         forward_workers: forward passes at once on the CPU (a GPU always runs one at a time).
         thumb_cache: thumbnails kept in memory (LRU).
         model_name: what ``info()`` says the model is.
+        coseg_size: long side of co-segmentation's network input (default: the backbone's
+            co-segmentation size, :func:`retrieval.core.backbone.default_image_size`).
     """
 
     def __init__(self, index: ImageIndex, net: DescriptorNet, *, device: Optional[str] = None,
-                 forward_workers: int = 1, thumb_cache: int = 512, model_name: Optional[str] = None) -> None:
+                 forward_workers: int = 1, thumb_cache: int = 512, model_name: Optional[str] = None,
+                 coseg_size: Optional[int] = None) -> None:
         self.index = index
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
@@ -133,6 +136,7 @@ class SearchService:
         self._exact = is_exact(index.factory)
         self._nprobe = None if self._exact else _ivf_nprobe(index)
         self.thumbnail = lru_cache(maxsize=thumb_cache)(self._thumbnail)
+        self.coseg_size = int(coseg_size or default_image_size(net.backbone.name))
 
     @classmethod
     def open(cls, index_dir: PathLike, model: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
@@ -236,7 +240,7 @@ class SearchService:
             raise BadParameterError(f"k must be 1 … {MAX_COSEG_K}, got {k}")
         bb = self.net.backbone
         layer = default_layer(bb.name) or bb.layer_names()[-1]
-        size = default_image_size(bb.name)
+        size = self.coseg_size
         shown = [resize_long_side(img, min(COSEG_DISPLAY, max(img.size))) for _, _, img in images]
         tensors = [to_tensor(resize_long_side(img, size), bb.mean, bb.std) for _, _, img in images]
 
