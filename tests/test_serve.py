@@ -24,6 +24,7 @@ from retrieval.loading import search_model  # noqa: E402
 from retrieval.search.collection import search_images  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
+from retrieval.serve.server import exposure_warning, is_loopback  # noqa: E402
 from retrieval.serve.service import SearchService  # noqa: E402
 
 N = 8
@@ -264,3 +265,10 @@ def test_approximate_index_nprobe_is_per_request(served, tmp_path):
 def test_the_tool_refuses_a_missing_index(run_tool, tmp_path):
     proc = run_tool("serve", "--index", tmp_path / "none", "--port", "0")
     assert proc.returncode == 2 and "index not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_only_loopback_is_quiet():
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert is_loopback(host) and exposure_warning(host) is None
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
+        assert not is_loopback(host) and "warning" in exposure_warning(host)
