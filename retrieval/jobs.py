@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from retrieval.core.errors import DataError
 from retrieval.evaluation.datasets import load_dataset
 from retrieval.evaluation.run import evaluate_dataset, with_scales
-from retrieval.loading import load_model, model_for_index
+from retrieval.loading import load_model, search_model
 from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, build_network
 from retrieval.search.collection import IndexReport, index_images, search_images
@@ -65,10 +65,7 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
     if qe < 0 or alpha < 0:
         raise DataError("qe and alpha must be ≥ 0")
     idx = ImageIndex.load(index)
-    net = model_for_index(idx, model)
-    if net.concepts is None:
-        mc = idx.model_config or {}
-        attach_concepts(net, concepts or mc.get("concepts"), object_factor if concepts else mc.get("object_factor"))
+    net = search_model(idx, model, concepts, object_factor)
     searched = QueryExpandedIndex(idx, qe, alpha) if qe > 0 else idx
     results = search_images(net, searched, list(queries), top, device=device, nprobe=nprobe,
                             ef_search=ef_search, rerank=rerank)

@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from retrieval.core.config import from_dict
 from retrieval.model.checkpoint import load_checkpoint
+from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import DescriptorNet, ModelConfig, build_network
 from retrieval.search.index import ImageIndex
 from retrieval.settings import load_settings
@@ -38,3 +39,14 @@ def model_for_index(index: ImageIndex, spec: Optional[PathLike] = None) -> Descr
     if src and not str(src).endswith((".yaml", ".yml")):
         return load_model(src)
     return build_network(from_dict(ModelConfig, index.model_config, where="index meta.json: model"))
+
+
+def search_model(index: ImageIndex, spec: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
+                 object_factor: Optional[int] = None) -> DescriptorNet:
+    """The model that searches ``index``: :func:`model_for_index`, pooling with ``concepts`` (a
+    concept file; default: the one the index records, if any) unless the model already has them."""
+    net = model_for_index(index, spec)
+    if net.concepts is None:
+        mc = index.model_config or {}
+        attach_concepts(net, concepts or mc.get("concepts"), object_factor if concepts else mc.get("object_factor"))
+    return net

@@ -28,7 +28,7 @@ FLOORS: List[Tuple[str, ...]] = [
     ("retrieval.settings", "retrieval.loading"),
     ("retrieval.evaluation",),
     ("retrieval.training",),
-    ("retrieval", "retrieval.demo", "retrieval.jobs"),
+    ("retrieval", "retrieval.demo", "retrieval.jobs", "retrieval.serve"),
 ]
 TOOL_MAX_LINES = 110
 

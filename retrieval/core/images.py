@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -44,7 +45,7 @@ _WHITE = (255, 255, 255)
 # ----------------------------------------------------------------------------------------------
 # Decoding
 # ----------------------------------------------------------------------------------------------
-def load_image(path: PathLike, max_side: Optional[int] = None) -> Image.Image:
+def load_image(path: PathLike, max_side: Optional[int] = None, *, data: Optional[bytes] = None) -> Image.Image:
     """Open an image file as an upright 8-bit RGB :class:`PIL.Image.Image`.
 
     Args:
@@ -53,6 +54,8 @@ def load_image(path: PathLike, max_side: Optional[int] = None) -> Image.Image:
             (1/2, 1/4, 1/8, done inside the JPEG decoder) as long as its long side stays
             ``>= max_side``. The result is then *not* resized to ``max_side``; use
             :func:`resize_long_side`. ``None`` (the default) decodes at full size.
+        data: the file's bytes, already in memory (e.g. an HTTP upload): decoded instead of reading
+            ``path``, which then only names the image in errors.
 
     Returns:
         An image in mode ``"RGB"``, EXIF orientation applied, fully loaded.
@@ -62,19 +65,20 @@ def load_image(path: PathLike, max_side: Optional[int] = None) -> Image.Image:
             larger than :data:`MAX_IMAGE_PIXELS`. ``str(error)`` is ``"<path>: <reason>"``.
     """
     p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ImageError(p, "file not found") from None
-    except OSError as e:
-        raise ImageError(p, f"cannot read file ({e.strerror or e})") from None
-    if p.is_dir():
-        raise ImageError(p, "is a folder, not an image file")
-    if st.st_size == 0:
+    if data is None:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise ImageError(p, "file not found") from None
+        except OSError as e:
+            raise ImageError(p, f"cannot read file ({e.strerror or e})") from None
+        if p.is_dir():
+            raise ImageError(p, "is a folder, not an image file")
+    if (st.st_size if data is None else len(data)) == 0:
         raise ImageError(p, "empty file")
 
     try:
-        im = Image.open(p)
+        im = Image.open(p if data is None else io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(p, "not an image (cannot identify format)") from None
     except Image.DecompressionBombError as e:
