@@ -25,6 +25,7 @@ in ``DistributedDataParallel``; rank 0 alone writes checkpoints and the log.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -186,11 +187,16 @@ class DistContext:
 
     def wrap(self, module: nn.Module, *, broadcast_buffers: bool = False) -> nn.Module:
         """``module`` in ``DistributedDataParallel`` (one device per process), or ``module`` itself
-        with one process. The constructor broadcasts rank 0's weights to every rank."""
+        with one process. The constructor broadcasts rank 0's weights (and buffers) to every rank;
+        ``broadcast_buffers``: rank 0's buffers again before every forward (BatchNorm statistics
+        that train)."""
         if not self.parallel:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=broadcast_buffers)
+        ddp = nn.parallel.DistributedDataParallel
+        key = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+               else "broadcast_buffers")  # renamed in torch 2.14
+        return ddp(module, device_ids=ids, **{key: broadcast_buffers})
 
     @contextmanager
     def main_first(self) -> Iterator[None]:
