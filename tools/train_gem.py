@@ -6,12 +6,15 @@
   python tools/train_gem.py --config configs/train_toy.yaml --out runs/mine --resume
   python tools/index.py --images photos/ --model runs/mine/best.pt         # index with the result
   python tools/train_gem.py --config configs/train_unsupervised.yaml --data my_photos/   # no labels
+  torchrun --nproc_per_node 4 tools/train_gem.py --config configs/train_toy.yaml --out runs/ddp  # 4 GPUs
 
 Training data (``train.data`` in the config, or --data): a folder of classes DIR/<class>/*.jpg (any
 two images of a class match), a .csv of query,positive[,cluster] rows, the SfM-120k .pkl, or
 ``toy``. The run folder gets last.pt (every epoch; --resume continues from it), best.pt (best
 validation mAP, with learned whitening: use it with tools/index.py and tools/search.py) and log.csv.
 A config with an ``unsupervised:`` section trains on unlabeled images (cluster-then-train periods).
+Under torchrun or srun, supervised training runs with DistributedDataParallel (one GPU per local
+rank; gloo on CPU) and rank 0 alone writes the run folder and prints (docs/training.md).
 The work is :func:`retrieval.training.runs.run_training`.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 from retrieval.core.cli import main_wrapper, print_json
+from retrieval.training.distributed import is_main_process
 from retrieval.training.runs import run_training
 
 
@@ -48,6 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = run_training(args.config, data=args.data, out=args.out, resume=args.resume, epochs=args.epochs,
                           device=args.device, workers=args.workers, progress=not (args.quiet or args.json),
                           log=log)
+    if not is_main_process():
+        return 0
     if args.json:
         print_json(result.to_json())
     else:

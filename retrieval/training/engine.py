@@ -26,7 +26,11 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   :meth:`Engine.resume` continues from) unless the driver gives its own;
 * **the whitening choice**: after the last step, Lw and PCA-w are learned on the training pairs
   with the network kept in ``best.pt``, the validation mAP with none / PCA-w / Lw is reported, and
-  Lw is stored in ``best.pt`` (with ``extra["whitening_map"]`` and ``extra["whitening_shrinkage"]``).
+  Lw is stored in ``best.pt`` (with ``extra["whitening_map"]`` and ``extra["whitening_shrinkage"]``);
+* **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
+  uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining and
+  validation describe their images in parts and all-gather them, each epoch's tuples are split
+  across the ranks; rank 0 alone writes the run folder, logs, and learns the final whitening.
 """
 from __future__ import annotations
 
@@ -38,20 +42,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from retrieval.core.backbone import resolve_device
 from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.io import write_log_csv
 from retrieval.model.checkpoint import network_from_checkpoint, read_checkpoint, save_checkpoint
 from retrieval.training.config import TrainConfig
-from retrieval.training.epoch import epoch_seed, train_epoch
+from retrieval.training.distributed import DistContext, current, extract_in_parts
+from retrieval.training.epoch import TrainingForward, epoch_seed, train_epoch
 from retrieval.training.loss import build_loss
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
-from retrieval.training.validation import learn_whitenings, validate
+from retrieval.training.validation import learn_whitenings, mean_ap, validate
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -106,6 +111,10 @@ def _comparable(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("weights", "whitening", "dim")}
 
 
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
+
+
 # ----------------------------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------------------------
@@ -136,23 +145,29 @@ class Engine:
         state: ``state(step) -> dict``, the ``extra`` stored in the checkpoints (default
             :meth:`state`, the resumable state).
         progress: progress bars; log: where the per-step lines go.
+        dist: this process's place in a distributed run (default: the running process group's,
+            :func:`~retrieval.training.distributed.current`; none: one process on ``cfg.device``).
 
     Attributes: ``device``, ``image_size``, ``optimizer``, ``loss_fn``, ``history`` (the rows so
     far), ``best_step`` / ``best_score`` (the step in ``best.pt`` and its validation mAP, or the
     step number when not validated), ``step`` (the last step recorded), ``last_path``,
-    ``best_path``, ``log_path``.
+    ``best_path``, ``log_path``, ``dist``, ``model`` (the network wrapped in
+    ``DistributedDataParallel`` under several processes, else ``None``).
     """
 
     def __init__(self, net: nn.Module, cfg: TrainConfig, out_dir: PathLike, *, fields: Sequence[str], total: int,
                  state: Optional[Callable[[int], Dict[str, Any]]] = None, progress: bool = True,
-                 log: Log = print) -> None:
+                 log: Log = print, dist: Optional[DistContext] = None) -> None:
         cfg.validate()
+        self.dist = dist if dist is not None else current(cfg.device)
+        if not self.dist.is_main:  # rank 0 alone logs and shows progress
+            progress, log = False, _silent
         self.net, self.cfg, self.fields, self.total = net, cfg, tuple(fields), int(total)
         self.progress, self.log = progress, log
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_path, self.best_path, self.log_path = self.out / "last.pt", self.out / "best.pt", self.out / "log.csv"
-        self.device = resolve_device(cfg.device)
+        self.device = self.dist.device
         self.image_size = int(cfg.image_size or net.config.image_size)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -160,6 +175,8 @@ class Engine:
             net.clear_whitening()
         net.to(self.device)
         self.optimizer = make_optimizer(net, cfg)
+        self.model = (self.dist.wrap(TrainingForward(net), broadcast_buffers=not cfg.freeze_bn)
+                      if self.dist.parallel else None)
         self.loss_fn = build_loss(cfg.loss, cfg.resolved_margin(net.config.backbone))
         self._state = state or self.state
         self.history: List[Any] = []
@@ -222,6 +239,14 @@ class Engine:
         if val is None:
             return float("nan")
         with self.describing():
+            if self.dist.parallel:  # each rank describes its part of the images
+                c = self.common
+                ex = extract_in_parts(self.net, val.paths, self.dist, image_size=c["image_size"], scales=[1.0],
+                                      batch_size=c["batch_size"], workers=c["workers"], device=c["device"],
+                                      progress=False, desc="validate")
+                if ex.failures:
+                    val = val.subset(np.isin(np.array([str(p) for p in val.paths]), ex.paths))
+                return mean_ap(ex.descriptors, val)
             return validate(self.net, val, **self.common)
 
     def train_epoch(self, epoch: int, pairs: PairSet, make_tuples: Callable[[int], Tuples]) -> EpochOutcome:
@@ -236,14 +261,16 @@ class Engine:
             tuples = make_tuples(seed)
             t1 = time.perf_counter()
             loss, used, bad = train_epoch(self.net, pairs, tuples, self.optimizer, self.loss_fn, self.cfg, epoch,
-                                          image_size=self.image_size, device=self.device, progress=self.progress)
+                                          image_size=self.image_size, device=self.device, progress=self.progress,
+                                          dist=self.dist, model=self.model)
         return EpochOutcome(loss, used, tuples, lr, bad, t1 - t0, time.perf_counter() - t1)
 
     def record_start(self, row: Any) -> None:
         """Log the row of the network before training (step 0): ``log.csv`` and a line; no checkpoint."""
         self.history.append(row)
         self.log(row.line(self.total))
-        write_log_csv(self.log_path, self.fields, self.history)
+        if self.dist.is_main:
+            write_log_csv(self.log_path, self.fields, self.history)
 
     def record(self, step: int, row: Any, *, validated: bool) -> bool:
         """Record ``step``: append ``row`` (a dataclass with ``val_map`` and ``line(total)``), keep the
@@ -256,10 +283,11 @@ class Engine:
         improved = score > self.best_score
         if improved:
             self.best_step, self.best_score = step, score
-        save_checkpoint(self.net, self.last_path, extra=self._state(step))
-        if improved and validated:
-            save_checkpoint(self.net, self.best_path, extra=self._state(step))
-        write_log_csv(self.log_path, self.fields, self.history)
+        if self.dist.is_main:
+            save_checkpoint(self.net, self.last_path, extra=self._state(step))
+            if improved and validated:
+                save_checkpoint(self.net, self.best_path, extra=self._state(step))
+            write_log_csv(self.log_path, self.fields, self.history)
         self.log(row.line(self.total) + ("  *best" if improved and validated else ""))
         return improved
 
@@ -276,8 +304,11 @@ class Engine:
             unit, pairs_note: for the log line (``best <unit> N: …``; ``pairs_note`` says where the
                 pairs came from).
         Returns:
-            ``{"none", "pca", "lw"}`` validation mAPs (``{}`` without ``train.whitening``).
+            ``{"none", "pca", "lw"}`` validation mAPs (``{}`` without ``train.whitening``, and on
+            every rank but 0, which alone writes ``best.pt``).
         """
+        if not self.dist.is_main:
+            return {}
         if not validated or not self.best_path.is_file():  # no validation: the last step is the best
             self.best_step = self.step
             save_checkpoint(self.net, self.best_path, extra=self._state(self.step))

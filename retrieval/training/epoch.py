@@ -7,11 +7,19 @@ unpadded one up to the convolutions' border effects. ``resize: square`` squashes
 ``image_size²`` instead. BatchNorm is frozen unless ``freeze_bn`` is off; the backbone runs under
 bf16 autocast on CUDA (float32 on CPU); gradients accumulate over ``cfg.accumulate`` forwards.
 The batch order of epoch ``e`` depends on ``cfg.seed`` and ``e`` only (:func:`epoch_seed`).
+
+Under distributed training (:mod:`retrieval.training.distributed`) ``cfg.batch`` is per rank: step
+``k`` takes the next ``batch · world_size`` tuples of the same shuffled order and rank ``r`` trains
+on its contiguous ``r``-th part of them, through ``DistributedDataParallel``
+(:class:`TrainingForward`), whose gradient average times the per-rank mean loss is the gradient of
+the mean loss over the whole step: the step equals one process's step with ``batch · world_size``
+tuples. A last step with fewer tuples than ranks is dropped.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,6 +30,7 @@ from tqdm import tqdm
 from retrieval.core.errors import ResourceError
 from retrieval.core.images import ImageDataset
 from retrieval.training.config import TrainConfig
+from retrieval.training.distributed import DistContext
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
 
@@ -119,6 +128,41 @@ def describe_training_batch(net: nn.Module, x: torch.Tensor, mask: Optional[torc
     return net.head(F.normalize(f, dim=-1))
 
 
+class TrainingForward(nn.Module):
+    """:func:`describe_training_batch` of ``net`` as a module's forward: what
+    ``DistributedDataParallel`` wraps (its gradient hooks need the forward to run through it)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return describe_training_batch(self.net, x, mask)
+
+
+class RankBatches(torch.utils.data.Sampler):
+    """The tuples of each step for one rank: ``torch.randperm(n, generator)`` (the order a shuffling
+    ``DataLoader`` with that generator draws), cut into steps of ``batch · world_size`` tuples, each
+    step cut into ``world_size`` contiguous parts (sizes differing by at most one); yields this
+    rank's part. A last step with fewer tuples than ranks is dropped, so every rank runs the same
+    number of steps."""
+
+    def __init__(self, n: int, batch: int, ctx: DistContext, generator: torch.Generator) -> None:
+        self.n, self.batch, self.ctx, self.generator = n, batch, ctx, generator
+        step = batch * ctx.world_size
+        self.sizes = [min(step, n - s) for s in range(0, n, step) if n - s >= ctx.world_size]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        start = 0
+        for size in self.sizes:
+            yield order[start:start + size][self.ctx.part(size)]
+            start += size
+
+
 def _oom_hint(cfg: TrainConfig, n_images: int, size: int) -> ResourceError:
     return ResourceError(
         f"out of GPU memory with train.batch {cfg.batch} ({n_images} images of {size} px per forward); "
@@ -127,11 +171,22 @@ def _oom_hint(cfg: TrainConfig, n_images: int, size: int) -> ResourceError:
 
 def train_epoch(net: nn.Module, pairs: PairSet, tuples: Tuples, optimizer: torch.optim.Optimizer,
                 loss_fn: nn.Module, cfg: TrainConfig, epoch: int, *, image_size: int,
-                device: torch.device, progress: bool = True) -> Tuple[float, int, List[str]]:
+                device: torch.device, progress: bool = True, dist: Optional[DistContext] = None,
+                model: Optional[nn.Module] = None) -> Tuple[float, int, List[str]]:
     """One pass over ``tuples``: ``batch`` tuples per forward, a step every ``accumulate`` forwards.
 
-    Returns ``(mean loss per tuple, tuples used, failures)``.
+    Args:
+        dist, model: under distributed training, this rank's context and ``net`` wrapped for it
+            (``dist.wrap(TrainingForward(net))``); each rank trains on its part of every step
+            (module docstring). ``None``: one process.
+
+    Returns ``(mean loss per tuple, tuples used, failures)`` (over every rank).
     """
+    if dist is not None and dist.parallel:
+        if model is None:
+            raise ValueError("distributed train_epoch needs the wrapped model (dist.wrap(TrainingForward(net)))")
+        return _train_epoch_ranks(net, pairs, tuples, optimizer, loss_fn, cfg, epoch, image_size=image_size,
+                                  device=device, progress=progress, dist=dist, model=model)
     S = tuples.size
     ds = TupleDataset(pairs.paths, tuples.images(), image_size, net.backbone.mean, net.backbone.std,
                       square=cfg.resize == "square")
@@ -172,3 +227,67 @@ def train_epoch(net: nn.Module, pairs: PairSet, tuples: Tuples, optimizer: torch
         optimizer.zero_grad(set_to_none=True)
     net.eval()
     return (total / used if used else float("nan")), used, failures
+
+
+def _train_epoch_ranks(net: nn.Module, pairs: PairSet, tuples: Tuples, optimizer: torch.optim.Optimizer,
+                       loss_fn: nn.Module, cfg: TrainConfig, epoch: int, *, image_size: int,
+                       device: torch.device, progress: bool, dist: DistContext,
+                       model: nn.Module) -> Tuple[float, int, List[str]]:
+    """:func:`train_epoch` on one rank of several. Every rank runs the same number of forwards (a
+    rank whose tuples of a step were all unreadable runs a zero-weighted forward on a blank image),
+    and scales its mean loss by ``world_size · b_r / B`` (``b_r`` its readable tuples, ``B`` the
+    step's over all ranks), so the averaged gradient is that of the step's mean loss."""
+    S = tuples.size
+    ds = TupleDataset(pairs.paths, tuples.images(), image_size, net.backbone.mean, net.backbone.std,
+                      square=cfg.resize == "square")
+    g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    sampler = RankBatches(len(ds), cfg.batch, dist, g)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, generator=g, num_workers=cfg.workers,
+                                         collate_fn=collate_tuples, pin_memory=device.type == "cuda")
+    set_train_mode(model, cfg.freeze_bn)
+    optimizer.zero_grad(set_to_none=True)
+    total, used, pending = 0.0, 0, 0
+    failures: List[str] = []
+    last = len(sampler) - 1
+    with tqdm(total=sum(sampler.sizes), desc=f"epoch {epoch}", unit="tuple", disable=not (progress and dist.is_main),
+              leave=False) as bar:
+        for k, (x, mask, b, bad) in enumerate(loader):
+            failures += bad
+            (step_total,) = dist.all_sum([b])
+            bar.update(sampler.sizes[k])
+            if step_total == 0:
+                continue
+            blank = b == 0
+            if blank:
+                x, mask = torch.zeros(S, 3, 64, 64), None
+            x = x.to(device, non_blocking=True)
+            mask = mask.to(device) if mask is not None else None
+            sync = pending + 1 == cfg.accumulate or k == last
+            try:
+                with nullcontext() if sync else model.no_sync():
+                    d = model(x, mask).view(max(b, 1), S, -1)
+                    loss = loss_fn(d)
+                    scale = 0.0 if blank else dist.world_size * b / step_total
+                    (loss * (scale / cfg.accumulate)).backward()
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                raise _oom_hint(cfg, b * S, image_size) from None
+            if not blank:
+                total += float(loss.detach()) * b
+                used += b
+            pending += 1
+            if sync:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                pending = 0
+            if used:
+                bar.set_postfix(loss=f"{total / used:.4f}")
+    if pending:  # the last step was skipped (nothing readable): average what accumulated unsynced
+        dist.average_gradients(net)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    net.eval()
+    total, used_all = dist.all_sum([total, used])
+    failures = [f for fs in dist.all_gather_objects(failures) for f in fs]
+    return (total / used_all if used_all else float("nan")), int(used_all), failures

@@ -17,6 +17,7 @@ import torch
 
 from retrieval.core.errors import DataError
 from retrieval.search.extract import extract_descriptors
+from retrieval.training.distributed import DistContext, extract_in_parts
 from retrieval.training.pairs import PairSet
 
 #: Candidates looked at per query before falling back to the full ranking.
@@ -118,6 +119,7 @@ def mine_tuples(
     device: Optional[Union[str, torch.device]] = None,
     seed: int = 0,
     progress: bool = True,
+    dist: Optional[DistContext] = None,
 ) -> Tuples:
     """Draw ``qsize`` pairs and a pool of ``poolsize`` images, and mine ``nnum`` hard negatives each.
 
@@ -127,6 +129,10 @@ def mine_tuples(
         pairs: the training pairs; ``qsize``/``poolsize`` are capped by its size.
         nnum: negatives per tuple (reduced to the number of other clusters the pool can offer).
         seed: the draw of pairs and pool.
+        dist: under distributed training, every rank draws the same pairs and pool (same seed),
+            describes its part of them, and receives the rest
+            (:func:`~retrieval.training.distributed.extract_in_parts`): every rank mines the same
+            tuples from the whole pool.
 
     Returns:
         :class:`Tuples`; tuples whose query or positive could not be read are dropped.
@@ -146,9 +152,12 @@ def mine_tuples(
         raise DataError("the negative pool holds a single cluster: no negatives to mine")
 
     need = np.union1d(pool, qidx)
-    ex = extract_descriptors(net, [pairs.paths[i] for i in need], image_size=image_size, scales=[1.0],
-                             batch_size=batch_size, workers=workers, device=device,
-                             progress=progress, desc="mine")
+    describe = dict(image_size=image_size, scales=[1.0], batch_size=batch_size, workers=workers, device=device,
+                    progress=progress, desc="mine")
+    if dist is not None and dist.parallel:
+        ex = extract_in_parts(net, [pairs.paths[i] for i in need], dist, **describe)
+    else:
+        ex = extract_descriptors(net, [pairs.paths[i] for i in need], **describe)
     row_of = {p: r for r, p in enumerate(ex.paths)}
     row = np.array([row_of.get(str(pairs.paths[i]), -1) for i in need], dtype=np.int64)
     pos = {int(i): int(r) for i, r in zip(need, row)}

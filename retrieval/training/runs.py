@@ -9,6 +9,13 @@ data, builds the network of the ``model:`` section and runs the matching driver:
 * an ``unsupervised:`` section — cluster-then-train periods on unlabeled images
   (:func:`retrieval.training.unsupervised.train_unsupervised`); ``resume`` and ``epochs`` do not
   apply (the periods are set by ``unsupervised.periods``).
+
+Launched by ``torchrun --nproc_per_node N`` or Slurm's ``srun`` (more than one process in the
+environment), supervised training is distributed (:mod:`retrieval.training.distributed`): the
+process group is started here and ended when the run ends, rank 0 prepares the data first (a toy
+collection is generated once), and rank 0 alone logs and writes the run folder. Unsupervised
+training is refused under several processes, with one line: its clustering is a whole-collection
+computation that one process does; run it with ``python``.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from retrieval.core.errors import ConfigError
 from retrieval.model.network import build_network
 from retrieval.settings import Settings, load_settings
 from retrieval.training.config import TrainConfig
+from retrieval.training.distributed import distributed_session, launch_env
 from retrieval.training.supervised import TrainResult, load_training_pairs
 from retrieval.training.supervised import train as train_supervised
 from retrieval.training.unsupervised import (
@@ -70,6 +78,8 @@ def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike
     out_dir = Path(out) if out else Path("runs") / Path(where).stem
 
     if settings.raw.get("unsupervised") is not None:  # pairs source `cluster`: no labels (JULE-style)
+        if launch_env().world_size > 1:
+            raise ConfigError("unsupervised training runs in one process; launch it with python, not torchrun/srun")
         if resume or epochs is not None:
             raise ConfigError("--resume/--epochs do not apply to unsupervised training; set unsupervised.periods")
         ucfg = from_dict(UnsupervisedConfig, settings.raw.get("unsupervised") or {}, f"{where}: unsupervised")
@@ -78,12 +88,20 @@ def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike
         return train_unsupervised(net, paths, cfg, ucfg, out_dir, val=val, truth=truth,
                                   val_on_train=ucfg.validation == "transductive", progress=progress, log=log)
 
-    train_pairs, val_pairs, skipped = load_training_pairs(cfg, data, log=log)
-    log(f"train: {train_pairs.summary()}")
-    log(f"val:   {val_pairs.summary()}")
-    net = build_network(settings.model, seed=cfg.seed)
-    return train_supervised(net, train_pairs, cfg, out_dir, val=val_pairs, resume=resume, epochs=epochs,
-                            skipped=skipped, progress=progress, log=log)
+    with distributed_session(cfg.device) as dist:
+        if not dist.is_main:  # rank 0 alone logs
+            progress, log = False, _silent
+        with dist.main_first():  # a toy collection is generated once, by rank 0
+            train_pairs, val_pairs, skipped = load_training_pairs(cfg, data, log=log)
+        log(f"train: {train_pairs.summary()}")
+        log(f"val:   {val_pairs.summary()}")
+        net = build_network(settings.model, seed=cfg.seed)
+        return train_supervised(net, train_pairs, cfg, out_dir, val=val_pairs, resume=resume, epochs=epochs,
+                                skipped=skipped, progress=progress, log=log)
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
 
 
 #: ``retrieval.train`` (the package's public API): the same function

@@ -13,6 +13,9 @@ the network kept in ``best.pt`` and stored in it.
 
 Files in the run folder: ``last.pt`` (every epoch: weights, model config, optimizer, epoch, history,
 training config), ``best.pt`` (best validation mAP, with Lw), ``log.csv`` (one row per epoch).
+Under ``torchrun``/``srun`` (:mod:`retrieval.training.distributed`) every rank mines the same
+tuples from the whole pool (described in parts and all-gathered), trains on its part of each step
+(``DistributedDataParallel``), and rank 0 alone writes these files.
 """
 from __future__ import annotations
 
@@ -174,7 +177,7 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
 
     def mine(seed: int) -> Tuples:
         return mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize, seed=seed,
-                           progress=progress, **run.common)
+                           progress=run.progress, dist=run.dist, **run.common)
 
     for epoch in range(start, n_epochs + 1):
         t0 = time.perf_counter()

@@ -1,0 +1,208 @@
+"""Distributed training: ranks from the launcher's environment, the collectives, and real 2-rank
+runs (torchrun, gloo on CPU) against one process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, assert_one_line_error, run_tool
+
+from retrieval.core.errors import ConfigError
+from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
+from retrieval.model.network import ModelConfig, build_network
+from retrieval.training.config import TrainConfig
+from retrieval.training.distributed import DistContext, current, launch_env, rank_device
+from retrieval.training.engine import Engine
+from retrieval.training.epoch import RankBatches
+from retrieval.training.mining import Tuples, mine_tuples
+from retrieval.training.pairs import pairs_from_folders
+from retrieval.training.runs import run_training
+from retrieval.training.supervised import LOG_FIELDS
+
+
+def step_config(batch: int) -> TrainConfig:
+    """The one-epoch run of :func:`test_ddp_step_equals_one_process_with_the_whole_batch`: 4 tuples
+    (one optimizer step when ``batch`` × ranks = 4), 2 mined negatives, BatchNorm frozen, lr 1 (for
+    :func:`plain_sgd`), no lr decay in epoch 1."""
+    return TrainConfig(lr=1.0, qsize=4, poolsize=12, nnum=2, batch=batch, workers=0, mine_batch=4,
+                       val_fraction=0.0, whitening=False, device="cpu", seed=3)
+
+
+def plain_sgd(run: Engine, lr: float = 1.0) -> None:
+    """Give ``run`` plain SGD: Adam's first step is ``lr · g / (|g| + 1e-8)``, which turns the float
+    noise of a gradient near 1e-8 into a visible weight difference, while the claim tested is about
+    the gradient (the optimizer runs on each rank alone, identically)."""
+    params = [p for p in run.net.parameters() if p.requires_grad]
+    run.optimizer = torch.optim.SGD([{"params": params, "lr": lr, "initial_lr": lr}])
+
+
+def step_network():
+    return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]), seed=0)
+
+
+def _classes(root: Path, n_classes: int = 4, per_class: int = 3, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(n_classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        base = rng.integers(0, 255, (4, 4, 3))
+        for i in range(per_class):  # views of a class share a coarse pattern
+            img = np.clip(base + rng.integers(-40, 40, (4, 4, 3)), 0, 255).astype(np.uint8)
+            h, w = (32, 32) if (c + i) % 2 else (24, 32)  # two shapes: padded batches
+            Image.fromarray(img).resize((w, h), Image.BILINEAR).save(d / f"{i}.jpg")
+    return root
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` with the worktree on
+    PYTHONPATH (and tests/, for the worker), one thread per rank."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), OMP_NUM_THREADS="1",
+               GEMSEG_THREADS="1", PYTHONUNBUFFERED="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast: no process group
+# ----------------------------------------------------------------------------------------------
+def test_launch_env_reads_torchrun_then_slurm():
+    assert launch_env({}) == launch_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
+    assert launch_env({}).world_size == 1 and launch_env({}).launcher == "none"
+    t = launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "8"})
+    assert (t.rank, t.world_size, t.local_rank, t.launcher) == (3, 4, 1, "torchrun")
+    s = launch_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"})
+    assert (s.rank, s.world_size, s.local_rank, s.launcher) == (5, 8, 1, "slurm")
+    with pytest.raises(ConfigError, match="rank outside the world"):
+        launch_env({"RANK": "2", "WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="not integers"):
+        launch_env({"RANK": "a", "WORLD_SIZE": "2"})
+
+
+def test_rank_device():
+    assert rank_device("cpu", 3) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="cuda:LOCAL_RANK"):
+        rank_device("cuda:1", 0)
+    if not torch.cuda.is_available():
+        assert rank_device(None, 1) == torch.device("cpu")
+
+
+def test_parts_and_rank_batches_cover_everything_once():
+    for n, world in ((10, 3), (2, 2), (7, 1), (0, 2)):
+        parts = [DistContext(r, world).part(n) for r in range(world)]
+        assert [i for p in parts for i in range(n)[p]] == list(range(n))
+        assert max(len(range(n)[p]) for p in parts) - min(len(range(n)[p]) for p in parts) <= 1
+    # 11 tuples, batch 2 per rank, 2 ranks: steps of 4, 4, 3; each step split 2+2 / 2+1, in the shuffled order
+    per_rank = [list(RankBatches(11, 2, DistContext(r, 2), torch.Generator().manual_seed(5))) for r in range(2)]
+    order = torch.randperm(11, generator=torch.Generator().manual_seed(5)).tolist()
+    assert [a + b for a, b in zip(*per_rank)] == [order[0:4], order[4:8], order[8:11]]
+    assert [len(b) for b in per_rank[1]] == [2, 2, 1]
+    # a last step with fewer tuples than ranks is dropped on every rank (same number of steps)
+    assert [len(RankBatches(9, 4, DistContext(r, 3), torch.Generator())) for r in range(3)] == [1, 1, 1]
+    # one process: the helpers are the identity
+    one = current("cpu")
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert not one.parallel and one.is_main and one.all_gather_rows(x) is x and one.all_sum([2, 3]) == [2.0, 3.0]
+
+
+def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x}\nunsupervised: {periods: 1}\n")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
+        run_training(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Real 2-rank runs (torchrun, gloo)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_step_equals_one_process_with_the_whole_batch(tmp_path):
+    """2 ranks × 2 tuples = one process with 4 tuples: the same mined tuples on both ranks (pool
+    described in parts and all-gathered) as in one process, the same mean loss, and the same weights
+    after the optimizer step (1e-5; plain SGD, see :func:`plain_sgd`). BatchNorm is frozen (the paper's setting): with it training,
+    each rank would normalise with its own batch's statistics and the step would differ."""
+    data = _classes(tmp_path / "data")
+    proc = torchrun("tests/ddp_worker.py", data, tmp_path / "ddp", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+
+    torch.set_num_threads(1)
+    cfg = step_config(4)
+    pairs = pairs_from_folders(data)
+    net = step_network()
+    w0 = {k: v.clone() for k, v in net.state_dict().items()}
+    run = Engine(net, cfg, tmp_path / "one", fields=LOG_FIELDS, total=1, progress=False, log=lambda s: None)
+    assert run.model is None and not run.dist.parallel
+    plain_sgd(run)
+    ep = run.train_epoch(1, pairs, lambda seed: mine_tuples(net, pairs, nnum=2, qsize=4, poolsize=12, seed=seed,
+                                                             progress=False, **run.common))
+    assert np.array_equal(r0["tuples"], ep.tuples.images()) and np.array_equal(r1["tuples"], r0["tuples"])
+    assert r0["used"] == r1["used"] == ep.used == 4
+    assert abs(r0["loss"] - ep.loss) < 1e-5 and r0["loss"] == r1["loss"]
+    one = net.state_dict()
+    moved = 0
+    for k, v in one.items():
+        assert torch.allclose(r0["state_dict"][k], v, atol=1e-5, rtol=0), k
+        assert torch.equal(r0["state_dict"][k], r1["state_dict"][k]), k  # the ranks stay in sync
+        moved += int(v.numel() > 0 and float((v - w0[k]).abs().max()) > 1e-4)
+    assert moved > 20  # the step changed the weights: the comparison is not vacuous
+    # the comparison can fail: a step on half of the tuples (what one rank alone would take) is far off
+    half = step_network()
+    run_h = Engine(half, cfg, tmp_path / "half", fields=LOG_FIELDS, total=1, progress=False, log=lambda s: None)
+    plain_sgd(run_h)
+    t = ep.tuples
+    run_h.train_epoch(1, pairs, lambda seed: Tuples(t.qidx[:2], t.pidx[:2], t.nidx[:2]))
+    assert max(float((half.state_dict()[k] - v).abs().max()) for k, v in one.items() if v.numel()) > 1e-4
+
+
+TINY_TRAIN = """\
+model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
+train: {{data: {data}, epochs: 2, qsize: 6, poolsize: 12, nnum: 1, batch: 2, workers: 0, mine_batch: 8,
+         val_fraction: 0.34, whitening: true, whiten_pairs: 40, lr: 1.0e-4, device: cpu}}
+"""
+
+
+@pytest.mark.slow
+def test_two_rank_run_resumes_and_its_best_pt_indexes(tmp_path):
+    """Epoch 1 in one process, then ``torchrun --nproc_per_node 2 tools/train_gem.py --resume``:
+    the 2 ranks continue from epoch 1 to 2 (validation described in parts), rank 0 alone writes the
+    run folder and prints one summary, and its ``best.pt`` (with Lw) indexes with
+    ``tools/index.py --model``."""
+    data = _classes(tmp_path / "data", n_classes=6)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(TINY_TRAIN.format(data=data))
+    out = tmp_path / "run"
+    first = run_tool("train_gem", "--config", cfg, "--out", out, "--epochs", "1", "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert read_checkpoint(out / "last.pt")["extra"]["epoch"] == 1
+    (out / "best.pt").unlink()
+    second = torchrun("tools/train_gem.py", "--config", cfg, "--out", out, "--resume", "--quiet", "--json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("resumed") == 1 and second.stderr.count("epoch   2/2") == 1, second.stderr
+    res = json.loads(second.stdout)  # one JSON document: rank 1 printed nothing
+    assert [h["epoch"] for h in res["history"]] == [0, 1, 2]  # epochs 0 and 1 from the first run
+    h2 = res["history"][2]
+    assert h2["tuples"] == 6 and 0 < h2["val_map"] <= 1 and h2["loss"] > 0
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("epoch,") and rows[3].startswith("2,")
+    assert read_checkpoint(out / "last.pt")["extra"]["epoch"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv"]
+    best = load_checkpoint(out / "best.pt")
+    assert best.has_whitening and best.config.whitening == "lw"
+    assert read_checkpoint(out / "best.pt")["extra"]["epoch"] == res["best_epoch"] in (1, 2)
+    idx = run_tool("index", "--images", data, "--model", out / "best.pt", "--out", tmp_path / "idx", "--quiet")
+    assert idx.returncode == 0, idx.stderr
+    assert len(json.loads((tmp_path / "idx" / "paths.json").read_text())) == 18
