@@ -6,7 +6,10 @@
   depth (never clipped at 255), floats by their range. A file that cannot be used raises
   :class:`~retrieval.errors.ImageError` with a short reason.
 * :func:`resize_long_side` and :func:`to_tensor` make the network input.
-* :func:`list_images` turns a folder (recursive) or a ``.txt`` list of paths into a list of files.
+* :func:`list_images` turns a folder (recursive) or a ``.txt`` list of paths into a list of files;
+  :func:`scan_images` also lists the files it left out, with the reason ("unsupported format
+  .heic (install the heif extra: …)"). HEIC/HEIF photos are read when the optional extra ``heif``
+  (pillow-heif) is installed: its opener is registered on import.
 * :class:`ImageDataset` never raises for a bad file: it yields ``None`` and the reason, so one bad
   file never aborts an indexing run (the caller skips it and reports it).
 """
@@ -14,19 +17,43 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from retrieval.core.errors import DataError, GemsegError, ImageError
 
 PathLike = Union[str, Path]
 
+_avif = bool(features.check("avif"))  # Pillow ≥ 11.2 decodes AVIF when built with libavif
+
+try:  # HEIC/HEIF (iPhone photos): read through the optional extra `heif` (pillow-heif) when installed
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the installation
+    HEIF_SUPPORTED = False
+
+#: HEIC/HEIF extensions: images when the ``heif`` extra (pillow-heif) is installed.
+HEIF_EXTENSIONS: Tuple[str, ...] = (".heic", ".heif", ".hif")
+
 #: File extensions (lower case, with the dot) that :func:`list_images` picks up in a folder.
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS: Tuple[str, ...] = ((".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+                                     + (".avif",) * _avif + HEIF_EXTENSIONS * HEIF_SUPPORTED)
+
+#: Image formats that are not read, and what to do about them (the reason a skipped file is given).
+UNSUPPORTED_HINTS: Dict[str, str] = {
+    **{e: "install the heif extra: pip install 'gemseg[heif]'" for e in HEIF_EXTENSIONS},
+    **{e: "a camera raw file: convert it to JPEG or TIFF first" for e in
+       (".cr2", ".cr3", ".nef", ".nrw", ".arw", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw")},
+    ".avif": "this Pillow has no AVIF decoder: pip install -U pillow",
+    ".svg": "a vector drawing: render it to PNG first",
+}
 
 #: ImageNet normalisation (RGB, for pixel values in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -76,7 +103,9 @@ def load_image(path: PathLike, max_side: Optional[int] = None) -> Image.Image:
     try:
         im = Image.open(p)
     except UnidentifiedImageError:
-        raise ImageError(p, "not an image (cannot identify format)") from None
+        raise ImageError(p, unsupported_reason(p) if p.suffix.lower() not in IMAGE_EXTENSIONS
+                         and p.suffix.lower() in UNSUPPORTED_HINTS
+                         else "not an image (cannot identify format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(p, f"image too large (decompression bomb guard): {e}") from None
     except PermissionError:
@@ -253,6 +282,51 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def unsupported_reason(path: PathLike) -> str:
+    """Why a file is not read as an image: ``"unsupported format .heic (install the heif extra: …)"``."""
+    ext = Path(path).suffix.lower()
+    if not ext:
+        return "no file extension (not taken for an image)"
+    hint = UNSUPPORTED_HINTS.get(ext)
+    return f"unsupported format {ext}" + (f" ({hint})" if hint else "")
+
+
+@dataclass
+class ImageListing:
+    """What a folder holds: ``paths`` (the image files, sorted) and ``skipped`` ((path, reason) of
+    every other visible file, e.g. ``"unsupported format .heic (…)"``). Hidden files (``.name``)
+    are neither."""
+
+    paths: List[Path]
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def scan_images(source: PathLike) -> ImageListing:
+    """:func:`list_images` that also says which files of a folder were left out and why (a ``.txt``
+    list or a single file skips nothing here: its files are checked when they are loaded)."""
+    src = Path(source).expanduser()
+    if src.is_dir():
+        paths, skipped = _walk_images(src)
+        if not paths:
+            raise DataError(_no_images_message(src, skipped))
+        return ImageListing(paths, skipped)
+    return ImageListing(list_images(src))
+
+
+def _no_images_message(src: Path, skipped: Sequence[Tuple[str, str]]) -> str:
+    msg = f"{src}: no images found in this folder or below (looked for {', '.join(IMAGE_EXTENSIONS)})"
+    if skipped:
+        counts: Dict[str, int] = {}
+        for p, _ in skipped:
+            ext = Path(p).suffix.lower() or "(none)"
+            counts[ext] = counts.get(ext, 0) + 1
+        msg += "; left out: " + ", ".join(f"{n} {e}" for e, n in sorted(counts.items()))
+        hints = sorted({UNSUPPORTED_HINTS[e] for e in counts if e in UNSUPPORTED_HINTS})
+        if hints:
+            msg += f" ({'; '.join(hints)})"
+    return msg
+
+
 def list_images(source: PathLike) -> List[Path]:
     """The image files named by ``source``.
 
@@ -273,10 +347,7 @@ def list_images(source: PathLike) -> List[Path]:
         raise DataError(f"{src}: not found")
     exts = ", ".join(IMAGE_EXTENSIONS)
     if src.is_dir():
-        out = _walk_images(src)
-        if not out:
-            raise DataError(f"{src}: no images found in this folder or below (looked for {exts})")
-        return out
+        return scan_images(src).paths
     if src.suffix.lower() == ".txt":
         return _read_list(src)
     if _is_image_name(src.name):
@@ -286,8 +357,10 @@ def list_images(source: PathLike) -> List[Path]:
     )
 
 
-def _walk_images(root: Path) -> List[Path]:
+def _walk_images(root: Path) -> Tuple[List[Path], List[Tuple[str, str]]]:
+    """(image files, (other visible file, reason)) below ``root``, both sorted by path."""
     out: List[Path] = []
+    skipped: List[Tuple[str, str]] = []
     seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -297,10 +370,15 @@ def _walk_images(root: Path) -> List[Path]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
-            if not f.startswith(".") and _is_image_name(f):
+            if f.startswith("."):
+                continue
+            if _is_image_name(f):
                 out.append(Path(dirpath) / f)
+            else:
+                skipped.append((str(Path(dirpath) / f), unsupported_reason(f)))
     out.sort()
-    return out
+    skipped.sort()
+    return out, skipped
 
 
 def _read_list(txt: Path) -> List[Path]:
