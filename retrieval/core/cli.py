@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from retrieval.core.errors import GemsegError
 
@@ -24,9 +24,9 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 COMMON_HELP = {
     "config": "YAML settings file (model:, extract:, index:, train:, coseg: sections; "
               "default: the settings of configs/default.yaml)",
-    "device": "cpu | cuda | cuda:N (default: the config's extract.device, else CUDA when available); "
+    "device": "cpu | cuda | cuda:N (default: the config's device, else CUDA when available); "
               "a missing CUDA device is an error, never a silent fallback",
-    "quiet": "no progress bars and no notices (wrote …, skipped …): only the results and errors",
+    "quiet": "no progress bars (results, notices and errors still print)",
     "json": "print the result as one JSON document on stdout; notices go to stderr",
 }
 
@@ -87,11 +87,22 @@ def add_common_flags(ap: argparse.ArgumentParser, *, config: Optional[str] = Non
         ap.add_argument("--json", action="store_true", help=COMMON_HELP["json"])
 
 
+def parse_box(text: str) -> Tuple[float, float, float, float]:
+    """argparse type of ``--box x1,y1,x2,y2`` (pixels of the original image, x2 > x1, y2 > y1)."""
+    try:
+        v = tuple(float(t) for t in text.replace(" ", "").split(","))
+    except ValueError:
+        v = ()
+    if len(v) != 4:
+        raise argparse.ArgumentTypeError(f"'{text}': expected four numbers x1,y1,x2,y2 (pixels)")
+    if v[2] <= v[0] or v[3] <= v[1] or min(v) < 0:
+        raise argparse.ArgumentTypeError(f"'{text}': need 0 ≤ x1 < x2 and 0 ≤ y1 < y2 (pixels)")
+    return v  # type: ignore[return-value]
+
+
 def notice(text: str, args: argparse.Namespace) -> None:
-    """Print a notice (``wrote hits.html``, ``skipped …``): on stdout, on stderr with ``--json``
-    (stdout holds only the JSON document), nowhere with ``--quiet``."""
-    if getattr(args, "quiet", False):
-        return
+    """Print a notice (``wrote hits.html``, ``skipped …``): on stdout, but on stderr with ``--json``
+    (stdout then holds only the JSON document)."""
     print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
 
 

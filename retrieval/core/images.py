@@ -459,6 +459,45 @@ class ImageDataset(torch.utils.data.Dataset):
             return i, None, f"unexpected error: {type(e).__name__}: {_short(e)}"
 
 
+#: What a query can be: an image file, a PIL image, or a numpy array (H, W, 3) / (H, W).
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+
+
+def as_image(obj: ImageLike) -> Image.Image:
+    """An upright RGB image from a file path (:func:`load_image`), a PIL image (any mode, converted
+    with :func:`to_rgb`) or a numpy array: (H, W, 3) RGB or (H, W) grey, uint8 in [0, 255] or float
+    in [0, 1]. Anything else is a :class:`DataError`; a bad file an :class:`ImageError`."""
+    if isinstance(obj, (str, Path)):
+        return load_image(obj)
+    if isinstance(obj, Image.Image):
+        obj.load()
+        return to_rgb(obj)
+    if isinstance(obj, np.ndarray):
+        a = obj
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[..., 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or min(a.shape[:2]) < 1:
+            raise DataError(f"an image array must be (H, W, 3), (H, W, 4) or (H, W); got shape {obj.shape}")
+        if a.dtype == np.uint8:
+            u8 = a
+        elif a.dtype.kind == "f":
+            if np.nanmax(a) > 1.0 or np.nanmin(a) < 0.0:
+                raise DataError("a float image array must hold values in [0, 1] (or pass uint8 in [0, 255])")
+            u8 = np.rint(np.nan_to_num(a) * 255.0).astype(np.uint8)
+        else:
+            raise DataError(f"an image array must be uint8 or float in [0, 1]; got {a.dtype}")
+        return to_rgb(Image.fromarray(np.ascontiguousarray(u8)))
+    raise DataError(f"not an image: {type(obj).__name__} (give a file path, a PIL image or a numpy array)")
+
+
+def image_label(obj: ImageLike, i: int) -> str:
+    """How a query is named in results: its path, a PIL image's file name, else ``<image i>``."""
+    if isinstance(obj, (str, Path)):
+        return str(obj)
+    name = getattr(obj, "filename", "") if isinstance(obj, Image.Image) else ""
+    return str(name) if name else f"<{'array' if isinstance(obj, np.ndarray) else 'image'} {i}>"
+
+
 def crop_box(img: Image.Image, box: Optional[Sequence[float]]) -> Image.Image:
     """``img`` cropped to ``box`` = (x1, y1, x2, y2) pixels (rounded, clipped to the image; an empty
     box after clipping keeps the whole image). ``None`` returns ``img``."""
