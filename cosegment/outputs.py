@@ -44,7 +44,7 @@ def output_names(results: Sequence[SetResult]) -> Dict[Tuple[str, int], str]:
     """A distinct file stem for each (set, image index), so every input image gets its own
     outputs: the image stem; where stems clash (compared without case, as on macOS and Windows
     file systems) the set name is put before it (runs of several sets), then the extension after it
-    (``rocket_jpg``, ``rocket_png``), then a number (``rocket_JPG-2``)."""
+    (``rocket_JPG``, ``rocket_png``), then a number (``rocket_jpg-2``)."""
     items = [(r.name, i, p) for r in results for i, p in enumerate(r.paths)]
     several_sets = len({r.name for r in results}) > 1
 
