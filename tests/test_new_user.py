@@ -264,6 +264,7 @@ def test_hit_png_wraps_rows(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 def test_hit_html_links_names_and_wraps(tmp_path):
     results = _fifty_hits(tmp_path)
     page = write_hits_html(tmp_path / "pages" / "hits.html", results)
@@ -287,6 +288,7 @@ def test_hit_html_links_names_and_wraps(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 9 and 10. co-segmentation: legend, capped previews, the whole time; a folder split into sets
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_coseg_pictures_have_a_legend_and_a_capped_size(tmp_path, lite_backbone):
     _coseg_photos(tmp_path / "big", ["a.jpg", "b.jpg", "c.jpg"], size=(1200, 1500))
     rep = cosegment(tmp_path / "big", backbone=lite_backbone, config=CosegConfig(k=3, image_size=96),
@@ -308,6 +310,7 @@ def test_coseg_pictures_have_a_legend_and_a_capped_size(tmp_path, lite_backbone)
     assert "writing" in rep.text_lines()[-2] and "in all" in rep.text_lines()[-2]
 
 
+@pytest.mark.slow
 def test_loose_images_beside_subfolders_are_a_set_and_a_note_says_so(tmp_path, lite_backbone):
     _coseg_photos(tmp_path / "photos", ["a.jpg", "b.jpg"])
     _coseg_photos(tmp_path / "photos" / "trip", ["c.jpg", "d.jpg"])
@@ -325,6 +328,7 @@ def test_loose_images_beside_subfolders_are_a_set_and_a_note_says_so(tmp_path, l
 # ---------------------------------------------------------------------------------------------
 # 12. folder evaluation explains its columns and lists what is not a query
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
     _, _, cfg = tiny_index
     root = tmp_path / "classes"
@@ -349,6 +353,7 @@ def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
 # ---------------------------------------------------------------------------------------------
 # 13. PIL images and arrays as queries; --box
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_queries_can_be_pil_images_arrays_or_one_path(tiny_index):
     ix, photos, cfg = tiny_index
     index = ImageIndex.load(ix)
