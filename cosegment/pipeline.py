@@ -16,6 +16,7 @@ and ``j + 1`` for factor ``j``.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -38,8 +39,9 @@ from cosegment.segmentation import (
     score_result,
     segment_set,
 )
-from retrieval.core.backbone import Backbone, default_image_size, default_layer
+from retrieval.core.backbone import Backbone, default_image_size, default_layer, resolve_device
 from retrieval.core.errors import ConfigError, DataError
+from retrieval.core.images import scan_images
 
 PathLike = Union[str, Path]
 Images = Union[PathLike, Sequence[PathLike], Mapping[str, Sequence[PathLike]]]
@@ -67,6 +69,21 @@ def image_sets(images: Images, joint: bool = False) -> Tuple[Dict[str, List[Path
     if joint and len(sets) > 1:
         sets = {root.name if root is not None else "images": [p for ps in sets.values() for p in ps]}
     return sets, root
+
+
+def split_notes(root: Optional[Path], sets: Mapping[str, Sequence[Path]]) -> List[str]:
+    """A line saying how a folder was split into sets when that may surprise: loose images beside
+    sub-folders form a set of their own (a folder of sub-folders only is the iCoseg layout)."""
+    if root is None or len(sets) < 2:
+        return []
+    img_root = root / "images" if (root / "images").is_dir() else root
+    loose = img_root.name if img_root.name != "images" else root.name
+    if loose not in sets:
+        return []
+    subs = [n for n in sets if n != loose]
+    shown = ", ".join(subs[:5]) + (", …" if len(subs) > 5 else "")
+    return [f"{root}: its {len(sets[loose])} loose image(s) form set '{loose}', and {len(subs)} sub-folder(s) "
+            f"are sets of their own ({shown}); each set is factorised on its own (--joint: all images as one set)"]
 
 
 def save_set_concepts(path: PathLike, backbone: Backbone, result: dff.DFFResult, object_factors: Sequence[int],
@@ -156,7 +173,8 @@ class CosegReport:
     stem its box (x0, y0, x1, y1) or None; compare: one row per factoriser (``compare=True``);
     concepts: the concept file used (``concepts_used``) or written (``concepts_saved``);
     results: the per-set :class:`SetResult` (heat maps, masks, labels; not in ``as_dict``);
-    model_seconds: time to load the model, set by the caller (the tool) for the report."""
+    model_seconds: time to load the model, set by the caller (the tool) for the report;
+    notes: what the user should know about how the input was read (e.g. a folder split into sets)."""
 
     images: str
     k: int
@@ -175,6 +193,7 @@ class CosegReport:
     concepts_saved: Optional[str] = None
     results: List[SetResult] = field(default_factory=list, repr=False)
     model_seconds: float = 0.0
+    notes: List[str] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
         """The JSON document of ``tools/coseg.py --json``."""
@@ -183,7 +202,7 @@ class CosegReport:
             "backbone": self.backbone, "factorizer": self.factorizer, "fingerprint": self.fingerprint,
             "sets": self.sets, "timings": dict(self.timings.as_dict(), model=self.model_seconds),
             "failures": [{"path": p, "reason": why} for p, why in self.failures],
-            "out": self.out, "boxes": self.boxes,
+            "out": self.out, "boxes": self.boxes, "notes": self.notes,
         }
         if self.compare:
             doc["compare"] = self.compare
@@ -211,8 +230,9 @@ class CosegReport:
                              + f"{r['seconds']:>10.2f}")
             lines.append("")
         t = self.timings.as_dict()
-        lines.append(f"time: model {self.model_seconds:.1f}s, loading {t['loading']:.1f}s, backbone "
-                     f"{t['backbone']:.1f}s, factorisation {t['factorisation']:.2f}s (layer {self.layer}, "
+        lines.append(f"time: {self.model_seconds + t['total']:.1f}s in all: model {self.model_seconds:.1f}s, "
+                     f"loading {t['loading']:.1f}s, backbone {t['backbone']:.1f}s, factorisation "
+                     f"{t['factorisation']:.2f}s, writing {t['writing']:.1f}s (layer {self.layer}, "
                      f"{self.image_size} px, k={self.k})")
         if self.concepts_saved:
             lines.append(f"wrote concepts to {self.concepts_saved}")
@@ -250,12 +270,15 @@ def cosegment(images: Images, *, backbone: Backbone, config: Optional[CosegConfi
         DataError (no images, none loadable, no ground truth, k too large),
         ConfigError (bad options), ModelMismatchError (concepts of another backbone).
     """
+    t_start = time.perf_counter()
     cfg = dataclasses.replace(config) if config is not None else CosegConfig()
     cfg.validate()
+    resolve_device(device)  # no CUDA device: one line, before any image is read
     if concepts is not None and (save_concepts is not None or compare):
         raise ConfigError("concepts= projects on saved concepts; it excludes save_concepts= and compare=")
     sets, root = image_sets(images, joint)
     source = str(images) if root is not None else f"{sum(len(p) for p in sets.values())} images"
+    notes = [] if joint else split_notes(root, sets)
     if save_concepts is not None and len(sets) > 1:
         raise DataError(f"--save-concepts learns one set of concepts but {source} holds {len(sets)} sets; add --joint")
 
@@ -279,7 +302,7 @@ def cosegment(images: Images, *, backbone: Backbone, config: Optional[CosegConfi
     timings = Timings()
     prepared: Dict[str, PreparedSet] = prepare_sets(backbone, sets, layer, image_size, batch_size=cfg.batch_size,
                                                     device=device, timings=timings)
-    failures = all_failures(prepared)
+    failures = (scan_images(root).skipped if root is not None else []) + all_failures(prepared)
     prepared = {n: p for n, p in prepared.items() if p.acts}
     if not prepared:
         raise DataError(f"no image in {source} could be loaded ({len(failures)} failed, e.g. {failures[0][0]}: "
@@ -322,11 +345,14 @@ def cosegment(images: Images, *, backbone: Backbone, config: Optional[CosegConfi
     if out is not None:
         summary = (f"{sum(len(r.paths) for r in results)} images, k={cfg.k}, layer {layer} at {image_size} px, "
                    f"{'projection on ' + str(concepts) if saved is not None else cfg.factorizer}")
+        t_write = time.perf_counter()
         doc = write_results(out, results, scores, summary=summary)
+        timings.writing = time.perf_counter() - t_write
         boxes = {k: v["box"] for k, v in doc["images"].items()}
+    timings.wall = time.perf_counter() - t_start
     return CosegReport(
         images=source, k=cfg.k, layer=layer, image_size=image_size, backbone=backbone.name,
         factorizer="projection" if saved is not None else cfg.factorizer, fingerprint=fingerprint,
         sets=list(scores.values()), timings=timings, failures=failures, out=None if out is None else str(out),
         boxes=boxes, compare=table, concepts_used=None if concepts is None else str(concepts),
-        concepts_saved=None if save_concepts is None else str(save_concepts), results=results)
+        concepts_saved=None if save_concepts is None else str(save_concepts), results=results, notes=notes)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from retrieval.core.io import atomic_path
 
@@ -66,6 +66,61 @@ def mask_preview(image: np.ndarray, mask: np.ndarray, box: Optional[Sequence[int
     return np.asarray(im)
 
 
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at ``size`` px (a scalable one where Pillow has FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one small bitmap font
+        return ImageFont.load_default()
+
+
+def add_legend(image: np.ndarray, k: int, object_factors: Sequence[int] = ()) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with a white band below it: one swatch per factor in its
+    :func:`palette` colour, numbered from 0 (``factor 0``, ``factor 1 (object)`` …); heat overlays
+    and part overlays share these colours. → (H + band, W, 3) uint8."""
+    h, w = image.shape[:2]
+    fs = int(np.clip(round(w / 40), 11, 28))
+    band = fs + 10
+    im = Image.new("RGB", (w, h + band), (255, 255, 255))
+    im.paste(Image.fromarray(image), (0, 0))
+    d = ImageDraw.Draw(im)
+    font = _font(fs)
+    obj = set(int(j) for j in object_factors)
+    x, y = 6, h + 5
+    cols = palette(k)
+    for j in range(k):
+        text = f"factor {j}" + (" (object)" if j in obj else "")
+        d.rectangle([x, y, x + fs - 1, y + fs - 1], fill=tuple(int(c) for c in cols[j]), outline=(0, 0, 0))
+        d.text((x + fs + 4, y - 1), text, fill=(0, 0, 0), font=font)
+        x += fs + 4 + int(d.textlength(text, font=font)) + fs
+    return np.asarray(im)
+
+
+def shrink(image: np.ndarray, max_side: Optional[int], *planes: np.ndarray) -> tuple:
+    """``image`` (H, W, 3) uint8 and each of ``planes`` ((H, W) or (k, H, W); bool, uint8 or
+    float) resized so that the long side is at most ``max_side`` (bilinear for the image and float
+    planes, nearest for bool/integer ones); unchanged when already small or ``max_side`` is None.
+    Returns ``(image, *planes, scale)``."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return (image, *planes, 1.0)
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = [np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))]
+    for p in planes:
+        stack = p[None] if p.ndim == 2 else p
+        res = []
+        for a in stack:
+            if a.dtype.kind == "f":
+                res.append(np.asarray(Image.fromarray(a.astype(np.float32), "F").resize(size, Image.Resampling.BILINEAR)))
+            else:
+                u8 = a.astype(np.uint8)
+                res.append(np.asarray(Image.fromarray(u8).resize(size, Image.Resampling.NEAREST)).astype(a.dtype))
+        res = np.stack(res)
+        out.append(res[0] if p.ndim == 2 else res)
+    return (*out, scale)
+
+
 def _thumb(a: np.ndarray, size: int) -> Image.Image:
     im = Image.fromarray(a)
     im.thumbnail((size, size), Image.Resampling.BILINEAR)
@@ -104,11 +159,21 @@ def save_png(path: PathLike, a: Union[np.ndarray, Image.Image]) -> Path:
     return path
 
 
+def legend_html(k: int, object_factors: Sequence[int] = ()) -> str:
+    """Swatches of the :func:`palette` colours, ``factor 0 … k-1``, the object factors marked."""
+    obj = set(int(j) for j in object_factors)
+    return " ".join(
+        f"<span class='sw'><b style='background:rgb{tuple(int(c) for c in col)}'></b>factor {j}"
+        f"{' (object)' if j in obj else ''}</span>" for j, col in enumerate(palette(k)))
+
+
 def write_index_html(path: PathLike, rows: Sequence[Dict[str, object]], title: str = "gemseg co-segmentation",
-                     summary: str = "") -> Path:
+                     summary: str = "", legends: Optional[Dict[str, str]] = None) -> Path:
     """An HTML page with one row per image: ``rows[i]`` has ``name``, ``set`` and image paths
     (relative to the page) under ``image``, ``overlay``, ``mask``, ``preview`` and optionally
-    ``parts``, plus ``box`` and ``score`` (text)."""
+    ``parts``, plus ``box`` and ``score`` (text). ``legends``: per set, the HTML of its colour
+    legend (:func:`legend_html`), shown in the set's header row."""
+    legends = legends or {}
     path = Path(path)
     cols = ["image", "overlay", "preview", "mask", "parts"]
     present = [c for c in cols if any(r.get(c) for r in rows)]
@@ -118,7 +183,8 @@ def write_index_html(path: PathLike, rows: Sequence[Dict[str, object]], title: s
     for r in rows:
         if r.get("set") != cur:
             cur = r.get("set")
-            body.append(f'<tr><td colspan="{len(present) + 1}" class="set">set: {html.escape(str(cur))}</td></tr>')
+            body.append(f'<tr><td colspan="{len(present) + 1}" class="set">set: {html.escape(str(cur))}'
+                        f'<br>{legends.get(str(cur), "")}</td></tr>')
         cells = "".join(
             f'<td><img src="{html.escape(str(r[c]))}" loading="lazy"></td>' if r.get(c) else "<td></td>"
             for c in present)
@@ -130,7 +196,9 @@ def write_index_html(path: PathLike, rows: Sequence[Dict[str, object]], title: s
         body.append(f"<tr><td class='info'>{info}</td>{cells}</tr>")
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:1em}} img{{max-width:220px;max-height:220px}}
-td{{vertical-align:top;padding:3px}} td.set{{background:#eee;font-weight:bold}} td.info{{font-size:12px;max-width:160px}}</style>
+td{{vertical-align:top;padding:3px}} td.set{{background:#eee;font-weight:bold}} td.info{{font-size:12px;max-width:160px}}
+.sw{{font-weight:normal;margin-right:1em;white-space:nowrap}} .sw b{{display:inline-block;width:1em;height:1em;
+vertical-align:middle;margin-right:.3em;border:1px solid #000}}</style>
 </head><body><h2>{html.escape(title)}</h2><p>{html.escape(summary)}</p>
 <table><tr><th></th>{head}</tr>{''.join(body)}</table></body></html>
 """

@@ -42,16 +42,20 @@ class PreparedSet:
 
 @dataclass
 class Timings:
-    """Seconds spent decoding/resizing images, in the backbone, and factorising (``as_dict``
-    adds their ``total``)."""
+    """Seconds spent decoding/resizing images, in the backbone, factorising and writing the
+    pictures; ``wall``: the whole run, when measured (it also holds scoring and what lies between
+    the stages). ``as_dict`` adds ``total``: ``wall`` when measured, else the sum of the stages."""
 
     loading: float = 0.0
     backbone: float = 0.0
     factorisation: float = 0.0
+    writing: float = 0.0
+    wall: float = 0.0
 
     def as_dict(self) -> Dict[str, float]:
+        stages = self.loading + self.backbone + self.factorisation + self.writing
         return {"loading": self.loading, "backbone": self.backbone, "factorisation": self.factorisation,
-                "total": self.loading + self.backbone + self.factorisation}
+                "writing": self.writing, "total": max(self.wall, stages)}
 
 
 def prepare_sets(backbone: Backbone, sets: Dict[str, Sequence[PathLike]], layer: str, image_size: int, *,

@@ -16,7 +16,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from retrieval.core.backbone import resolve_device
 from retrieval.evaluation.metrics import revisited_eval
+from retrieval.loading import load_model
 from retrieval.model.network import DescriptorNet, build_network
 from retrieval.search.collection import index_images, search_images
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
@@ -38,25 +40,29 @@ class DemoResult:
 
 def run_demo(out: PathLike = "demo_out", *, net: Optional[DescriptorNet] = None, n_objects: int = 8,
              views: int = 6, distractors: int = 12, image_size: int = 256, top: int = 8,
-             source: Optional[str] = None, seed: int = 0, progress: bool = True) -> DemoResult:
+             source: Optional[str] = None, seed: int = 0, progress: bool = True,
+             config: Optional[PathLike] = None, device: Optional[str] = None) -> DemoResult:
     """Generate the demo collection under ``out/collection``, index it into ``out/index`` and
-    search it with every query; writes ``out/hits.html`` and ``out/hits.png``."""
+    search it with every query; writes ``out/hits.html`` and ``out/hits.png``. The model is
+    ``net``, else ``config``'s (a YAML settings file or a checkpoint), else the default one;
+    ``device``: ``cpu`` | ``cuda`` | ``cuda:N`` (checked before anything is written)."""
+    resolve_device(device)
     out = Path(out)
     if source is None:
         source = "photos" if importlib.util.find_spec("skimage") is not None else "synthetic"
     coll = make_retrieval_collection(out / "collection", n_objects=n_objects, views=views,
                                      distractors=distractors, image_size=image_size, seed=seed,
                                      source=source)
-    net = net or build_network()
+    net = net or (load_model(config) if config else build_network())
     index_dir = out / "index"
     if index_dir.exists():
         import shutil
 
         shutil.rmtree(index_dir)  # the collection was regenerated: its old index is stale
-    rep = index_images(net, coll.images_dir, index_dir, progress=progress)
+    rep = index_images(net, coll.images_dir, index_dir, progress=progress, device=device)
     index = ImageIndex.load(index_dir)
     # queries are cropped to their object's box, as in the revisited Oxford/Paris protocol
-    results = search_images(net, index, coll.query_paths, top=index.ntotal,
+    results = search_images(net, index, coll.query_paths, top=index.ntotal, device=device,
                             boxes=[g.get("bbx") for g in coll.gnd])
     pos = {p: i for i, p in enumerate(coll.db_paths)}
     ranks = np.array([[pos[h["path"]] for h in r["hits"]] for r in results], dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from retrieval.core.backbone import resolve_device
 from retrieval.core.errors import DataError
 from retrieval.evaluation.datasets import load_dataset
 from retrieval.evaluation.run import evaluate_dataset, with_scales
@@ -37,6 +38,7 @@ def run_index(images: PathLike, out: PathLike = "index", *, config: Optional[Pat
     applies database-side augmentation with ``dba`` neighbours afterwards.
     """
     settings = load_settings(config)
+    resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
     net = load_model(model) if model else build_network(settings.model)
     attach_concepts(net, concepts, object_factor)
     if factory:
@@ -55,19 +57,33 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
                object_factor: Optional[int] = None, qe: int = 0, alpha: float = 3.0,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None, rerank: Optional[bool] = None,
                device: Optional[str] = None, html: Optional[PathLike] = None,
-               png: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+               png: Optional[PathLike] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
+               config: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Search the index folder ``index`` with each query image, with the model that built it
-    (or ``model``) and the concepts it was built with (or ``concepts``); optionally α-QE with ``qe``
-    neighbours, and hit pages written to ``html`` / ``png``. Returns
-    ``[{"query", "hits": [{"rank", "path", "score"}]}]`` in query order."""
+    (or ``model``) and the concepts it was built with (or ``concepts``); optionally each query
+    cropped to its box (x1, y1, x2, y2 pixels; one box for all queries, or one per query), α-QE
+    with ``qe`` neighbours, and hit pages written to ``html`` / ``png``. ``config``: a settings
+    file whose ``extract.device`` and ``index:`` search settings (nprobe, ef_search, rerank) are
+    the defaults. Returns ``[{"query", "hits": [{"rank", "path", "score"}]}]`` in query order."""
     if top < 1:
         raise DataError(f"top must be ≥ 1, got {top}")
     if qe < 0 or alpha < 0:
         raise DataError("qe and alpha must be ≥ 0")
+    if config is not None:
+        settings = load_settings(config)
+        device = device or settings.extract.device
+        nprobe = nprobe if nprobe is not None else settings.index.nprobe
+        ef_search = ef_search if ef_search is not None else settings.index.ef_search
+        rerank = rerank if rerank is not None else settings.index.rerank
+    resolve_device(device)  # no CUDA device: one line, before the index and the model are loaded
+    if boxes is not None and len(boxes) == 1 and len(queries) > 1:
+        boxes = list(boxes) * len(queries)
+    if boxes is not None and len(boxes) != len(queries):
+        raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box for all, or one per query")
     idx = ImageIndex.load(index)
     net = search_model(idx, model, concepts, object_factor)
     searched = QueryExpandedIndex(idx, qe, alpha) if qe > 0 else idx
-    results = search_images(net, searched, list(queries), top, device=device, nprobe=nprobe,
+    results = search_images(net, searched, list(queries), top, device=device, boxes=boxes, nprobe=nprobe,
                             ef_search=ef_search, rerank=rerank)
     if html:
         write_hits_html(html, results)
@@ -90,6 +106,7 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
         raise DataError("--alpha must be ≥ 0")
     ds = load_dataset(dataset, data_root)  # before the model: a missing dataset is quick to report
     settings = load_settings(config)
+    resolve_device(device or settings.extract.device)
     net = load_model(model) if model else build_network(settings.model)
     with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
     return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,

@@ -209,7 +209,7 @@ def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, 
     assert json.dumps(meta).count(str(good.resolve())) >= 1  # the index records its concept file
     q = sorted(imgs.rglob("*.jpg"))[0]
     assert _tool_main("search")(["--query", str(q), "--index", str(out), "--top", "1", "--json"]) == 0
-    hit = json.loads(capsys.readouterr().out)["hits"][0]
+    hit = json.loads(capsys.readouterr().out)["results"][0]["hits"][0]
     assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
     bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
     index_main = _tool_main("index")

@@ -34,7 +34,7 @@ def test_toy_collection_index_and_search_as_subprocesses(tmp_path):
     assert json.loads(proc.stdout)["total"] == len(coll.db_paths)
     proc = run_tool_process("search", "--query", *coll.query_paths, "--index", tmp_path / "ix", "--top", "4", "--json")
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)
+    results = json.loads(proc.stdout)["results"]
     label = {p: l for p, l in zip(coll.db_paths, coll.db_labels)}
     precision = [np.mean([label[h["path"]] == ql for h in r["hits"]])
                  for r, ql in zip(results, coll.query_labels)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,11 +190,12 @@ def test_class_folders(tmp_path):
             Image.new("RGB", (8, 8)).save(tmp_path / c / f"{i}.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "distractor.jpg")
     ds = load_class_folders(tmp_path)
-    assert ds.n_queries == 6 and ds.n_db == 7
+    assert ds.n_queries == 5 and ds.n_db == 7  # single-image class: no positive, so not a query
     np.testing.assert_array_equal(ds.gnd[0]["easy"], [1, 2])
     np.testing.assert_array_equal(ds.gnd[0]["junk"], [0])
     np.testing.assert_array_equal(ds.gnd[3]["easy"], [4])
-    assert ds.gnd[5]["easy"].size == 0  # single-image class: no positives
-    np.testing.assert_array_equal(ds.query_db_ids, np.arange(6))
+    assert ds.db_paths[5] == tmp_path / "c" / "0.png"  # ... but a distractor in the database
+    assert [Path(d["path"]).name for d in ds.info["left_out"]] == ["0.png", "distractor.jpg"]
+    np.testing.assert_array_equal(ds.query_db_ids, np.arange(5))
     with pytest.raises(DataError):
         load_class_folders(tmp_path / "nope")

@@ -51,7 +51,7 @@ def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tin
 
     # the EXIF-rotated file is described as the upright image it shows
     proc = run_tool("search", "--query", odd_folder / "upright.png", "--index", out, "--top", "2", "--json")
-    hits = json.loads(proc.stdout)["hits"]
+    hits = json.loads(proc.stdout)["results"][0]["hits"]
     assert {Path(h["path"]).name for h in hits} == {"upright.png", "rotated.png"}
     assert min(h["score"] for h in hits) > 1 - 1e-5
 
@@ -60,7 +60,7 @@ def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tin
     proc = run_tool("search", "--query", q, "--index", out, "--top", "3", "--json", "--html", html,
                     "--png", tmp_path / "hits.png")
     assert proc.returncode == 0, proc.stderr
-    res = json.loads(proc.stdout)
+    res = json.loads(proc.stdout)["results"][0]
     assert res["query"] == str(q) and [h["rank"] for h in res["hits"]] == [1, 2, 3]
     assert Path(res["hits"][0]["path"]).name == "cmyk.jpg" and res["hits"][0]["score"] > 0.999
     assert html.read_text().count("<img") == 4 and Image.open(tmp_path / "hits.png").width > 100

@@ -9,11 +9,14 @@
   python tools/coseg.py --images new/ --concepts concepts.pt    # project new images on saved concepts
 
 A folder of images is one set; a folder of sub-folders (the iCoseg layout images/<set>/…) is one
-set per sub-folder, each factorised on its own (--joint: all images as one set). Ground truth:
-GT_DIR/<image stem>.png (or GT_DIR/<set>/<stem>.png), non-zero = object. Writes, in OUT:
-overlays/<stem>.jpg (one colour per concept), masks/<stem>.png (0/255, image size),
-previews/<stem>.jpg (mask and box), parts/<stem>.png (--parts: 0 = background, j+1 = factor j),
-boxes.json (x0, y0, x1, y1 per image) and index.html. Factors are numbered from 0 (as in concept
+set per sub-folder, each factorised on its own (--joint: all images as one set; loose images beside
+sub-folders form a set of their own, and a note says so). Ground truth:
+GT_DIR/<image stem>.png (or GT_DIR/<set>/<stem>.png), non-zero = object. Writes, in OUT, one set
+of files per input image (stems that clash get the set, then the extension added):
+overlays/<stem>.jpg (one colour per factor, legend below), masks/<stem>.png (0/255, image size),
+previews/<stem>.jpg (mask and box; overlays and previews at most 1024 px), parts/<stem>.png
+(--parts: 0 = background, j+1 = factor j), boxes.json (x0, y0, x1, y1 per image) and index.html
+(with the colour legend of each set). Factors are numbered from 0 (as in concept
 files and the Python API, cosegment.cosegment). The model is the default one of the other tools
 (EfficientNet-Lite0, ImageNet) or --config's; the layer and input size default per backbone.
 """
@@ -29,7 +32,7 @@ from cosegment.config import load_coseg_config, parse_factors
 from cosegment.factorizers import FACTORIZERS
 from cosegment.pipeline import cosegment
 from retrieval.core.backbone import set_threads
-from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.cli import add_common_flags, main_wrapper, print_json
 from retrieval.core.errors import DataError
 from retrieval.loading import load_model
 
@@ -38,7 +41,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True, help="folder of images (or of image sets, one sub-folder each)")
     ap.add_argument("--k", type=int, help="number of concepts (default 3, or the config's coseg.k)")
-    ap.add_argument("--config", help="YAML config (model: and coseg: sections) or a model checkpoint")
+    add_common_flags(ap, config="YAML settings file (model: and coseg: sections) or a model checkpoint")
     ap.add_argument("--layer", help="backbone layer to factorise (default per backbone; efficientnet_lite0: block14 at 320 px)")
     ap.add_argument("--image-size", type=int, help="long side of the network input (default per backbone)")
     ap.add_argument("--factorizer", choices=list(FACTORIZERS), help="factoriser (default nmf)")
@@ -56,8 +59,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="factorisation seed (default 0)")
     ap.add_argument("--out", default="coseg_out", help="output folder (default coseg_out/)")
     ap.add_argument("--no-write", action="store_true", help="write no pictures (scores and timings only)")
-    ap.add_argument("--device", help="cpu | cuda (default: CUDA when available)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     if args.k is not None and args.k < 1:
         ap.error("--k must be ≥ 1")
@@ -83,13 +84,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t_model = time.perf_counter() - t0
     report = cosegment(images, backbone=backbone, config=cfg, masks=args.masks, part_masks=args.part_masks,
                        parts=args.parts, compare=args.compare, joint=args.joint, concepts=args.concepts,
-                       save_concepts=args.save_concepts, out=None if args.no_write else args.out, device=args.device)
+                       save_concepts=args.save_concepts, out=None if args.no_write else args.out, device=args.device,
+                       progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
     report.model_seconds = t_model
+    for p, why in report.failures:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.json:
         print_json(report.as_dict())
         return 0
-    for p, why in report.failures:
-        print(f"skipped {p}: {why}", file=sys.stderr)
     print("\n".join(report.text_lines()))
     return 0
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.cli import add_common_flags, main_wrapper, print_json
 from retrieval.demo import run_demo
 from retrieval.evaluation.metrics import format_table
 
@@ -21,10 +21,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--source", choices=["photos", "synthetic"], help="objects from real photos (needs scikit-image) or generated")
     ap.add_argument("--objects", type=int, default=8)
     ap.add_argument("--top", type=int, default=8, help="hits shown per query")
-    ap.add_argument("--json", action="store_true")
+    add_common_flags(ap, config="YAML settings file or checkpoint whose model describes the demo "
+                                "(default: the default model)")
     args = ap.parse_args(argv)
     res = run_demo(args.out, n_objects=args.objects, top=args.top, source=args.source,
-                   progress=not args.json)
+                   progress=not (args.json or args.quiet), config=args.config, device=args.device)
     if args.json:
         print_json({"report": res.report, "html": str(res.html), "png": str(res.png), "results": res.results})
         return 0

@@ -6,7 +6,9 @@ Examples:
   python tools/evaluate.py --dataset toy --qe 2 --dba 2 --multiscale
   python tools/evaluate.py --dataset folder:photos/labeled --model runs/gem.pt --json
 
-Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layout papers use.
+Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layout papers use; a
+"-" is a setup with no positives. Under the table: what the columns mean for this dataset (a folder
+of classes has no Hard set and Medium = Easy) and every file that is not a query, with the reason.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from retrieval.core.cli import EXIT_OK, main_wrapper, print_json
+from retrieval.core.cli import EXIT_OK, add_common_flags, main_wrapper, notice, print_json
 from retrieval.evaluation.metrics import format_table
 from retrieval.jobs import run_evaluation
 
@@ -32,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $GEMSEG_CACHE/toy or ~/.cache/gemseg/toy)")
     p.add_argument("--model", metavar="SPEC", default=None,
                    help="checkpoint .pt or YAML config (default: --config's model, else the default)")
-    p.add_argument("--config", metavar="YAML", default=None,
-                   help="settings file (model:, extract: sections)")
+    add_common_flags(p, config="")
     p.add_argument("--qe", type=int, default=0, metavar="K", help="α-QE with K neighbours (0: off)")
     p.add_argument("--alpha", type=float, default=3.0, metavar="A",
                    help="α of α-QE and DBA (0: average expansion; default 3)")
@@ -45,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", metavar="DIR", default=None,
                    help="cache of database descriptors: reused when built by the same model, "
                         "written there otherwise")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
     return p
 
 
@@ -55,7 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = run_evaluation(args.dataset, data_root=args.data_root, config=args.config, model=args.model,
                             qe=args.qe, alpha=args.alpha, dba=args.dba,
                             scales="multi" if args.multiscale else "single" if args.single_scale else None,
-                            index=args.index, device=args.device, progress=sys.stderr.isatty())
+                            index=args.index, device=args.device,
+                            progress=sys.stderr.isatty() and not args.quiet)
     if args.json:
         print_json(report)
         return EXIT_OK
@@ -72,6 +72,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"scales {scales_txt}; re-ranking: {', '.join(rerank) or 'none'}")
     label = "+".join(["base"] + (["DBA"] if args.dba else []) + (["QE"] if args.qe else []))
     print(format_table(report, label))
+    for note in report["notes"]:
+        notice(f"note: {note}", args)
+    if report["left_out"]:
+        notice(f"not queries ({len(report['left_out'])}):", args)
+        for item in report["left_out"][:20]:
+            notice(f"  {item['path']}: {item['why']}", args)
+        if len(report["left_out"]) > 20:
+            notice(f"  … and {len(report['left_out']) - 20} more (--json lists them all)", args)
     return EXIT_OK
 
 

@@ -6,21 +6,25 @@
   python tools/index.py --images more_photos/ --out index/    # adds new images to an existing index
   python tools/index.py --images photos/ --concepts concepts.pt --out index_obj/   # concept-masked GeM
 
-Bad image files are skipped and listed at the end; the index folder is replaced atomically.
+Files that are not indexed (unreadable, or of a format that is not read: "unsupported format .heic";
+pip install 'gemseg[heif]' reads HEIC) are listed at the end with the reason; the index folder is
+replaced atomically. A compressed --factory is checked against the collection size first.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Optional, Sequence
 
-from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.cli import add_common_flags, main_wrapper, notice, print_json
 from retrieval.jobs import run_index
+
+SHOWN = 20  # skipped files listed by name
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True, help="folder of images (recursive) or a .txt list of paths")
-    ap.add_argument("--config", help="YAML config (model/extract/index sections); default: configs/default.yaml settings")
+    add_common_flags(ap, config="")
     ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
     ap.add_argument("--out", default="index", help="index folder (default: index/)")
     ap.add_argument("--concepts", help="concept file from tools/coseg.py --save-concepts (same backbone): "
@@ -29,13 +33,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq")
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")
-    ap.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--dba", type=int, default=0, metavar="K",
                     help="database-side augmentation with K neighbours after indexing (0: off); "
                          "augments every stored descriptor, so use it on a fresh --out folder")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of DBA (default 3)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--json", action="store_true", help="print the report as JSON")
     return ap.parse_args(argv)
 
 
@@ -53,9 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
           f"[{report.factory}, model {report.fingerprint}]")
     if report.failures:
-        print(f"skipped {len(report.failures)} unreadable files:")
-        for path, reason in report.failures:
-            print(f"  {path}: {reason}")
+        notice(f"skipped {len(report.failures)} files (not indexed):", args)
+        for path, reason in report.failures[:SHOWN]:
+            notice(f"  {path}: {reason}", args)
+        if len(report.failures) > SHOWN:
+            notice(f"  … and {len(report.failures) - SHOWN} more (--json lists them all)", args)
     return 0
 
 

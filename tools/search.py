@@ -2,19 +2,22 @@
 """Search an index with one or more query images.
 
   python tools/search.py --query q.jpg                         # searches index/, prints the top 10
-  python tools/search.py --query q.jpg --top 5 --html hits.html --png hits.png
-  python tools/search.py --query q.jpg --json                  # {"query", "hits": [{"rank","path","score"}]}
+  python tools/search.py --query q.jpg --top 50 --html hits.html --png hits.png
+  python tools/search.py --query q.jpg --box 120,40,380,300    # the object in that box only
+  python tools/search.py --query q.jpg --json                  # {"results": [{"query", "hits": [...]}]}
   python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
 
 The model is the one that built the index (recorded in the index folder); a query described by
-another model is refused.
+another model is refused. --json prints one document, {"results": [...]}, one entry per query in
+order, each {"query", "hits": [{"rank", "path", "score"}]}, whatever the number of queries;
+notices ("wrote hits.html") then go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Optional, Sequence
 
-from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.cli import add_common_flags, main_wrapper, notice, parse_box, print_json
 from retrieval.jobs import run_search
 
 
@@ -23,7 +26,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--query", required=True, nargs="+", help="query image file(s)")
     ap.add_argument("--index", default="index", help="index folder made by tools/index.py (default: index/)")
     ap.add_argument("--top", type=int, default=10, help="hits per query (default 10)")
+    ap.add_argument("--box", type=parse_box, action="append", metavar="x1,y1,x2,y2",
+                    help="crop the query to this box (pixels) before describing it, as the revisited "
+                         "Oxford/Paris protocol does; once for all queries, or once per query")
     ap.add_argument("--model", help="model checkpoint or YAML config (default: the index's own model)")
+    add_common_flags(ap, config="YAML settings file: its extract.device and index: search settings "
+                                "(nprobe, ef_search, rerank) are the defaults; the model is the index's")
     ap.add_argument("--concepts", help="concept file for concept-masked GeM (default: the one the index "
                                        "was built with, if any)")
     ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use, numbered from 0")
@@ -32,15 +40,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
     ap.add_argument("--qe", type=int, default=0, metavar="K", help="α-query expansion with K neighbours (0: off)")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of the query expansion (0: average QE; default 3)")
-    ap.add_argument("--html", help="write an HTML page of the query and its hits")
-    ap.add_argument("--png", help="write a contact sheet PNG of the query and its hits")
-    ap.add_argument("--device", help="cpu | cuda")
-    ap.add_argument("--json", action="store_true", help="print the hits as JSON")
+    ap.add_argument("--html", help="write an HTML page of the queries and their hits (links to the originals)")
+    ap.add_argument("--png", help="write a contact sheet PNG of the queries and their hits")
     args = ap.parse_args(argv)
     if args.top < 1:
         ap.error("--top must be ≥ 1")
     if args.qe < 0 or args.alpha < 0:
         ap.error("--qe and --alpha must be ≥ 0")
+    if args.box and len(args.box) not in (1, len(args.query)):
+        ap.error(f"--box: give it once (all queries) or once per query ({len(args.query)}), not {len(args.box)} times")
     return args
 
 
@@ -49,18 +57,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run_search(args.query, args.index, top=args.top, model=args.model, concepts=args.concepts,
                          object_factor=args.object_factor, qe=args.qe, alpha=args.alpha, nprobe=args.nprobe,
                          ef_search=args.ef_search, rerank=False if args.no_rerank else None,
-                         device=args.device, html=args.html, png=args.png)
+                         device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config)
     if args.json:
-        print_json(results[0] if len(results) == 1 else results)
-        return 0
-    for r in results:
-        print(f"query: {r['query']}")
-        for h in r["hits"]:
-            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}")
-    if args.html:
-        print(f"wrote {args.html}")
-    if args.png:
-        print(f"wrote {args.png}")
+        print_json({"results": results})
+    else:
+        for r in results:
+            print(f"query: {r['query']}")
+            for h in r["hits"]:
+                print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}")
+    for written in (args.html, args.png):
+        if written:
+            notice(f"wrote {written}", args)
     return 0
 
 

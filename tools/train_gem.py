@@ -23,7 +23,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from retrieval.core.cli import main_wrapper, print_json
+from retrieval.core.cli import add_common_flags, main_wrapper, print_json
 from retrieval.training.distributed import is_main_process
 from retrieval.training.runs import run_training
 
@@ -35,10 +35,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--out", help="run folder (default: runs/<config name>)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     ap.add_argument("--epochs", type=int, help="train up to this epoch (overrides train.epochs)")
-    ap.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     ap.add_argument("--workers", type=int, help="image decoding processes (overrides train.workers)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON (epoch lines go to stderr)")
+    add_common_flags(ap)  # --device, --quiet, --json (epoch lines then go to stderr)
     return ap.parse_args(argv)
 
 

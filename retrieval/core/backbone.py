@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from retrieval.core.errors import ConfigError, WeightsError, did_you_mean, first_line
+from retrieval.core.errors import ConfigError, ResourceError, WeightsError, did_you_mean, first_line
 from retrieval.core.io import torch_load
 
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -330,10 +330,28 @@ def build_backbone(name: str, weights: str = "imagenet") -> Backbone:
 
 
 def resolve_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``None`` → CUDA when available, else CPU."""
-    if device is None:
+    """The torch device a tool's ``--device`` names, checked before any work is done.
+
+    ``None`` (or ``""``) → CUDA when available, else CPU. A string torch does not know (``gpu``)
+    is a :class:`ConfigError`; ``cuda`` / ``cuda:N`` on a machine without that CUDA device is a
+    :class:`ResourceError` (``no CUDA device: <why>; use --device cpu``), never torch's traceback.
+    """
+    if device is None or (isinstance(device, str) and not device.strip()):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no NVIDIA GPU or driver found")
+            raise ResourceError(f"no CUDA device: {why}; use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ResourceError(f"no CUDA device {dev}: this machine has {n} (cuda:0"
+                                f"{f' … cuda:{n - 1}' if n > 1 else ''}); use one of them or --device cpu")
+    return dev
 
 
 def hash_state(h: "hashlib._Hash", module: nn.Module) -> None:

@@ -6,7 +6,10 @@
   depth (never clipped at 255), floats by their range. A file that cannot be used raises
   :class:`~retrieval.errors.ImageError` with a short reason.
 * :func:`resize_long_side` and :func:`to_tensor` make the network input.
-* :func:`list_images` turns a folder (recursive) or a ``.txt`` list of paths into a list of files.
+* :func:`list_images` turns a folder (recursive) or a ``.txt`` list of paths into a list of files;
+  :func:`scan_images` also lists the files it left out, with the reason ("unsupported format
+  .heic (install the heif extra: …)"). HEIC/HEIF photos are read when the optional extra ``heif``
+  (pillow-heif) is installed: its opener is registered on import.
 * :class:`ImageDataset` never raises for a bad file: it yields ``None`` and the reason, so one bad
   file never aborts an indexing run (the caller skips it and reports it).
 """
@@ -15,19 +18,43 @@ from __future__ import annotations
 import io
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from retrieval.core.errors import DataError, GemsegError, ImageError
 
 PathLike = Union[str, Path]
 
+_avif = bool(features.check("avif"))  # Pillow ≥ 11.2 decodes AVIF when built with libavif
+
+try:  # HEIC/HEIF (iPhone photos): read through the optional extra `heif` (pillow-heif) when installed
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - depends on the installation
+    HEIF_SUPPORTED = False
+
+#: HEIC/HEIF extensions: images when the ``heif`` extra (pillow-heif) is installed.
+HEIF_EXTENSIONS: Tuple[str, ...] = (".heic", ".heif", ".hif")
+
 #: File extensions (lower case, with the dot) that :func:`list_images` picks up in a folder.
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS: Tuple[str, ...] = ((".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+                                     + (".avif",) * _avif + HEIF_EXTENSIONS * HEIF_SUPPORTED)
+
+#: Image formats that are not read, and what to do about them (the reason a skipped file is given).
+UNSUPPORTED_HINTS: Dict[str, str] = {
+    **{e: "install the heif extra: pip install 'gemseg[heif]'" for e in HEIF_EXTENSIONS},
+    **{e: "a camera raw file: convert it to JPEG or TIFF first" for e in
+       (".cr2", ".cr3", ".nef", ".nrw", ".arw", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw")},
+    ".avif": "this Pillow has no AVIF decoder: pip install -U pillow",
+    ".svg": "a vector drawing: render it to PNG first",
+}
 
 #: ImageNet normalisation (RGB, for pixel values in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -80,7 +107,9 @@ def load_image(path: PathLike, max_side: Optional[int] = None, *, data: Optional
     try:
         im = Image.open(p if data is None else io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError(p, "not an image (cannot identify format)") from None
+        raise ImageError(p, unsupported_reason(p) if p.suffix.lower() not in IMAGE_EXTENSIONS
+                         and p.suffix.lower() in UNSUPPORTED_HINTS
+                         else "not an image (cannot identify format)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(p, f"image too large (decompression bomb guard): {e}") from None
     except PermissionError:
@@ -257,6 +286,51 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def unsupported_reason(path: PathLike) -> str:
+    """Why a file is not read as an image: ``"unsupported format .heic (install the heif extra: …)"``."""
+    ext = Path(path).suffix.lower()
+    if not ext:
+        return "no file extension (not taken for an image)"
+    hint = UNSUPPORTED_HINTS.get(ext)
+    return f"unsupported format {ext}" + (f" ({hint})" if hint else "")
+
+
+@dataclass
+class ImageListing:
+    """What a folder holds: ``paths`` (the image files, sorted) and ``skipped`` ((path, reason) of
+    every other visible file, e.g. ``"unsupported format .heic (…)"``). Hidden files (``.name``)
+    are neither."""
+
+    paths: List[Path]
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+
+def scan_images(source: PathLike) -> ImageListing:
+    """:func:`list_images` that also says which files of a folder were left out and why (a ``.txt``
+    list or a single file skips nothing here: its files are checked when they are loaded)."""
+    src = Path(source).expanduser()
+    if src.is_dir():
+        paths, skipped = _walk_images(src)
+        if not paths:
+            raise DataError(_no_images_message(src, skipped))
+        return ImageListing(paths, skipped)
+    return ImageListing(list_images(src))
+
+
+def _no_images_message(src: Path, skipped: Sequence[Tuple[str, str]]) -> str:
+    msg = f"{src}: no images found in this folder or below (looked for {', '.join(IMAGE_EXTENSIONS)})"
+    if skipped:
+        counts: Dict[str, int] = {}
+        for p, _ in skipped:
+            ext = Path(p).suffix.lower() or "(none)"
+            counts[ext] = counts.get(ext, 0) + 1
+        msg += "; left out: " + ", ".join(f"{n} {e}" for e, n in sorted(counts.items()))
+        hints = sorted({UNSUPPORTED_HINTS[e] for e in counts if e in UNSUPPORTED_HINTS})
+        if hints:
+            msg += f" ({'; '.join(hints)})"
+    return msg
+
+
 def list_images(source: PathLike) -> List[Path]:
     """The image files named by ``source``.
 
@@ -277,10 +351,7 @@ def list_images(source: PathLike) -> List[Path]:
         raise DataError(f"{src}: not found")
     exts = ", ".join(IMAGE_EXTENSIONS)
     if src.is_dir():
-        out = _walk_images(src)
-        if not out:
-            raise DataError(f"{src}: no images found in this folder or below (looked for {exts})")
-        return out
+        return scan_images(src).paths
     if src.suffix.lower() == ".txt":
         return _read_list(src)
     if _is_image_name(src.name):
@@ -290,8 +361,10 @@ def list_images(source: PathLike) -> List[Path]:
     )
 
 
-def _walk_images(root: Path) -> List[Path]:
+def _walk_images(root: Path) -> Tuple[List[Path], List[Tuple[str, str]]]:
+    """(image files, (other visible file, reason)) below ``root``, both sorted by path."""
     out: List[Path] = []
+    skipped: List[Tuple[str, str]] = []
     seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -301,10 +374,15 @@ def _walk_images(root: Path) -> List[Path]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
-            if not f.startswith(".") and _is_image_name(f):
+            if f.startswith("."):
+                continue
+            if _is_image_name(f):
                 out.append(Path(dirpath) / f)
+            else:
+                skipped.append((str(Path(dirpath) / f), unsupported_reason(f)))
     out.sort()
-    return out
+    skipped.sort()
+    return out, skipped
 
 
 def _read_list(txt: Path) -> List[Path]:
@@ -383,6 +461,45 @@ class ImageDataset(torch.utils.data.Dataset):
             return i, None, "out of memory while decoding"
         except Exception as e:  # noqa: BLE001 - a bad file must never kill a worker
             return i, None, f"unexpected error: {type(e).__name__}: {_short(e)}"
+
+
+#: What a query can be: an image file, a PIL image, or a numpy array (H, W, 3) / (H, W).
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+
+
+def as_image(obj: ImageLike) -> Image.Image:
+    """An upright RGB image from a file path (:func:`load_image`), a PIL image (any mode, converted
+    with :func:`to_rgb`) or a numpy array: (H, W, 3) RGB or (H, W) grey, uint8 in [0, 255] or float
+    in [0, 1]. Anything else is a :class:`DataError`; a bad file an :class:`ImageError`."""
+    if isinstance(obj, (str, Path)):
+        return load_image(obj)
+    if isinstance(obj, Image.Image):
+        obj.load()
+        return to_rgb(obj)
+    if isinstance(obj, np.ndarray):
+        a = obj
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[..., 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or min(a.shape[:2]) < 1:
+            raise DataError(f"an image array must be (H, W, 3), (H, W, 4) or (H, W); got shape {obj.shape}")
+        if a.dtype == np.uint8:
+            u8 = a
+        elif a.dtype.kind == "f":
+            if np.nanmax(a) > 1.0 or np.nanmin(a) < 0.0:
+                raise DataError("a float image array must hold values in [0, 1] (or pass uint8 in [0, 255])")
+            u8 = np.rint(np.nan_to_num(a) * 255.0).astype(np.uint8)
+        else:
+            raise DataError(f"an image array must be uint8 or float in [0, 1]; got {a.dtype}")
+        return to_rgb(Image.fromarray(np.ascontiguousarray(u8)))
+    raise DataError(f"not an image: {type(obj).__name__} (give a file path, a PIL image or a numpy array)")
+
+
+def image_label(obj: ImageLike, i: int) -> str:
+    """How a query is named in results: its path, a PIL image's file name, else ``<image i>``."""
+    if isinstance(obj, (str, Path)):
+        return str(obj)
+    name = getattr(obj, "filename", "") if isinstance(obj, Image.Image) else ""
+    return str(name) if name else f"<{'array' if isinstance(obj, np.ndarray) else 'image'} {i}>"
 
 
 def crop_box(img: Image.Image, box: Optional[Sequence[float]]) -> Image.Image:

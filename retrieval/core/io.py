@@ -1,4 +1,10 @@
-"""Atomic file and folder writes: what a user had is never half-overwritten."""
+"""Atomic file and folder writes: what a user had is never half-overwritten.
+
+The temporary file or folder is given the permissions a plain ``open()`` / ``mkdir`` would have
+given it (``0o666`` / ``0o777`` less the process umask; a file that is replaced keeps its own
+mode), not ``tempfile``'s private ``0o600`` / ``0o700``: outputs are as readable as any other file
+the user writes.
+"""
 from __future__ import annotations
 
 import csv
@@ -6,19 +12,48 @@ import dataclasses
 import io
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, Type, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Type, Union
 
 from retrieval.core.errors import GemsegError, first_line
 
 PathLike = Union[str, Path]
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where ``/proc`` allows; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(is_dir: bool = False, replacing: Optional[Path] = None) -> int:
+    """The permission bits a plain ``open(path, "w")`` (``is_dir``: ``mkdir``) would give a new
+    file now: ``0o666`` (``0o777``) less the umask; an existing file ``replacing`` keeps its mode."""
+    if replacing is not None:
+        try:
+            st = replacing.stat()
+            if replacing.is_dir() == is_dir:
+                return stat.S_IMODE(st.st_mode)
+        except OSError:
+            pass
+    return (0o777 if is_dir else 0o666) & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; on success it replaces ``path`` atomically.
+    The file gets the mode a plain ``open()`` would give it (:func:`plain_mode`).
 
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
@@ -28,6 +63,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, plain_mode(replacing=path))
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
@@ -47,6 +83,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, plain_mode(is_dir=True, replacing=path))
         yield tmp
         old = None
         if path.exists():

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from retrieval.core.errors import DataError
-from retrieval.core.images import IMAGE_EXTENSIONS, list_images
+from retrieval.core.images import IMAGE_EXTENSIONS, ImageListing, scan_images, unsupported_reason
 from retrieval.toy.collection import GT_FILE, ToyCollection, make_retrieval_collection
 
 PathLike = Union[str, Path]
@@ -162,9 +162,12 @@ def load_revisited(name: str, data_root: PathLike, check_images: bool = True) ->
 def load_class_folders(root: PathLike) -> EvalDataset:
     """A folder of classes, ``root/<class>/...`` (images found recursively in each class folder).
 
-    Every class image is a query; positives (``easy``) are the other images of its class, its own
-    database entry is ``junk``. Images directly in ``root`` are unlabeled distractors (database
-    only). Raises DataError for a missing folder or one without any class image.
+    Every image of a class with two images or more is a query; positives (``easy``) are the other
+    images of its class, its own database entry is ``junk``; ``hard`` is empty, so Medium = Easy
+    and there is no Hard set. The image of a one-image class and the images directly in ``root``
+    are database-only distractors. ``info["left_out"]`` lists every file that is not a query, with
+    the reason (those, and files of formats that are not read); ``info["notes"]`` explains the
+    columns. Raises DataError for a missing folder or one without a class of two images.
     """
     root = Path(root)
     if not root.is_dir():
@@ -173,24 +176,35 @@ def load_class_folders(root: PathLike) -> EvalDataset:
     db_paths: List[Path] = []
     labels: List[int] = []
     class_names: List[str] = []
+    left_out: List[Dict[str, str]] = []  # what is not a query, and why
+    singles: List[Path] = []
     for c in classes:
         try:
-            files = list_images(c)
+            listing = scan_images(c)
         except DataError:
-            files = []
-        if not files:
+            listing = ImageListing([])
+        left_out += [{"path": p, "why": why} for p, why in listing.skipped]
+        if len(listing.paths) == 1:  # no other image of its class: no positive, no AP
+            singles.append(listing.paths[0])
+            left_out.append({"path": str(listing.paths[0]), "why": f"class '{c.name}' has one image: "
+                             "not a query (no positive), kept in the database as a distractor"})
+            continue
+        if not listing.paths:
             continue
         class_names.append(c.name)
-        db_paths.extend(files)
-        labels.extend([len(class_names) - 1] * len(files))
-    distractors = sorted(
-        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+        db_paths.extend(listing.paths)
+        labels.extend([len(class_names) - 1] * len(listing.paths))
+    top_files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    distractors = [p for p in top_files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    left_out += [{"path": str(p), "why": "top-level file, in no class: not a query, kept in the database "
+                  "as a distractor"} for p in distractors]
+    left_out += [{"path": str(p), "why": unsupported_reason(p)} for p in top_files
+                 if p.suffix.lower() not in IMAGE_EXTENSIONS]
     if not db_paths:
-        raise DataError(f"folder dataset: no images in class subfolders of {root} "
+        raise DataError(f"folder dataset: no class of {root} has two images or more "
                         f"(expected {root}/<class>/*.jpg)")
     n_q = len(db_paths)
-    db_paths = db_paths + distractors
+    db_paths = db_paths + singles + distractors
     lab = np.asarray(labels, dtype=np.int64)
     gnd = []
     for i in range(n_q):
@@ -207,8 +221,17 @@ def load_class_folders(root: PathLike) -> EvalDataset:
         db_paths=db_paths,
         gnd=gnd,
         query_db_ids=np.arange(n_q, dtype=np.int64),
-        info={"classes": class_names, "n_distractors": len(distractors)},
+        info={"classes": class_names, "n_distractors": len(distractors) + len(singles), "left_out": left_out,
+              "notes": list(FOLDER_NOTES)},
     )
+
+
+#: What the columns of a class-folder evaluation mean (printed under its table, and in its report).
+FOLDER_NOTES = (
+    "class folders: every image of a class with 2+ images is a query; the other images of its class are "
+    "its positives (Easy); the query itself is left out of its own ranking",
+    "no image is marked hard, so Medium = Easy and there is no Hard set (H: -)",
+)
 
 
 #: Size of the toy collection ``load_toy`` generates when none exists (the README's toy table).

@@ -110,7 +110,8 @@ def evaluate_dataset(net: DescriptorNet, ds: EvalDataset, *, qe_k: int = 0, alph
     """Describe, rank, re-rank and score ``ds``.
 
     Returns ``{"dataset", "n_queries", "n_db", "fingerprint", "scales", "image_size", "qe",
-    "alpha", "dba", "cached", "seconds", "easy"/"medium"/"hard": {"map", "mp@k"..., "n_queries"}}``.
+    "alpha", "dba", "cached", "seconds", "easy"/"medium"/"hard": {"map", "mp@k"..., "n_queries"},
+    "notes": [what the columns mean], "left_out": [{"path", "why"}]}``.
     """
     t0 = time.perf_counter()
     X, cached = describe_database(net, ds, cache=cache, batch_size=batch_size, workers=workers,
@@ -131,4 +132,6 @@ def evaluate_dataset(net: DescriptorNet, ds: EvalDataset, *, qe_k: int = 0, alph
         "describe_seconds": round(t_desc, 3), "seconds": round(time.perf_counter() - t0, 3),
     }
     report.update(revisited_eval(ranks, ds.gnd, kappas))
+    report["notes"] = list(ds.info.get("notes", []))  # what the columns mean for this kind of dataset
+    report["left_out"] = list(ds.info.get("left_out", []))  # files that are not queries, and why
     return report

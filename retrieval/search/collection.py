@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from retrieval.core.config import to_dict
-from retrieval.core.images import crop_box, list_images, load_image
+from retrieval.core.errors import DataError
+from retrieval.core.images import ImageLike, as_image, crop_box, image_label, scan_images
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
@@ -59,37 +61,50 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                  workers: Optional[int] = None, device: Optional[str] = None,
                  progress: bool = True, model_source: Optional[PathLike] = None) -> IndexReport:
     """Describe the images of ``source`` (folder or list file) and add them to the index at ``out``
-    (created when missing; images already in it are skipped). Bad files are skipped and listed in
-    the report; the index folder is replaced atomically."""
+    (created when missing; images already in it are skipped). Bad files, and files of formats
+    that are not read (``unsupported format .heic``), are skipped and listed in the report; a
+    compressed factory is checked against the collection size before any image is described; the
+    index folder is replaced atomically."""
     t0 = time.perf_counter()
-    paths = [str(p.resolve()) for p in list_images(source)]
+    listing = scan_images(source)
+    paths = [str(p.resolve()) for p in listing.paths]
     index = open_or_create_index(net, out, index_config,
                                  str(Path(model_source).resolve()) if model_source else None)
     known = set(index.paths)
     new = [p for p in paths if p not in known]
+    index.check_size(index.ntotal + len(new))  # a compressed factory on too few images fails now, not late
     ex = extract_descriptors(net, new, batch_size=batch_size, workers=workers, device=device,
                              progress=progress, desc="index")
     index.add(ex.descriptors, ex.paths)
     index.save(out)
-    return IndexReport(str(out), len(ex.paths), len(paths) - len(new), index.ntotal, ex.failures,
+    return IndexReport(str(out), len(ex.paths), len(paths) - len(new), index.ntotal, listing.skipped + ex.failures,
                        time.perf_counter() - t0, index.factory, index.fingerprint or "")
 
 
-def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathLike], top: int = 10,
-                  device: Optional[str] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
+def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLike, Sequence[ImageLike]],
+                  top: int = 10, device: Optional[str] = None,
+                  boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
                   **search_kwargs: Any) -> List[Dict[str, Any]]:
-    """Search ``index`` with each query image; returns ``[{"query", "hits": [{"rank", "path",
-    "score"}]}]``. ``boxes`` optionally crops each query to (x1, y1, x2, y2) pixels first, as the
-    revisited Oxford/Paris protocol does. A bad query image raises ImageError; a model that did not
-    build the index raises ModelMismatchError (checked before any image is read)."""
+    """Search ``index`` with each query; returns ``[{"query", "hits": [{"rank", "path", "score"}]}]``
+    in query order. A query is an image file, a PIL image or a numpy array ((H, W, 3) uint8, or
+    float in [0, 1]; :func:`retrieval.core.images.as_image`); one query may be given alone. Its
+    ``"query"`` is the path (or ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each
+    query to (x1, y1, x2, y2) pixels first, as the revisited Oxford/Paris protocol does. A bad query
+    image raises ImageError; a model that did not build the index raises ModelMismatchError
+    (checked before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
+    if isinstance(queries, (str, Path, Image.Image)) or (isinstance(queries, np.ndarray) and queries.ndim < 4):
+        queries = [queries]
+    queries = list(queries)
     boxes = list(boxes) if boxes is not None else [None] * len(queries)
-    Q = np.stack([describe_pil(net, crop_box(load_image(q), b), device=device) for q, b in zip(queries, boxes)])
+    if len(boxes) != len(queries):
+        raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box (or None) per query")
+    Q = np.stack([describe_pil(net, crop_box(as_image(q), b), device=device) for q, b in zip(queries, boxes)])
     scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
     results = []
-    for q, srow, irow in zip(queries, scores, ids):
+    for n, (q, srow, irow) in enumerate(zip(queries, scores, ids)):
         hits = [{"rank": r + 1, "path": index.paths[i], "score": float(s)}
                 for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0]
-        results.append({"query": str(q), "hits": hits})
+        results.append({"query": image_label(q, n), "hits": hits})
     return results

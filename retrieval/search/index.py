@@ -86,6 +86,37 @@ def resolve_factory(factory: str, n: int, d: int) -> str:
     return f
 
 
+def minimum_size(factory: str, dim: int, n: int) -> int:
+    """The fewest descriptors the factory (resolved for ``n`` descriptors of dimension ``dim``)
+    can be trained on: the IVF lists, and 2^bits codewords per PQ sub-quantizer (256 for ``PQ{m}``,
+    also inside OPQ); 0 for factories that need no training (Flat, HNSW) and unknown strings."""
+    faiss = _faiss()
+    try:
+        base = faiss.index_factory(dim, resolve_factory(factory, n, dim), faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        return 0  # an invalid string is reported, in its own words, when the index is made
+    if base.is_trained:
+        return 0
+    need, todo, keep = 1, [base], []  # keep: the swig wrappers must outlive their downcasts
+    while todo:
+        ix = faiss.downcast_index(todo.pop())
+        keep.append(ix)
+        if isinstance(ix, faiss.IndexPreTransform):
+            for i in range(ix.chain.size()):
+                vt = faiss.downcast_VectorTransform(ix.chain.at(i))
+                keep.append(vt)
+                if isinstance(vt, faiss.OPQMatrix):
+                    need = max(need, 256)
+            todo.append(ix.index)
+        if hasattr(ix, "nlist"):
+            need = max(need, int(ix.nlist))
+        if hasattr(ix, "pq"):
+            need = max(need, int(ix.pq.ksub))
+        if hasattr(ix, "storage") and ix.storage is not None:
+            todo.append(ix.storage)
+    return need
+
+
 def is_exact(factory: str) -> bool:
     """True for factories whose scores are exact inner products (no re-ranking needed)."""
     return factory.replace(" ", "").lower() in ("flat", "idmap,flat")
@@ -187,6 +218,16 @@ class ImageIndex:
         self._index.add(X)
         self._desc.append(X)
         self.paths.extend(str(p) for p in paths)
+
+    def check_size(self, n: int) -> None:
+        """Before any image is described: a factory that must be trained refuses a collection of
+        ``n`` images smaller than :func:`minimum_size`, in plain words (DataError)."""
+        if self._index is not None and self._index.is_trained:
+            return
+        need = minimum_size(self.factory, self.dim, n)
+        if n < need:
+            raise DataError(f"the '{self.factory}' index needs at least {need} images to train; this collection "
+                            f"has {n}: use --factory Flat (exact) or hnsw below that")
 
     # -- searching ---------------------------------------------------------------------------
     def descriptors(self) -> np.ndarray:

@@ -164,10 +164,10 @@ class Engine:
             progress, log = False, _silent
         self.net, self.cfg, self.fields, self.total = net, cfg, tuple(fields), int(total)
         self.progress, self.log = progress, log
+        self.device = self.dist.device  # resolved before the run folder: a bad --device creates nothing
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_path, self.best_path, self.log_path = self.out / "last.pt", self.out / "best.pt", self.out / "log.csv"
-        self.device = self.dist.device
         self.image_size = int(cfg.image_size or net.config.image_size)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from retrieval.core.backbone import resolve_device
 from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError
 from retrieval.model.network import build_network
@@ -71,6 +72,7 @@ def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike
     cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{where}: train")
     if device:
         cfg.device = device
+    resolve_device(cfg.device)  # a missing CUDA device is one line, before any data is read or folder made
     if workers is not None:
         cfg.workers = workers
     if epochs is not None and epochs < 1:
