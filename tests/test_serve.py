@@ -106,7 +106,7 @@ def test_search_by_id_equals_the_search_tool(served, run_tool):
         proc = run_tool("search", "--query", svc.index.paths[i], "--index", served["index"], "--top", "4",
                         "--json", *cli)
         assert proc.returncode == 0, proc.stderr
-        ref = json.loads(proc.stdout)["hits"]
+        ref = json.loads(proc.stdout)["results"][0]["hits"]
         _same_hits(doc["hits"], ref, svc.index.paths)
         assert doc["query_id"] == i and doc["query"] == svc.index.paths[i]
     assert doc["hits"][0]["id"] == i  # an indexed image finds itself first
