@@ -2,6 +2,7 @@
 ``tools/search.py``."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,19 @@ from retrieval.core.images import crop_box, list_images, load_image
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
+from retrieval.search.paths_store import Stat
 
 PathLike = Union[str, Path]
 
 
 @dataclass
 class IndexReport:
-    """What :func:`index_images` did: counts, skipped files with reasons, timing."""
+    """What :func:`index_images` did: counts, skipped files with reasons, timing.
+
+    added: new files described; updated: files whose size or mtime changed since they were
+    indexed, described again (their old entry removed); removed: ids dropped because their file
+    was re-described or (with ``prune``) vanished; total: ids a search can return.
+    """
 
     folder: str
     added: int
@@ -30,10 +37,13 @@ class IndexReport:
     seconds: float = 0.0
     factory: str = "Flat"
     fingerprint: str = ""
+    updated: int = 0
+    pruned: int = 0
 
     def as_dict(self) -> Dict[str, Any]:
         return {
             "index": self.folder, "added": self.added, "already_indexed": self.already_indexed,
+            "updated": self.updated, "pruned": self.pruned,
             "total": self.total, "skipped": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "seconds": round(self.seconds, 3), "factory": self.factory, "fingerprint": self.fingerprint,
@@ -54,33 +64,52 @@ def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[
     return index
 
 
+def file_stat(path: str) -> Stat:
+    """``(size in bytes, mtime in ns)`` of a file, None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
 def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                  index_config: Optional[IndexConfig] = None, batch_size: int = 8,
                  workers: Optional[int] = None, device: Optional[str] = None,
-                 progress: bool = True, model_source: Optional[PathLike] = None) -> IndexReport:
+                 progress: bool = True, model_source: Optional[PathLike] = None,
+                 prune: bool = False) -> IndexReport:
     """Describe the images of ``source`` (folder or list file) and add them to the index at ``out``
-    (created when missing; images already in it are skipped). Bad files are skipped and listed in
-    the report; the index folder is replaced atomically."""
+    (created when missing). Images already in it are skipped unless their size or modification
+    time changed: those are described again and their old entry removed. ``prune`` also removes
+    every indexed file that no longer exists. Bad files are skipped and listed in the report. A new
+    index is written to a temporary folder and renamed; an existing one receives only what is new."""
     t0 = time.perf_counter()
     paths = [str(p.resolve()) for p in list_images(source)]
     index = open_or_create_index(net, out, index_config,
                                  str(Path(model_source).resolve()) if model_source else None)
-    known = set(index.paths)
+    stats = {p: file_stat(p) for p in paths}
+    known = index.find(paths)
     new = [p for p in paths if p not in known]
-    ex = extract_descriptors(net, new, batch_size=batch_size, workers=workers, device=device,
+    changed = [p for p in paths if p in known and known[p][1] is not None and known[p][1] != stats[p]]
+    pruned = index.vanished() if prune else []
+    ex = extract_descriptors(net, new + changed, batch_size=batch_size, workers=workers, device=device,
                              progress=progress, desc="index")
-    index.add(ex.descriptors, ex.paths)
+    index.remove([known[p][0] for p in changed] + pruned)
+    index.add(ex.descriptors, ex.paths, [stats[p] for p in ex.paths])
     index.save(out)
-    return IndexReport(str(out), len(ex.paths), len(paths) - len(new), index.ntotal, ex.failures,
-                       time.perf_counter() - t0, index.factory, index.fingerprint or "")
+    done = set(ex.paths)
+    return IndexReport(str(out), sum(p in done for p in new), len(paths) - len(new) - len(changed), index.n_live,
+                       ex.failures, time.perf_counter() - t0, index.factory, index.fingerprint or "",
+                       updated=sum(p in done for p in changed), pruned=len(pruned))
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathLike], top: int = 10,
                   device: Optional[str] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
                   **search_kwargs: Any) -> List[Dict[str, Any]]:
     """Search ``index`` with each query image; returns ``[{"query", "hits": [{"rank", "path",
-    "score"}]}]``. ``boxes`` optionally crops each query to (x1, y1, x2, y2) pixels first, as the
-    revisited Oxford/Paris protocol does. A bad query image raises ImageError; a model that did not
+    "score"}]}]``; a hit whose file no longer exists carries ``"missing": true``. ``boxes``
+    optionally crops each query to (x1, y1, x2, y2) pixels first, as the revisited Oxford/Paris
+    protocol does. A bad query image raises ImageError; a model that did not
     build the index raises ModelMismatchError (checked before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
@@ -88,8 +117,13 @@ def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathL
     Q = np.stack([describe_pil(net, crop_box(load_image(q), b), device=device) for q, b in zip(queries, boxes)])
     scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
     results = []
+    many = getattr(index.paths, "many", None) or (lambda ids: [index.paths[i] for i in ids])
     for q, srow, irow in zip(queries, scores, ids):
-        hits = [{"rank": r + 1, "path": index.paths[i], "score": float(s)}
-                for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0]
+        keep = [(s, i) for s, i in zip(srow, irow) if i >= 0]
+        hits = [{"rank": r + 1, "path": p, "score": float(s)}
+                for r, ((s, _), p) in enumerate(zip(keep, many([i for _, i in keep])))]
+        for h in hits:
+            if not os.path.exists(h["path"]):
+                h["missing"] = True
         results.append({"query": str(q), "hits": hits})
     return results

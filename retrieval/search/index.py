@@ -8,8 +8,9 @@ Folder layout (format version 2)::
       descriptors.npy    (N, D) float32 row-major, grown in place, read memory-mapped: exact search
                          (Flat), re-ranking, DBA, rebuilding another factory
       trained.index      the trained, empty faiss index (absent for Flat): every segment is a copy
-      segments/*.index   faiss indexes over consecutive id ranges (the first one may have its
-                         inverted lists on disk, in lists.ivfdata, memory-mapped at search time)
+      segments/*.index   faiss indexes over consecutive id ranges (one built from shards with
+                         --on-disk keeps its inverted lists beside it, in segments/*.ivfdata,
+                         memory-mapped at search time)
 
 A new index is written to a temporary folder and renamed. **Adding** to a saved index writes only
 what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
@@ -42,6 +43,7 @@ from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
 from retrieval.core.io import atomic_dir, atomic_path
 from retrieval.search import descriptor_file
 from retrieval.search.factory import ALIASES, is_exact, resolve_factory, train_size
+from retrieval.search.ondisk import read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import drop_ids, exact_knn, merge_topk
 
@@ -49,8 +51,8 @@ __all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory",
 
 INDEX_FORMAT = "gemseg-index"
 INDEX_VERSION = 2
-META, STORE, DESCRIPTORS, TRAINED, SEGMENTS, ONDISK_LISTS = (
-    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments", "lists.ivfdata")
+META, STORE, DESCRIPTORS, TRAINED, SEGMENTS = (
+    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments")
 
 
 @dataclass
@@ -96,9 +98,8 @@ def make_faiss_index(factory: str, dim: int) -> Any:
 
 def read_segment(path: Path, ondisk: bool = False) -> Any:
     """A segment's faiss index; on-disk inverted lists are found beside it and memory-mapped."""
-    faiss = _faiss()
     try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR if ondisk else 0)
+        return read_ondisk(path) if ondisk else _faiss().read_index(str(path))
     except RuntimeError as e:
         raise DataError(f"index file {path} is damaged: {str(e).strip().splitlines()[-1][:120]}") from None
 
@@ -116,6 +117,21 @@ def check_index_target(folder: Union[str, Path]) -> None:
     if folder.exists() and (not folder.is_dir()
                             or (any(folder.iterdir()) and not (folder / META).is_file())):
         raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
+
+
+def index_meta(dim: int, factory: str, count: int, live: int, fingerprint: Optional[str],
+               model: Dict[str, Any], model_source: Optional[str], config: IndexConfig, on_disk: bool,
+               bytes_per_vector: Optional[float]) -> Dict[str, Any]:
+    """The content of ``meta.json`` (informative: the path store holds the committed counts)."""
+    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "factory": factory, "dim": dim,
+            "count": count, "live": live, "fingerprint": fingerprint, "model": model,
+            "model_source": model_source, "index_config": dict(vars(config)), "on_disk": on_disk,
+            "bytes_per_vector": bytes_per_vector}
+
+
+def write_meta(folder: Path, meta: Dict[str, Any]) -> None:
+    with atomic_path(folder / META) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2))
 
 
 @dataclass
@@ -419,20 +435,8 @@ class ImageIndex:
 
     # -- persistence -------------------------------------------------------------------------------
     def meta(self) -> Dict[str, Any]:
-        return {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "factory": self.factory,
-            "dim": self.dim,
-            "count": self.ntotal,
-            "live": self.n_live,
-            "fingerprint": self.fingerprint,
-            "model": self.model_config,
-            "model_source": self.model_source,
-            "index_config": {k: v for k, v in vars(self.config).items()},
-            "on_disk": self.on_disk,
-            "bytes_per_vector": self.bytes_per_vector(),
-        }
+        return index_meta(self.dim, self.factory, self.ntotal, self.n_live, self.fingerprint, self.model_config,
+                          self.model_source, self.config, self.on_disk, self.bytes_per_vector())
 
     def bytes_per_vector(self) -> Optional[float]:
         """Bytes of the faiss segments per id (4·D for Flat, whose search reads the descriptors)."""
@@ -443,8 +447,7 @@ class ImageIndex:
         faiss = _faiss()
         size = 0
         if self._folder is not None and not self._legacy:
-            for f in [*(self._folder / SEGMENTS).glob("*.index"), self._folder / ONDISK_LISTS]:
-                size += f.stat().st_size if f.is_file() else 0
+            size += sum(f.stat().st_size for f in (self._folder / SEGMENTS).glob("*") if f.is_file())
         if self._new_seg is not None and self._new_seg.ntotal:
             size += len(faiss.serialize_index(self._new_seg))
         return size / self.ntotal
@@ -457,6 +460,8 @@ class ImageIndex:
         check_index_target(folder)
         if (self._folder is not None and not self._legacy and folder.exists()
                 and os.path.samefile(folder, self._folder)):
+            if not self._new_paths and not self._new_removed:
+                return folder  # nothing new: nothing written
             self._commit(self._folder, self._store)
             self._settle()
             return folder
@@ -473,8 +478,7 @@ class ImageIndex:
         return folder
 
     def _write_meta(self, folder: Path) -> None:
-        with atomic_path(folder / META) as tmp:
-            Path(tmp).write_text(json.dumps(self.meta(), indent=2))
+        write_meta(folder, self.meta())
 
     def _write_new(self, folder: Path) -> None:
         """A complete folder holding this (unsaved or version-1) index."""

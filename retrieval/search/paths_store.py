@@ -100,20 +100,25 @@ class PathStore:
         return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     # -- writing -------------------------------------------------------------------------------
-    def commit(self, start: int, paths: Sequence[str], stats: Sequence[Stat], removed: Iterable[int] = (),
+    def commit(self, start: int, paths: Iterable[str], stats: Iterable[Stat], removed: Iterable[int] = (),
                info: Optional[Dict[str, Any]] = None) -> None:
         """In one transaction: rows ``start, start+1, ...`` for ``paths``, ``removed`` ids
         flagged, ``info`` keys set (``count`` always). Rows at or past ``start`` left by an
         interrupted commit are replaced. The path index is created after the first bulk load
         (faster than maintaining it while inserting)."""
+        n = [0]
+
+        def rows() -> Iterator[Tuple[int, str, Optional[int], Optional[int]]]:
+            for p, st in zip(paths, stats):
+                yield (start + n[0], p, *(st if st is not None else (None, None)))
+                n[0] += 1
+
         with self._db:  # one transaction
             self._db.execute("DELETE FROM images WHERE id>=?", (start,))
-            self._db.executemany(
-                "INSERT INTO images (id, path, size, mtime_ns) VALUES (?, ?, ?, ?)",
-                ((start + j, p, *(st if st is not None else (None, None))) for j, (p, st) in enumerate(zip(paths, stats))))
+            self._db.executemany("INSERT INTO images (id, path, size, mtime_ns) VALUES (?, ?, ?, ?)", rows())
             rem = sorted({int(i) for i in removed})
             self._db.executemany("UPDATE images SET removed=1 WHERE id=?", ((i,) for i in rem))
-            items = dict(info or {}, count=start + len(paths))
+            items = dict(info or {}, count=start + n[0])
             self._db.executemany("INSERT OR REPLACE INTO info (key, value) VALUES (?, ?)",
                                  ((k, json.dumps(v)) for k, v in items.items()))
             self._db.execute("CREATE INDEX IF NOT EXISTS images_path ON images(path)")
