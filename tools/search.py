@@ -6,12 +6,14 @@
   python tools/search.py --query q.jpg --json                  # {"query", "hits": [{"rank","path","score"}]}
   python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
 
+A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
 from retrieval.core.cli import main_wrapper, print_json
@@ -56,7 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r in results:
         print(f"query: {r['query']}")
         for h in r["hits"]:
-            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}")
+            print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}{'  (file missing)' if h.get('missing') else ''}")
+    gone = sum(bool(h.get("missing")) for r in results for h in r["hits"])
+    if gone:
+        print(f"warning: {gone} hit(s) point to files that no longer exist; drop them with "
+              f"tools/index.py --images SRC --out {args.index} --prune", file=sys.stderr)
     if args.html:
         print(f"wrote {args.html}")
     if args.png:
