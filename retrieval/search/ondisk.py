@@ -78,3 +78,14 @@ def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLi
     ivf.ntotal = trained.ntotal = ntotal
     del keep
     return trained
+
+
+def lists_in_memory(index: Any) -> Any:
+    """Copy the inverted lists of an IVF ``index`` (e.g. on-disk ones) into RAM, in place (to
+    compare an on-disk index with the same index in memory); returns ``index``."""
+    ivf = _ivf(index)
+    ram = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    ivf.invlists.copy_subset_to(ram, 0, 0, 2 ** 62)  # every id
+    ivf.replace_invlists(ram, True)
+    ram.this.disown()
+    return index
