@@ -29,7 +29,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def run(cmd, env=None) -> tuple:
 
 
 def bench_build(args, work: Path) -> list:
-    desc, ix = work / "desc", work / f"ix_{args.n}"
+    desc, ix = work / f"desc_{args.n}_{args.shard_size}", work / f"ix_{args.n}"
     t0 = time.perf_counter()
     make_shards(desc, args.n, args.shard_size)
     gen = time.perf_counter() - t0
