@@ -285,3 +285,21 @@ def test_changed_file_is_described_again_and_prune_drops_vanished_ones(tmp_path,
     assert rep["pruned"] == 1 and rep["total"] == 3 and rep["added"] == 0 and rep["updated"] == 0
     hits = json.loads(run_tool("search", "--query", paths[0], "--index", out, "--top", "4", "--json").stdout)["hits"]
     assert len(hits) == 3 and not any(h.get("missing") for h in hits)
+
+
+@pytest.mark.slow
+def test_two_ranks_build_the_same_index_as_one(tmp_path):
+    X, Q = unit_rows(2000, 16), unit_rows(10, 16, 1)
+    fake_shards(tmp_path / "desc", X, 300)
+    build_index_from_shards(tmp_path / "desc", tmp_path / "one", factory="IVF8,Flat", on_disk=True, progress=False)
+    proc = torchrun("tools/index.py", "--descriptors", tmp_path / "desc", "--out", tmp_path / "two",
+                    "--factory", "IVF8,Flat", "--on-disk", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(json.loads(x)["rank"] for x in proc.stdout.replace("}\n{", "}\x00{").split("\x00")) == [0, 1]
+    assert not list(tmp_path.glob(".two.build*"))  # the work folder is gone
+    a, b = ImageIndex.load(tmp_path / "one"), ImageIndex.load(tmp_path / "two")
+    assert len(b) == 2000 and b.paths == a.paths
+    for kw in ({"rerank": False}, {"nprobe": 8}):
+        sa, ia = a.search(Q, 10, **kw)
+        sb, ib = b.search(Q, 10, **kw)
+        np.testing.assert_array_equal(ia, ib)
