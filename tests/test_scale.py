@@ -158,6 +158,7 @@ def test_on_disk_index_returns_the_in_memory_top_k_and_moves_with_its_folder(tmp
     assert b.paths[int(ib[0, 0])] == f"/img/{ref[0, 0]}.jpg"
 
 
+@pytest.mark.slow
 def test_index_tool_builds_from_descriptors_and_search_uses_it(photos, tmp_path, tiny_config, run_tool):
     desc = tmp_path / "desc"
     assert run_tool("extract", "--images", photos, "--out", desc, "--config", tiny_config, "--shard-size", "3",

@@ -69,7 +69,7 @@ def _my_shards(source: PathLike, shard_size: int, ranks: Ranks,
                 yield k, cur
             k, cur = k_p, []
         if k_p % ranks.world == ranks.rank:
-            cur.append(os.path.abspath(p))
+            cur.append(os.path.realpath(p))  # as index_images resolves them: one path per file
     counter[0] = n
     if cur:
         yield k, cur
