@@ -35,6 +35,8 @@ _API: Dict[str, str] = {
     "index_images": "retrieval.search.collection",
     "search_images": "retrieval.search.collection",
     "extract_descriptors": "retrieval.search.extract",
+    "extract_shards": "retrieval.search.sharded_extract",
+    "build_index_from_shards": "retrieval.search.build",
     "evaluate_dataset": "retrieval.evaluation.run",
     "load_settings": "retrieval.settings",
     "train": "retrieval.training.runs",

@@ -1,7 +1,7 @@
 """What each tool runs, as one function a Python user can call with the tool's own options.
 
 ``tools/index.py`` → :func:`run_index`, ``tools/search.py`` → :func:`run_search`,
-``tools/evaluate.py`` → :func:`run_evaluation`. Each resolves the model (a YAML config, a checkpoint,
+``tools/evaluate.py`` → :func:`run_evaluation`, ``tools/extract.py`` → :func:`run_extract`. Each resolves the model (a YAML config, a checkpoint,
 or the model an index records) and the config's sections, then calls the library functions of its
 room; the tools only parse arguments and print what these return.
 """
@@ -17,39 +17,67 @@ from retrieval.evaluation.run import evaluate_dataset, with_scales
 from retrieval.loading import load_model, search_model
 from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, build_network
+from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images, search_images
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
 from retrieval.search.qe import QueryExpandedIndex, dba_index
+from retrieval.search.sharded_extract import ExtractReport, extract_shards
 from retrieval.settings import load_settings
 
 PathLike = Union[str, Path]
 
 
-def run_index(images: PathLike, out: PathLike = "index", *, config: Optional[PathLike] = None,
+def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, config: Optional[PathLike] = None,
               model: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
               object_factor: Optional[int] = None, factory: Optional[str] = None,
               batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
-              dba: int = 0, alpha: float = 3.0, progress: bool = True) -> IndexReport:
-    """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``.
+              dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
+              descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
+              on_disk: bool = False) -> Union[IndexReport, BuildReport]:
+    """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
+    (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
+    (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
+    ``auto``) under ``memory_budget``, its inverted lists ``on_disk``.
 
     ``config``'s ``extract:`` and ``index:`` sections give the defaults of ``batch_size``,
     ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
     applies database-side augmentation with ``dba`` neighbours afterwards.
     """
+    if (images is None) == (descriptors is None):
+        raise DataError("give either images (a folder or list) or descriptors (a folder of tools/extract.py)")
     settings = load_settings(config)
+    if factory:
+        settings.index.factory = factory
+    if descriptors is not None:
+        return build_index_from_shards(descriptors, out, factory=factory or "auto", memory_budget=memory_budget,
+                                       on_disk=on_disk, index_config=settings.index, progress=progress)
+    if on_disk:
+        raise DataError("--on-disk builds from --descriptors (run tools/extract.py first)")
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
     net = load_model(model) if model else build_network(settings.model)
     attach_concepts(net, concepts, object_factor)
-    if factory:
-        settings.index.factory = factory
     report = index_images(
         net, images, out, index_config=settings.index, batch_size=batch_size or settings.extract.batch_size,
         workers=workers if workers is not None else settings.extract.workers,
-        device=device or settings.extract.device, progress=progress, model_source=model)
+        device=device or settings.extract.device, progress=progress, model_source=model, prune=prune)
     if dba > 0:
         dba_index(ImageIndex.load(out), dba, alpha).save(out)
     return report
+
+
+def run_extract(images: PathLike, out: PathLike, *, config: Optional[PathLike] = None,
+                model: Optional[PathLike] = None, shard_size: int = 10000, batch_size: Optional[int] = None,
+                workers: Optional[int] = None, device: Optional[str] = None,
+                progress: bool = True) -> ExtractReport:
+    """Describe ``images`` (folder or list file) into descriptor shards in ``out``: this process's
+    shards under torchrun / srun, all of them otherwise; complete shards are skipped (resume)."""
+    settings = load_settings(config)
+    resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
+    net = load_model(model) if model else build_network(settings.model)
+    return extract_shards(net, images, out, shard_size=shard_size, batch_size=batch_size or settings.extract.batch_size,
+                          workers=workers if workers is not None else settings.extract.workers,
+                          device=device or settings.extract.device, progress=progress)
 
 
 def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: int = 10,

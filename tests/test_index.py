@@ -50,13 +50,13 @@ def test_interrupted_save_leaves_old_index_readable(tmp_path, monkeypatch):
     new = ImageIndex(16, "Flat", fingerprint="fp")
     new.add(unit_rows(20, 16, 3), [f"new{i}" for i in range(20)])
 
-    real_save = np.save
+    real_create = index_mod.descriptor_file.create
 
     def crash(*a, **k):  # the descriptors are written, then the process "dies"
-        real_save(*a, **k)
+        real_create(*a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(index_mod.np, "save", crash)
+    monkeypatch.setattr(index_mod.descriptor_file, "create", crash)
     with pytest.raises(KeyboardInterrupt):
         new.save(folder)
     monkeypatch.undo()

@@ -71,10 +71,10 @@ def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tin
     # an index built by another model refuses to be extended by this one; nothing is lost
     other = tmp_path / "other.yaml"
     other.write_text(tiny_config.read_text().replace("image_size: 64", "image_size: 48"))
-    before = (out / "paths.json").read_text()
+    before = (out / "paths.sqlite").read_bytes()
     assert_one_line_error(run_tool("index", "--images", odd_folder, "--config", other, "--out", out),
                           "another model")
-    assert (out / "paths.json").read_text() == before
+    assert (out / "paths.sqlite").read_bytes() == before
 
 
 @pytest.mark.parametrize("case", ["empty_folder", "missing", "typo", "not_index"])

@@ -7,6 +7,7 @@
   python tools/search.py --query q.jpg --json                  # {"results": [{"query", "hits": [...]}]}
   python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
 
+A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused. --json prints one document, {"results": [...]}, one entry per query in
 order, each {"query", "hits": [{"rank", "path", "score"}]}, whatever the number of queries;
@@ -15,6 +16,7 @@ notices ("wrote hits.html") then go to stderr.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
 from retrieval.core.cli import add_common_flags, main_wrapper, notice, parse_box, print_json
@@ -64,7 +66,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for r in results:
             print(f"query: {r['query']}")
             for h in r["hits"]:
-                print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}")
+                print(f"  {h['rank']:>3}  {h['score']:.4f}  {h['path']}{'  (file missing)' if h.get('missing') else ''}")
+    gone = sum(bool(h.get("missing")) for r in results for h in r["hits"])
+    if gone:
+        print(f"warning: {gone} hit(s) point to files that no longer exist; drop them with "
+              f"tools/index.py --images SRC --out {args.index} --prune", file=sys.stderr)
     for written in (args.html, args.png):
         if written:
             notice(f"wrote {written}", args)

@@ -2,6 +2,7 @@
 ``tools/search.py``."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,19 @@ from retrieval.core.images import ImageLike, as_image, crop_box, image_label, sc
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
+from retrieval.search.paths_store import Stat
 
 PathLike = Union[str, Path]
 
 
 @dataclass
 class IndexReport:
-    """What :func:`index_images` did: counts, skipped files with reasons, timing."""
+    """What :func:`index_images` did: counts, skipped files with reasons, timing.
+
+    added: new files described; updated: files whose size or mtime changed since they were
+    indexed, described again (their old entry removed); removed: ids dropped because their file
+    was re-described or (with ``prune``) vanished; total: ids a search can return.
+    """
 
     folder: str
     added: int
@@ -32,10 +39,13 @@ class IndexReport:
     seconds: float = 0.0
     factory: str = "Flat"
     fingerprint: str = ""
+    updated: int = 0
+    pruned: int = 0
 
     def as_dict(self) -> Dict[str, Any]:
         return {
             "index": self.folder, "added": self.added, "already_indexed": self.already_indexed,
+            "updated": self.updated, "pruned": self.pruned,
             "total": self.total, "skipped": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "seconds": round(self.seconds, 3), "factory": self.factory, "fingerprint": self.fingerprint,
@@ -56,29 +66,47 @@ def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[
     return index
 
 
+def file_stat(path: str) -> Stat:
+    """``(size in bytes, mtime in ns)`` of a file, None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
 def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                  index_config: Optional[IndexConfig] = None, batch_size: int = 8,
                  workers: Optional[int] = None, device: Optional[str] = None,
-                 progress: bool = True, model_source: Optional[PathLike] = None) -> IndexReport:
+                 progress: bool = True, model_source: Optional[PathLike] = None,
+                 prune: bool = False) -> IndexReport:
     """Describe the images of ``source`` (folder or list file) and add them to the index at ``out``
-    (created when missing; images already in it are skipped). Bad files, and files of formats
-    that are not read (``unsupported format .heic``), are skipped and listed in the report; a
-    compressed factory is checked against the collection size before any image is described; the
-    index folder is replaced atomically."""
+    (created when missing). Images already in it are skipped unless their size or modification
+    time changed: those are described again and their old entry removed. ``prune`` also removes
+    every indexed file that no longer exists. Bad files, and files of formats that are not read
+    (``unsupported format .heic``), are skipped and listed in the report; a compressed factory is
+    checked against the collection size before any image is described. A new index is written to a
+    temporary folder and renamed; an existing one receives only what is new."""
     t0 = time.perf_counter()
     listing = scan_images(source)
     paths = [str(p.resolve()) for p in listing.paths]
     index = open_or_create_index(net, out, index_config,
                                  str(Path(model_source).resolve()) if model_source else None)
-    known = set(index.paths)
+    stats = {p: file_stat(p) for p in paths}
+    known = index.find(paths)
     new = [p for p in paths if p not in known]
-    index.check_size(index.ntotal + len(new))  # a compressed factory on too few images fails now, not late
-    ex = extract_descriptors(net, new, batch_size=batch_size, workers=workers, device=device,
+    changed = [p for p in paths if p in known and known[p][1] is not None and known[p][1] != stats[p]]
+    pruned = index.vanished() if prune else []
+    index.check_size(index.n_live + len(new))  # a compressed factory on too few images fails now, not late
+    ex = extract_descriptors(net, new + changed, batch_size=batch_size, workers=workers, device=device,
                              progress=progress, desc="index")
-    index.add(ex.descriptors, ex.paths)
+    index.remove([known[p][0] for p in changed] + pruned)
+    index.add(ex.descriptors, ex.paths, [stats[p] for p in ex.paths])
     index.save(out)
-    return IndexReport(str(out), len(ex.paths), len(paths) - len(new), index.ntotal, listing.skipped + ex.failures,
-                       time.perf_counter() - t0, index.factory, index.fingerprint or "")
+    done = set(ex.paths)
+    return IndexReport(str(out), sum(p in done for p in new), len(paths) - len(new) - len(changed), index.n_live,
+                       listing.skipped + ex.failures, time.perf_counter() - t0, index.factory,
+                       index.fingerprint or "", updated=sum(p in done for p in changed), pruned=len(pruned))
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLike, Sequence[ImageLike]],
@@ -86,12 +114,12 @@ def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLik
                   boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
                   **search_kwargs: Any) -> List[Dict[str, Any]]:
     """Search ``index`` with each query; returns ``[{"query", "hits": [{"rank", "path", "score"}]}]``
-    in query order. A query is an image file, a PIL image or a numpy array ((H, W, 3) uint8, or
-    float in [0, 1]; :func:`retrieval.core.images.as_image`); one query may be given alone. Its
-    ``"query"`` is the path (or ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each
-    query to (x1, y1, x2, y2) pixels first, as the revisited Oxford/Paris protocol does. A bad query
-    image raises ImageError; a model that did not build the index raises ModelMismatchError
-    (checked before any image is read)."""
+    in query order; a hit whose file no longer exists carries ``"missing": true``. A query is an
+    image file, a PIL image or a numpy array ((H, W, 3) uint8, or float in [0, 1];
+    :func:`retrieval.core.images.as_image`); one query may be given alone. Its ``"query"`` is the
+    path (or ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each query to (x1, y1, x2, y2)
+    pixels first, as the revisited Oxford/Paris protocol does. A bad query image raises ImageError;
+    a model that did not build the index raises ModelMismatchError (checked before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
     if isinstance(queries, (str, Path, Image.Image)) or (isinstance(queries, np.ndarray) and queries.ndim < 4):
@@ -103,8 +131,13 @@ def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLik
     Q = np.stack([describe_pil(net, crop_box(as_image(q), b), device=device) for q, b in zip(queries, boxes)])
     scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
     results = []
+    many = getattr(index.paths, "many", None) or (lambda ids: [index.paths[i] for i in ids])
     for n, (q, srow, irow) in enumerate(zip(queries, scores, ids)):
-        hits = [{"rank": r + 1, "path": index.paths[i], "score": float(s)}
-                for r, (s, i) in enumerate(zip(srow, irow)) if i >= 0]
+        keep = [(s, i) for s, i in zip(srow, irow) if i >= 0]
+        hits = [{"rank": r + 1, "path": p, "score": float(s)}
+                for r, ((s, _), p) in enumerate(zip(keep, many([i for _, i in keep])))]
+        for h in hits:
+            if not os.path.exists(h["path"]):
+                h["missing"] = True
         results.append({"query": image_label(q, n), "hits": hits})
     return results

@@ -1,38 +1,58 @@
-"""A searchable collection of descriptors: a faiss index plus what made it, in one folder.
+"""A searchable collection of descriptors: faiss segments, descriptors and ids ↔ paths in one folder.
 
-Folder layout (written to a temporary folder and renamed, so a crash never leaves a broken index)::
+Folder layout (format version 2)::
 
     index/
-      faiss.index       faiss index (inner product on L2-normalised descriptors = cosine)
-      descriptors.npy   (N, D) float32 row-major: exact re-ranking, DBA, rebuilding another factory
-      paths.json        the N image paths, in index order
-      meta.json         format, factory, dim, count, the model's config and fingerprint
+      meta.json          format, version, factory, dim, count, the model's config and fingerprint
+      paths.sqlite       ids ↔ paths, file size and mtime per id, removed flags, committed segments
+      descriptors.npy    (N, D) float32 row-major, grown in place, read memory-mapped: exact search
+                         (Flat), re-ranking, DBA, rebuilding another factory
+      trained.index      the trained, empty faiss index (absent for Flat): every segment is a copy
+      segments/*.index   faiss indexes over consecutive id ranges (one built from shards with
+                         --on-disk keeps its inverted lists beside it, in segments/*.ivfdata,
+                         memory-mapped at search time)
+
+A new index is written to a temporary folder and renamed. **Adding** to a saved index writes only
+what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
+and ``meta.json``; the SQLite transaction is the commit point, so an interrupted addition leaves the
+index as it was. Searching asks every segment and merges the lists. A re-described or vanished
+file's id is flagged removed (:meth:`ImageIndex.remove`) and never returned again; its descriptor
+stays (rebuild with ``tools/index.py --descriptors`` or from the images to reclaim the space).
+Folders of version 1 (``paths.json``) are still read; saving one rewrites it in version 2.
 
 Any faiss factory string works (``Flat``, ``HNSW32``, ``IVF1024,PQ64``, ``OPQ64,IVF1024,PQ64``...).
 The templates ``{n}`` (inverted lists) and ``{m}`` (PQ sub-quantizers) and the aliases ``ivfpq``,
 ``opq`` and ``hnsw`` are filled from the collection size and dimension when the index is trained
-(:func:`resolve_factory`). Compressed indexes re-rank their top candidates with exact inner products
-from ``descriptors.npy`` by default.
+(:mod:`retrieval.search.factory`). ``Flat`` is searched exactly over the memory-mapped descriptors;
+other indexes re-rank their top candidates with exact inner products by default.
 """
 from __future__ import annotations
 
 import json
-import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
-from retrieval.core.io import atomic_dir
+from retrieval.core.io import atomic_dir, atomic_path
+from retrieval.search import descriptor_file
+from retrieval.search.factory import ALIASES, is_exact, minimum_size, resolve_factory, train_size
+from retrieval.search.ondisk import read_ondisk
+from retrieval.search.paths_store import PathStore, Stat
+from retrieval.search.topk import drop_ids, exact_knn, merge_topk
+
+__all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory", "is_exact", "ALIASES"]
 
 INDEX_FORMAT = "gemseg-index"
-INDEX_VERSION = 1
-# "np": no polysemous training (only needed for Hamming-filtered search; costs minutes to train)
-ALIASES = {"ivfpq": "IVF{n},PQ{m}np", "opq": "OPQ{m},IVF{n},PQ{m}np", "hnsw": "HNSW32"}
+INDEX_VERSION = 2
+META, STORE, DESCRIPTORS, TRAINED, SEGMENTS = (
+    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments")
 
 
 @dataclass
@@ -66,73 +86,28 @@ def _faiss():
     return faiss
 
 
-def _pq_m(d: int) -> int:
-    """Sub-quantizer count for PQ: about d/16 bytes per vector, a divisor of d, in [4, 64]."""
-    target = max(4, min(64, d // 16))
-    divisors = [m for m in range(1, d + 1) if d % m == 0]
-    return min(divisors, key=lambda m: (abs(m - target), -m))
-
-
-def resolve_factory(factory: str, n: int, d: int) -> str:
-    """Fill ``{n}`` (inverted lists ≈ 4·√n, a power of two, at most n/39) and ``{m}`` in a
-    factory string or alias, for ``n`` descriptors of dimension ``d``."""
-    f = ALIASES.get(factory.strip().lower(), factory.strip())
-    if "{n}" in f:
-        nlist = 2 ** max(0, int(round(math.log2(max(1.0, 4 * math.sqrt(max(n, 1)))))))
-        nlist = max(1, min(nlist, n // 39 if n >= 39 else 1))
-        f = f.replace("{n}", str(nlist))
-    if "{m}" in f:
-        f = f.replace("{m}", str(_pq_m(d)))
-    return f
-
-
-def minimum_size(factory: str, dim: int, n: int) -> int:
-    """The fewest descriptors the factory (resolved for ``n`` descriptors of dimension ``dim``)
-    can be trained on: the IVF lists, and 2^bits codewords per PQ sub-quantizer (256 for ``PQ{m}``,
-    also inside OPQ); 0 for factories that need no training (Flat, HNSW) and unknown strings."""
+def make_faiss_index(factory: str, dim: int) -> Any:
+    """``faiss.index_factory`` (inner product) with a one-line ConfigError for a bad string."""
     faiss = _faiss()
     try:
-        base = faiss.index_factory(dim, resolve_factory(factory, n, dim), faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError:
-        return 0  # an invalid string is reported, in its own words, when the index is made
-    if base.is_trained:
-        return 0
-    need, todo, keep = 1, [base], []  # keep: the swig wrappers must outlive their downcasts
-    while todo:
-        ix = faiss.downcast_index(todo.pop())
-        keep.append(ix)
-        if isinstance(ix, faiss.IndexPreTransform):
-            for i in range(ix.chain.size()):
-                vt = faiss.downcast_VectorTransform(ix.chain.at(i))
-                keep.append(vt)
-                if isinstance(vt, faiss.OPQMatrix):
-                    need = max(need, 256)
-            todo.append(ix.index)
-        if hasattr(ix, "nlist"):
-            need = max(need, int(ix.nlist))
-        if hasattr(ix, "pq"):
-            need = max(need, int(ix.pq.ksub))
-        if hasattr(ix, "storage") and ix.storage is not None:
-            todo.append(ix.storage)
-    return need
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1][:160]
+        raise ConfigError(f"invalid faiss factory string '{factory}' for dimension {dim}: {msg}") from None
 
 
-def is_exact(factory: str) -> bool:
-    """True for factories whose scores are exact inner products (no re-ranking needed)."""
-    return factory.replace(" ", "").lower() in ("flat", "idmap,flat")
-
-
-def _train_size(index: Any, n: int, requested: Optional[int]) -> int:
-    if requested:
-        return min(n, requested)
-    faiss = _faiss()
-    nlist = 0
+def read_segment(path: Path, ondisk: bool = False) -> Any:
+    """A segment's faiss index; on-disk inverted lists are found beside it and memory-mapped."""
     try:
-        ivf = faiss.extract_index_ivf(index)
-        nlist = ivf.nlist
-    except RuntimeError:
-        pass
-    return min(n, max(50 * nlist, 256 * 40, 10000))
+        return read_ondisk(path) if ondisk else _faiss().read_index(str(path))
+    except RuntimeError as e:
+        raise DataError(f"index file {path} is damaged: {str(e).strip().splitlines()[-1][:120]}") from None
+
+
+def write_faiss(index: Any, path: Path) -> None:
+    """``faiss.write_index`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        _faiss().write_index(index, str(tmp))
 
 
 def check_index_target(folder: Union[str, Path]) -> None:
@@ -140,12 +115,79 @@ def check_index_target(folder: Union[str, Path]) -> None:
     without ``meta.json`` (the user's data is never overwritten)."""
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir()
-                            or (any(folder.iterdir()) and not (folder / "meta.json").is_file())):
+                            or (any(folder.iterdir()) and not (folder / META).is_file())):
         raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
 
 
+def index_meta(dim: int, factory: str, count: int, live: int, fingerprint: Optional[str],
+               model: Dict[str, Any], model_source: Optional[str], config: IndexConfig, on_disk: bool,
+               bytes_per_vector: Optional[float]) -> Dict[str, Any]:
+    """The content of ``meta.json`` (informative: the path store holds the committed counts)."""
+    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "factory": factory, "dim": dim,
+            "count": count, "live": live, "fingerprint": fingerprint, "model": model,
+            "model_source": model_source, "index_config": dict(vars(config)), "on_disk": on_disk,
+            "bytes_per_vector": bytes_per_vector}
+
+
+def write_meta(folder: Path, meta: Dict[str, Any]) -> None:
+    with atomic_path(folder / META) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2))
+
+
+@dataclass
+class Segment:
+    """A faiss index over ids ``offset .. offset+count-1`` (stored with local ids from 0)."""
+
+    index: Any
+    offset: int
+    count: int
+
+
+class IndexPaths(Sequence[str]):
+    """``index.paths``: the path of every id, read from the store on demand (``list(...)`` to load
+    them all); compares equal to a list of the same paths."""
+
+    def __init__(self, owner: "ImageIndex") -> None:
+        self._owner = owner
+
+    def __len__(self) -> int:
+        return self._owner.ntotal
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        o = self._owner
+        return o._store.get(i) if i < o._saved else o._new_paths[i - o._saved]  # type: ignore[union-attr]
+
+    def __iter__(self) -> Iterator[str]:
+        o = self._owner
+        if o._store is not None:
+            yield from (p for _, p, _ in o._store.iter_rows(0, o._saved))
+        yield from o._new_paths
+
+    def many(self, ids: Sequence[int]) -> List[str]:
+        """Paths of ``ids`` in one query."""
+        o = self._owner
+        old = [int(i) for i in ids if int(i) < o._saved]
+        found = dict(zip(old, o._store.get_many(old))) if old else {}  # type: ignore[union-attr]
+        return [found[int(i)] if int(i) < o._saved else o._new_paths[int(i) - o._saved] for i in ids]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (IndexPaths, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} index paths>"
+
+
 class ImageIndex:
-    """Descriptors of a collection of images in a faiss inner-product index.
+    """Descriptors of a collection of images in faiss inner-product segments.
 
     Args:
         dim: descriptor dimension D.
@@ -163,81 +205,166 @@ class ImageIndex:
         self.model_config = model_config or {}
         self.fingerprint = fingerprint
         self.model_source: Optional[str] = None  # checkpoint/config the model came from, if any
-        self.paths: List[str] = []
-        self._desc: List[np.ndarray] = []
-        self._index: Any = None
         self.train_seconds = 0.0
-        if "{" not in factory and factory.strip().lower() not in ALIASES:
-            self._index = self._make(factory)
+        self.on_disk = False
+        # persisted part (a saved index folder): ids 0 .. _saved-1
+        self._folder: Optional[Path] = None
+        self._legacy = False
+        self._store: Optional[PathStore] = None
+        self._saved = 0
+        self._stored: np.ndarray = np.zeros((0, self.dim), np.float32)
+        self._segments: List[Segment] = []
+        # pending part (added since): ids _saved .. ntotal-1
+        self._new_paths: List[str] = []
+        self._new_stats: List[Stat] = []
+        self._new_desc: List[np.ndarray] = []
+        self._new_seg: Any = None
+        self._removed = np.zeros(0, np.int64)  # sorted ids never returned again
+        self._new_removed: List[int] = []
+        self._template: Any = None  # the trained, empty faiss index
+        if not is_exact(factory) and "{" not in factory and factory.strip().lower() not in ALIASES:
+            self._template = make_faiss_index(factory, self.dim)  # a bad string fails here, early
 
-    # -- building ----------------------------------------------------------------------------
-    def _make(self, factory: str) -> Any:
-        faiss = _faiss()
-        try:
-            return faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            msg = str(e).strip().splitlines()[-1][:160]
-            raise ConfigError(f"invalid faiss factory string '{factory}' for dimension {self.dim}: {msg}") from None
-
+    # -- contents ----------------------------------------------------------------------------------
     @property
     def ntotal(self) -> int:
-        return len(self.paths)
+        """Ids in the index (removed ones included: ids are row numbers)."""
+        return self._saved + len(self._new_paths)
+
+    @property
+    def n_live(self) -> int:
+        """Ids that searches can return."""
+        return self.ntotal - len(self._removed)
 
     def __len__(self) -> int:
         return self.ntotal
 
-    def add(self, descriptors: np.ndarray, paths: Sequence[Union[str, Path]]) -> None:
-        """Add ``descriptors`` (n, D) float32 for ``paths`` (n). Trains the index first when it
-        needs training (on a sample of these descriptors)."""
+    @property
+    def paths(self) -> IndexPaths:
+        return IndexPaths(self)
+
+    @property
+    def removed_ids(self) -> np.ndarray:
+        return self._removed
+
+    def _pending_matrix(self) -> np.ndarray:
+        if len(self._new_desc) > 1:
+            self._new_desc = [np.ascontiguousarray(np.concatenate(self._new_desc))]
+        return self._new_desc[0] if self._new_desc else np.zeros((0, self.dim), np.float32)
+
+    def descriptors(self) -> np.ndarray:
+        """All stored descriptors, (N, D) float32 in id order (memory-mapped when the index is a
+        saved folder with nothing added since)."""
+        if not self._new_desc:
+            return self._stored
+        if self._saved == 0:
+            return self._pending_matrix()
+        return np.concatenate([self._stored, self._pending_matrix()])
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Descriptors of ``ids`` ((m,) int64, all ≥ 0): (m, D) float32."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((ids.shape[0], self.dim), np.float32)
+        old = ids < self._saved
+        if old.any():
+            o = np.flatnonzero(old)
+            srt = np.argsort(ids[o], kind="stable")  # sorted reads of the memory map
+            out[o[srt]] = self._stored[ids[o][srt]]
+        if (~old).any():
+            out[~old] = self._pending_matrix()[ids[~old] - self._saved]
+        return out
+
+    def find(self, paths: Sequence[str]) -> Dict[str, Tuple[int, Stat]]:
+        """``path → (id, (size, mtime_ns) or None)`` for the live ids among ``paths``."""
+        out = self._store.lookup(paths) if self._store is not None else {}
+        if self._new_paths:
+            want = set(paths)
+            for j, p in enumerate(self._new_paths):
+                i = self._saved + j
+                if p in want and not self._is_removed(i):
+                    out[p] = (i, self._new_stats[j])
+        return {p: v for p, v in out.items() if not self._is_removed(v[0])}
+
+    def _is_removed(self, i: int) -> bool:
+        k = np.searchsorted(self._removed, i)
+        return bool(k < self._removed.size and self._removed[k] == i)
+
+    def vanished(self) -> List[int]:
+        """Live ids whose file no longer exists."""
+        rows = self._store.iter_rows(0, self._saved, live_only=True) if self._store is not None else iter(())
+        gone = [i for i, p, _ in rows if not os.path.exists(p) and not self._is_removed(i)]
+        return gone + [self._saved + j for j, p in enumerate(self._new_paths)
+                       if not os.path.exists(p) and not self._is_removed(self._saved + j)]
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Flag ``ids`` removed: searches never return them again (saved with :meth:`save`)."""
+        ids = [int(i) for i in ids if 0 <= int(i) < self.ntotal]
+        self._new_removed.extend(ids)
+        self._removed = np.union1d(self._removed, np.array(ids, np.int64)).astype(np.int64)
+
+    # -- building ----------------------------------------------------------------------------------
+    def add(self, descriptors: np.ndarray, paths: Sequence[Union[str, Path]],
+            stats: Optional[Sequence[Stat]] = None) -> None:
+        """Add ``descriptors`` (n, D) float32 for ``paths`` (n), with each file's ``(size,
+        mtime_ns)`` when known. Trains the index first when it needs training (on a sample of
+        these descriptors)."""
         X = np.ascontiguousarray(descriptors, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ModelMismatchError(f"descriptors of shape {X.shape} do not fit a {self.dim}-d index")
-        if len(paths) != X.shape[0]:
+        if len(paths) != X.shape[0] or (stats is not None and len(stats) != X.shape[0]):
             raise ValueError(f"{X.shape[0]} descriptors but {len(paths)} paths")
         if X.shape[0] == 0:
             return
-        if self._index is None:
-            resolved = resolve_factory(self.factory, self.ntotal + X.shape[0], self.dim)
-            self._index = self._make(resolved)
-            self.factory = resolved
-        if not self._index.is_trained:
-            pool = np.concatenate(self._desc + [X]) if self._desc else X
-            n_train = _train_size(self._index, pool.shape[0], self.config.train_size)
-            rng = np.random.default_rng(self.config.seed)
-            sample = pool[rng.choice(pool.shape[0], n_train, replace=False)] if n_train < pool.shape[0] else pool
-            t0 = time.perf_counter()
-            try:
-                self._index.train(np.ascontiguousarray(sample))
-            except RuntimeError as e:
-                raise DataError(
-                    f"cannot train index '{self.factory}' on {sample.shape[0]} descriptors "
-                    f"({str(e).strip().splitlines()[-1][:120]}); index more images or use --factory Flat") from None
-            self.train_seconds = time.perf_counter() - t0
-            if self._desc:  # descriptors stored before training (only possible via load of empty)
-                self._index.add(np.concatenate(self._desc))
-        self._index.add(X)
-        self._desc.append(X)
-        self.paths.extend(str(p) for p in paths)
+        if not is_exact(self.factory) and self._new_seg is None:
+            self._new_seg = self._empty_segment(X)
+        if self._new_seg is not None:
+            self._new_seg.add(X)
+        self._new_desc.append(X)
+        self._new_paths.extend(str(p) for p in paths)
+        self._new_stats.extend(stats if stats is not None else [None] * X.shape[0])
+
+    def _empty_segment(self, X: np.ndarray) -> Any:
+        faiss = _faiss()
+        if self._template is None and self._folder is not None and (self._folder / TRAINED).is_file():
+            self._template = read_segment(self._folder / TRAINED)
+        if self._template is None or not self._template.is_trained:
+            if self._template is None or "{" in self.factory or self.factory.strip().lower() in ALIASES:
+                self.factory = resolve_factory(self.factory, self.ntotal + X.shape[0], self.dim)
+                self._template = make_faiss_index(self.factory, self.dim)
+            if is_exact(self.factory):
+                return None
+            if not self._template.is_trained:
+                self.train(X)
+        return faiss.clone_index(self._template)
 
     def check_size(self, n: int) -> None:
         """Before any image is described: a factory that must be trained refuses a collection of
-        ``n`` images smaller than :func:`minimum_size`, in plain words (DataError)."""
-        if self._index is not None and self._index.is_trained:
+        ``n`` images smaller than :func:`~retrieval.search.factory.minimum_size`, in plain words
+        (DataError). An index already trained (a template on disk or in memory) takes any number."""
+        if self._template is not None and self._template.is_trained:
+            return
+        if self._folder is not None and (self._folder / TRAINED).is_file():
             return
         need = minimum_size(self.factory, self.dim, n)
         if n < need:
             raise DataError(f"the '{self.factory}' index needs at least {need} images to train; this collection "
                             f"has {n}: use --factory Flat (exact) or hnsw below that")
 
-    # -- searching ---------------------------------------------------------------------------
-    def descriptors(self) -> np.ndarray:
-        """All stored descriptors, (N, D) float32 in index order."""
-        if not self._desc:
-            return np.zeros((0, self.dim), np.float32)
-        if len(self._desc) > 1:
-            self._desc = [np.ascontiguousarray(np.concatenate(self._desc))]
-        return self._desc[0]
+    def train(self, X: np.ndarray) -> None:
+        """Train the (empty) faiss index on a sample of ``X`` (n, D) float32."""
+        n_train = train_size(self._template, X.shape[0], self.config.train_size)
+        rng = np.random.default_rng(self.config.seed)
+        sample = X[np.sort(rng.choice(X.shape[0], n_train, replace=False))] if n_train < X.shape[0] else X
+        t0 = time.perf_counter()
+        try:
+            self._template.train(np.ascontiguousarray(sample, dtype=np.float32))
+        except RuntimeError as e:
+            raise DataError(
+                f"cannot train index '{self.factory}' on {sample.shape[0]} descriptors "
+                f"({str(e).strip().splitlines()[-1][:120]}); index more images or use --factory Flat") from None
+        self.train_seconds = time.perf_counter() - t0
 
+    # -- searching ---------------------------------------------------------------------------------
     def check_model(self, fingerprint: Optional[str], dim: Optional[int] = None) -> None:
         """Refuse descriptors made by another model than the one that built this index."""
         if dim is not None and dim != self.dim:
@@ -259,10 +386,16 @@ class ImageIndex:
                                      f"this model {fingerprint}); {hint}")
         return index
 
+    def _all_segments(self) -> List[Segment]:
+        segs = list(self._segments)
+        if self._new_seg is not None and self._new_seg.ntotal:
+            segs.append(Segment(self._new_seg, self._saved, self._new_seg.ntotal))
+        return segs
+
     def search(self, queries: np.ndarray, k: int = 10, *, fingerprint: Optional[str] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None,
                rerank: Optional[bool] = None, rerank_k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` database items for each query.
+        """Top-``k`` database items for each query (removed ids never among them).
 
         Args:
             queries: (Q, D) float32 (a (D,) vector is taken as one query).
@@ -272,102 +405,189 @@ class ImageIndex:
         """
         Q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.check_model(fingerprint, Q.shape[1])
-        if self._index is None or self.ntotal == 0:
+        if self.n_live <= 0:
             return np.zeros((Q.shape[0], 0), np.float32), np.zeros((Q.shape[0], 0), np.int64)
-        k = min(k, self.ntotal)
-        self._set_params(nprobe if nprobe is not None else self.config.nprobe,
-                         ef_search if ef_search is not None else self.config.ef_search)
+        k = min(k, self.n_live)
+        extra = int(self._removed.size)
+        if is_exact(self.factory):
+            blocks = [(self._stored, 0), (self._pending_matrix(), self._saved)]
+            s, i = exact_knn(Q, blocks, min(self.ntotal, k + extra))
+            return drop_ids(s, i, self._removed, k)
         if rerank is None:
-            rerank = self.config.rerank if self.config.rerank is not None else not is_exact(self.factory)
+            rerank = self.config.rerank if self.config.rerank is not None else True
+        kk = min(self.n_live, max(k, rerank_k or self.config.rerank_k)) if rerank else k
+        scores, cand = self._search_segments(Q, min(self.ntotal, kk + extra),
+                                             nprobe if nprobe is not None else self.config.nprobe,
+                                             ef_search if ef_search is not None else self.config.ef_search)
+        scores, cand = drop_ids(scores, cand, self._removed, kk)
         if not rerank:
-            scores, ids = self._index.search(Q, k)
-            return scores, ids
-        kk = min(self.ntotal, max(k, rerank_k or self.config.rerank_k))
-        _, cand = self._index.search(Q, kk)
-        X = self.descriptors()
-        exact = np.einsum("qkd,qd->qk", X[np.clip(cand, 0, None)], Q)
+            return scores[:, :k], cand[:, :k]
+        flat = cand.reshape(-1)
+        X = self.rows(np.clip(flat, 0, None)).reshape(cand.shape + (self.dim,))
+        exact = np.einsum("qkd,qd->qk", X, Q)
         exact[cand < 0] = -np.inf
         order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        ids = np.take_along_axis(cand, order, axis=1)
-        scores = np.take_along_axis(exact, order, axis=1).astype(np.float32)
-        return scores, ids
+        return np.take_along_axis(exact, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
 
-    def _set_params(self, nprobe: Optional[int], ef_search: Optional[int]) -> None:
+    def _search_segments(self, Q: np.ndarray, k: int, nprobe: Optional[int],
+                         ef_search: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
-        ps = faiss.ParameterSpace()
-        if nprobe is not None:
-            try:
-                ps.set_index_parameter(self._index, "nprobe", int(nprobe))
-            except RuntimeError:
-                pass  # not an IVF index
-        if ef_search is not None:
-            try:
-                ps.set_index_parameter(self._index, "efSearch", int(ef_search))
-            except RuntimeError:
-                pass  # not an HNSW index
+        scores, ids = [], []
+        for seg in self._all_segments():
+            ps = faiss.ParameterSpace()
+            for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+                if value is not None:
+                    try:
+                        ps.set_index_parameter(seg.index, name, int(value))
+                    except RuntimeError:
+                        pass  # not an IVF / HNSW index
+            s, i = seg.index.search(Q, min(k, seg.count))
+            scores.append(s)
+            ids.append(np.where(i >= 0, i + seg.offset, -1))
+        return merge_topk(scores, ids, k)
 
-    # -- persistence ---------------------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------------
     def meta(self) -> Dict[str, Any]:
-        return {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "factory": self.factory,
-            "dim": self.dim,
-            "count": self.ntotal,
-            "fingerprint": self.fingerprint,
-            "model": self.model_config,
-            "model_source": self.model_source,
-            "index_config": {k: v for k, v in vars(self.config).items()},
-            "bytes_per_vector": self.bytes_per_vector(),
-        }
+        return index_meta(self.dim, self.factory, self.ntotal, self.n_live, self.fingerprint, self.model_config,
+                          self.model_source, self.config, self.on_disk, self.bytes_per_vector())
 
     def bytes_per_vector(self) -> Optional[float]:
-        if self._index is None or self.ntotal == 0:
+        """Bytes of the faiss segments per id (4·D for Flat, whose search reads the descriptors)."""
+        if self.ntotal == 0:
             return None
+        if is_exact(self.factory):
+            return 4.0 * self.dim
         faiss = _faiss()
-        return len(faiss.serialize_index(self._index)) / self.ntotal
+        size = 0
+        if self._folder is not None and not self._legacy:
+            size += sum(f.stat().st_size for f in (self._folder / SEGMENTS).glob("*") if f.is_file())
+        if self._new_seg is not None and self._new_seg.ntotal:
+            size += len(faiss.serialize_index(self._new_seg))
+        return size / self.ntotal
 
     def save(self, folder: Union[str, Path]) -> Path:
-        """Write the index folder atomically (a temporary folder renamed over ``folder``)."""
-        faiss = _faiss()
+        """Write the index to ``folder``. The folder it was loaded from (or last saved to) only
+        receives what was added since; any other folder is written whole, to a temporary folder
+        renamed over ``folder``."""
         folder = Path(folder)
         check_index_target(folder)
+        if (self._folder is not None and not self._legacy and folder.exists()
+                and os.path.samefile(folder, self._folder)):
+            if not self._new_paths and not self._new_removed:
+                return folder  # nothing new: nothing written
+            self._commit(self._folder, self._store)
+            self._settle()
+            return folder
         with atomic_dir(folder) as tmp:
-            if self._index is not None:
-                faiss.write_index(self._index, str(tmp / "faiss.index"))
-            np.save(tmp / "descriptors.npy", self.descriptors())
-            (tmp / "paths.json").write_text(json.dumps(self.paths))
-            (tmp / "meta.json").write_text(json.dumps(self.meta(), indent=2))
+            if self._folder is not None and not self._legacy:
+                for f in self._folder.iterdir():  # a copy of the saved part, then what is new
+                    (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+                store = PathStore(tmp / STORE)
+                self._commit(tmp, store)
+                store.close()
+            else:
+                self._write_new(tmp)
+        self._attach(folder)
         return folder
 
+    def _write_meta(self, folder: Path) -> None:
+        write_meta(folder, self.meta())
+
+    def _write_new(self, folder: Path) -> None:
+        """A complete folder holding this (unsaved or version-1) index."""
+        descriptor_file.create(folder / DESCRIPTORS, self.dim, self._new_desc)
+        segments = []
+        if self._new_seg is not None:
+            if self._template is None:  # a version-1 index: its own index, emptied
+                self._template = _faiss().clone_index(self._new_seg)
+                self._template.reset()
+            write_faiss(self._template, folder / TRAINED)
+            (folder / SEGMENTS).mkdir()
+            write_faiss(self._new_seg, folder / SEGMENTS / "000000.index")
+            segments.append({"file": f"{SEGMENTS}/000000.index", "offset": 0, "count": self.ntotal, "ondisk": False})
+        store = PathStore(folder / STORE, create=True)
+        store.commit(0, self._new_paths, self._new_stats, self._removed, info={"segments": segments})
+        store.close()
+        self._write_meta(folder)
+
+    def _commit(self, folder: Path, store: PathStore) -> None:
+        """Append what is pending to the saved folder ``folder`` (its store: ``store``)."""
+        start = self._saved
+        if self._new_desc:
+            descriptor_file.append(folder / DESCRIPTORS, self._pending_matrix(), start)
+        segments = store.info("segments", [])
+        if self._new_seg is not None and self._new_seg.ntotal:
+            name = f"{SEGMENTS}/{start:012d}.index"
+            (folder / SEGMENTS).mkdir(exist_ok=True)
+            write_faiss(self._new_seg, folder / name)
+            segments.append({"file": name, "offset": start, "count": int(self._new_seg.ntotal), "ondisk": False})
+        store.commit(start, self._new_paths, self._new_stats, self._new_removed, info={"segments": segments})
+        self._write_meta(folder)
+
+    def _settle(self) -> None:
+        """After a commit to this index's own folder: the pending part is now saved."""
+        if self._new_seg is not None and self._new_seg.ntotal:
+            self._segments.append(Segment(self._new_seg, self._saved, int(self._new_seg.ntotal)))
+        self._saved = self.ntotal
+        self._stored = descriptor_file.open_rows(self._folder / DESCRIPTORS, self._saved)  # type: ignore[operator]
+        self._new_paths, self._new_stats, self._new_desc, self._new_seg, self._new_removed = [], [], [], None, []
+
+    def _attach(self, folder: Path) -> None:
+        """Point this object at the saved ``folder`` (after a whole write)."""
+        fresh = type(self).load(folder)
+        if self._store is not None:
+            self._store.close()
+        self.__dict__.update(fresh.__dict__)
+
     @classmethod
-    def load(cls, folder: Union[str, Path], mmap: bool = False) -> "ImageIndex":
-        """Read an index folder written by :meth:`save`."""
-        faiss = _faiss()
+    def load(cls, folder: Union[str, Path], mmap: bool = True) -> "ImageIndex":
+        """Read an index folder (descriptors are always memory-mapped; ``mmap`` is kept for
+        compatibility)."""
         folder = Path(folder)
-        meta_path = folder / "meta.json"
+        meta_path = folder / META
         if not meta_path.is_file():
             if not folder.exists():
                 raise DataError(f"index not found: {folder} (build one with tools/index.py --images DIR --out {folder})")
             raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with tools/index.py")
         try:
             meta = json.loads(meta_path.read_text())
-            paths = json.loads((folder / "paths.json").read_text())
-            desc = np.load(folder / "descriptors.npy", mmap_mode="r" if mmap else None)
         except (OSError, ValueError) as e:
             raise DataError(f"index {folder} is damaged: {e}") from None
         if meta.get("format") != INDEX_FORMAT:
             raise DataError(f"{folder} is not a gemseg index folder")
+        if meta.get("version", 1) > INDEX_VERSION:
+            raise DataError(f"{folder} is an index of a newer gemseg (format {meta['version']}); upgrade gemseg")
         cfg = from_dict(IndexConfig, meta.get("index_config", {}), where=f"{meta_path}:index_config")
-        obj = cls(meta["dim"], meta["factory"], meta.get("model"), meta.get("fingerprint"), cfg)
-        if (folder / "faiss.index").is_file():
-            try:
-                obj._index = faiss.read_index(str(folder / "faiss.index"))
-            except RuntimeError as e:
-                raise DataError(f"index {folder} is damaged: {str(e).strip().splitlines()[-1][:120]}") from None
+        obj = cls(meta["dim"], "Flat", meta.get("model"), meta.get("fingerprint"), cfg)
+        obj.factory = meta["factory"]
         obj.model_source = meta.get("model_source")
-        obj.paths = list(paths)
-        obj._desc = [desc] if len(paths) else []
-        if obj._index is not None and obj._index.ntotal != len(paths):
-            raise DataError(f"index {folder} is damaged: {obj._index.ntotal} vectors for {len(paths)} paths")
+        obj.on_disk = bool(meta.get("on_disk", False))
+        obj._folder = folder.resolve()
+        if meta.get("version", 1) < 2:
+            obj._load_v1(folder)
+            return obj
+        obj._store = PathStore(folder / STORE)
+        obj._saved = obj._store.count()
+        obj._stored = descriptor_file.open_rows(folder / DESCRIPTORS, obj._saved)
+        obj._removed = obj._store.removed_ids()
+        for s in obj._store.info("segments", []):
+            seg = Segment(read_segment(folder / s["file"], s.get("ondisk", False)), s["offset"], s["count"])
+            if seg.index.ntotal != seg.count:
+                raise DataError(f"index {folder} is damaged: {s['file']} holds {seg.index.ntotal} of {seg.count} vectors")
+            obj._segments.append(seg)
         return obj
+
+    def _load_v1(self, folder: Path) -> None:
+        """A version-1 folder (paths.json): held as a pending, unsaved index over its files."""
+        try:
+            paths = json.loads((folder / "paths.json").read_text())
+            desc = np.load(folder / DESCRIPTORS, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"index {folder} is damaged ({e}); rebuild it with tools/index.py --images") from None
+        self._legacy = True
+        self._new_paths, self._new_stats = list(paths), [None] * len(paths)
+        self._new_desc = [desc] if len(paths) else []
+        if (folder / "faiss.index").is_file() and not is_exact(self.factory):
+            self._new_seg = read_segment(folder / "faiss.index")
+            if self._new_seg.ntotal != len(paths):
+                raise DataError(f"index {folder} is damaged: {self._new_seg.ntotal} vectors for {len(paths)} paths")

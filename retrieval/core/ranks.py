@@ -1,0 +1,83 @@
+"""Which process of a parallel job this is: rank, world size and local rank from the launcher.
+
+``torchrun`` sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; Slurm's ``srun`` sets
+``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID``; a plain ``python`` run is rank 0 of 1.
+Work that needs no communication (sharded extraction) only reads these; work that must wait for
+the other ranks calls :func:`barrier`, which starts a ``torch.distributed`` process group (gloo)
+on first use, from ``MASTER_ADDR`` / ``MASTER_PORT`` (set by torchrun; export them in an sbatch
+script, see docs/scale.md).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+
+from retrieval.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """rank: this process, 0 .. world-1; world: processes in the job; local_rank: on this node;
+    launcher: ``"single"``, ``"torchrun"`` or ``"slurm"``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    launcher: str = "single"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _int(env: Mapping[str, str], key: str) -> int:
+    try:
+        return int(env[key])
+    except ValueError:
+        raise ConfigError(f"environment variable {key}={env[key]!r} is not an integer") from None
+
+
+def current_ranks(env: Optional[Mapping[str, str]] = None) -> Ranks:
+    """The ranks of this process, from torchrun's variables, else Slurm's, else rank 0 of 1."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        r = Ranks(_int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0,
+                  "torchrun")
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        r = Ranks(_int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"),
+                  _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm")
+    else:
+        return Ranks()
+    if not 0 <= r.rank < r.world:
+        raise ConfigError(f"rank {r.rank} is outside a world of {r.world} processes ({r.launcher})")
+    return r
+
+
+def rank_device(device: Optional[str], ranks: Ranks) -> Optional[str]:
+    """The device of this rank: ``cuda`` (asked for, or the default on a GPU machine) becomes
+    ``cuda:<local rank>`` when several processes share a node; anything else is kept."""
+    if ranks.world > 1 and (device == "cuda" or (device is None and torch.cuda.is_available())):
+        return f"cuda:{ranks.local_rank}"
+    return device
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait for every rank (no-op for one process). Starts a gloo process group on first use."""
+    if ranks.world == 1:
+        return
+    dist = torch.distributed
+    if not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise ConfigError(f"{' and '.join(missing)} not set: export them before srun (see docs/scale.md)")
+        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
+    dist.barrier()
+
+
+def finish(ranks: Ranks) -> None:
+    """Leave the process group, if :func:`barrier` started one."""
+    if ranks.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
