@@ -392,6 +392,17 @@ class ImageIndex:
             segs.append(Segment(self._new_seg, self._saved, self._new_seg.ntotal))
         return segs
 
+    @property
+    def nprobe(self) -> Optional[int]:
+        """The number of inverted lists a search visits now (``None``: not an IVF index)."""
+        faiss = _faiss()
+        for seg in self._all_segments():
+            try:
+                return int(faiss.extract_index_ivf(seg.index).nprobe)
+            except RuntimeError:
+                return None
+        return None
+
     def search(self, queries: np.ndarray, k: int = 10, *, fingerprint: Optional[str] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None,
                rerank: Optional[bool] = None, rerank_k: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

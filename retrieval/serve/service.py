@@ -28,7 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import faiss
 import numpy as np
 from PIL import Image
 
@@ -92,14 +91,6 @@ class _Gate:
                 self._cond.notify_all()
 
 
-def _ivf_nprobe(index: ImageIndex) -> Optional[int]:
-    """The nprobe an IVF index searches with now (``None``: not an IVF index)."""
-    try:
-        return int(faiss.extract_index_ivf(index._index).nprobe)  # noqa: SLF001 - read once, at start
-    except Exception:  # noqa: BLE001 - not an IVF index
-        return None
-
-
 def png_data_url(a: np.ndarray) -> str:
     """(H, W, 3) or (H, W) uint8 → ``data:image/png;base64,…``."""
     buf = io.BytesIO()
@@ -134,7 +125,7 @@ class SearchService:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gemseg-forward")
         self._gate = _Gate()
         self._exact = is_exact(index.factory)
-        self._nprobe = None if self._exact else _ivf_nprobe(index)
+        self._nprobe = None if self._exact else index.nprobe
         self.thumbnail = lru_cache(maxsize=thumb_cache)(self._thumbnail)
         self.coseg_size = int(coseg_size or default_image_size(net.backbone.name))
 
