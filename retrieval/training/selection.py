@@ -95,8 +95,10 @@ def fit_whitenings(X: np.ndarray, pairs: PairSet, kinds: Sequence[str],
                    shrinkage: Any = "auto") -> Dict[str, Whitening]:
     """Lw and/or PCA-w (as asked by ``kinds``) from descriptors ``X (n, D)`` float32 of
     ``pairs.paths``, each cut to :func:`whitening_dim` output dimensions. A whitening that cannot
-    be learned (fewer than 2 pairs or images) is left out."""
+    be learned (fewer than 2 pairs or images, non-finite descriptors) is left out."""
     out: Dict[str, Whitening] = {}
+    if not np.isfinite(X).all():  # a diverged network: nothing to learn from
+        return out
     d = whitening_dim(X.shape[0], X.shape[1])
     try:
         if "lw" in kinds:

@@ -140,6 +140,9 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
     else:
         try:
             train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+            if val.n_images and train_pairs.n_classes < 2 <= pairs.n_classes:
+                raise DataError(f"holding out {val.n_classes} of {pairs.n_classes} classes leaves fewer than 2 "
+                                "to train on")
         except DataError as e:  # too few classes (or views) to hold any out: train on all, say so
             log(f"no validation split is possible ({e}); training on all of it, best.pt follows the "
                 "no-validation rule (the last epoch; see docs/training.md)")

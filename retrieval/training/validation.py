@@ -36,10 +36,13 @@ def describe_pairs(net: nn.Module, pairs: PairSet, *, image_size: int, scales: S
 
 def mean_ap(X: np.ndarray, pairs: PairSet) -> float:
     """mAP with every image of ``pairs`` as a query against all of them (itself ignored),
-    positives = its cluster. ``X``: ``(N, D)`` float32 descriptors of ``pairs.paths``."""
+    positives = its cluster. ``X``: ``(N, D)`` float32 descriptors of ``pairs.paths``. Non-finite
+    descriptors (a diverged network) score 0, so that they are never chosen."""
     queries, gnd = pairs.ground_truth()
     if len(queries) == 0:
         return float("nan")
+    if not np.isfinite(X).all():
+        return 0.0
     scores = X[queries] @ X.T
     ranks = np.argsort(-scores, axis=1, kind="stable")
     return float(compute_map(ranks, gnd).map)
