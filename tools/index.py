@@ -51,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rate = report.added / report.seconds if report.seconds > 0 else 0.0
     print(f"indexed {report.added} new images ({report.already_indexed} already in the index) "
           f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
-          f"[{report.factory}, model {report.fingerprint}]")
+          f"[{report.factory}, model {report.fingerprint}]; described at {report.described}")
     if report.failures:
         print(f"skipped {len(report.failures)} unreadable files:")
         for path, reason in report.failures:

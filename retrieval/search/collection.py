@@ -20,7 +20,8 @@ PathLike = Union[str, Path]
 
 @dataclass
 class IndexReport:
-    """What :func:`index_images` did: counts, skipped files with reasons, timing."""
+    """What :func:`index_images` did: counts, skipped files with reasons, timing, and how the images
+    were described (``image_size`` px, ``scales``, ``whitening``: the model's settings)."""
 
     folder: str
     added: int
@@ -30,6 +31,15 @@ class IndexReport:
     seconds: float = 0.0
     factory: str = "Flat"
     fingerprint: str = ""
+    image_size: int = 0
+    scales: List[float] = field(default_factory=list)
+    whitening: str = "none"
+
+    @property
+    def described(self) -> str:
+        """``"320 px, scales 0.707, 1, 1.414, whitening lw"``."""
+        return (f"{self.image_size} px, scales {', '.join(f'{s:g}' for s in self.scales)}, "
+                f"whitening {self.whitening}")
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -37,6 +47,7 @@ class IndexReport:
             "total": self.total, "skipped": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "seconds": round(self.seconds, 3), "factory": self.factory, "fingerprint": self.fingerprint,
+            "image_size": self.image_size, "scales": list(self.scales), "whitening": self.whitening,
         }
 
 
@@ -72,7 +83,8 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
     index.add(ex.descriptors, ex.paths)
     index.save(out)
     return IndexReport(str(out), len(ex.paths), len(paths) - len(new), index.ntotal, ex.failures,
-                       time.perf_counter() - t0, index.factory, index.fingerprint or "")
+                       time.perf_counter() - t0, index.factory, index.fingerprint or "",
+                       int(net.config.image_size), [float(x) for x in net.config.scales], net.config.whitening)
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathLike], top: int = 10,
