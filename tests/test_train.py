@@ -52,7 +52,7 @@ def test_training_learns(toy_classes, tmp_path):
     assert h[-1].val_map > h[0].val_map + MAP_GAIN, [e.val_map for e in h]
     # log.csv has a row per epoch; best.pt carries Lw and indexes through the network
     rows = (tmp_path / "run" / "log.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("epoch,loss,val_map,p") and len(rows) == EPOCHS + 2
+    assert rows[0].startswith("epoch,loss,val_map,val_map_pca,val_map_lw,p") and len(rows) == EPOCHS + 2
     # best.pt: the best validated (epoch, whitening), here a trained epoch since training helps
     best = load_checkpoint(res.best_path)
     extra = read_checkpoint(res.best_path)["extra"]
