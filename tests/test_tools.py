@@ -42,6 +42,7 @@ def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tin
     rep = json.loads(proc.stdout)
     assert rep["added"] == 11 and rep["skipped"] == 3 and rep["total"] == 11
     assert {Path(f["path"]).name for f in rep["failures"]} == {"truncated.jpg", "empty.jpg", "notes.jpg"}
+    assert (rep["image_size"], rep["scales"], rep["whitening"]) == (64, [1.0], "none")  # the config's model
 
     # a second run adds nothing and keeps the index; a new image is added
     shutil.copy(odd_folder / "plain" / "img001.jpg", tmp_path / "extra.jpg")

@@ -139,12 +139,20 @@ def test_tool_trains_without_labels(tmp_path):
     n_val = 20 - len(clusters)  # whole classes held out, never clustered nor trained on
     assert n_val > 0 and n_val % 5 == 0 and f"train: {len(clusters)} unlabeled images" in proc.stdout
     assert f"val:   {n_val} images" in proc.stdout, proc.stdout
-    assert f"best period {read_checkpoint(tmp_path / 'run' / 'best.pt')['extra']['period']} ->" in proc.stdout
+    best = read_checkpoint(tmp_path / "run" / "best.pt")["extra"]
+    assert f"best.pt = period {best['period']} + " in proc.stdout
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [int(r["period"]) for r in rows] == [0, 1, 2]
     assert all(not math.isnan(float(r["val_map"])) for r in rows)  # the held-out class validates
     assert len({r["cluster"] for r in clusters}) == 4  # final_clusters
+    # best.pt is the best validated (period, whitening), period 0 included: no period that lowers
+    # validation mAP is kept
+    col = {"none": "val_map", "pca": "val_map_pca", "lw": "val_map_lw"}
+    cands = [(float(r[col[k]]), int(r["period"]), k) for r in rows for k in col if r[col[k]] not in ("", "nan")]
+    top = max(c[0] for c in cands)
+    kept = float(rows[best["period"]][col[best["whitening"]]])
+    assert kept == top, (cands, best["period"], best["whitening"])
     net = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert net.has_whitening and net.config.whitening == "lw"
+    assert net.config.whitening == best["whitening"] and net.has_whitening == (best["whitening"] != "none")
     last = read_checkpoint(tmp_path / "run" / "last.pt")["extra"]
     assert last["period"] == 2 and last["epoch"] == 2 and "optimizer" not in last

@@ -70,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"indexed {report.added} new images ({report.already_indexed} already in the index, "
           f"{report.updated} changed and described again, {report.pruned} pruned) "
           f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
-          f"[{report.factory}, model {report.fingerprint}]")
+          f"[{report.factory}, model {report.fingerprint}]; described at {report.described}")
     if report.failures:
         notice(f"skipped {len(report.failures)} files (not indexed):", args)
         for path, reason in report.failures[:SHOWN]:

@@ -62,11 +62,12 @@ class Whitening:
         return int(self.P.shape[1])
 
     def apply(self, X: np.ndarray, dim: Optional[int] = None) -> np.ndarray:
-        """Whiten rows: ``X (N, D)`` → ``(N, d)`` float32 L2-normalised, ``d = dim or D``."""
+        """Whiten rows: ``X (N, D)`` → ``(N, d)`` float32 L2-normalised, ``d = dim`` or all the rows
+        of ``P`` (D, or fewer for a whitening cut to its rank)."""
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ValueError(f"expected descriptors of shape (N, {self.dim}), got {X.shape}")
-        d = self.dim if dim is None else int(dim)
+        d = self.P.shape[0] if dim is None else int(dim)
         if not 1 <= d <= self.P.shape[0]:
             raise ValueError(f"dim must be in 1..{self.P.shape[0]}, got {dim}")
         Y = (X - self.m[None, :]) @ self.P[:d].T
@@ -74,8 +75,9 @@ class Whitening:
         return Y.astype(np.float32, copy=False)
 
     def projection(self, dim: Optional[int] = None) -> np.ndarray:
-        """The first ``dim`` rows of ``P``: ``(d, D)`` float32 (what ``DescriptorNet.set_whitening`` takes)."""
-        d = self.dim if dim is None else int(dim)
+        """The first ``dim`` rows of ``P`` (all by default): ``(d, D)`` float32 (what
+        ``DescriptorNet.set_whitening`` takes)."""
+        d = self.P.shape[0] if dim is None else int(dim)
         return np.ascontiguousarray(self.P[:d], dtype=np.float32)
 
     def to_state(self) -> dict:

@@ -24,11 +24,11 @@ PathLike = Union[str, Path]
 
 @dataclass
 class IndexReport:
-    """What :func:`index_images` did: counts, skipped files with reasons, timing.
+    """What :func:`index_images` did: counts, skipped files with reasons, timing, and how the images
+    were described (``image_size`` px, ``scales``, ``whitening``: the model's settings).
 
     added: new files described; updated: files whose size or mtime changed since they were
-    indexed, described again (their old entry removed); removed: ids dropped because their file
-    was re-described or (with ``prune``) vanished; total: ids a search can return.
+    indexed, described again (their old entry removed); total: ids a search can return.
     """
 
     folder: str
@@ -41,6 +41,15 @@ class IndexReport:
     fingerprint: str = ""
     updated: int = 0
     pruned: int = 0
+    image_size: int = 0
+    scales: List[float] = field(default_factory=list)
+    whitening: str = "none"
+
+    @property
+    def described(self) -> str:
+        """``"320 px, scales 0.707, 1, 1.414, whitening lw"``."""
+        return (f"{self.image_size} px, scales {', '.join(f'{s:g}' for s in self.scales)}, "
+                f"whitening {self.whitening}")
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -49,6 +58,7 @@ class IndexReport:
             "total": self.total, "skipped": len(self.failures),
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "seconds": round(self.seconds, 3), "factory": self.factory, "fingerprint": self.fingerprint,
+            "image_size": self.image_size, "scales": list(self.scales), "whitening": self.whitening,
         }
 
 
@@ -106,7 +116,9 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
     done = set(ex.paths)
     return IndexReport(str(out), sum(p in done for p in new), len(paths) - len(new) - len(changed), index.n_live,
                        listing.skipped + ex.failures, time.perf_counter() - t0, index.factory,
-                       index.fingerprint or "", updated=sum(p in done for p in changed), pruned=len(pruned))
+                       index.fingerprint or "", updated=sum(p in done for p in changed), pruned=len(pruned),
+                       image_size=int(net.config.image_size), scales=[float(x) for x in net.config.scales],
+                       whitening=net.config.whitening)
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLike, Sequence[ImageLike]],

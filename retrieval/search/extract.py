@@ -111,10 +111,27 @@ def describe_batch(net: DescriptorNet, x: torch.Tensor, scales: Sequence[float] 
     return net.head(v).float()
 
 
-def _auto_workers(n: int) -> int:
-    if n < 32:
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one: a container's
+    share, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _auto_workers(n: int, cores: Optional[int] = None) -> int:
+    """Decoding processes for ``n`` images on ``cores`` cores (default :func:`usable_cores`).
+
+    None (decoding in the main process, between forward passes) for fewer than 32 images, where
+    starting a worker costs more than it saves, and on 1–2 cores, where a worker only competes
+    with the forward pass's threads for the same cores (``benchmarks/bench_extract.py --photos``:
+    docs/benchmarks.md). From 3 cores on, ``max(1, min(4, cores // 2))``, as before.
+    """
+    cores = usable_cores() if cores is None else int(cores)
+    if n < 32 or cores <= 2:
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    return max(1, min(4, cores // 2))
 
 
 def extract_descriptors(net: DescriptorNet, paths: Sequence[PathLike], *,

@@ -7,11 +7,12 @@ section beside it, :mod:`retrieval.training.unsupervised`) and by the shared loo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from retrieval.core.errors import ConfigError
 from retrieval.training.loss import default_margin
 from retrieval.training.pairs import MAX_PAIRS_PER_CLASS
+from retrieval.training.selection import WHITENING_CHOICES, whitening_mode
 from retrieval.training.toy_data import ToyData
 
 
@@ -46,11 +47,14 @@ class TrainConfig:
         which a randomly initialised network needs), freeze_stages (the first N stages of the
         backbone, in ``backbone.layer_names()`` order, are not trained: a faster backward pass,
         and the generic low-level filters kept, which lets a larger lr train the rest stably).
-    After training:
-        whitening: learn Lw on the training pairs and store it in ``best.pt``; whiten_pairs: the
-        pairs sampled for it; whiten_shrinkage: α of :func:`retrieval.model.whitening.learn_whitening`
-        (``None`` = Ledoit–Wolf, near 0 with plenty of pairs, essential with fewer pairs than
-        dimensions).
+    Choosing best.pt (:mod:`retrieval.training.selection`):
+        whitening: ``auto`` (default: ``best.pt`` is the best validated (step, whitening) among the
+        starting network and every step, each with none / PCA-w / Lw) | ``lw`` | ``pca`` |
+        ``none`` (that whitening forced; the step still chosen by validation mAP). ``true`` (the
+        old switch) reads as ``lw``, ``false`` as ``none``. whiten_pairs: the training pairs
+        sampled to learn a whitening; whiten_shrinkage: α of
+        :func:`retrieval.model.whitening.learn_whitening` (``None`` = Ledoit–Wolf, near 0 with
+        plenty of pairs, essential with fewer pairs than dimensions).
     """
 
     data: Optional[str] = None
@@ -84,9 +88,12 @@ class TrainConfig:
     freeze_bn: bool = True
     freeze_stages: int = 0
     validate_before: bool = True
-    whitening: bool = True
+    whitening: Union[str, bool] = "auto"
     whiten_pairs: int = 5000
     whiten_shrinkage: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self.whitening = whitening_mode(self.whitening)
 
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -96,6 +103,9 @@ class TrainConfig:
         need(self.data_kind in ("auto", "folders", "csv", "sfm"),
              f"data_kind: '{self.data_kind}' is not one of auto, folders, csv, sfm")
         need(self.loss in ("contrastive", "triplet"), f"loss: '{self.loss}' is not one of contrastive, triplet")
+        self.whitening = whitening_mode(self.whitening)
+        need(self.whitening in WHITENING_CHOICES,
+             f"whitening: '{self.whitening}' is not one of {', '.join(WHITENING_CHOICES)}")
         need(self.resize in ("pad", "square"), f"resize: '{self.resize}' is not one of pad, square")
         need(self.val_split in ("classes", "images"),
              f"val_split: '{self.val_split}' is not one of classes, images")

@@ -19,18 +19,23 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   **validation** mAP (:meth:`Engine.validate`); running out of GPU memory there is a one-line
   :class:`~retrieval.core.errors.ResourceError` that names the setting to lower;
 * **the run folder**: ``log.csv`` (one row per step, rewritten atomically), ``last.pt`` after every
-  step, ``best.pt`` at every step whose validation mAP beats the best so far, or, with no
-  validation, the final state when the run ends (:meth:`Engine.finish`); every checkpoint written
-  atomically by :func:`~retrieval.model.checkpoint.save_checkpoint`. A checkpoint's ``extra`` is
+  step, ``best.pt`` whenever a validated candidate beats the best so far, or, with no validation,
+  at the end of the run (:meth:`Engine.finish`); every checkpoint written atomically by
+  :func:`~retrieval.model.checkpoint.save_checkpoint`. A checkpoint's ``extra`` is
   :meth:`Engine.state` (optimizer, epoch, history, best so far, training config, torch RNG: what
   :meth:`Engine.resume` continues from) unless the driver gives its own;
-* **the whitening choice**: after the last step, Lw and PCA-w are learned on the training pairs
-  with the network kept in ``best.pt``, the validation mAP with none / PCA-w / Lw is reported, and
-  Lw is stored in ``best.pt`` (with ``extra["whitening_map"]`` and ``extra["whitening_shrinkage"]``);
+* **the choice of best.pt** (:mod:`retrieval.training.selection`): every validated step, the
+  starting network included, is scored with none / PCA-w / Lw (:meth:`Engine.validate_step`,
+  ``train.whitening: auto``) or the forced whitening, described at the model's extraction settings
+  (``model.image_size``, ``model.scales``: what the index will use); ``best.pt`` holds the best
+  candidate with its whitening (``extra["whitening_map"]``, ``extra["whitening"]``,
+  ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
+  fallback rule;
 * **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
-  uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining and
-  validation describe their images in parts and all-gather them, each epoch's tuples are split
-  across the ranks; rank 0 alone writes the run folder, logs, and learns the final whitening.
+  uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining
+  describes the pool in parts and all-gathers it, each epoch's tuples are split across the ranks;
+  every rank scores the validation candidates itself (same weights, same numbers, no collective in
+  the selection); rank 0 alone writes the run folder, logs, and learns a fallback whitening.
 """
 from __future__ import annotations
 
@@ -44,19 +49,22 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.io import write_log_csv
-from retrieval.model.checkpoint import network_from_checkpoint, read_checkpoint, save_checkpoint
+from retrieval.model.checkpoint import read_checkpoint, save_checkpoint
+from retrieval.model.whitening import Whitening
 from retrieval.training.config import TrainConfig
-from retrieval.training.distributed import DistContext, current, extract_in_parts
+from retrieval.training.distributed import DistContext, current
 from retrieval.training.epoch import TrainingForward, epoch_seed, train_epoch
 from retrieval.training.loss import build_loss
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
-from retrieval.training.validation import learn_whitenings, mean_ap, validate
+from retrieval.training.selection import ModelSelection, StepScore, fit_whitenings, score_step
+from retrieval.training.validation import describe_pairs, sample_pairs, validate
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -106,13 +114,13 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int)
     return optimizer.param_groups[0]["lr"]
 
 
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def _comparable(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """A model config without what training changes (weights source, whitening, output dim)."""
     return {k: v for k, v in cfg.items() if k not in ("weights", "whitening", "dim")}
-
-
-def _silent(msg: str) -> None:
-    """The log of ranks other than 0."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,8 +153,7 @@ class Engine:
         state: ``state(step) -> dict``, the ``extra`` stored in the checkpoints (default
             :meth:`state`, the resumable state).
         progress: progress bars; log: where the per-step lines go.
-        dist: this process's place in a distributed run (default: the running process group's,
-            :func:`~retrieval.training.distributed.current`; none: one process on ``cfg.device``).
+        unit: what a step is called in the messages (``epoch``, ``period``).
 
     Attributes: ``device``, ``image_size``, ``optimizer``, ``loss_fn``, ``history`` (the rows so
     far), ``best_step`` / ``best_score`` (the step in ``best.pt`` and its validation mAP, or the
@@ -157,9 +164,9 @@ class Engine:
 
     def __init__(self, net: nn.Module, cfg: TrainConfig, out_dir: PathLike, *, fields: Sequence[str], total: int,
                  state: Optional[Callable[[int], Dict[str, Any]]] = None, progress: bool = True,
-                 log: Log = print, dist: Optional[DistContext] = None) -> None:
+                 log: Log = print, unit: str = "epoch", dist: Optional[DistContext] = None) -> None:
         cfg.validate()
-        self.dist = dist if dist is not None else current(cfg.device)
+        self.dist = dist if dist is not None else current(cfg.device)  # the device is checked here, first
         if not self.dist.is_main:  # rank 0 alone logs and shows progress
             progress, log = False, _silent
         self.net, self.cfg, self.fields, self.total = net, cfg, tuple(fields), int(total)
@@ -169,6 +176,13 @@ class Engine:
         self.out.mkdir(parents=True, exist_ok=True)
         self.last_path, self.best_path, self.log_path = self.out / "last.pt", self.out / "best.pt", self.out / "log.csv"
         self.image_size = int(cfg.image_size or net.config.image_size)
+        #: how best.pt will describe images (the model's settings): validation and whitening use them
+        self.extraction = dict(image_size=int(net.config.image_size), scales=[float(s) for s in net.config.scales])
+        self.selection = ModelSelection(cfg.whitening, unit=unit, log=log)
+        sc = ", ".join(f"{x:g}" for x in self.extraction["scales"])
+        log(f"best.pt will describe images at {self.extraction['image_size']} px, scales {sc} (model.image_size, "
+            f"model.scales: what tools/index.py and tools/search.py use, and what validation and whitening "
+            f"use here); training at {self.image_size} px (train.image_size)")
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         if getattr(net, "has_whitening", False):
@@ -181,6 +195,23 @@ class Engine:
         self._state = state or self.state
         self.history: List[Any] = []
         self.best_step, self.best_score, self.step = 0, -math.inf, 0
+
+    def check_extraction(self, paths: Sequence[PathLike], sample: int = 32) -> None:
+        """Warn when the training images are much larger than ``model.image_size`` (median long
+        side of up to ``sample`` image headers ≥ 2×): best.pt would describe them at a fraction of
+        their detail."""
+        sides = []
+        for p in list(paths)[:: max(1, len(paths) // sample)][:sample]:
+            try:
+                with Image.open(p) as im:
+                    sides.append(max(im.size))
+            except Exception:  # unreadable files are reported elsewhere
+                continue
+        size = self.extraction["image_size"]
+        if sides and float(np.median(sides)) >= 2 * size:
+            self.log(f"warning: the training images are about {int(np.median(sides))} px but best.pt will describe "
+                     f"them at {size} px (model.image_size); for photos set model.image_size (the default "
+                     f"model's is 320, scales [0.707, 1.0, 1.414]) and keep train.image_size small for speed")
 
     @property
     def common(self) -> Dict[str, Any]:
@@ -195,7 +226,7 @@ class Engine:
         return {"optimizer": self.optimizer.state_dict(), "epoch": step,
                 "history": [dataclasses.asdict(h) for h in self.history],
                 "best_epoch": self.best_step, "best_map": self.best_score, "train_config": to_dict(self.cfg),
-                "torch_rng": torch.get_rng_state()}
+                "selection": self.selection.state(), "torch_rng": torch.get_rng_state()}
 
     def resume(self, row: Callable[..., Any]) -> int:
         """Continue from ``last.pt`` (written with :meth:`state`): weights, optimizer, history (rows
@@ -215,6 +246,7 @@ class Engine:
         self.optimizer.load_state_dict(extra["optimizer"])
         self.history = [row(**h) for h in extra["history"]]
         self.best_step, self.best_score = int(extra["best_epoch"]), float(extra["best_map"])
+        self.selection.restore(extra.get("selection") or {})
         self.step = int(extra["epoch"])
         if isinstance(extra.get("torch_rng"), torch.Tensor):
             torch.set_rng_state(extra["torch_rng"])
@@ -239,15 +271,52 @@ class Engine:
         if val is None:
             return float("nan")
         with self.describing():
-            if self.dist.parallel:  # each rank describes its part of the images
-                c = self.common
-                ex = extract_in_parts(self.net, val.paths, self.dist, image_size=c["image_size"], scales=[1.0],
-                                      batch_size=c["batch_size"], workers=c["workers"], device=c["device"],
-                                      progress=False, desc="validate")
-                if ex.failures:
-                    val = val.subset(np.isin(np.array([str(p) for p in val.paths]), ex.paths))
-                return mean_ap(ex.descriptors, val)
             return validate(self.net, val, **self.common)
+
+    def validate_step(self, step: int, val: Optional[PairSet], pairs: Optional[PairSet]) -> Optional[StepScore]:
+        """Score the network of ``step`` on ``val`` for :mod:`~retrieval.training.selection`: the
+        validation mAP with each competing whitening, learned at this step on ``pairs``, described
+        at the model's extraction settings. ``None`` without ``val``."""
+        if val is None:
+            return None
+        if pairs is not None and self.selection.kinds != ("none",):
+            n = min(pairs.n_pairs, self.cfg.whiten_pairs)
+            self.selection.check_pairs(n, sample_pairs(pairs, n, self.cfg.seed).n_images, self.net.backbone.out_channels)
+        with self.describing():
+            return score_step(self.net, step, pairs, val, self.selection.kinds, max_pairs=self.cfg.whiten_pairs,
+                              shrinkage=self._shrinkage, batch_size=self.cfg.mine_batch, workers=self.cfg.workers,
+                              device=self.device, seed=self.cfg.seed, progress=self.progress, **self.extraction)
+
+    @property
+    def _shrinkage(self) -> Any:
+        return "auto" if self.cfg.whiten_shrinkage is None else self.cfg.whiten_shrinkage
+
+    def _save_best(self, step: int, whitening: Optional[Whitening], extra: Dict[str, Any]) -> None:
+        """``best.pt``: the current network with ``whitening`` in its slot (emptied again after);
+        rank 0 alone writes it."""
+        if not self.dist.is_main:
+            return
+        if whitening is not None:
+            self.net.set_whitening(whitening.m, whitening.P, kind=whitening.kind)
+        try:
+            save_checkpoint(self.net, self.best_path, extra=extra)
+        finally:
+            self.net.clear_whitening()
+
+    def _consider(self, step: int, score: Optional[StepScore]) -> bool:
+        """Offer ``score`` to the selection; write ``best.pt`` when it wins. Returns whether it did."""
+        if score is None:
+            return False
+        choice = self.selection.consider(score)
+        if choice is None:
+            return False
+        self.best_step, self.best_score = choice.step, choice.val_map
+        w = score.whitenings.get(choice.kind) if choice.kind != "none" else None
+        extra = dict(self._state(step), whitening=choice.kind, whitening_map=dict(score.maps),
+                     whitening_shrinkage=float(w.shrinkage) if w is not None else 0.0,
+                     selection=self.selection.state())
+        self._save_best(step, w, extra)
+        return True
 
     def train_epoch(self, epoch: int, pairs: PairSet, make_tuples: Callable[[int], Tuples]) -> EpochOutcome:
         """Epoch ``epoch`` (1-based, counted across the run): seed torch with
@@ -265,69 +334,84 @@ class Engine:
                                           dist=self.dist, model=self.model)
         return EpochOutcome(loss, used, tuples, lr, bad, t1 - t0, time.perf_counter() - t1)
 
-    def record_start(self, row: Any) -> None:
-        """Log the row of the network before training (step 0): ``log.csv`` and a line; no checkpoint."""
+    def record_start(self, row: Any, score: Optional[StepScore] = None) -> None:
+        """Log the row of the network before training (step 0): ``log.csv`` and a line. With a
+        ``score`` the starting network is a candidate for ``best.pt`` (written when it leads)."""
         self.history.append(row)
-        self.log(row.line(self.total))
+        best = False
+        if score is not None:
+            self.selection.check_start(score)
+            best = self._consider(0, score)
+        self.log(row.line(self.total) + (f"  *best ({self._kept()})" if best else ""))
         if self.dist.is_main:
             write_log_csv(self.log_path, self.fields, self.history)
 
-    def record(self, step: int, row: Any, *, validated: bool) -> bool:
-        """Record ``step``: append ``row`` (a dataclass with ``val_map`` and ``line(total)``), keep the
-        best (by ``row.val_map`` when ``validated``, else the latest step), write ``last.pt``, and
-        ``best.pt`` when validated and improved, rewrite ``log.csv``, log the line. Returns whether
+    def _kept(self) -> str:
+        b = self.selection.best
+        return "" if b is None else {"none": "no whitening", "pca": "PCA-w", "lw": "Lw"}[b.kind]
+
+    def record(self, step: int, row: Any, *, validated: bool, score: Optional[StepScore] = None) -> bool:
+        """Record ``step``: append ``row`` (a dataclass with ``line(total)``), write ``last.pt``, offer
+        ``score`` (:meth:`validate_step`) to the selection and write ``best.pt`` when one of its
+        candidates beats the best so far, rewrite ``log.csv``, log the line. Without validation the
+        latest step is the best so far (``best.pt`` is written by :meth:`finish`). Returns whether
         the step is the best so far."""
         self.history.append(row)
         self.step = step
-        score = row.val_map if validated else float(step)
-        improved = score > self.best_score
-        if improved:
-            self.best_step, self.best_score = step, score
+        if validated:
+            improved = self._consider(step, score)
+        else:
+            improved = True
+            self.best_step, self.best_score = step, float(step)
         if self.dist.is_main:
             save_checkpoint(self.net, self.last_path, extra=self._state(step))
-            if improved and validated:
-                save_checkpoint(self.net, self.best_path, extra=self._state(step))
             write_log_csv(self.log_path, self.fields, self.history)
-        self.log(row.line(self.total) + ("  *best" if improved and validated else ""))
+        self.log(row.line(self.total) + (f"  *best ({self._kept()})" if improved and validated else ""))
         return improved
 
     def finish(self, pairs: PairSet, val: Optional[PairSet], *, validated: bool, unit: str = "epoch",
                pairs_note: Optional[str] = None) -> Dict[str, float]:
-        """End the run: without validation (or when no step was validated) ``best.pt`` is the last
-        step; then, when ``train.whitening``, learn Lw and PCA-w on ``pairs`` with the ``best.pt``
-        network, score none / PCA-w / Lw on ``val`` and store Lw in ``best.pt``.
+        """End the run. When a validated candidate was kept, ``best.pt`` already holds it; otherwise
+        (no validation, or nothing could be scored) the fallback rule of
+        :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
+        the rule's whitening learned now on ``pairs``. Logs what was kept and each alternative's
+        validation mAP.
 
         Args:
-            pairs: the training pairs the whitening is learned on.
-            val: validation pairs for the whitening choice (``None``: the mAPs are NaN).
-            validated: whether the steps were chosen by a validation mAP.
-            unit, pairs_note: for the log line (``best <unit> N: …``; ``pairs_note`` says where the
-                pairs came from).
+            pairs: the training pairs (the fallback's whitening is learned on them).
+            val: the validation pairs (unused: kept for the drivers' calls).
+            validated: whether the steps were scored on validation.
+            unit, pairs_note: for the log (``pairs_note`` says where the pairs came from).
         Returns:
-            ``{"none", "pca", "lw"}`` validation mAPs (``{}`` without ``train.whitening``, and on
-            every rank but 0, which alone writes ``best.pt``).
+            the validation mAP of the ``best.pt`` step with ``none`` / ``pca`` / ``lw`` (NaN where
+            not scored; ``{}`` with no validation, and on every rank but 0, which alone writes
+            ``best.pt``).
         """
         if not self.dist.is_main:
             return {}
-        if not validated or not self.best_path.is_file():  # no validation: the last step is the best
+        sel = self.selection
+        if not validated or sel.best is None:
+            D = self.net.backbone.out_channels
+            n = min(pairs.n_pairs, self.cfg.whiten_pairs)
+            kind = sel.fallback(self.step, n, D)
+            w = None
+            if kind != "none":
+                sel.check_pairs(n, sample_pairs(pairs, n, self.cfg.seed).n_images, D)
+                with self.describing():
+                    sub = sample_pairs(pairs, n, self.cfg.seed)
+                    X, sub = describe_pairs(self.net, sub, batch_size=self.cfg.mine_batch, workers=self.cfg.workers,
+                                            device=self.device, progress=self.progress, desc="whitening",
+                                            **self.extraction)
+                w = fit_whitenings(X, sub, [kind], self._shrinkage).get(kind)
+                if w is None:
+                    self.log(f"cannot learn {kind} from {pairs.n_pairs} pair(s): best.pt has no whitening")
+                    sel.best.kind = "none"
             self.best_step = self.step
-            save_checkpoint(self.net, self.best_path, extra=self._state(self.step))
-        if not self.cfg.whitening:
+            extra = dict(self._state(self.step), whitening=w.kind if w is not None else "none", whitening_map={},
+                         whitening_shrinkage=float(w.shrinkage) if w is not None else 0.0,
+                         selection=sel.state())
+            self._save_best(self.step, w, extra)
             return {}
-        best_ck = read_checkpoint(self.best_path)
-        best_net = network_from_checkpoint(best_ck, source=str(self.best_path))
-        best_net.clear_whitening()
-        shrink = "auto" if self.cfg.whiten_shrinkage is None else self.cfg.whiten_shrinkage
-        lw, _, maps = learn_whitenings(best_net, pairs, val, max_pairs=self.cfg.whiten_pairs, shrinkage=shrink,
-                                       seed=self.cfg.seed, progress=self.progress, **self.common)
-        best_net.set_whitening(lw.m, lw.P, kind="lw")
-        extra = dict(best_ck["extra"])
-        extra["whitening_map"] = maps
-        extra["whitening_shrinkage"] = lw.shrinkage
-        save_checkpoint(best_net, self.best_path, extra=extra)
-        if val is not None:
-            where = (f"shrinkage {lw.shrinkage:.3f}; Lw stored in {self.best_path}" if pairs_note is None
-                     else f"Lw from {pairs_note}, stored in {self.best_path}")
-            self.log("best {} {}: val mAP none {:.2f}  PCA-w {:.2f}  Lw {:.2f} ({})".format(
-                unit, self.best_step, 100 * maps["none"], 100 * maps["pca"], 100 * maps["lw"], where))
-        return maps
+        self.log(sel.report(pairs_note))
+        row = next((s for s in sel.scores if s["step"] == sel.best.step), {})
+        return {k: float(row.get(k, float("nan"))) for k in ("none", "pca", "lw")}

@@ -4,15 +4,17 @@ The supervised driver of :mod:`retrieval.training.engine`: a step is one epoch. 
 tuples (query, positive, n hard negatives) with the current network
 (:mod:`retrieval.training.mining`), trains on them (:mod:`retrieval.training.epoch`: real batches of
 tuples, padded images masked out of the pooling, BatchNorm frozen, bf16 autocast on CUDA),
-validates (mAP on held-out classes or views) and checkpoints. The engine owns the rest: Adam with
-GeM p at ``p_lr_mult · lr`` and the exponential lr decay, seeds (epoch ``e`` draws its pairs, pool
-and batch order from ``seed`` and ``e`` only, so a run resumed after epoch ``e`` continues exactly
-as the uninterrupted run would, on CPU), and the final whitening: the training runs without the
-whitening slot; after the last epoch, learned whitening (Lw) is learned on the training pairs with
-the network kept in ``best.pt`` and stored in it.
+validates (mAP on held-out classes or views, with none / PCA-w / Lw learned at that epoch) and
+checkpoints. The engine owns the rest: Adam with GeM p at ``p_lr_mult · lr`` and the exponential lr
+decay, seeds (epoch ``e`` draws its pairs, pool and batch order from ``seed`` and ``e`` only, so a
+run resumed after epoch ``e`` continues exactly as the uninterrupted run would, on CPU), and the
+choice of ``best.pt`` (:mod:`retrieval.training.selection`): the training runs without the
+whitening slot, and ``best.pt`` is the best validated (epoch, whitening) among the network before
+training (epoch 0) and every epoch.
 
 Files in the run folder: ``last.pt`` (every epoch: weights, model config, optimizer, epoch, history,
-training config), ``best.pt`` (best validation mAP, with Lw), ``log.csv`` (one row per epoch).
+training config), ``best.pt`` (the best validated candidate, with its whitening), ``log.csv`` (one
+row per epoch).
 Under ``torchrun``/``srun`` (:mod:`retrieval.training.distributed`) every rank mines the same
 tuples from the whole pool (described in parts and all-gathered), trains on its part of each step
 (``DistributedDataParallel``), and rank 0 alone writes these files.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 from torch import nn
 
 from retrieval.core.errors import ConfigError, DataError
@@ -34,22 +37,27 @@ from retrieval.training.engine import Engine
 from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import PairSet, drop_unreadable, load_pairs
+from retrieval.training.selection import summary_lines
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
-LOG_FIELDS = ("epoch", "loss", "val_map", "p", "lr", "avg_neg_distance", "tuples",
+LOG_FIELDS = ("epoch", "loss", "val_map", "val_map_pca", "val_map_lw", "p", "lr", "avg_neg_distance", "tuples",
               "mine_seconds", "train_seconds", "seconds")
 
 
 @dataclass
 class EpochStats:
-    """One row of ``log.csv``. Epoch 0 is the network before training (validation only)."""
+    """One row of ``log.csv``. Epoch 0 is the network before training (validation only).
+    ``val_map`` has no whitening; ``val_map_pca`` / ``val_map_lw`` with the whitening learned at
+    that epoch (NaN where not scored)."""
 
     epoch: int
     loss: float = float("nan")
     val_map: float = float("nan")
+    val_map_pca: float = float("nan")
+    val_map_lw: float = float("nan")
     p: float = float("nan")
     lr: float = float("nan")
     avg_neg_distance: float = float("nan")
@@ -61,6 +69,9 @@ class EpochStats:
     def line(self, epochs: int) -> str:
         m = f"{100 * self.val_map:6.2f}" if not math.isnan(self.val_map) else "     -"
         loss = f"{self.loss:.4f}" if not math.isnan(self.loss) else "     -"
+        w = "".join(f" {name} {100 * v:.2f}" for name, v in (("PCA-w", self.val_map_pca), ("Lw", self.val_map_lw))
+                    if not math.isnan(v))
+        m = f"{m} ({w.strip()})" if w else m
         return (f"epoch {self.epoch:>3}/{epochs}  loss {loss}  mAP {m}  p {self.p:.3f}  "
                 f"lr {self.lr:.2e}  neg-d {self.avg_neg_distance:.3f}  {self.seconds:.1f}s")
 
@@ -70,8 +81,11 @@ class TrainResult:
     """What :func:`train` returns.
 
     history: one :class:`EpochStats` per epoch (epoch 0 = before training, when validated).
-    best_epoch, best_map: the epoch kept in ``best.pt`` and its validation mAP (NaN without val).
+    best_epoch, best_map: the epoch kept in ``best.pt`` (0 = the starting network) and its
+    validation mAP with the kept whitening (NaN without val).
+    whitening: the whitening in ``best.pt`` (``none`` | ``pca`` | ``lw``).
     whitening_map: validation mAP of the ``best.pt`` network with ``none``/``pca``/``lw`` whitening.
+    extraction: how ``best.pt`` describes images (``image_size``, ``scales``): what the index uses.
     skipped: ``(path, reason)`` of unreadable images left out.
     """
 
@@ -83,19 +97,20 @@ class TrainResult:
     last_path: Path
     whitening_map: Dict[str, float] = field(default_factory=dict)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    whitening: str = "none"
+    extraction: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         return {"out_dir": str(self.out_dir), "best_epoch": self.best_epoch, "best_map": self.best_map,
                 "best_path": str(self.best_path), "last_path": str(self.last_path),
-                "whitening_map": self.whitening_map,
+                "whitening": self.whitening, "whitening_map": self.whitening_map, "extraction": self.extraction,
                 "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
                 "history": [dataclasses.asdict(h) for h in self.history]}
 
     def summary(self) -> str:
-        """Two lines for the user: the best epoch, where it is, and how to index with it."""
-        best = f" (val mAP {100 * self.best_map:.2f})" if self.best_map == self.best_map else ""
-        return (f"best epoch {self.best_epoch}{best} -> {self.best_path}; log: {self.out_dir / 'log.csv'}\n"
-                f"index with: python tools/index.py --images IMAGES --model {self.best_path}")
+        """A few lines for the user: what best.pt is, where, and how to index with it."""
+        return summary_lines("epoch", self.best_epoch, self.best_map, self.whitening, self.whitening_map,
+                             self.best_path, self.out_dir, self.extraction)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,7 +141,15 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
             skipped += [(str(p), r) for p, r in bad]
         train_pairs = pairs
     else:
-        train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+        try:
+            train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+            if val.n_images and train_pairs.n_classes < 2 <= pairs.n_classes:
+                raise DataError(f"holding out {val.n_classes} of {pairs.n_classes} classes leaves fewer than 2 "
+                                "to train on")
+        except DataError as e:  # too few classes (or views) to hold any out: train on all, say so
+            log(f"no validation split is possible ({e}); training on all of it, best.pt follows the "
+                "no-validation rule (the last epoch; see docs/training.md)")
+            train_pairs, val = pairs, pairs.subset(np.zeros(pairs.n_images, dtype=bool))
     if skipped:
         first = f"{skipped[0][0]} ({skipped[0][1]})"
         more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
@@ -170,10 +193,15 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
     run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=n_epochs, progress=progress, log=log)
     val = val if val is not None and val.n_images else None
     start = run.resume(EpochStats) if resume else 1
+    if not resume:
+        run.check_extraction(pairs.paths)
+        if val is not None:
+            run.selection.check_validation(val)
     if start == 1 and val is not None and cfg.validate_before and not run.history:
         t0 = time.perf_counter()
-        m0 = run.validate(val)
-        run.record_start(EpochStats(epoch=0, val_map=m0, p=gem_p(net), seconds=time.perf_counter() - t0))
+        s0 = run.validate_step(0, val, pairs)
+        run.record_start(EpochStats(epoch=0, val_map=s0.plain, val_map_pca=s0.maps["pca"], val_map_lw=s0.maps["lw"],
+                                    p=gem_p(net), seconds=time.perf_counter() - t0), s0)
 
     def mine(seed: int) -> Tuples:
         return mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize, seed=seed,
@@ -182,15 +210,20 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
     for epoch in range(start, n_epochs + 1):
         t0 = time.perf_counter()
         ep = run.train_epoch(epoch, pairs, mine)
-        vmap = run.validate(val)
-        stats = EpochStats(epoch=epoch, loss=ep.loss, val_map=vmap, p=gem_p(net), lr=ep.lr,
+        score = run.validate_step(epoch, val, pairs)
+        nan = float("nan")
+        stats = EpochStats(epoch=epoch, loss=ep.loss, val_map=score.plain if score else nan,
+                           val_map_pca=score.maps["pca"] if score else nan,
+                           val_map_lw=score.maps["lw"] if score else nan, p=gem_p(net), lr=ep.lr,
                            avg_neg_distance=ep.tuples.avg_neg_distance, tuples=ep.used,
                            mine_seconds=ep.mine_seconds, train_seconds=ep.train_seconds,
                            seconds=time.perf_counter() - t0)
-        run.record(epoch, stats, validated=val is not None)
+        run.record(epoch, stats, validated=val is not None, score=score)
         if ep.failures:
             log(f"epoch {epoch}: skipped {len(ep.failures)} tuple(s) with unreadable images, e.g. {ep.failures[0]}")
 
     whitening_map = run.finish(pairs, val, validated=val is not None)
+    kept = run.selection.best
     return TrainResult(run.out, run.history, run.best_step, run.best_score if val is not None else float("nan"),
-                       run.best_path, run.last_path, whitening_map, list(skipped or []))
+                       run.best_path, run.last_path, whitening_map, list(skipped or []),
+                       whitening=kept.kind if kept else "none", extraction=dict(run.extraction))

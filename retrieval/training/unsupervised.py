@@ -26,8 +26,10 @@ The clustering settings (``ks``, ``kc``, ``merge_batch``) are read from the ``un
 section; a separate ``cluster:`` section is refused (see :mod:`retrieval.settings`).
 
 Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
-``last.pt`` (after every period), ``best.pt`` (best validation mAP; with learned whitening from the
-final clusters' pairs when ``train.whitening`` is on), ``clusters.csv`` (the last period's cluster
+``last.pt`` (after every period), ``best.pt`` (the best validated (period, whitening) among the
+network before training (period 0) and every period, as in supervised training
+(:mod:`retrieval.training.selection`): a period that lowers validation mAP is never kept; the
+whitenings of a period are learned on the pairs of the clusters it trained on), ``clusters.csv`` (the last period's cluster
 of every image).
 """
 from __future__ import annotations
@@ -53,14 +55,14 @@ from retrieval.training.engine import Engine
 from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, hardest_negatives, random_tuples
 from retrieval.training.pairs import PairSet, load_pairs
+from retrieval.training.selection import score_step, summary_lines
 from retrieval.training.toy_data import prepare_toy_data
-from retrieval.training.validation import mean_ap
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
 LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "nmi_final", "loss",
-              "val_map", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
+              "val_map", "val_map_pca", "val_map_lw", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
 
 
 @dataclass
@@ -154,6 +156,8 @@ class PeriodStats:
     nmi_final: float = float("nan")
     loss: float = float("nan")
     val_map: float = float("nan")
+    val_map_pca: float = float("nan")
+    val_map_lw: float = float("nan")
     p: float = float("nan")
     lr: float = float("nan")
     cluster_seconds: float = 0.0
@@ -179,17 +183,20 @@ class UnsupervisedResult:
     best_path: Path
     last_path: Path
     whitening_map: Dict[str, float] = field(default_factory=dict)
+    whitening: str = "none"
+    extraction: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         return {"out_dir": str(self.out_dir), "best_period": self.best_period, "best_map": self.best_map,
                 "best_path": str(self.best_path), "last_path": str(self.last_path),
-                "whitening_map": self.whitening_map, "clusters": int(np.unique(self.labels).size),
+                "whitening": self.whitening, "whitening_map": self.whitening_map, "extraction": self.extraction,
+                "clusters": int(np.unique(self.labels).size),
                 "history": [dataclasses.asdict(h) for h in self.history]}
 
     def summary(self) -> str:
-        """Two lines for the user: the best period, where it is, and how to index with it."""
-        return (f"best period {self.best_period} -> {self.best_path}; log: {self.out_dir / 'log.csv'}\n"
-                f"index with: python tools/index.py --images IMAGES --model {self.best_path}")
+        """A few lines for the user: what best.pt is, where, and how to index with it."""
+        return summary_lines("period", self.best_period, self.best_map, self.whitening, self.whitening_map,
+                             self.best_path, self.out_dir, self.extraction)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +312,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
         return {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in run.history],
                 "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
 
-    run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=ucfg.periods, state=state, progress=progress, log=log)
+    run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=ucfg.periods, state=state, progress=progress, log=log,
+                 unit="period")
 
     def describe() -> np.ndarray:
         nonlocal paths, truth
@@ -330,8 +338,25 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
     has_val = val is not None or val_on_train
     train_val: Optional[PairSet] = None  # the training images with their labels (val_on_train)
 
-    def val_map(X: np.ndarray) -> float:
-        return mean_ap(X, train_val) if val_on_train else run.validate(val)
+    def scored(step: int, X: np.ndarray, pairs: Optional[PairSet]):
+        """The step's validation (:meth:`Engine.validate_step`); transductive validation reuses ``X``
+        when it was described as the index will describe (one scale at the model's size)."""
+        if not has_val:
+            return None
+        if val_on_train:
+            same = run.extraction == dict(image_size=run.image_size, scales=[1.0])
+            with run.describing():
+                return score_step(net, step, pairs, train_val, run.selection.kinds, max_pairs=cfg.whiten_pairs,
+                                  shrinkage="auto" if cfg.whiten_shrinkage is None else cfg.whiten_shrinkage,
+                                  batch_size=cfg.mine_batch, workers=cfg.workers, device=run.device, seed=cfg.seed,
+                                  progress=progress, val_descriptors=X if same else None, **run.extraction)
+        return run.validate_step(step, val, pairs)
+
+    def row_maps(score) -> Dict[str, float]:
+        nan = float("nan")
+        if score is None:
+            return {"val_map": nan, "val_map_pca": nan, "val_map_lw": nan}
+        return {"val_map": score.plain, "val_map_pca": score.maps["pca"], "val_map_lw": score.maps["lw"]}
 
     def nmi_at_final(X: np.ndarray) -> float:
         if truth is None:
@@ -347,11 +372,17 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
     start = _start_clusters(X, final)
     targets = period_targets(int(start.max()) + 1, final, ucfg.eta, ucfg.periods)
     m0 = metrics(start)
-    v0 = val_map(X)
+    if val is not None:
+        run.selection.check_validation(val)
+    elif val_on_train:
+        run.selection.check_validation(train_val)
+    start_pairs = PairSet.from_labels(paths, start, max_pairs_per_class=ucfg.max_pairs_per_cluster, seed=cfg.seed,
+                                      source="the starting clusters")
+    s0 = scored(0, X, start_pairs)
     run.record_start(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
                                  nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
-                                 val_map=v0, p=gem_p(net), seconds=time.perf_counter() - t0))
-    labels = best_labels = start
+                                 p=gem_p(net), seconds=time.perf_counter() - t0, **row_maps(s0)), s0)
+    labels = start
 
     for period in range(1, ucfg.periods + 1):
         t0 = time.perf_counter()
@@ -384,25 +415,25 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
         t_train = time.perf_counter() - t1
         m = metrics(labels)
         X = describe()  # the next period clusters with the network trained here
-        vmap = val_map(X)
+        score = scored(period, X, pairs)
         nmi_f = nmi_at_final(X)
         stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
                             paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
-                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), val_map=vmap, p=gem_p(net),
+                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), p=gem_p(net),
                             lr=lr, cluster_seconds=t_cluster, train_seconds=t_train,
-                            seconds=time.perf_counter() - t0)
-        if run.record(period, stats, validated=has_val):
-            best_labels = labels
+                            seconds=time.perf_counter() - t0, **row_maps(score))
+        run.record(period, stats, validated=has_val, score=score)
         write_csv_atomic(run.out / "clusters.csv", ["path", "cluster"],
                          ((str(p), int(c)) for p, c in zip(paths, labels)))
 
-    final_pairs = PairSet.from_labels(paths, best_labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
+    final_pairs = PairSet.from_labels(paths, labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
                                       seed=cfg.seed)
     whitening_map = run.finish(final_pairs, train_val if val_on_train else val, validated=has_val,
                                unit="period", pairs_note="the clusters' pairs")
+    kept = run.selection.best
     return UnsupervisedResult(run.out, run.history, labels, run.best_step,
                               run.best_score if has_val else float("nan"), run.best_path, run.last_path,
-                              whitening_map)
+                              whitening_map, whitening=kept.kind if kept else "none", extraction=dict(run.extraction))
 
 
 def load_unlabeled_data(cfg: TrainConfig, ucfg: UnsupervisedConfig, data: Optional[PathLike] = None, *,

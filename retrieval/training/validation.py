@@ -3,12 +3,12 @@
 :func:`validate` describes every image of a :class:`~retrieval.training.pairs.PairSet` (single
 scale) and ranks all of them for each image that has a match (:func:`mean_ap`);
 :func:`learn_whitenings` learns Lw and PCA-w for a trained network and scores none / PCA-w / Lw on
-the validation pairs.
+the validation pairs. Which (step, whitening) a run keeps is :mod:`retrieval.training.selection`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,12 +20,13 @@ from retrieval.search.extract import extract_descriptors
 from retrieval.training.pairs import PairSet
 
 
-def describe_pairs(net: nn.Module, pairs: PairSet, *, image_size: int, batch_size: int = 16,
-                   workers: Optional[int] = None, device: Optional[torch.device] = None,
+def describe_pairs(net: nn.Module, pairs: PairSet, *, image_size: int, scales: Sequence[float] = (1.0,),
+                   batch_size: int = 16, workers: Optional[int] = None, device: Optional[torch.device] = None,
                    progress: bool = False, desc: str = "describe") -> Tuple[np.ndarray, PairSet]:
-    """Descriptors of every image of ``pairs`` (single scale): ``(X (N', D) float32, pairs')`` where
-    ``pairs'`` is ``pairs`` without the images that could not be read."""
-    ex = extract_descriptors(net, pairs.paths, image_size=image_size, scales=[1.0], batch_size=batch_size,
+    """Descriptors of every image of ``pairs`` (at ``image_size``, ``scales``; single scale by
+    default): ``(X (N', D) float32, pairs')`` where ``pairs'`` is ``pairs`` without the images that
+    could not be read."""
+    ex = extract_descriptors(net, pairs.paths, image_size=image_size, scales=list(scales), batch_size=batch_size,
                              workers=workers, device=device, progress=progress, desc=desc)
     if ex.failures:
         loaded = set(ex.paths)
@@ -35,22 +36,25 @@ def describe_pairs(net: nn.Module, pairs: PairSet, *, image_size: int, batch_siz
 
 def mean_ap(X: np.ndarray, pairs: PairSet) -> float:
     """mAP with every image of ``pairs`` as a query against all of them (itself ignored),
-    positives = its cluster. ``X``: ``(N, D)`` float32 descriptors of ``pairs.paths``."""
+    positives = its cluster. ``X``: ``(N, D)`` float32 descriptors of ``pairs.paths``. Non-finite
+    descriptors (a diverged network) score 0, so that they are never chosen."""
     queries, gnd = pairs.ground_truth()
     if len(queries) == 0:
         return float("nan")
+    if not np.isfinite(X).all():
+        return 0.0
     scores = X[queries] @ X.T
     ranks = np.argsort(-scores, axis=1, kind="stable")
     return float(compute_map(ranks, gnd).map)
 
 
-def validate(net: nn.Module, val: PairSet, *, image_size: int, batch_size: int = 16,
-             workers: Optional[int] = None, device: Optional[torch.device] = None,
+def validate(net: nn.Module, val: PairSet, *, image_size: int, scales: Sequence[float] = (1.0,),
+             batch_size: int = 16, workers: Optional[int] = None, device: Optional[torch.device] = None,
              progress: bool = False) -> float:
     """Validation mAP of ``net`` on ``val`` (see :func:`mean_ap`); NaN for an empty set."""
     if val.n_images == 0:
         return float("nan")
-    X, val = describe_pairs(net, val, image_size=image_size, batch_size=batch_size, workers=workers,
+    X, val = describe_pairs(net, val, image_size=image_size, scales=scales, batch_size=batch_size, workers=workers,
                             device=device, progress=progress, desc="validate")
     return mean_ap(X, val)
 
