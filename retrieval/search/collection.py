@@ -12,6 +12,8 @@ import numpy as np
 from retrieval.core.config import to_dict
 from retrieval.core.images import crop_box, list_images, load_image
 from retrieval.model.network import DescriptorNet
+from retrieval.search.coseg_rerank import CosegRerankOptions
+from retrieval.search.coseg_rerank import coseg_rerank as rerank_by_coseg
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
 
@@ -77,16 +79,24 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Sequence[PathLike], top: int = 10,
                   device: Optional[str] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
-                  **search_kwargs: Any) -> List[Dict[str, Any]]:
+                  coseg_rerank: Optional[CosegRerankOptions] = None, **search_kwargs: Any) -> List[Dict[str, Any]]:
     """Search ``index`` with each query image; returns ``[{"query", "hits": [{"rank", "path",
     "score"}]}]``. ``boxes`` optionally crops each query to (x1, y1, x2, y2) pixels first, as the
-    revisited Oxford/Paris protocol does. A bad query image raises ImageError; a model that did not
-    build the index raises ModelMismatchError (checked before any image is read)."""
+    revisited Oxford/Paris protocol does. ``coseg_rerank`` re-ranks each query's top K hits by
+    co-segmentation (:mod:`retrieval.search.coseg_rerank`). A bad query image raises ImageError; a
+    model that did not build the index raises ModelMismatchError (checked before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
+    if coseg_rerank is not None:
+        coseg_rerank.validate()
     boxes = list(boxes) if boxes is not None else [None] * len(queries)
-    Q = np.stack([describe_pil(net, crop_box(load_image(q), b), device=device) for q, b in zip(queries, boxes)])
-    scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
+    images = [crop_box(load_image(q), b) for q, b in zip(queries, boxes)]
+    Q = np.stack([describe_pil(net, im, device=device) for im in images])
+    n = max(top, coseg_rerank.K) if coseg_rerank is not None else top
+    scores, ids = index.search(Q, n, fingerprint=fp, **search_kwargs)
+    if coseg_rerank is not None:
+        r = rerank_by_coseg(net, images, index.paths, ids, scores, coseg_rerank, device=device)
+        scores, ids = r.scores[:, :top], r.ids[:, :top]
     results = []
     for q, srow, irow in zip(queries, scores, ids):
         hits = [{"rank": r + 1, "path": index.paths[i], "score": float(s)}
