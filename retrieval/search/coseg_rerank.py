@@ -145,6 +145,29 @@ def _maps(net: DescriptorNet, tensors: Sequence[torch.Tensor], layer: str, batch
     return [(first[i][layer], [ps[i] for ps in per_scale]) for i in range(len(tensors))]
 
 
+class MapCache:
+    """Per database index, an image's maps ``(acts, [map per scale])`` (:func:`_maps`), for at most
+    ``max_images`` images (first in, first out; 0 keeps nothing). At EfficientNet-Lite0's 320 px
+    an image's maps take about 0.6 MB (float32)."""
+
+    def __init__(self, max_images: int = 512) -> None:
+        self.max_images = int(max_images)
+        self._maps: Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
+
+    def __contains__(self, i: int) -> bool:
+        return i in self._maps
+
+    def get(self, i: int) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        return self._maps[i]
+
+    def put(self, i: int, maps: Tuple[torch.Tensor, List[torch.Tensor]]) -> None:
+        if self.max_images <= 0:
+            return
+        while len(self._maps) >= self.max_images:
+            self._maps.pop(next(iter(self._maps)))
+        self._maps[i] = maps
+
+
 def masked_descriptors(net: DescriptorNet, fmaps: Sequence[Sequence[torch.Tensor]],
                        masks: Sequence[torch.Tensor]) -> np.ndarray:
     """Masked-GeM descriptors: per image its pooled-layer maps per scale (each (C, h_s, w_s)
@@ -182,10 +205,15 @@ def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch
     result = factorize_activations(acts, k, method=options.method, seed=options.seed)
     factors = _shared_factors(options, result)
     cm = ConceptMask(result.H, factors, layer, options=options.mask)
-    masks, fallback = [], []
-    for a, fm in maps:
-        masks.append(cm.mask(a[None], tuple(fm[0].shape[-2:]))[0].cpu())
-        fallback.append(bool(cm.last_fallback[0]))
+    masks: List[torch.Tensor] = [torch.zeros(0)] * len(maps)
+    fallback = [True] * len(maps)
+    groups: Dict[Tuple, List[int]] = {}  # images of one map size: one projection
+    for i, (a, fm) in enumerate(maps):
+        groups.setdefault((tuple(a.shape), tuple(fm[0].shape[-2:])), []).append(i)
+    for (_, size), idx in groups.items():
+        m = cm.mask(torch.stack([maps[i][0] for i in idx]), size).cpu()
+        for j, i in enumerate(idx):
+            masks[i], fallback[i] = m[j], bool(cm.last_fallback[j])
     fb = np.asarray(fallback[1:], bool)
     if fallback[0]:
         return plain.astype(np.float32), True, np.ones(len(plain), bool), factors
@@ -198,7 +226,8 @@ def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch
 
 def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: Sequence[PathLike],
                  ids: np.ndarray, scores: np.ndarray, options: CosegRerankOptions, *,
-                 device: Optional[Union[str, torch.device]] = None, progress: bool = False) -> Reranked:
+                 device: Optional[Union[str, torch.device]] = None, progress: bool = False,
+                 cache: Optional[MapCache] = None) -> Reranked:
     """Re-rank the top ``options.K`` hits of every query by co-segmentation (module docstring).
 
     Args:
@@ -206,6 +235,9 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
         queries: Q RGB PIL images (cropped to their boxes where the protocol crops).
         db_paths: the database image files that ``ids`` index.
         ids: (Q, n) int database indices, best first, −1 for none; scores: (Q, n) float plain scores.
+        cache: the hits' maps kept between queries (:class:`MapCache`, by database index; a new
+            one per call when None; ``MapCache(0)``: none), so a database image in several
+            shortlists is forwarded once.
     Returns:
         :class:`Reranked` with the same shapes; only the first min(K, valid hits) of each row change
         order (same set of ids), the rest are untouched.
@@ -220,24 +252,32 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
     net.backbone.check_layer(layer)
     dev = resolve_device(device)
     net.to(dev).eval()
+    cache = MapCache() if cache is None else cache
     qfb = np.zeros(len(queries), bool)
     hfb: List[np.ndarray] = []
     facs: List[List[int]] = []
     for q in tqdm(range(len(queries)), desc="co-seg re-rank", unit="query", disable=not progress, leave=False):
         row = [int(i) for i in ids[q, :options.K] if i >= 0]
-        loaded = load_images([db_paths[i] for i in row], net.config.image_size, net.backbone.mean, net.backbone.std)
+        have = {i: cache.get(i) for i in dict.fromkeys(row) if i in cache}
+        todo = [i for i in dict.fromkeys(row) if i not in have]
+        loaded = load_images([db_paths[i] for i in todo], net.config.image_size, net.backbone.mean, net.backbone.std)
         ok = {str(p): t for p, t in zip(loaded.paths, loaded.tensors)}
-        keep = [j for j, i in enumerate(row) if str(Path(db_paths[i])) in ok]
+        todo = [i for i in todo if str(Path(db_paths[i])) in ok]  # unreadable hits keep plain scores
+        fresh = _maps(net, [_image_tensor(net, queries[q])] + [ok[str(Path(db_paths[i]))] for i in todo],
+                      layer, options.batch_size, dev)
+        have.update(zip(todo, fresh[1:]))
+        for i in todo:
+            cache.put(i, have[i])
+        keep = [j for j, i in enumerate(row) if i in have]
         K = len(row)
+        facs.append([])
         if not keep:
             qfb[q] = True
             hfb.append(np.ones(K, bool))
-            facs.append([])
             continue
-        tensors = [_image_tensor(net, queries[q])] + [ok[str(Path(db_paths[row[j]]))] for j in keep]
-        maps = _maps(net, tensors, layer, options.batch_size, dev)
+        maps = [fresh[0]] + [have[row[j]] for j in keep]
         new, qf, fb, f = rerank_one(net, maps, scores[q, keep], options, layer)
-        facs.append(f)
+        facs[-1] = f
         if qf:
             qfb[q] = True
             hfb.append(np.ones(K, bool))
@@ -255,15 +295,15 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
 
 def rerank_ranks(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: Sequence[PathLike],
                  ranks: np.ndarray, scores: np.ndarray, options: CosegRerankOptions, *,
-                 device: Optional[Union[str, torch.device]] = None, progress: bool = False
-                 ) -> Tuple[np.ndarray, Reranked]:
+                 device: Optional[Union[str, torch.device]] = None, progress: bool = False,
+                 cache: Optional[MapCache] = None) -> Tuple[np.ndarray, Reranked]:
     """Full rankings re-ranked: ranks (Q, N) int64 best first, scores (Q, N) float32 all plain
     scores (``scores[q, i]`` for database image i) → (ranks (Q, N) int64 with the top K of each row
     re-ordered, the :class:`Reranked` of the top K)."""
     K = min(options.validate().K, ranks.shape[1])
     top = ranks[:, :K]
     r = coseg_rerank(net, queries, db_paths, top, np.take_along_axis(scores, top, 1), options,
-                     device=device, progress=progress)
+                     device=device, progress=progress, cache=cache)
     out = ranks.copy()
     out[:, :K] = r.ids
     return out, r
