@@ -119,6 +119,10 @@ def run_collection(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
         opts = CosegRerankOptions(K=K, k=args.k)
         R2, rr = rerank_ranks(net, images, col.db_paths, R, S, opts, cache=cache)
         add(f"co-seg K={K}", R2, nq * (t_desc / nq + cold(R, S, opts)), coseg=coseg_summary(rr))
+    for w in args.weights:  # other weights of the masked score, K = --K-qe (same passes, same seconds)
+        opts = CosegRerankOptions(K=args.K_qe, k=args.k, weight=w)
+        R2, rr = rerank_ranks(net, images, col.db_paths, R, S, opts, cache=cache)
+        add(f"co-seg K={args.K_qe}, weight {w:g}", R2, nq * (t_desc / nq + cold(R, S, opts)), coseg=coseg_summary(rr))
     opts = CosegRerankOptions(K=args.K_qe, k=args.k)
     R3, rr = rerank_ranks(net, images, col.db_paths, Rq, Sq, opts, cache=cache)
     add(f"α-QE + co-seg K={args.K_qe}", R3, nq * ((t_desc + t_qe) / nq + cold(Rq, Sq, opts)),
@@ -133,6 +137,8 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=3, help="DFF factors (default 3)")
     ap.add_argument("--K", type=int, nargs="+", default=[10, 20, 50], help="shortlist lengths (default 10 20 50)")
     ap.add_argument("--K-qe", type=int, default=20, help="shortlist of α-QE + co-seg (default 20)")
+    ap.add_argument("--weights", type=float, nargs="*", default=[1.0],
+                    help="other weights of the masked score tried at K = --K-qe (default 1: replace)")
     ap.add_argument("--qe", type=int, default=2, help="α-QE neighbours (default 2)")
     ap.add_argument("--n-objects", type=int, default=10)
     ap.add_argument("--views", type=int, default=6)
@@ -154,12 +160,14 @@ def main() -> int:
     print(f"EfficientNet-Lite0 (ImageNet), {args.size} px single scale, DFF k={args.k}; {args.n_objects} objects × "
           f"{args.views} views + {args.distractors} distractors, {args.image_size} px; "
           f"{'cropped' if args.crop else 'whole (uncropped)'} queries; {time.perf_counter() - t0:.0f} s in all")
-    print("| collection | method | mAP E / M / H | Δ M vs plain | s / query |")
-    print("|---|---|---|---:|---:|")
-    plain = {r["collection"]: r["medium"] for r in rows if r["method"] == "plain GeM"}
+    print("| collection | method | mAP E / M / H | Δ M vs plain | s / query | × plain |")
+    print("|---|---|---|---:|---:|---:|")
+    plain = {r["collection"]: r for r in rows if r["method"] == "plain GeM"}
     for r in rows:
+        p = plain[r["collection"]]
         print(f"| {r['collection']} | {r['method']} | {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f} | "
-              f"{r['medium'] - plain[r['collection']]:+.1f} | {r['seconds_per_query']:.3f} |")
+              f"{r['medium'] - p['medium']:+.1f} | {r['seconds_per_query']:.3f} | "
+              f"{r['seconds_per_query'] / p['seconds_per_query']:.1f} |")
     return 0
 
 

@@ -119,15 +119,17 @@ def test_search_tool_k_larger_than_the_index_and_bad_values(folder, tmp_path, ti
 
 @pytest.mark.slow
 def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
-    """Generated photos pasted small into busy scenes: the answer is known, and co-segmentation
-    with the shortlist raises Medium mAP over plain GeM (measured: see docs/benchmarks.md)."""
+    """Real-photo objects pasted small into busy scenes: the answer is known, and co-segmentation
+    with the shortlist raises Medium mAP over plain GeM (measured 69.5 → 78.8 %; the
+    larger collections of docs/benchmarks.md show the same)."""
+    pytest.importorskip("skimage")
     from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
     from retrieval.search.coseg_rerank import rerank_ranks
     from retrieval.search.extract import extract_descriptors
     from retrieval.toy.collection import make_retrieval_collection
 
     col = make_retrieval_collection(tmp_path / "c", n_objects=6, views=4, distractors=12, image_size=160,
-                                    seed=0, clutter=1.0, source="synthetic")
+                                    seed=0, clutter=1.0, source="photos")
     net = build_network(ModelConfig(image_size=192, scales=[1.0]))
     X = extract_descriptors(net, col.db_paths, progress=False).descriptors
     Q = extract_descriptors(net, col.query_paths, progress=False).descriptors
@@ -135,7 +137,8 @@ def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     S = Q @ X.T
     R = ranks_from_scores(S)
     R2, r = rerank_ranks(net, [Image.open(p).convert("RGB") for p in col.query_paths], col.db_paths, R, S,
-                         CosegRerankOptions(K=10))
+                         CosegRerankOptions(K=20))
     before = revisited_eval(R, gnd)["medium"]["map"]
     after = revisited_eval(R2, gnd)["medium"]["map"]
-    assert after > before + 0.02, (before, after)
+    assert after > before + 0.05, (before, after)
+    assert not r.query_fallback.all()
