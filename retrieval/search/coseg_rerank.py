@@ -11,7 +11,9 @@ hits. For every query:
    ``image_size`` (:func:`cosegment.activations.load_images`) and forwarded once per batch of equal
    size, tapping the co-segmentation layer (:func:`retrieval.core.backbone.default_layer`) and the
    pooled layer in the same pass (:func:`cosegment.activations.extract_layers`): **K + 1 backbone
-   passes** per query (plus one smaller pass per extra scale of a multi-scale model).
+   passes** per query (plus one smaller pass per extra scale of a multi-scale model); within one
+   call a :class:`MapCache` keeps the hits' maps, so a database image in several shortlists is
+   forwarded once.
 2. **DFF** over the K + 1 activation maps with ``k`` factors (:func:`cosegment.dff.factorize_activations`).
 3. **The shared factor(s)** (``object_rule``): ``query`` (default) —
    :func:`cosegment.dff.choose_anchored_factors`, the factors present in the query *and* in at least
