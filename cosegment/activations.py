@@ -2,7 +2,7 @@
 
 ``load_images`` decodes (any mode → RGB), resizes the long side and normalises for the backbone;
 ``extract_activations`` runs the backbone to one layer tap (:meth:`Backbone.forward_layers`),
-batching images of equal size; ``stack_activations`` stacks every position of every image into the
+batching images of equal size (``extract_layers``: several taps from the same pass); ``stack_activations`` stacks every position of every image into the
 matrix DFF factorises, ``A: (Σ_i h_i·w_i, C)`` float32 ≥ 0.
 """
 from __future__ import annotations
@@ -52,27 +52,37 @@ def load_images(paths: Sequence[PathLike], image_size: int, mean: Sequence[float
 
 
 
-def extract_activations(backbone: Backbone, tensors: Sequence[torch.Tensor], layer: str, *,
-                        batch_size: int = 8, device: Optional[Union[str, torch.device]] = None
-                        ) -> List[torch.Tensor]:
-    """Activations of ``layer`` (see :meth:`Backbone.tap_names`) for each image: list of (C, h_i, w_i)
-    float32 ≥ 0 on the CPU. Images of equal size are batched (at most ``batch_size``); order kept."""
-    backbone.check_layer(layer)
+def extract_layers(backbone: Backbone, tensors: Sequence[torch.Tensor], layers: Sequence[str], *,
+                   batch_size: int = 8, device: Optional[Union[str, torch.device]] = None
+                   ) -> List[Dict[str, torch.Tensor]]:
+    """Maps of several ``layers`` (see :meth:`Backbone.tap_names`) from one backbone pass per batch:
+    per image ``{layer: (C_l, h_l, w_l) float32 ≥ 0}`` on the CPU. Images of equal size are batched
+    (at most ``batch_size``); order kept."""
+    for layer in layers:
+        backbone.check_layer(layer)
     dev = resolve_device(device)
     backbone = backbone.to(dev).eval()
     groups: Dict[Tuple[int, int], List[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape[-2:]), []).append(i)
-    out: List[Optional[torch.Tensor]] = [None] * len(tensors)
+    out: List[Optional[Dict[str, torch.Tensor]]] = [None] * len(tensors)
     with torch.inference_mode():
         for idx in groups.values():
             for s in range(0, len(idx), max(1, batch_size)):
                 chunk = idx[s:s + batch_size]
                 x = torch.stack([tensors[i] for i in chunk]).to(dev)
-                y = backbone.forward_layers(x, [layer])[layer].float().clamp_min(0).cpu()
+                ys = {n: y.float().clamp_min(0).cpu() for n, y in backbone.forward_layers(x, list(layers)).items()}
                 for j, i in enumerate(chunk):
-                    out[i] = y[j].contiguous()
+                    out[i] = {n: y[j].contiguous() for n, y in ys.items()}
     return out  # type: ignore[return-value]
+
+
+def extract_activations(backbone: Backbone, tensors: Sequence[torch.Tensor], layer: str, *,
+                        batch_size: int = 8, device: Optional[Union[str, torch.device]] = None
+                        ) -> List[torch.Tensor]:
+    """Activations of ``layer`` (see :meth:`Backbone.tap_names`) for each image: list of (C, h_i, w_i)
+    float32 ≥ 0 on the CPU. Images of equal size are batched (at most ``batch_size``); order kept."""
+    return [m[layer] for m in extract_layers(backbone, tensors, [layer], batch_size=batch_size, device=device)]
 
 
 

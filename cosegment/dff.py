@@ -137,13 +137,20 @@ class FactorStats:
     mass: np.ndarray
 
 
+def factor_presence(result: DFFResult) -> np.ndarray:
+    """(N, k) bool: factor j is present in image i when its maximum there reaches 0.25 of its
+    maximum over the set (a factor that is zero everywhere is present nowhere)."""
+    P = np.stack([m.reshape(result.k, -1).max(1) for m in result.maps()])  # (N, k)
+    gmax = P.max(0)
+    return (P >= 0.25 * np.maximum(gmax, 1e-30)) & (gmax > 0)[None]
+
+
 def factor_stats(result: DFFResult) -> FactorStats:
     """Border, presence and mass statistics of every factor (see the module docstring)."""
     k = result.k
     border = np.zeros(k)
     total = np.zeros(k)
     cells = ring = 0
-    peaks = []
     for m in result.maps():
         _, h, w = m.shape
         ringmask = np.zeros((h, w), bool)
@@ -155,10 +162,7 @@ def factor_stats(result: DFFResult) -> FactorStats:
         total += m.reshape(k, -1).sum(1)
         cells += h * w
         ring += int(ringmask.sum())
-        peaks.append(m.reshape(k, -1).max(1))
-    P = np.stack(peaks)  # (N, k)
-    gmax = P.max(0)
-    presence = (P >= 0.25 * np.maximum(gmax, 1e-30)).mean(0) * (gmax > 0)
+    presence = factor_presence(result).mean(0)
     r = ring / max(cells, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, border / np.maximum(total, 1e-30), 1.0)
@@ -193,6 +197,30 @@ def choose_object_factors(result: DFFResult, max_border_ratio: float = 0.8, min_
     if len(fs) == result.k:
         fs.remove(int(np.argmax(st.border_ratio)))
     return sorted(fs) or [choose_object_factor(result, min_presence)]
+
+
+def choose_anchored_factors(result: DFFResult, anchor: int = 0, max_border_ratio: float = 0.8,
+                            min_presence: float = 0.5) -> List[int]:
+    """The factors (0-based, sorted) that image ``anchor`` shares with the others: present in the
+    anchor, present in ≥ ``min_presence`` of the other images, and with a border share below
+    ``max_border_ratio`` × the ring's share; never all k factors when k ≥ 2 (the one most on the
+    borders is dropped). If none qualifies: the factor present in the anchor with the least mass on
+    the borders. (For a query and its shortlist: the object they agree on, whatever the shortlist's
+    wrong hits share among themselves.)"""
+    if result.k == 1:
+        return [0]
+    st = factor_stats(result)
+    pres = factor_presence(result)
+    others = np.delete(pres, anchor, axis=0)
+    shared = others.mean(0) if len(others) else np.ones(result.k)
+    fs = [j for j in range(result.k)
+          if pres[anchor, j] and shared[j] >= min_presence and st.border_ratio[j] < max_border_ratio]
+    if len(fs) == result.k:
+        fs.remove(int(np.argmax(st.border_ratio)))
+    if fs:
+        return sorted(fs)
+    ratio = np.where(pres[anchor], st.border_ratio, np.inf)
+    return [int(np.argmin(ratio))] if np.isfinite(ratio).any() else [choose_object_factor(result, min_presence)]
 
 
 OBJECT_RULES = ("union", "single")

@@ -19,6 +19,7 @@ from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, build_network
 from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images, search_images
+from retrieval.search.coseg_rerank import coseg_options
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
 from retrieval.search.qe import QueryExpandedIndex, dba_index
@@ -86,13 +87,16 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
                nprobe: Optional[int] = None, ef_search: Optional[int] = None, rerank: Optional[bool] = None,
                device: Optional[str] = None, html: Optional[PathLike] = None,
                png: Optional[PathLike] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
-               config: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+               config: Optional[PathLike] = None, coseg_rerank: int = 0, coseg_k: int = 3,
+               coseg_weight: Optional[float] = None) -> List[Dict[str, Any]]:
     """Search the index folder ``index`` with each query image, with the model that built it
     (or ``model``) and the concepts it was built with (or ``concepts``); optionally each query
     cropped to its box (x1, y1, x2, y2 pixels; one box for all queries, or one per query), α-QE
-    with ``qe`` neighbours, and hit pages written to ``html`` / ``png``. ``config``: a settings
-    file whose ``extract.device`` and ``index:`` search settings (nprobe, ef_search, rerank) are
-    the defaults. Returns ``[{"query", "hits": [{"rank", "path", "score"}]}]`` in query order."""
+    with ``qe`` neighbours, ``coseg_rerank > 0``: the top ``coseg_rerank`` hits re-ranked by
+    co-segmentation with ``coseg_k`` factors (after α-QE), and hit pages written to ``html`` /
+    ``png``. ``config``: a settings file whose ``extract.device`` and ``index:`` search settings
+    (nprobe, ef_search, rerank) are the defaults. Returns ``[{"query", "hits": [{"rank", "path",
+    "score"}]}]`` in query order."""
     if top < 1:
         raise DataError(f"top must be ≥ 1, got {top}")
     if qe < 0 or alpha < 0:
@@ -108,11 +112,12 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
         boxes = list(boxes) * len(queries)
     if boxes is not None and len(boxes) != len(queries):
         raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box for all, or one per query")
+    coseg = coseg_options(coseg_rerank, coseg_k, coseg_weight)
     idx = ImageIndex.load(index)
     net = search_model(idx, model, concepts, object_factor)
     searched = QueryExpandedIndex(idx, qe, alpha) if qe > 0 else idx
     results = search_images(net, searched, list(queries), top, device=device, boxes=boxes, nprobe=nprobe,
-                            ef_search=ef_search, rerank=rerank)
+                            ef_search=ef_search, rerank=rerank, coseg_rerank=coseg)
     if html:
         write_hits_html(html, results)
     if png:
@@ -123,15 +128,18 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
 def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config: Optional[PathLike] = None,
                    model: Optional[PathLike] = None, qe: int = 0, alpha: float = 3.0, dba: int = 0,
                    scales: Optional[str] = None, index: Optional[PathLike] = None,
-                   device: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:
+                   device: Optional[str] = None, progress: bool = False, coseg_rerank: int = 0,
+                   coseg_k: int = 3, coseg_weight: Optional[float] = None) -> Dict[str, Any]:
     """Evaluate a model on ``dataset`` (see :func:`retrieval.evaluation.datasets.load_dataset`)
     with the revisited protocol; ``scales``: ``"multi"`` (1, 1/√2, 1/2), ``"single"`` or ``None``
-    (the model's own); ``index``: a folder caching the database descriptors. Returns the report of
+    (the model's own); ``index``: a folder caching the database descriptors; ``coseg_rerank`` /
+    ``coseg_k`` / ``coseg_weight``: co-segmentation re-ranking of the top K. Returns the report of
     :func:`retrieval.evaluation.run.evaluate_dataset`."""
     if qe < 0 or dba < 0:
         raise DataError("--qe and --dba take a number of neighbours ≥ 0")
     if alpha < 0:
         raise DataError("--alpha must be ≥ 0")
+    coseg = coseg_options(coseg_rerank, coseg_k, coseg_weight)
     ds = load_dataset(dataset, data_root)  # before the model: a missing dataset is quick to report
     settings = load_settings(config)
     resolve_device(device or settings.extract.device)
@@ -139,4 +147,4 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
     with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
     return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,
                             batch_size=settings.extract.batch_size, workers=settings.extract.workers,
-                            device=device or settings.extract.device, progress=progress)
+                            device=device or settings.extract.device, progress=progress, coseg=coseg)

@@ -4,6 +4,7 @@
 Examples:
   python tools/evaluate.py --dataset roxford5k --data-root data
   python tools/evaluate.py --dataset toy --qe 2 --dba 2 --multiscale
+  python tools/evaluate.py --dataset toy --coseg-rerank 20 --coseg-k 3
   python tools/evaluate.py --dataset folder:photos/labeled --model runs/gem.pt --json
 
 Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layout papers use; a
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=3.0, metavar="A",
                    help="α of α-QE and DBA (0: average expansion; default 3)")
     p.add_argument("--dba", type=int, default=0, metavar="K", help="DBA with K neighbours (0: off)")
+    p.add_argument("--coseg-rerank", type=int, default=0, metavar="K",
+                   help="re-rank each query's top K by co-segmentation (0: off; after DBA and α-QE)")
+    p.add_argument("--coseg-k", type=int, default=3, help="DFF factors of --coseg-rerank (default 3)")
+    p.add_argument("--coseg-weight", type=float, help="share of the masked score (1: replace; default 0.5)")
     sc = p.add_mutually_exclusive_group()
     sc.add_argument("--multiscale", action="store_true",
                     help="describe at scales 1, 1/√2, 1/2 (default: the model's configured scales)")
@@ -55,7 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             qe=args.qe, alpha=args.alpha, dba=args.dba,
                             scales="multi" if args.multiscale else "single" if args.single_scale else None,
                             index=args.index, device=args.device,
-                            progress=sys.stderr.isatty() and not args.quiet)
+                            progress=sys.stderr.isatty() and not args.quiet, coseg_rerank=args.coseg_rerank,
+                            coseg_k=args.coseg_k, coseg_weight=args.coseg_weight)
     if args.json:
         print_json(report)
         return EXIT_OK
@@ -67,10 +73,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rerank.append(f"α-QE k={args.qe}")
     if rerank:
         rerank.append(f"α={args.alpha:g}")
+    if args.coseg_rerank:
+        rerank.append(f"co-seg K={args.coseg_rerank} k={args.coseg_k}")
     print(f"{report['dataset']}: {report['n_queries']} queries, {report['n_db']} images; "
           f"model {report['backbone']} ({report['fingerprint']}), size {report['image_size']}, "
           f"scales {scales_txt}; re-ranking: {', '.join(rerank) or 'none'}")
-    label = "+".join(["base"] + (["DBA"] if args.dba else []) + (["QE"] if args.qe else []))
+    label = "+".join(["base"] + (["DBA"] if args.dba else []) + (["QE"] if args.qe else [])
+                     + (["coseg"] if args.coseg_rerank else []))
     print(format_table(report, label))
     for note in report["notes"]:
         notice(f"note: {note}", args)

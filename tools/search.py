@@ -6,6 +6,7 @@
   python tools/search.py --query q.jpg --box 120,40,380,300    # the object in that box only
   python tools/search.py --query q.jpg --json                  # {"results": [{"query", "hits": [...]}]}
   python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
+  python tools/search.py --query q.jpg --coseg-rerank 20 --coseg-k 3   # co-segmentation re-ranking
 
 A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
 The model is the one that built the index (recorded in the index folder); a query described by
@@ -42,6 +43,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
     ap.add_argument("--qe", type=int, default=0, metavar="K", help="α-query expansion with K neighbours (0: off)")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of the query expansion (0: average QE; default 3)")
+    ap.add_argument("--coseg-rerank", type=int, default=0, metavar="K",
+                    help="re-rank the top K hits by co-segmentation with the query (0: off; after --qe)")
+    ap.add_argument("--coseg-k", type=int, default=3, help="DFF factors of --coseg-rerank (default 3)")
+    ap.add_argument("--coseg-weight", type=float, help="share of the masked score (1: replace; default 0.5)")
     ap.add_argument("--html", help="write an HTML page of the queries and their hits (links to the originals)")
     ap.add_argument("--png", help="write a contact sheet PNG of the queries and their hits")
     args = ap.parse_args(argv)
@@ -59,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run_search(args.query, args.index, top=args.top, model=args.model, concepts=args.concepts,
                          object_factor=args.object_factor, qe=args.qe, alpha=args.alpha, nprobe=args.nprobe,
                          ef_search=args.ef_search, rerank=False if args.no_rerank else None,
-                         device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config)
+                         device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config,
+                         coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight)
     if args.json:
         print_json({"results": results})
     else:

@@ -10,16 +10,18 @@ The library call behind ``tools/evaluate.py``.
   folder given as ``cache`` only saves the database extraction (it must come from the same model:
   fingerprints are compared, another model's index is refused).
 * Re-ranking order: DBA on the database, then α-QE of the queries against the (augmented) database,
-  then the final exact ranking.
+  then the final exact ranking, then (``coseg``) co-segmentation re-ranking of each query's top K
+  (:mod:`retrieval.search.coseg_rerank`; the query image is cropped to its box as above).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
@@ -27,6 +29,7 @@ from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.datasets import EvalDataset
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
 from retrieval.model.network import DescriptorNet
+from retrieval.search.coseg_rerank import CosegRerankOptions, coseg_summary, rerank_ranks
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex
 from retrieval.search.qe import alpha_qe, dba
@@ -90,24 +93,36 @@ def describe_database(net: DescriptorNet, ds: EvalDataset, *, cache: Optional[Pa
     return ex.descriptors, False
 
 
-def rerank_and_rank(queries: np.ndarray, database: np.ndarray, *, qe_k: int = 0, alpha: float = 3.0,
-                    dba_k: int = 0, dba_alpha: Optional[float] = None,
-                    self_ids: Optional[np.ndarray] = None) -> np.ndarray:
-    """DBA (database), then α-QE (queries), then exact ranking.
+def rerank_scores(queries: np.ndarray, database: np.ndarray, *, qe_k: int = 0, alpha: float = 3.0,
+                  dba_k: int = 0, dba_alpha: Optional[float] = None,
+                  self_ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """DBA (database), then α-QE (queries), then all inner products: scores (Q, N) float32.
 
     queries: (Q, D) float32; database: (N, D) float32; self_ids: optional (Q,) int database index
-    of each query's own image (kept out of its expansion). Returns ranks (Q, N) int64, best first.
-    """
+    of each query's own image (kept out of its expansion)."""
     X = dba(database, dba_k, alpha if dba_alpha is None else dba_alpha) if dba_k > 0 else database
     Q = alpha_qe(queries, X, qe_k, alpha, self_ids=self_ids) if qe_k > 0 else queries
-    return ranks_from_scores(Q @ X.T)
+    return Q @ X.T
+
+
+def rerank_and_rank(queries: np.ndarray, database: np.ndarray, **options: Any) -> np.ndarray:
+    """:func:`rerank_scores` ranked: ranks (Q, N) int64, best first."""
+    return ranks_from_scores(rerank_scores(queries, database, **options))
+
+
+def query_images(ds: EvalDataset) -> List[Image.Image]:
+    """The Q query images as RGB PIL images, cropped to their boxes when the dataset has boxes."""
+    boxes = ds.query_boxes or [None] * ds.n_queries
+    return [crop_box(load_image(p), b) for p, b in zip(ds.query_paths, boxes)]
 
 
 def evaluate_dataset(net: DescriptorNet, ds: EvalDataset, *, qe_k: int = 0, alpha: float = 3.0,
                      dba_k: int = 0, cache: Optional[PathLike] = None, batch_size: int = 8,
                      workers: Optional[int] = None, device: Optional[str] = None,
-                     progress: bool = False, kappas: Sequence[int] = (1, 5, 10)) -> Dict[str, Any]:
-    """Describe, rank, re-rank and score ``ds``.
+                     progress: bool = False, kappas: Sequence[int] = (1, 5, 10),
+                     coseg: Optional[CosegRerankOptions] = None) -> Dict[str, Any]:
+    """Describe, rank, re-rank and score ``ds`` (``coseg``: co-segmentation re-ranking of the top K;
+    its summary is the report's ``"coseg"``).
 
     Returns ``{"dataset", "n_queries", "n_db", "fingerprint", "scales", "image_size", "qe",
     "alpha", "dba", "cached", "seconds", "easy"/"medium"/"hard": {"map", "mp@k"..., "n_queries"},
@@ -123,12 +138,18 @@ def evaluate_dataset(net: DescriptorNet, ds: EvalDataset, *, qe_k: int = 0, alph
                              progress=progress)
     t_desc = time.perf_counter() - t0
     self_ids = ds.query_db_ids if ds.query_db_ids is not None else None
-    ranks = rerank_and_rank(Q, X, qe_k=qe_k, alpha=alpha, dba_k=dba_k, self_ids=self_ids)
+    S = rerank_scores(Q, X, qe_k=qe_k, alpha=alpha, dba_k=dba_k, self_ids=self_ids)
+    ranks = ranks_from_scores(S)
+    coseg_report = None
+    if coseg is not None:
+        ranks, r = rerank_ranks(net, query_images(ds), [str(p) for p in ds.db_paths], ranks, S, coseg,
+                                device=device, progress=progress)
+        coseg_report = {"K": coseg.K, "k": coseg.k, "weight": coseg.weight, **coseg_summary(r)}
     report: Dict[str, Any] = {
         "dataset": ds.name, "n_queries": ds.n_queries, "n_db": ds.n_db,
         "fingerprint": net.fingerprint(), "backbone": net.config.backbone,
         "image_size": net.config.image_size, "scales": list(net.config.scales),
-        "qe": qe_k, "alpha": alpha, "dba": dba_k, "cached": cached,
+        "qe": qe_k, "alpha": alpha, "dba": dba_k, "coseg": coseg_report, "cached": cached,
         "describe_seconds": round(t_desc, 3), "seconds": round(time.perf_counter() - t0, 3),
     }
     report.update(revisited_eval(ranks, ds.gnd, kappas))

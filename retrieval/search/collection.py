@@ -15,6 +15,8 @@ from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
 from retrieval.core.images import ImageLike, as_image, crop_box, image_label, scan_images
 from retrieval.model.network import DescriptorNet
+from retrieval.search.coseg_rerank import CosegRerankOptions
+from retrieval.search.coseg_rerank import coseg_rerank as rerank_by_coseg
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
 from retrieval.search.paths_store import Stat
@@ -124,24 +126,33 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLike, Sequence[ImageLike]],
                   top: int = 10, device: Optional[str] = None,
                   boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
-                  **search_kwargs: Any) -> List[Dict[str, Any]]:
+                  coseg_rerank: Optional[CosegRerankOptions] = None, **search_kwargs: Any) -> List[Dict[str, Any]]:
     """Search ``index`` with each query; returns ``[{"query", "hits": [{"rank", "path", "score"}]}]``
     in query order; a hit whose file no longer exists carries ``"missing": true``. A query is an
     image file, a PIL image or a numpy array ((H, W, 3) uint8, or float in [0, 1];
     :func:`retrieval.core.images.as_image`); one query may be given alone. Its ``"query"`` is the
     path (or ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each query to (x1, y1, x2, y2)
-    pixels first, as the revisited Oxford/Paris protocol does. A bad query image raises ImageError;
-    a model that did not build the index raises ModelMismatchError (checked before any image is read)."""
+    pixels first, as the revisited Oxford/Paris protocol does. ``coseg_rerank`` re-ranks each
+    query's top K hits by co-segmentation (:mod:`retrieval.search.coseg_rerank`). A bad query image
+    raises ImageError; a model that did not build the index raises ModelMismatchError (checked
+    before any image is read)."""
     fp = net.fingerprint()
     index.check_model(fp, net.dim)
+    if coseg_rerank is not None:
+        coseg_rerank.validate()
     if isinstance(queries, (str, Path, Image.Image)) or (isinstance(queries, np.ndarray) and queries.ndim < 4):
         queries = [queries]
     queries = list(queries)
     boxes = list(boxes) if boxes is not None else [None] * len(queries)
     if len(boxes) != len(queries):
         raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box (or None) per query")
-    Q = np.stack([describe_pil(net, crop_box(as_image(q), b), device=device) for q, b in zip(queries, boxes)])
-    scores, ids = index.search(Q, top, fingerprint=fp, **search_kwargs)
+    images = [crop_box(as_image(q), b) for q, b in zip(queries, boxes)]
+    Q = np.stack([describe_pil(net, im, device=device) for im in images])
+    n = max(top, coseg_rerank.K) if coseg_rerank is not None else top
+    scores, ids = index.search(Q, n, fingerprint=fp, **search_kwargs)
+    if coseg_rerank is not None:
+        r = rerank_by_coseg(net, images, index.paths, ids, scores, coseg_rerank, device=device)
+        scores, ids = r.scores[:, :top], r.ids[:, :top]
     results = []
     many = getattr(index.paths, "many", None) or (lambda ids: [index.paths[i] for i in ids])
     for n, (q, srow, irow) in enumerate(zip(queries, scores, ids)):

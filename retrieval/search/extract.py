@@ -96,18 +96,28 @@ def describe_batch(net: DescriptorNet, x: torch.Tensor, scales: Sequence[float] 
     device = x.device
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    p = _gem_p(net)
-    acc = None
+    pooled = []
     for s in scales:
-        xs = x
-        if abs(s - 1.0) > 1e-6:
-            h, w = max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))
-            xs = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        xs = rescale(x, s)
         with _autocast(device):
-            v = net.pooled(xs).float()
-        v = v.clamp(min=0).pow(p)
-        acc = v if acc is None else acc + v
-    v = F.normalize((acc / len(scales)).pow(1.0 / p), dim=-1)
+            pooled.append(net.pooled(xs).float())
+    return combine_scales(net, pooled)
+
+
+def rescale(x: torch.Tensor, s: float) -> torch.Tensor:
+    """A batch (B, 3, H, W) float32 resized by ``s`` (bilinear, antialiased); ``s = 1``: ``x`` itself."""
+    if abs(s - 1.0) <= 1e-6:
+        return x
+    h, w = max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def combine_scales(net: DescriptorNet, pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-scale pooled vectors (each (B, C) float32, L2-normalised, ≥ 0) → descriptors (B, D)
+    float32: their generalised mean with GeM's p, L2, then the network's whitening and L2."""
+    p = _gem_p(net)
+    acc = sum(v.float().clamp(min=0).pow(p) for v in pooled)
+    v = F.normalize((acc / len(pooled)).pow(1.0 / p), dim=-1)
     return net.head(v).float()
 
 
