@@ -109,7 +109,7 @@ def test_search_tool_k_larger_than_the_index_and_bad_values(folder, tmp_path, ti
     proc = run_tool("search", "--query", folder[1], "--index", out, "--top", "3", "--coseg-rerank", "50",
                     "--coseg-k", "2", "--json")
     assert proc.returncode == 0, proc.stderr
-    hits, ref = json.loads(proc.stdout)["hits"], json.loads(plain.stdout)["hits"]
+    hits, ref = json.loads(proc.stdout)["results"][0]["hits"], json.loads(plain.stdout)["results"][0]["hits"]
     assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
     assert {h["path"] for h in hits} <= {h["path"] for h in ref}  # a permutation of the 8 indexed
     for bad in (["--coseg-rerank", "-2"], ["--coseg-rerank", "5", "--coseg-k", "0"],

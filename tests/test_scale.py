@@ -122,14 +122,17 @@ def test_two_ranks_under_torchrun_equal_one_process_and_a_killed_run_resumes(pho
     proc = torchrun(*args, env_extra={STOP_AFTER_ENV: "1"})
     assert proc.returncode != 0
     done = sorted(p.name for p in (two / "shards").iterdir() if not p.name.startswith("."))
-    assert done == ["000000", "000001"]  # rank 0 wrote shard 0, rank 1 shard 1, then both "died"
+    # each rank stops after its first shard (rank 0: shard 0, rank 1: shard 1); when one rank stops
+    # first, torchrun may end the other before its shard is complete, so one or both are there
+    assert done and set(done) <= {"000000", "000001"}, done
     mtimes = {k: (two / "shards" / k / "descriptors.npy").stat().st_mtime_ns for k in done}
 
     proc = torchrun(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     reports = [json.loads(x) for x in proc.stdout.replace("}\n{", "}\x00{").split("\x00")]
     assert sorted(r["rank"] for r in reports) == [0, 1]
-    assert sum(r["shards_skipped"] for r in reports) == 2 and sum(r["shards_written"] for r in reports) == 2
+    assert sum(r["shards_skipped"] for r in reports) == len(done)
+    assert sum(r["shards_written"] for r in reports) == 4 - len(done)
     assert {k: (two / "shards" / k / "descriptors.npy").stat().st_mtime_ns for k in done} == mtimes  # not redone
     paths, X = shards_of(two)
     assert paths == ref_paths
@@ -171,7 +174,7 @@ def test_index_tool_builds_from_descriptors_and_search_uses_it(photos, tmp_path,
     q = photos / "b" / "img001.jpg"
     proc = run_tool("search", "--query", q, "--index", out, "--top", "1", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["hits"][0]["path"] == str(q)
+    assert json.loads(proc.stdout)["results"][0]["hits"][0]["path"] == str(q)
     assert_one_line_error(run_tool("index", "--descriptors", desc, "--out", tmp_path / "ix2", "--factory", "HNSW32",
                                    "--on-disk"), "ivf")
     (desc / "shards" / "000001" / "skipped.json").unlink()  # an unfinished extraction
@@ -272,7 +275,8 @@ def test_changed_file_is_described_again_and_prune_drops_vanished_ones(tmp_path,
     proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json")
     rep = json.loads(proc.stdout)
     assert rep["added"] == 0 and rep["updated"] == 1 and rep["already_indexed"] == 3 and rep["total"] == 4
-    hits = json.loads(run_tool("search", "--query", paths[1], "--index", out, "--top", "4", "--json").stdout)["hits"]
+    hits = json.loads(run_tool("search", "--query", paths[1], "--index", out, "--top", "4",
+                               "--json").stdout)["results"][0]["hits"]
     assert [Path(h["path"]).name for h in hits].count("img001.jpg") == 1  # the old descriptor is gone
     assert {Path(h["path"]).name for h in hits[:2]} == {"img001.jpg", "img002.jpg"}  # same picture now
     assert hits[0]["score"] > 0.99
@@ -284,7 +288,8 @@ def test_changed_file_is_described_again_and_prune_drops_vanished_ones(tmp_path,
     rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--prune",
                               "--json").stdout)
     assert rep["pruned"] == 1 and rep["total"] == 3 and rep["added"] == 0 and rep["updated"] == 0
-    hits = json.loads(run_tool("search", "--query", paths[0], "--index", out, "--top", "4", "--json").stdout)["hits"]
+    hits = json.loads(run_tool("search", "--query", paths[0], "--index", out, "--top", "4",
+                               "--json").stdout)["results"][0]["hits"]
     assert len(hits) == 3 and not any(h.get("missing") for h in hits)
 
 

@@ -8,7 +8,6 @@ docs/figures/serve_page.png was made that way over the demo's index (see docs/se
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -26,6 +25,7 @@ httpx = pytest.importorskip("httpx")
 from conftest import REPO, TINY_CONFIG, random_images  # noqa: E402
 
 from retrieval.jobs import run_index  # noqa: E402
+from retrieval.search.index import ImageIndex
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -40,7 +40,7 @@ def live(tmp_path_factory):
         random_images(root / "images", 10, size=(96, 128))
         run_index(root / "images", root / "index", config=root / "tiny.yaml", progress=False)
         index = str(root / "index")
-    paths = json.loads((Path(index) / "paths.json").read_text())
+    paths = list(ImageIndex.load(index).paths)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", GEMSEG_THREADS="2")
     proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", index, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
