@@ -193,7 +193,7 @@ def test_real_photo_folder_best_is_never_worse_than_the_start(tmp_path):
     train_dir = photo_views(tmp_path / "train", range(4), size)
     test = pairs_from_folders(photo_views(tmp_path / "test", range(4, 7), size))
     model = ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=size, scales=[1.0])
-    cfg = TrainConfig(data=str(train_dir), val_fraction=0.2, val_split="classes", lr=1e-5, epochs=2, qsize=30,
+    cfg = TrainConfig(data=str(train_dir), val_fraction=0.2, val_split="classes", lr=1e-5, epochs=2, qsize=20,
                       poolsize=2000, nnum=3, batch=5, workers=0, mine_batch=32, seed=0)
     tr, va, _ = load_training_pairs(cfg, log=lambda s: None)
     assert tr.n_images + va.n_images == 64

@@ -41,7 +41,7 @@ def _net(size: int = 48):
 @pytest.mark.slow
 def test_training_learns(toy_classes, tmp_path):
     cfg = TrainConfig(data=str(toy_classes), val_fraction=0.3, val_split="images", lr=1e-4, epochs=EPOCHS,
-                      qsize=32, nnum=2, batch=4, workers=0, mine_batch=64, lr_decay=0.0, whitening=True)
+                      qsize=32, nnum=2, batch=4, workers=0, mine_batch=64, lr_decay=0.0)  # whitening: auto
     tr, va, skipped = load_training_pairs(cfg, log=lambda s: None)
     assert not skipped and va.n_images == 36 and tr.n_images == 72
     res = train(_net(), tr, cfg, tmp_path / "run", val=va, **QUIET)
