@@ -59,7 +59,7 @@ def test_training_learns(toy_classes, tmp_path):
     assert extra["epoch"] == res.best_epoch >= 1 and best.config.whitening == res.whitening == extra["whitening"]
     assert set(res.whitening_map) == {"none", "pca", "lw"}
     assert res.best_map == max(max(e.val_map, e.val_map_pca, e.val_map_lw) for e in h)
-    assert best.dim == (512 if res.whitening == "none" else tr.n_images - 1)  # whitening keeps the sample's rank
+    assert best.dim == (tr.n_images - 1 if res.whitening == "pca" else 512)  # PCA-w keeps the sample's rank
 
 
 def _resume_cfg(data: Path) -> TrainConfig:
