@@ -49,7 +49,7 @@ class IndexReport:
 
     @property
     def described(self) -> str:
-        """``"320 px, scales 0.707, 1, 1.414, whitening lw"``."""
+        """``"320 px, scales 1, 0.7071, 0.5, whitening lw"``."""
         return (f"{self.image_size} px, scales {', '.join(f'{s:g}' for s in self.scales)}, "
                 f"whitening {self.whitening}")
 

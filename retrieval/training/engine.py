@@ -211,7 +211,7 @@ class Engine:
         if sides and float(np.median(sides)) >= 2 * size:
             self.log(f"warning: the training images are about {int(np.median(sides))} px but best.pt will describe "
                      f"them at {size} px (model.image_size); for photos set model.image_size (the default "
-                     f"model's is 320, scales [0.707, 1.0, 1.414]) and keep train.image_size small for speed")
+                     f"model's is 320, scales [1.0, 0.7071, 0.5]) and keep train.image_size small for speed")
 
     @property
     def common(self) -> Dict[str, Any]:

@@ -13,11 +13,13 @@
 
 **Whitening from few pairs.** Both whitenings are learned from a sample of at most
 ``train.whiten_pairs`` training pairs (:func:`~retrieval.training.validation.sample_pairs`) and
-their ``n`` images. Lw shrinks the covariance of the matching differences by the Ledoit–Wolf
-formula (``train.whiten_shrinkage: null``): close to 0 with plenty of pairs, large with few. Both
-keep at most ``n − 1`` output dimensions (:func:`whitening_dim`), the rank of the sample: the other
-directions have no variance in the sample, and whitening them multiplies noise. With fewer pairs
-than descriptor dimensions a warning says so (:meth:`ModelSelection.check_pairs`).
+their ``n`` images. For Lw the *shrinkage* follows the pair count: the covariance of the matching
+differences is shrunk by the Ledoit–Wolf formula (``train.whiten_shrinkage: null``), close to 0
+with plenty of pairs and large with few, and all D output dimensions are kept (cutting Lw to the
+sample's rank cost 10–20 mAP points on the toy collection: ``benchmarks/bench_train.py``). For
+PCA-w the *dimension* follows it: at most ``n − 1`` (:func:`whitening_dim`), the rank of the
+sample, since the other directions have no variance there and whitening them multiplies noise.
+With fewer pairs than descriptor dimensions a warning says so (:meth:`ModelSelection.check_pairs`).
 
 **With no validation** (``train.val_fraction: 0``, or too few classes to hold any out) nothing
 measures the candidates, and :func:`fallback` applies a fixed rule instead: ``best.pt`` is the last
@@ -94,16 +96,16 @@ class StepScore:
 def fit_whitenings(X: np.ndarray, pairs: PairSet, kinds: Sequence[str],
                    shrinkage: Any = "auto") -> Dict[str, Whitening]:
     """Lw and/or PCA-w (as asked by ``kinds``) from descriptors ``X (n, D)`` float32 of
-    ``pairs.paths``, each cut to :func:`whitening_dim` output dimensions. A whitening that cannot
+    ``pairs.paths``: Lw with all D output dimensions (its shrinkage follows the pair count), PCA-w
+    cut to :func:`whitening_dim`. A whitening that cannot
     be learned (fewer than 2 pairs or images, non-finite descriptors) is left out."""
     out: Dict[str, Whitening] = {}
     if not np.isfinite(X).all():  # a diverged network: nothing to learn from
         return out
     d = whitening_dim(X.shape[0], X.shape[1])
     try:
-        if "lw" in kinds:
-            w = learn_whitening(X, pairs.qidx, pairs.pidx, shrinkage=shrinkage)
-            out["lw"] = Whitening(w.m, w.P[:d].copy(), "lw", w.jitter, w.shrinkage)
+        if "lw" in kinds:  # all D dimensions: the shrinkage is what follows the pair count
+            out["lw"] = learn_whitening(X, pairs.qidx, pairs.pidx, shrinkage=shrinkage)
     except DataError:
         pass
     try:
@@ -198,8 +200,8 @@ class ModelSelection:
             return
         self._warned_pairs = True
         self.log(f"warning: whitening is learned from {n_pairs} training pairs ({n_images} images) for "
-                 f"{dim}-D descriptors, fewer pairs than dimensions: Lw is shrunk (Ledoit–Wolf) and both "
-                 f"whitenings keep {whitening_dim(n_images, dim)} dimensions; expect little from them"
+                 f"{dim}-D descriptors, fewer pairs than dimensions: Lw is shrunk (Ledoit–Wolf) and PCA-w "
+                 f"keeps {whitening_dim(n_images, dim)} dimensions; expect little from them"
                  + (" (validation decides)" if self.mode == "auto" else ""))
 
     # -- the rule ---------------------------------------------------------------------------
