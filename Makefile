@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-installs only when pyproject.toml changes, so the second run is quick.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,demo,serve]'
+	$(BIN)/pip install -q -e '.[test,demo,serve,heif]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[test,demo,serve,bench]'
+	$(BIN)/pip install -q -e '.[test,demo,serve,heif,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
