@@ -10,8 +10,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Re-installs only when pyproject.toml changes, so the second run is quick.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Re-installs only when pyproject.toml or this file changes, so the second run is quick.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,demo,serve,heif]'
 	touch $(STAMP)
 
