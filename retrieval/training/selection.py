@@ -16,7 +16,7 @@
 their ``n`` images. For Lw the *shrinkage* follows the pair count: the covariance of the matching
 differences is shrunk by the Ledoit–Wolf formula (``train.whiten_shrinkage: null``), close to 0
 with plenty of pairs and large with few, and all D output dimensions are kept (cutting Lw to the
-sample's rank cost 10–20 mAP points on the toy collection: ``benchmarks/bench_train.py``). For
+sample's rank cost 21 Medium mAP points on the synthetic toy objects: docs/benchmarks.md). For
 PCA-w the *dimension* follows it: at most ``n − 1`` (:func:`whitening_dim`), the rank of the
 sample, since the other directions have no variance there and whitening them multiplies noise.
 With fewer pairs than descriptor dimensions a warning says so (:meth:`ModelSelection.check_pairs`).
