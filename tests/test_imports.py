@@ -194,3 +194,17 @@ def test_the_checker_finds_what_it_must(tmp_path: Path):
                               ["retrieval.settings", "retrieval.core.a", "retrieval.settings"])
     assert local == ["retrieval/settings.py:2 -> retrieval.core.a"]
     assert "retrieval.settings" in rg["cosegment"]
+
+
+def test_public_api_names_resolve():
+    """Every name of the public API at the top of the packages resolves to what its module defines."""
+    import importlib
+
+    import cosegment
+    import retrieval
+
+    for name in retrieval.__all__:
+        assert getattr(retrieval, name) is getattr(importlib.import_module(retrieval._API[name]), name), name
+    assert callable(cosegment.cosegment) and callable(retrieval.train)
+    with pytest.raises(AttributeError):
+        retrieval.no_such_name  # noqa: B018
