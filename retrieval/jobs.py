@@ -16,7 +16,7 @@ from retrieval.evaluation.datasets import load_dataset
 from retrieval.evaluation.run import evaluate_dataset, with_scales
 from retrieval.loading import load_model, search_model
 from retrieval.model.concepts import attach_concepts
-from retrieval.model.network import MULTISCALE, build_network
+from retrieval.model.network import MULTISCALE, DescriptorNet, build_network
 from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images, search_images
 from retrieval.search.coseg_rerank import coseg_options
@@ -24,9 +24,14 @@ from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
 from retrieval.search.qe import QueryExpandedIndex, dba_index
 from retrieval.search.sharded_extract import ExtractReport, extract_shards
-from retrieval.settings import load_settings
+from retrieval.settings import Settings, load_settings
 
 PathLike = Union[str, Path]
+
+
+def _model(settings: Settings, model: Optional[PathLike]) -> DescriptorNet:
+    """``model`` (a checkpoint or YAML) when given, else the config's ``model:`` section."""
+    return load_model(model) if model else build_network(settings.model)
 
 
 def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, config: Optional[PathLike] = None,
@@ -56,7 +61,7 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     if on_disk:
         raise DataError("--on-disk builds from --descriptors (run tools/extract.py first)")
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
-    net = load_model(model) if model else build_network(settings.model)
+    net = _model(settings, model)
     attach_concepts(net, concepts, object_factor)
     report = index_images(
         net, images, out, index_config=settings.index, batch_size=batch_size or settings.extract.batch_size,
@@ -75,7 +80,7 @@ def run_extract(images: PathLike, out: PathLike, *, config: Optional[PathLike] =
     shards under torchrun / srun, all of them otherwise; complete shards are skipped (resume)."""
     settings = load_settings(config)
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
-    net = load_model(model) if model else build_network(settings.model)
+    net = _model(settings, model)
     return extract_shards(net, images, out, shard_size=shard_size, batch_size=batch_size or settings.extract.batch_size,
                           workers=workers if workers is not None else settings.extract.workers,
                           device=device or settings.extract.device, progress=progress)
@@ -143,7 +148,7 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
     ds = load_dataset(dataset, data_root)  # before the model: a missing dataset is quick to report
     settings = load_settings(config)
     resolve_device(device or settings.extract.device)
-    net = load_model(model) if model else build_network(settings.model)
+    net = _model(settings, model)
     with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
     return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,
                             batch_size=settings.extract.batch_size, workers=settings.extract.workers,

@@ -16,7 +16,7 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   ``e`` only (:func:`~retrieval.training.epoch.epoch_seed`), so a run resumed after epoch ``e``
   continues exactly as the uninterrupted run would (CPU);
 * **one training epoch** (:meth:`Engine.train_epoch`) on the tuples the driver mines, and the
-  **validation** mAP (:meth:`Engine.validate`); running out of GPU memory there is a one-line
+  **validation** mAP (:meth:`Engine.validate_step`); running out of GPU memory there is a one-line
   :class:`~retrieval.core.errors.ResourceError` that names the setting to lower;
 * **the run folder**: ``log.csv`` (one row per step, rewritten atomically), ``last.pt`` after every
   step, ``best.pt`` whenever a validated candidate beats the best so far, or, with no validation,
@@ -64,7 +64,7 @@ from retrieval.training.loss import build_loss
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
 from retrieval.training.selection import ModelSelection, StepScore, fit_whitenings, score_step
-from retrieval.training.validation import describe_pairs, sample_pairs, validate
+from retrieval.training.validation import describe_pairs, sample_pairs
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -264,14 +264,6 @@ class Engine:
             torch.cuda.empty_cache()
             raise ResourceError(f"out of GPU memory describing {self.cfg.mine_batch} images of {self.image_size} "
                                 "px for mining/validation; lower train.mine_batch") from None
-
-    def validate(self, val: Optional[PairSet]) -> float:
-        """Validation mAP of the network on ``val`` (:func:`~retrieval.training.validation.validate`);
-        NaN for ``None``."""
-        if val is None:
-            return float("nan")
-        with self.describing():
-            return validate(self.net, val, **self.common)
 
     def validate_step(self, step: int, val: Optional[PairSet], pairs: Optional[PairSet]) -> Optional[StepScore]:
         """Score the network of ``step`` on ``val`` for :mod:`~retrieval.training.selection`: the
