@@ -19,6 +19,7 @@ from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, DescriptorNet, build_network
 from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images, search_images
+from retrieval.search.compaction import CompactReport, compact_index
 from retrieval.search.coseg_rerank import coseg_options
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
@@ -40,7 +41,7 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
               batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
               dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
               descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
-              on_disk: bool = False) -> Union[IndexReport, BuildReport]:
+              on_disk: bool = False, compact: bool = False) -> Union[IndexReport, BuildReport, CompactReport]:
     """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
     (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
     (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
@@ -48,8 +49,13 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
 
     ``config``'s ``extract:`` and ``index:`` sections give the defaults of ``batch_size``,
     ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
-    applies database-side augmentation with ``dba`` neighbours afterwards.
+    applies database-side augmentation with ``dba`` neighbours afterwards. ``compact``: rewrite the
+    index at ``out`` without its removed ids, in one segment (no images or descriptors then).
     """
+    if compact:
+        if images is not None or descriptors is not None:
+            raise DataError("--compact rewrites the index given by --out; give no --images or --descriptors")
+        return compact_index(out, progress=progress)
     if (images is None) == (descriptors is None):
         raise DataError("give either images (a folder or list) or descriptors (a folder of tools/extract.py)")
     settings = load_settings(config)

@@ -30,6 +30,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (recursive) or a .txt list of paths")
     src.add_argument("--descriptors", help="descriptor folder written by tools/extract.py: build from its shards")
+    src.add_argument("--compact", action="store_true",
+                     help="rewrite the --out index without its removed ids (changed, pruned files), in one segment")
     add_common_flags(ap, config="")
     ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
     ap.add_argument("--out", default="index", help="index folder (default: index/)")
@@ -56,9 +58,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
                        workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
                        progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
-                       memory_budget=args.memory_budget, on_disk=args.on_disk)
+                       memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact)
     if args.json:
         print_json(report.as_dict())
+        return 0
+    if args.compact:
+        print(f"compacted {report.out}: {report.before} ids → {report.live} ({report.removed} removed), "
+              f"{report.segments_before} segments → 1, {report.bytes_before / 2 ** 20:.1f} → "
+              f"{report.bytes_after / 2 ** 20:.1f} MiB in {report.seconds:.1f}s")
         return 0
     if args.descriptors:
         if report.rank == 0:

@@ -46,6 +46,7 @@ from retrieval.search.index import (
     write_faiss,
     write_meta,
 )
+from retrieval.search.ivf_training import train_index
 from retrieval.search.ondisk import merge_parts
 from retrieval.search.paths_store import PathStore
 from retrieval.search.shards import ShardDir
@@ -163,7 +164,7 @@ def build_index_from_shards(descriptors: PathLike, out: PathLike, *, factory: Op
             if not trained.is_trained:
                 n = train_size(trained, N, cfg.train_size, budget, D)
                 t = time.perf_counter()
-                trained.train(_sample(sd, counts, n, cfg.seed))
+                train_index(trained, _sample(sd, counts, n, cfg.seed), seed=cfg.seed, progress=progress)
                 t_train = time.perf_counter() - t
             write_faiss(trained, work / TRAINED)
         barrier(ranks)

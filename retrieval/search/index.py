@@ -43,6 +43,7 @@ from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
 from retrieval.core.io import atomic_dir, atomic_path
 from retrieval.search import descriptor_file
 from retrieval.search.factory import ALIASES, is_exact, minimum_size, resolve_factory, train_size
+from retrieval.search.ivf_training import train_index
 from retrieval.search.ondisk import read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import drop_ids, exact_knn, merge_topk
@@ -357,7 +358,7 @@ class ImageIndex:
         sample = X[np.sort(rng.choice(X.shape[0], n_train, replace=False))] if n_train < X.shape[0] else X
         t0 = time.perf_counter()
         try:
-            self._template.train(np.ascontiguousarray(sample, dtype=np.float32))
+            train_index(self._template, sample, seed=self.config.seed)
         except RuntimeError as e:
             raise DataError(
                 f"cannot train index '{self.factory}' on {sample.shape[0]} descriptors "
