@@ -14,6 +14,7 @@ import torch
 from conftest import REPO, assert_one_line_error, run_tool
 
 from retrieval.core.errors import ConfigError
+from retrieval.core.ranks import Ranks, rendezvous_defaults
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.search.index import ImageIndex
@@ -83,10 +84,24 @@ def test_launch_env_reads_torchrun_then_slurm():
     assert (t.rank, t.world_size, t.local_rank, t.launcher) == (3, 4, 1, "torchrun")
     s = launch_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"})
     assert (s.rank, s.world_size, s.local_rank, s.launcher) == (5, 8, 1, "slurm")
-    with pytest.raises(ConfigError, match="rank outside the world"):
+    with pytest.raises(ConfigError, match="rank 2 is outside a world of 2"):
         launch_env({"RANK": "2", "WORLD_SIZE": "2"})
-    with pytest.raises(ConfigError, match="not integers"):
+    with pytest.raises(ConfigError, match="RANK='a' is not an integer"):
         launch_env({"RANK": "a", "WORLD_SIZE": "2"})
+
+
+def test_ranks_meet_where_the_launcher_says(monkeypatch):
+    for k in ("MASTER_ADDR", "MASTER_PORT", "SLURM_LAUNCH_NODE_IPADDR"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ConfigError, match="without MASTER_ADDR/MASTER_PORT"):
+        rendezvous_defaults(Ranks(1, 2, 0, "torchrun"))
+    monkeypatch.setenv("SLURM_LAUNCH_NODE_IPADDR", "10.1.2.3")
+    rendezvous_defaults(Ranks(1, 2, 0, "slurm"))  # srun: the launch node, port 29500
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("10.1.2.3", "29500")
+    monkeypatch.setenv("MASTER_ADDR", "node7")
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    rendezvous_defaults(Ranks(1, 2, 0, "slurm"))  # what the sbatch script exported wins
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("node7", "1234")
 
 
 def test_rank_device():

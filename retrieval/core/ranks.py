@@ -4,8 +4,8 @@
 ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID``; a plain ``python`` run is rank 0 of 1.
 Work that needs no communication (sharded extraction) only reads these; work that must wait for
 the other ranks calls :func:`barrier`, which starts a ``torch.distributed`` process group (gloo)
-on first use, from ``MASTER_ADDR`` / ``MASTER_PORT`` (set by torchrun; export them in an sbatch
-script, see docs/scale.md).
+on first use, from ``MASTER_ADDR`` / ``MASTER_PORT`` (set by torchrun; under srun, as exported in
+the sbatch script, else the launch node and port 29500: :func:`rendezvous_defaults`).
 """
 from __future__ import annotations
 
@@ -64,15 +64,25 @@ def rank_device(device: Optional[str], ranks: Ranks) -> Optional[str]:
     return device
 
 
+def rendezvous_defaults(ranks: Ranks) -> None:
+    """Where the ranks meet (``MASTER_ADDR`` / ``MASTER_PORT``): as exported; under srun without
+    them, the node ``srun`` was launched from (``SLURM_LAUNCH_NODE_IPADDR``) and port 29500
+    (set in ``os.environ``). Torchrun always sets them; ranks from ``RANK`` / ``WORLD_SIZE``
+    without them are a ConfigError."""
+    if ranks.launcher == "slurm":
+        os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+        os.environ.setdefault("MASTER_PORT", "29500")
+    elif "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        raise ConfigError("RANK/WORLD_SIZE set without MASTER_ADDR/MASTER_PORT: launch with torchrun or srun")
+
+
 def barrier(ranks: Ranks) -> None:
     """Wait for every rank (no-op for one process). Starts a gloo process group on first use."""
     if ranks.world == 1:
         return
     dist = torch.distributed
     if not dist.is_initialized():
-        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-        if missing:
-            raise ConfigError(f"{' and '.join(missing)} not set: export them before srun (see docs/scale.md)")
+        rendezvous_defaults(ranks)
         dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
     dist.barrier()
 

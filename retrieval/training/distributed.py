@@ -38,6 +38,7 @@ from torch import nn
 
 from retrieval.core.backbone import resolve_device
 from retrieval.core.errors import ConfigError, ResourceError
+from retrieval.core.ranks import current_ranks, rendezvous_defaults
 from retrieval.search.extract import Extracted, extract_descriptors
 
 #: Minutes a rank waits in a collective before the run fails (``$GEMSEG_DIST_TIMEOUT_MIN``): rank 0
@@ -63,20 +64,8 @@ def launch_env(environ: Optional[Mapping[str, str]] = None) -> LaunchEnv:
     Raises:
         ConfigError: a rank outside ``[0, world_size)`` or a non-integer value.
     """
-    env = os.environ if environ is None else environ
-    if "WORLD_SIZE" in env and "RANK" in env:
-        keys, launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK"), "torchrun"
-    elif "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
-        keys, launcher = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"), "slurm"
-    else:
-        return LaunchEnv()
-    try:
-        rank, world, local = int(env[keys[0]]), int(env[keys[1]]), int(env.get(keys[2], "0"))
-    except ValueError:
-        raise ConfigError(f"{'/'.join(keys)}: not integers ({', '.join(repr(env.get(k)) for k in keys)})") from None
-    if world < 1 or not 0 <= rank < world or local < 0:
-        raise ConfigError(f"{keys[0]}={rank}, {keys[1]}={world}, {keys[2]}={local}: rank outside the world")
-    return LaunchEnv(rank, world, local, launcher if world > 1 else "none")
+    r = current_ranks(environ)
+    return LaunchEnv(r.rank, r.world, r.local_rank, r.launcher if r.world > 1 else "none")
 
 
 def rank_device(device: Optional[str], local_rank: int) -> torch.device:
@@ -221,15 +210,6 @@ def current(device: Optional[Union[str, torch.device]] = None) -> DistContext:
     return DistContext(device=resolve_device(device))
 
 
-def _rendezvous_defaults(env: LaunchEnv) -> None:
-    """Under srun without MASTER_ADDR/MASTER_PORT: the launch node and port 29500."""
-    if env.launcher == "slurm":
-        os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-        os.environ.setdefault("MASTER_PORT", "29500")
-    elif "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-        raise ConfigError("RANK/WORLD_SIZE set without MASTER_ADDR/MASTER_PORT: launch with torchrun or srun")
-
-
 @contextmanager
 def distributed_session(device: Optional[str] = None) -> Iterator[DistContext]:
     """The run's :class:`DistContext`: starts the process group when the launcher asked for more
@@ -245,7 +225,7 @@ def distributed_session(device: Optional[str] = None) -> Iterator[DistContext]:
     dev = rank_device(device, env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    _rendezvous_defaults(env)
+    rendezvous_defaults(current_ranks())
     minutes = float(os.environ.get("GEMSEG_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(minutes=minutes))
