@@ -17,11 +17,14 @@ extraction on 2 ranks vs 1; the memory of opening an index of N paths.
    rank; images/s = images / the slowest rank's own extraction time (listing, decoding, forward,
    writing shards), and the wall time of the whole command (interpreter, torch and model start-up
    included).
-4. **Opening an index of N paths**: RSS growth of ``ImageIndex.load`` on a version-1 folder
+4. **Trade-off** (``--only tradeoff``, on the built index): recall@10 and queries/s for nprobe ×
+   re-ranked candidates. **Compaction** (``--only compact``): 1 % of the ids removed, searched
+   (removed ids skipped inside faiss), then ``tools/index.py --compact`` in a child process.
+5. **Opening an index of N paths**: RSS growth of ``ImageIndex.load`` on a version-1 folder
    (paths.json) vs the SQLite path store, same N paths (8-d descriptors, to isolate the paths).
 
     python benchmarks/bench_scale.py --n 1000000            # what docs/benchmarks.md reports
-    python benchmarks/bench_scale.py --n 10000000 --memory-budget 4G
+    python benchmarks/bench_scale.py --n 10000000 --memory-budget 4G --only build,tradeoff,compact
 """
 from __future__ import annotations
 
@@ -67,14 +70,19 @@ def make_shards(folder: Path, n: int, shard_size: int, seed: int = 0) -> None:
     sd.write_manifest(dict(sd.manifest(), images=n, shards=k + 1))
 
 
-def queries_and_truth(folder: Path, n: int, nq: int = 1000, seed: int = 7):
+def queries_and_truth(folder: Path, n: int, nq: int = 1000, seed: int = 7, removed=None):
+    """1,000 noisy copies of database vectors, and their exact top-10 (``removed`` ids excluded)."""
     sd = ShardDir(folder)
     ss = sd.manifest()["shard_size"]
     pick = np.random.default_rng(seed).choice(n, nq, replace=False)
     base = np.stack([np.asarray(sd.read_shard(i // ss).descriptors[i % ss]) for i in pick])
     Q = unit(base + 0.2 * np.random.default_rng(seed + 1).normal(size=base.shape) / np.sqrt(D))
     blocks = ((np.asarray(s.descriptors), k * ss) for k, s in enumerate(sd.iter_shards()))
-    return Q, exact_knn(Q, blocks, 10)[1]
+    return Q, exact_knn(Q, blocks, 10, removed)[1]
+
+
+def recall10(ids: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
 
 
 def run(cmd, env=None) -> tuple:
@@ -103,8 +111,7 @@ def bench_build(args, work: Path) -> list:
     ram = ImageIndex.load(ix)
     for seg in ram._segments:
         lists_in_memory(seg.index)
-    _, ids = disk.search(Q, 10)
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+    recall = recall10(disk.search(Q, 10)[1], truth)
     q_disk = len(Q) / best_time(lambda: disk.search(Q, 10), repeat=3)
     q_ram = len(Q) / best_time(lambda: ram.search(Q, 10), repeat=3)
     raw_gb = args.n * D * 4 / 2 ** 30
@@ -112,6 +119,55 @@ def bench_build(args, work: Path) -> list:
     return [args.n, f"{raw_gb:.2f} GiB", rep["factory"], f"nprobe {disk.config.nprobe}", f"{wall:.0f} s",
             f"{max(rss, before) / 2 ** 20:.2f} GiB ({int(floor) / 2 ** 20:.2f} importing)", f"{rep['bytes_per_vector']:.1f}", f"{recall:.3f}",
             f"{q_disk:.0f}", f"{q_ram:.0f}", f"{q_disk / q_ram:.2f}"]
+
+
+def bench_tradeoff(args, work: Path) -> list:
+    """recall@10 and queries/s of the built index (on disk) across nprobe × re-ranked candidates."""
+    desc, ix = work / f"desc_{args.n}_{args.shard_size}", work / f"ix_{args.n}"
+    Q, truth = queries_and_truth(desc, args.n)
+    disk = ImageIndex.load(ix)
+    rows = []
+    for nprobe in (64, 256, 1024):
+        for rerank_k in (0, 100, 1000):
+            kw = dict(nprobe=nprobe, rerank=rerank_k > 0, rerank_k=rerank_k or None)
+            rec = recall10(disk.search(Q, 10, **kw)[1], truth)
+            qps = len(Q) / best_time(lambda: disk.search(Q, 10, **kw), repeat=2)
+            rows.append([nprobe, rerank_k or "none", f"{rec:.3f}", f"{qps:.0f}"])
+    return rows
+
+
+def bench_compact(args, work: Path) -> list:
+    """1 % of the ids removed: search before / with them removed / after ``tools/index.py
+    --compact`` (a child process: its time and peak RSS); recall@10 against the exact top-10 of
+    the live descriptors."""
+    from retrieval.search.compaction import new_ids
+
+    desc, ix = work / f"desc_{args.n}_{args.shard_size}", work / f"ix_{args.n}"
+    removed = np.sort(np.random.default_rng(11).choice(args.n, args.n // 100, replace=False)).astype(np.int64)
+    Q, truth = queries_and_truth(desc, args.n)
+    _, truth_live = queries_and_truth(desc, args.n, removed=removed)
+    rows = []
+
+    def row(label, index, want, extra=""):
+        rec = recall10(index.search(Q, 10)[1], want)
+        qps = len(Q) / best_time(lambda: index.search(Q, 10), repeat=3)
+        rows.append([label, f"{index.n_live:,}", len(index._segments), f"{rec:.3f}", f"{qps:.0f}", extra])
+
+    index = ImageIndex.load(ix)
+    row("as built", index, truth)
+    t0 = time.perf_counter()
+    index.remove(removed)
+    index.save(ix)
+    t_remove = time.perf_counter() - t0
+    row(f"{removed.size:,} ids removed", ImageIndex.load(ix), truth_live, f"remove + save {t_remove:.1f} s")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    wall, out = run([sys.executable, "tools/index.py", "--compact", "--out", str(ix), "--json"])
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rep = json.loads(out)
+    row("compacted", ImageIndex.load(ix), new_ids(truth_live, removed),
+        f"--compact {wall:.0f} s, peak RSS {max(rss, before) / 2 ** 20:.2f} GiB, "
+        f"{rep['bytes_before'] / 2 ** 30:.2f} → {rep['bytes_after'] / 2 ** 30:.2f} GiB on disk")
+    return rows
 
 
 def bench_extract(args, work: Path) -> list:
@@ -171,7 +227,9 @@ def main() -> None:
     ap.add_argument("--memory-budget", default="4G")
     ap.add_argument("--images", type=int, default=64, help="images for the extraction rows")
     ap.add_argument("--paths", type=int, default=1_000_000, help="paths for the opening rows")
-    ap.add_argument("--only", default="build,extract,open")
+    ap.add_argument("--only", default="build,extract,open",
+                    help="comma-separated: build, tradeoff, compact (these two reuse the built index; compact "
+                         "rewrites it), extract, open")
     ap.add_argument("--work", default=str(ROOT / "bench_out" / "scale"))
     args = ap.parse_args()
     work = Path(args.work)
@@ -180,6 +238,11 @@ def main() -> None:
     if "build" in only:
         print(markdown_table(["N", "raw", "factory (auto)", "search", "build", "peak RSS", "B/vector", "recall@10",
                               "q/s on disk", "q/s in RAM", "ratio"], [bench_build(args, work)]), flush=True)
+    if "tradeoff" in only:
+        print(markdown_table(["nprobe", "re-ranked", "recall@10", "q/s on disk"], bench_tradeoff(args, work)), flush=True)
+    if "compact" in only:  # rewrites the built index: last
+        print(markdown_table(["index", "live ids", "segments", "recall@10", "q/s", "cost"], bench_compact(args, work)),
+              flush=True)
     if "extract" in only:
         print(markdown_table(["run", "images/s (extraction)", "ratio", "wall (command)", "speed-up (wall)"],
                              bench_extract(args, work)), flush=True)

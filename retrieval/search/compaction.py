@@ -9,8 +9,9 @@ visits. :func:`compact_index` rewrites the folder without them:
 * descriptors and paths: the live rows, streamed (never the whole matrix in memory);
 * IVF segments: the inverted-list entries are **copied**, not re-encoded — every segment is a copy
   of the same trained index, so an entry's codes do not depend on its segment. Entries of removed
-  ids are dropped and the others get their new ids; the merged lists are kept in RAM, or written
-  to an on-disk lists file when the index had its lists on disk. Search results are those of the
+  ids are dropped and the others get their new ids; the merged lists are built in RAM (the size
+  of the codes, which the index's memory budget already holds) and moved to an on-disk lists file
+  when the index had its lists on disk. Search results are those of the
   old index, renumbered, to the last bit of their scores;
 * other compressed indexes (HNSW, PQ without IVF) cannot drop entries, so the live descriptors
   are added to a copy of the trained index; exact (``Flat``) indexes have no segment.
@@ -44,7 +45,7 @@ from retrieval.search.index import (
     write_faiss,
     write_meta,
 )
-from retrieval.search.ondisk import merge_parts
+from retrieval.search.ondisk import lists_to_disk
 from retrieval.search.paths_store import PathStore
 
 PathLike = Union[str, Path]
@@ -78,14 +79,17 @@ def new_ids(old: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return np.asarray(old, np.int64) - np.searchsorted(removed, old)
 
 
-def _live_blocks(index: ImageIndex, removed: np.ndarray) -> Iterator[np.ndarray]:
-    """The live descriptors in id order, (b, D) float32 blocks."""
-    X = index.descriptors()
-    for a in range(0, index.ntotal, BLOCK):
-        ids = np.arange(a, min(index.ntotal, a + BLOCK))
-        keep = ids[~np.isin(ids, removed)]
-        if keep.size:
-            yield np.asarray(X[keep], dtype=np.float32)
+def _live_blocks(folder: Path, n: int, removed: np.ndarray) -> Iterator[np.ndarray]:
+    """The live descriptors of the first ``n`` rows of ``folder``'s descriptor file in id order,
+    (b, D) float32 blocks read with file I/O (no memory map grows the resident memory)."""
+    for a in range(0, n, BLOCK):
+        b = min(n, a + BLOCK)
+        X = descriptor_file.read_rows(folder / DESCRIPTORS, a, b)
+        lo, hi = np.searchsorted(removed, [a, b])
+        if hi > lo:
+            X = np.delete(X, removed[lo:hi] - a, axis=0)
+        if X.shape[0]:
+            yield X
 
 
 def _copy_lists(index: ImageIndex, removed: np.ndarray, trained: Any, progress: bool) -> Any:
@@ -136,7 +140,7 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
     bytes_before = folder_bytes(folder)
     segments_before = len(index._segments)
     with atomic_dir(out) as tmp:
-        descriptor_file.create(tmp / DESCRIPTORS, index.dim, _live_blocks(index, removed))
+        descriptor_file.create(tmp / DESCRIPTORS, index.dim, _live_blocks(folder, index.ntotal, removed))
         segments = []
         if (folder / TRAINED).is_file():
             trained = read_segment(folder / TRAINED)
@@ -146,13 +150,10 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
                 faiss.extract_index_ivf(trained)
                 merged = _copy_lists(index, removed, trained, progress)
                 if index.on_disk:
-                    write_faiss(merged, tmp / ".part.index")
-                    merged = merge_parts(faiss.clone_index(trained), [tmp / ".part.index"],
-                                         tmp / SEGMENTS / "000000.ivfdata")
-                    (tmp / ".part.index").unlink()
+                    lists_to_disk(merged, tmp / SEGMENTS / "000000.ivfdata")
             except RuntimeError:  # not an IVF index: add the live descriptors again
                 merged = faiss.clone_index(trained)
-                for X in _live_blocks(index, removed):
+                for X in _live_blocks(folder, index.ntotal, removed):
                     merged.add(X)
             write_faiss(merged, seg)
             shutil.copy2(folder / TRAINED, tmp / TRAINED)

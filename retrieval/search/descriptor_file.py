@@ -97,3 +97,16 @@ def open_rows(path: PathLike, rows: int) -> np.ndarray:
     if rows == 0:
         return np.zeros((0, dim), np.float32)
     return np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=(rows, dim))
+
+
+def read_rows(path: PathLike, start: int, stop: int) -> np.ndarray:
+    """Rows ``start .. stop-1`` read with plain file I/O into a new (stop-start, D) float32 array
+    (unlike a memory map, nothing stays mapped: streaming a file larger than RAM keeps the
+    process's resident memory at one block)."""
+    _, dim, offset = read_header(path)
+    with open(path, "rb") as f:
+        f.seek(offset + start * dim * 4)
+        out = np.fromfile(f, dtype=np.float32, count=(stop - start) * dim)
+    if out.size != (stop - start) * dim:
+        raise DataError(f"{path} ends before row {stop}; the index is damaged (rebuild it)")
+    return out.reshape(stop - start, dim)

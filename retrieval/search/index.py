@@ -46,7 +46,7 @@ from retrieval.search.factory import ALIASES, is_exact, minimum_size, resolve_fa
 from retrieval.search.ivf_training import train_index
 from retrieval.search.ondisk import read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
-from retrieval.search.topk import drop_ids, exact_knn, merge_topk
+from retrieval.search.topk import exact_knn, merge_topk, search_without
 
 __all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory", "is_exact", "ALIASES"]
 
@@ -420,18 +420,14 @@ class ImageIndex:
         if self.n_live <= 0:
             return np.zeros((Q.shape[0], 0), np.float32), np.zeros((Q.shape[0], 0), np.int64)
         k = min(k, self.n_live)
-        extra = int(self._removed.size)
         if is_exact(self.factory):
             blocks = [(self._stored, 0), (self._pending_matrix(), self._saved)]
-            s, i = exact_knn(Q, blocks, min(self.ntotal, k + extra))
-            return drop_ids(s, i, self._removed, k)
+            return exact_knn(Q, blocks, k, self._removed)
         if rerank is None:
             rerank = self.config.rerank if self.config.rerank is not None else True
         kk = min(self.n_live, max(k, rerank_k or self.config.rerank_k)) if rerank else k
-        scores, cand = self._search_segments(Q, min(self.ntotal, kk + extra),
-                                             nprobe if nprobe is not None else self.config.nprobe,
+        scores, cand = self._search_segments(Q, kk, nprobe if nprobe is not None else self.config.nprobe,
                                              ef_search if ef_search is not None else self.config.ef_search)
-        scores, cand = drop_ids(scores, cand, self._removed, kk)
         if not rerank:
             return scores[:, :k], cand[:, :k]
         flat = cand.reshape(-1)
@@ -443,6 +439,8 @@ class ImageIndex:
 
     def _search_segments(self, Q: np.ndarray, k: int, nprobe: Optional[int],
                          ef_search: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of every segment, merged; removed ids are skipped inside faiss (an id selector
+        passed with the search parameters), so ``k`` does not grow with the removed ids."""
         faiss = _faiss()
         scores, ids = [], []
         for seg in self._all_segments():
@@ -453,7 +451,15 @@ class ImageIndex:
                         ps.set_index_parameter(seg.index, name, int(value))
                     except RuntimeError:
                         pass  # not an IVF / HNSW index
-            s, i = seg.index.search(Q, min(k, seg.count))
+            lo, hi = np.searchsorted(self._removed, [seg.offset, seg.offset + seg.count])
+            gone = self._removed[lo:hi] - seg.offset
+            kk = min(k, seg.count - gone.size)
+            if kk <= 0:
+                continue
+            if gone.size:
+                s, i = search_without(seg.index, Q, kk, gone)
+            else:
+                s, i = seg.index.search(Q, kk)
             scores.append(s)
             ids.append(np.where(i >= 0, i + seg.offset, -1))
         return merge_topk(scores, ids, k)

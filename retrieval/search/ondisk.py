@@ -80,6 +80,20 @@ def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLi
     return trained
 
 
+def lists_to_disk(index: Any, lists_file: PathLike) -> Any:
+    """Move the in-memory inverted lists of an IVF ``index`` into the on-disk lists file
+    ``lists_file``, in place (the in-memory lists are freed); returns ``index``."""
+    ivf = _ivf(index)
+    lists = faiss.InvertedListsPtrVector()
+    lists.push_back(ivf.invlists)
+    with silenced():
+        disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists_file))
+        disk.merge_from_multiple(lists.data(), lists.size(), False, False)
+    ivf.replace_invlists(disk, True)
+    disk.this.disown()  # owned by the index now
+    return index
+
+
 def lists_in_memory(index: Any) -> Any:
     """Copy the inverted lists of an IVF ``index`` (e.g. on-disk ones) into RAM, in place (to
     compare an on-disk index with the same index in memory); returns ``index``."""
