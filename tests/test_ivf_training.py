@@ -53,7 +53,7 @@ def test_two_level_kmeans_is_as_good_as_flat_kmeans():
     assert fit(two) > fit(rand) + 0.02
 
 
-@pytest.mark.parametrize("factory", ["IVF256,Flat", "PCAR16,IVF256,PQ8np"])
+@pytest.mark.parametrize("factory", ["IVF256,Flat", "PCAR32,IVF256,PQ16np"])
 def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
     X = clustered(30_000, seed=2)
     Q = clustered(200, seed=3)
@@ -69,4 +69,20 @@ def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
         ids = index.search(Q, 10)[1]
         recalls.append(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
     assert recalls[1] >= recalls[0] - 0.03, recalls
-    assert recalls[1] > 0.5, recalls
+    assert recalls[1] > 0.7, recalls  # measured 0.785 (faiss-trained 0.788): PQ codes, no re-ranking
+
+
+def test_hnsw_coarse_quantizer_assigns_with_a_wide_beam():
+    X = clustered(12_000, seed=4)
+    index = make_faiss_index("IVF256_HNSW32,Flat", X.shape[1])
+    assert faiss.downcast_index(faiss.extract_index_ivf(index).quantizer).hnsw.efSearch == 16  # faiss's default
+    train_index(index, X, two_level_from=64)
+    q = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    assert q.hnsw.efSearch == 64
+    copy = faiss.clone_index(index)  # what every segment of a growing index is made from
+    assert faiss.downcast_index(faiss.extract_index_ivf(copy).quantizer).hnsw.efSearch == 64
+    # the list each vector lands in is its nearest centroid's (what a narrow beam gets wrong at 65,536 lists)
+    cent = q.storage.reconstruct_n(0, q.ntotal)
+    nearest = faiss.knn(X, cent, 1, faiss.METRIC_INNER_PRODUCT)[1][:, 0]
+    assigned = q.search(X, 1)[1][:, 0]
+    assert (assigned == nearest).mean() > 0.99

@@ -16,8 +16,9 @@ A new index is written to a temporary folder and renamed. **Adding** to a saved 
 what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
 and ``meta.json``; the SQLite transaction is the commit point, so an interrupted addition leaves the
 index as it was. Searching asks every segment and merges the lists. A re-described or vanished
-file's id is flagged removed (:meth:`ImageIndex.remove`) and never returned again; its descriptor
-stays (rebuild with ``tools/index.py --descriptors`` or from the images to reclaim the space).
+file's id is flagged removed (:meth:`ImageIndex.remove`) and never returned again (faiss skips it
+with an id selector); its descriptor and codes stay until :mod:`retrieval.search.compaction`
+(``tools/index.py --compact``) rewrites the folder without them.
 Folders of version 1 (``paths.json``) are still read; saving one rewrites it in version 2.
 
 Any faiss factory string works (``Flat``, ``HNSW32``, ``IVF1024,PQ64``, ``OPQ64,IVF1024,PQ64``...).

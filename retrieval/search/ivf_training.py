@@ -13,6 +13,14 @@ Pre-transforms (OPQ, PCA) are trained first on the sample and applied to it; the
 (PQ, SQ) is then trained by faiss on the transformed sample with the quantizer in place.
 Below :data:`TWO_LEVEL_FROM` lists, and for indexes without inverted lists, this is
 ``index.train(X)``.
+
+An HNSW coarse quantizer (``IVF65536_HNSW32``) assigns each added vector to a list by a beam
+search; faiss's default beam (``efSearch`` 16) put 7.1 % of 20,000 database vectors in another list
+than their nearest centroid at 65,536 lists, and no ``nprobe`` finds a vector again once it sits in
+a far list (recall@10 stayed at 0.87 from nprobe 64 to 1024 at N = 10⁷). The trained index gets
+:data:`QUANTIZER_EF_SEARCH` (64: 0.2 % misassigned, about 3× slower assignment), which every
+segment copied from it inherits; a search visiting ``nprobe`` lists uses a beam of
+max(64, nprobe).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ from tqdm import tqdm
 
 TWO_LEVEL_FROM = 2 ** 14  # inverted lists from which the coarse quantizer is trained in two levels
 NITER = 20
+QUANTIZER_EF_SEARCH = 64  # beam of an HNSW coarse quantizer when assigning vectors to lists
 
 
 def _ivf(index: Any) -> Optional[Any]:
@@ -109,7 +118,7 @@ def train_index(index: Any, X: np.ndarray, *, seed: int = 0, progress: bool = Fa
     ivf = _ivf(index)
     if ivf is None or ivf.nlist < two_level_from or ivf.quantizer.ntotal:
         index.train(X)
-        return index
+        return widen_quantizer_beam(index)
     outer = faiss.downcast_index(index)
     inner, x = outer, X
     if isinstance(outer, faiss.IndexPreTransform):
@@ -124,4 +133,17 @@ def train_index(index: Any, X: np.ndarray, *, seed: int = 0, progress: bool = Fa
     ivf.quantizer.add(centroids)
     inner.train(x)  # the quantizer is complete, so faiss trains only the codes' encoder
     outer.is_trained = True
+    return widen_quantizer_beam(index)
+
+
+def widen_quantizer_beam(index: Any, ef_search: int = QUANTIZER_EF_SEARCH) -> Any:
+    """Give the HNSW coarse quantizer of an IVF ``index`` a search beam of at least ``ef_search``
+    (module doc); other indexes are returned as they are."""
+    import faiss
+
+    ivf = _ivf(index)
+    if ivf is not None:
+        q = faiss.downcast_index(ivf.quantizer)
+        if isinstance(q, faiss.IndexHNSW):
+            q.hnsw.efSearch = max(int(q.hnsw.efSearch), int(ef_search))
     return index
