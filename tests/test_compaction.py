@@ -162,3 +162,13 @@ def test_exact_search_with_removed_ids_matches_numpy():
     ref = np.argsort(-S, 1, kind="stable")[:, :12]
     np.testing.assert_array_equal(i, ref)
     np.testing.assert_allclose(s, np.take_along_axis(S, ref, 1), rtol=1e-5)
+
+
+def test_is_in_sorted_matches_numpy_isin():
+    from retrieval.search.compaction import is_in_sorted
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        ids = rng.integers(0, 200, rng.integers(0, 60))
+        ref = np.unique(rng.integers(0, 200, rng.integers(0, 80)))
+        np.testing.assert_array_equal(is_in_sorted(ids, ref), np.isin(ids, ref))

@@ -79,6 +79,15 @@ def new_ids(old: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return np.asarray(old, np.int64) - np.searchsorted(removed, old)
 
 
+def is_in_sorted(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """``np.isin(ids, sorted_ids)`` for a sorted ``sorted_ids`` by binary search: O(n log r), not
+    a sort of both per call (65,536 lists × 10⁵ removed ids made ``np.isin`` take hours)."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape, bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return sorted_ids[pos] == ids
+
+
 def _live_blocks(folder: Path, n: int, removed: np.ndarray) -> Iterator[np.ndarray]:
     """The live descriptors of the first ``n`` rows of ``folder``'s descriptor file in id order,
     (b, D) float32 blocks read with file I/O (no memory map grows the resident memory)."""
@@ -111,7 +120,7 @@ def _copy_lists(index: ImageIndex, removed: np.ndarray, trained: Any, progress: 
                 continue
             ids = faiss.rev_swig_ptr(inv.get_ids(lst), n).copy() + seg.offset
             codes = faiss.rev_swig_ptr(inv.get_codes(lst), n * cs).copy().reshape(n, cs)
-            keep = ~np.isin(ids, removed) if removed.size else np.ones(n, bool)
+            keep = ~is_in_sorted(ids, removed)
             m = int(keep.sum())
             if m:
                 nid = np.ascontiguousarray(new_ids(ids[keep], removed))
