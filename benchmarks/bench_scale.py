@@ -133,7 +133,7 @@ def bench_build(args, work: Path) -> list:
     Q, truth = queries_and_truth(desc, args.n)
     disk = ImageIndex.load(ix)
     ram = ImageIndex.load(ix)
-    for seg in ram._segments:
+    for seg in ram.segments:
         lists_in_memory(seg.index)
     recall = recall10(disk.search(Q, 10)[1], truth)
     q_disk = len(Q) / best_time(lambda: disk.search(Q, 10), repeat=3)
@@ -175,7 +175,7 @@ def bench_compact(args, work: Path) -> list:
     def row(label, index, want, extra=""):
         rec = recall10(index.search(Q, 10)[1], want)
         qps = len(Q) / best_time(lambda: index.search(Q, 10), repeat=3)
-        rows.append([label, f"{index.n_live:,}", len(index._segments), f"{rec:.3f}", f"{qps:.0f}", extra])
+        rows.append([label, f"{index.n_live:,}", len(index.segments), f"{rec:.3f}", f"{qps:.0f}", extra])
 
     index = ImageIndex.load(ix)
     row("as built", index, truth)

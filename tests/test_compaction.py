@@ -48,7 +48,7 @@ def test_compacted_index_answers_as_before_renumbered(tmp_path, factory):
     X, Q = unit_rows(1200, D), unit_rows(25, D, 1)
     removed = np.sort(np.random.default_rng(3).choice(1200, 150, replace=False)).astype(np.int64)
     old = grown_index(tmp_path / "ix", factory, X, removed)
-    assert old.n_live == 1050 and len(old._segments) == (0 if factory == "Flat" else 3)
+    assert old.n_live == 1050 and len(old.segments) == (0 if factory == "Flat" else 3)
     kws = [{}, {"rerank": False}] if factory != "Flat" else [{}]
     before = [old.search(Q, 10, nprobe=4, **kw) for kw in kws]
     rep = compact_index(tmp_path / "ix", progress=False)
@@ -56,7 +56,7 @@ def test_compacted_index_answers_as_before_renumbered(tmp_path, factory):
     new = ImageIndex.load(tmp_path / "ix")
     live = np.setdiff1d(np.arange(1200), removed)
     assert len(new) == new.n_live == 1050 and new.removed_ids.size == 0
-    assert len(new._segments) == (0 if factory == "Flat" else 1)
+    assert len(new.segments) == (0 if factory == "Flat" else 1)
     np.testing.assert_array_equal(new.descriptors(), X[live])
     assert list(new.paths) == [f"/p/{i}.jpg" for i in live]
     assert new.find(["/p/1199.jpg"])["/p/1199.jpg"] == (1049, (1199, 1199))  # stats kept
@@ -104,7 +104,7 @@ def test_interrupted_compaction_leaves_the_index_as_it_was(tmp_path, monkeypatch
         compact_index(tmp_path / "ix", progress=False)
     monkeypatch.undo()
     again = ImageIndex.load(tmp_path / "ix")
-    assert len(again) == 400 and len(again._segments) == 3
+    assert len(again) == 400 and len(again.segments) == 3
     s1, i1 = again.search(Q, 5)
     np.testing.assert_array_equal(i1, i0)
     assert [p.name for p in tmp_path.iterdir()] == ["ix"]  # no temporary folder left behind

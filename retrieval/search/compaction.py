@@ -111,7 +111,7 @@ def _copy_lists(index: ImageIndex, removed: np.ndarray, trained: Any, progress: 
     dst = faiss.ArrayInvertedLists(dst_ivf.nlist, dst_ivf.code_size)
     cs = dst_ivf.code_size
     total = 0
-    for seg in index._segments:
+    for seg in index.segments:
         inv = faiss.extract_index_ivf(seg.index).invlists
         for lst in tqdm(range(inv.nlist), desc="compact lists", unit="list", disable=not progress, leave=False,
                         mininterval=1.0):
@@ -147,7 +147,7 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
     removed = np.asarray(index.removed_ids, np.int64)
     before, live = index.ntotal, index.n_live
     bytes_before = folder_bytes(folder)
-    segments_before = len(index._segments)
+    segments_before = len(index.segments)
     with atomic_dir(out) as tmp:
         descriptor_file.create(tmp / DESCRIPTORS, index.dim, _live_blocks(folder, index.ntotal, removed))
         segments = []
@@ -169,7 +169,7 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
             segments.append({"file": f"{SEGMENTS}/000000.index", "offset": 0, "count": live,
                              "ondisk": bool(index.on_disk)})
         store = PathStore(tmp / STORE, create=True)
-        rows = index._store.iter_rows(0, index.ntotal, live_only=True) if index._store is not None else iter(())
+        rows = index.saved_rows(live_only=True)
         by_path, by_stat = itertools.tee(rows)  # consumed in step by commit's zip: a row at a time
         store.commit(0, (p for _, p, _ in by_path), (st for _, _, st in by_stat), info={"segments": segments})
         store.close()
@@ -177,7 +177,6 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
                if segments and live else (4.0 * index.dim if not segments else None))
         write_meta(tmp, index_meta(index.dim, index.factory, live, live, index.fingerprint, index.model_config,
                                    index.model_source, index.config, index.on_disk, bpv))
-    if index._store is not None:
-        index._store.close()
+    index.close()
     return CompactReport(str(out), index.factory, before, int(removed.size), live, segments_before, bytes_before,
                          folder_bytes(out), time.perf_counter() - t0)

@@ -388,6 +388,22 @@ class ImageIndex:
                                      f"this model {fingerprint}); {hint}")
         return index
 
+    @property
+    def segments(self) -> List[Segment]:
+        """The saved segments (faiss indexes over consecutive id ranges), in id order."""
+        return list(self._segments)
+
+    def saved_rows(self, live_only: bool = True) -> Iterator[Tuple[int, str, Stat]]:
+        """``(id, path, (size, mtime_ns) or None)`` of the saved ids in id order, streamed from the
+        path store (the live ones only by default)."""
+        if self._store is not None:
+            yield from self._store.iter_rows(0, self._saved, live_only=live_only)
+
+    def close(self) -> None:
+        """Close the path store (the object is not usable afterwards)."""
+        if self._store is not None:
+            self._store.close()
+
     def _all_segments(self) -> List[Segment]:
         segs = list(self._segments)
         if self._new_seg is not None and self._new_seg.ntotal:
