@@ -124,7 +124,7 @@ def test_index_tool_compacts(tmp_path, run_tool):
     assert proc.returncode == 2 and "--images: not allowed with argument --compact" in proc.stderr
 
 
-@pytest.mark.parametrize("factory", ["IVF8,Flat", "OPQ4,IVF8,PQ4np", "HNSW32", "PQ4np"])
+@pytest.mark.parametrize("factory", ["IVF8,Flat", "PCAR16,IVF8,PQ4np", "HNSW32", "PQ4np"])
 def test_search_without_skips_ids_inside_faiss(factory):
     import faiss
 

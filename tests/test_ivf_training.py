@@ -53,15 +53,15 @@ def test_two_level_kmeans_is_as_good_as_flat_kmeans():
     assert fit(two) > fit(rand) + 0.02
 
 
-@pytest.mark.parametrize("factory", ["IVF256,Flat", "PCAR32,IVF256,PQ16np"])
+@pytest.mark.parametrize("factory", ["IVF256,Flat", "PCAR32,IVF256,SQ8"])
 def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
-    X = clustered(30_000, seed=2)
+    X = clustered(12_000, seed=2)
     Q = clustered(200, seed=3)
     truth = faiss.knn(Q, X, 10, faiss.METRIC_INNER_PRODUCT)[1]
     recalls = []
     for two_level_from in (2 ** 30, 64):  # faiss's own training, then two-level
         index = make_faiss_index(factory, X.shape[1])
-        train_index(index, X[:20_000], two_level_from=two_level_from)
+        train_index(index, X[:10_000], two_level_from=two_level_from)
         ivf = faiss.extract_index_ivf(index)
         assert index.is_trained and ivf.quantizer.ntotal == 256
         index.add(X)
@@ -69,7 +69,7 @@ def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
         ids = index.search(Q, 10)[1]
         recalls.append(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
     assert recalls[1] >= recalls[0] - 0.03, recalls
-    assert recalls[1] > 0.7, recalls  # measured 0.785 (faiss-trained 0.788): PQ codes, no re-ranking
+    assert recalls[1] > 0.7, recalls  # measured 0.831 (faiss-trained 0.835): SQ8 codes, no re-ranking
 
 
 def test_hnsw_coarse_quantizer_assigns_with_a_wide_beam():
