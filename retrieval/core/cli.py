@@ -107,7 +107,10 @@ def notice(text: str, args: argparse.Namespace) -> None:
 
 
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as indented JSON on stdout (numpy scalars and paths converted)."""
+    """Print ``obj`` as indented JSON on stdout (numpy scalars and paths converted), text and final
+    newline in one write: ranks of torchrun / srun sharing a pipe then cannot slip their output in
+    between (``print`` writes the newline separately on an unbuffered stream, which split two
+    ranks' reports as ``}{``; a report over the pipe's atomic size, 4 KiB, can still interleave)."""
 
     def default(o: Any) -> Any:
         if hasattr(o, "item"):
@@ -116,4 +119,5 @@ def print_json(obj: Any) -> None:
             return o.tolist()
         return str(o)
 
-    print(json.dumps(obj, indent=2, default=default))
+    sys.stdout.write(json.dumps(obj, indent=2, default=default) + "\n")
+    sys.stdout.flush()
