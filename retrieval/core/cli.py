@@ -119,5 +119,15 @@ def print_json(obj: Any) -> None:
             return o.tolist()
         return str(o)
 
-    sys.stdout.write(json.dumps(obj, indent=2, default=default) + "\n")
+    text = json.dumps(obj, indent=2, default=default) + "\n"
+    buf = getattr(sys.stdout, "buffer", None)
+    if buf is None:  # a text-only stream (captured output)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     sys.stdout.flush()
+    data = memoryview(text.encode(sys.stdout.encoding or "utf-8"))
+    while data:  # an unbuffered stdout (python -u) may write part of it: write the rest, or fail
+        n = buf.write(data)
+        data = data[len(data) if n is None else n:]
+    buf.flush()
