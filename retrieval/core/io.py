@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
 import shutil
 import stat
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence, Type, Union
 
-from retrieval.core.errors import GemsegError, first_line
+from retrieval.core.errors import DataError, GemsegError, first_line
 
 PathLike = Union[str, Path]
 
@@ -139,3 +140,12 @@ def torch_load(path: PathLike, what: str, error: Type[GemsegError], hint: str = 
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors alike
         raise error(f"cannot read {what} {p}: {first_line(e)}") from None
+
+
+def read_json(path: PathLike, what: str) -> Any:
+    """The JSON document at ``path``; one-line DataError ``"<what> is damaged: ..."`` when it cannot
+    be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{what} is damaged: {e}") from None

@@ -173,8 +173,10 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
         by_path, by_stat = itertools.tee(rows)  # consumed in step by commit's zip: a row at a time
         store.commit(0, (p for _, p, _ in by_path), (st for _, _, st in by_stat), info={"segments": segments})
         store.close()
-        bpv = (sum(f.stat().st_size for f in (tmp / SEGMENTS).iterdir()) / live
-               if segments and live else (4.0 * index.dim if not segments else None))
+        if not segments:  # exact search reads the float32 descriptors
+            bpv: Optional[float] = 4.0 * index.dim
+        else:
+            bpv = folder_bytes(tmp / SEGMENTS) / live if live else None
         write_meta(tmp, index_meta(index.dim, index.factory, live, live, index.fingerprint, index.model_config,
                                    index.model_source, index.config, index.on_disk, bpv))
     index.close()

@@ -41,7 +41,7 @@ import numpy as np
 
 from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
-from retrieval.core.io import atomic_dir, atomic_path
+from retrieval.core.io import atomic_dir, atomic_path, read_json
 from retrieval.search import descriptor_file
 from retrieval.search.factory import ALIASES, is_exact, minimum_size, resolve_factory, train_size
 from retrieval.search.ivf_training import train_index
@@ -584,10 +584,7 @@ class ImageIndex:
             if not folder.exists():
                 raise DataError(f"index not found: {folder} (build one with tools/index.py --images DIR --out {folder})")
             raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with tools/index.py")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"index {folder} is damaged: {e}") from None
+        meta = read_json(meta_path, f"index {folder}")
         if meta.get("format") != INDEX_FORMAT:
             raise DataError(f"{folder} is not a gemseg index folder")
         if meta.get("version", 1) > INDEX_VERSION:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
-from retrieval.core.io import atomic_dir, atomic_path
+from retrieval.core.io import atomic_dir, atomic_path, read_json
 from retrieval.search import descriptor_file
 
 PathLike = Union[str, Path]
@@ -57,10 +57,7 @@ class ShardDir:
         path = self.folder / MANIFEST
         if not path.is_file():
             raise DataError(f"{self.folder} holds no descriptors (no {MANIFEST}); make them with tools/extract.py")
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path} is damaged: {e}") from None
+        m = read_json(path, str(path))
         if m.get("format") != FORMAT:
             raise DataError(f"{path} is not a gemseg descriptor manifest")
         return m
