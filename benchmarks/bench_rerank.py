@@ -1,4 +1,4 @@
-"""Benchmark: co-segmentation re-ranking (retrieval/search/coseg_rerank.py) against plain GeM,
+"""Benchmark: co-segmentation re-ranking (retrieval/search/rerank/coseg.py) against plain GeM,
 collection-wide concept masking and α-QE, on generated collections with known truth.
 
 For each collection (synthetic toy objects or real-photo objects from scikit-image; clutter 0: the
@@ -40,7 +40,7 @@ from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
 from retrieval.model.concepts import ConceptMask, learn_concepts
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.search.coseg_rerank import CosegRerankOptions, MapCache, coseg_summary, rerank_ranks
+from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_summary, rerank_ranks
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.qe import alpha_qe
 from retrieval.toy.collection import make_retrieval_collection

@@ -18,12 +18,13 @@ from retrieval.loading import load_model, search_model
 from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, DescriptorNet, build_network
 from retrieval.search.build import BuildReport, build_index_from_shards
-from retrieval.search.collection import IndexReport, index_images, search_images
+from retrieval.search.collection import IndexReport, index_images
 from retrieval.search.compaction import CompactReport, compact_index
-from retrieval.search.coseg_rerank import coseg_options
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
-from retrieval.search.qe import QueryExpandedIndex, dba_index
+from retrieval.search.expansion import dba_index
+from retrieval.search.query import Query, QueryPath, query_steps
+from retrieval.search.rerank.coseg import coseg_options
 from retrieval.search.sharded_extract import ExtractReport, extract_shards
 from retrieval.settings import Settings, load_settings
 
@@ -92,26 +93,33 @@ def run_extract(images: PathLike, out: PathLike, *, config: Optional[PathLike] =
                           device=device or settings.extract.device, progress=progress)
 
 
-def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: int = 10,
+def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, top: int = 10,
                model: Optional[PathLike] = None, concepts: Optional[PathLike] = None,
                object_factor: Optional[int] = None, qe: int = 0, alpha: float = 3.0,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None, rerank: Optional[bool] = None,
                device: Optional[str] = None, html: Optional[PathLike] = None,
                png: Optional[PathLike] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
                config: Optional[PathLike] = None, coseg_rerank: int = 0, coseg_k: int = 3,
-               coseg_weight: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Search the index folder ``index`` with each query image, with the model that built it
-    (or ``model``) and the concepts it was built with (or ``concepts``); optionally each query
-    cropped to its box (x1, y1, x2, y2 pixels; one box for all queries, or one per query), α-QE
-    with ``qe`` neighbours, ``coseg_rerank > 0``: the top ``coseg_rerank`` hits re-ranked by
-    co-segmentation with ``coseg_k`` factors (after α-QE), and hit pages written to ``html`` /
-    ``png``. ``config``: a settings file whose ``extract.device`` and ``index:`` search settings
-    (nprobe, ef_search, rerank) are the defaults. Returns ``[{"query", "hits": [{"rank", "path",
-    "score"}]}]`` in query order."""
+               coseg_weight: Optional[float] = None, query_ids: Sequence[int] = (),
+               steps: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Search the index folder ``index`` with each query image and each stored id of
+    ``query_ids`` (its stored descriptor: no forward pass), in that order, through the query path
+    (:mod:`retrieval.search.query`), with the model that built it (or ``model``) and the concepts
+    it was built with (or ``concepts``); optionally each query cropped to its box (x1, y1, x2, y2
+    pixels; one box for all queries, or one per query). Re-ranking steps, in order: ``qe``
+    neighbours of α-QE (``alpha``), ``coseg_rerank > 0``: the top ``coseg_rerank`` hits re-ranked
+    by co-segmentation with ``coseg_k`` factors, then ``steps`` (``["qe:k=2", "coseg:K=20"]``, each
+    may list several, comma-separated). ``rerank``: exact re-ranking of an approximate index
+    (default on). Hit pages go to ``html`` / ``png``. ``config``: a settings file whose
+    ``extract.device`` and ``index:`` search settings (nprobe, ef_search, rerank) are the defaults.
+    Returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order."""
     if top < 1:
         raise DataError(f"top must be ≥ 1, got {top}")
     if qe < 0 or alpha < 0:
         raise DataError("qe and alpha must be ≥ 0")
+    queries, query_ids = list(queries), [int(i) for i in query_ids]
+    if not queries and not query_ids:
+        raise DataError("give at least one query image or stored id (--query / --query-id)")
     if config is not None:
         settings = load_settings(config)
         device = device or settings.extract.device
@@ -119,16 +127,20 @@ def run_search(queries: Sequence[PathLike], index: PathLike = "index", *, top: i
         ef_search = ef_search if ef_search is not None else settings.index.ef_search
         rerank = rerank if rerank is not None else settings.index.rerank
     resolve_device(device)  # no CUDA device: one line, before the index and the model are loaded
-    if boxes is not None and len(boxes) == 1 and len(queries) > 1:
-        boxes = list(boxes) * len(queries)
-    if boxes is not None and len(boxes) != len(queries):
-        raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box for all, or one per query")
-    coseg = coseg_options(coseg_rerank, coseg_k, coseg_weight)
+    n = len(queries) + len(query_ids)
+    if boxes is not None and len(boxes) == 1 and n > 1:
+        boxes = list(boxes) * n
+    if boxes is not None and len(boxes) != n:
+        raise DataError(f"{len(boxes)} boxes for {n} queries: give one box for all, or one per query")
+    chosen = query_steps(qe, alpha, coseg_options(coseg_rerank, coseg_k, coseg_weight), steps)
     idx = ImageIndex.load(index)
     net = search_model(idx, model, concepts, object_factor)
-    searched = QueryExpandedIndex(idx, qe, alpha) if qe > 0 else idx
-    results = search_images(net, searched, list(queries), top, device=device, boxes=boxes, nprobe=nprobe,
-                            ef_search=ef_search, rerank=rerank, coseg_rerank=coseg)
+    path = QueryPath(idx, net, chosen, device=device,
+                     search_kwargs={"nprobe": nprobe, "ef_search": ef_search, "rerank": rerank})
+    boxes = list(boxes) if boxes is not None else [None] * n
+    asked = [Query(image=q, box=b) for q, b in zip(queries, boxes)] + \
+            [Query(id=i, box=b) for i, b in zip(query_ids, boxes[len(queries):])]
+    results = path.run(asked, top).records()
     if html:
         write_hits_html(html, results)
     if png:
@@ -140,11 +152,14 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
                    model: Optional[PathLike] = None, qe: int = 0, alpha: float = 3.0, dba: int = 0,
                    scales: Optional[str] = None, index: Optional[PathLike] = None,
                    device: Optional[str] = None, progress: bool = False, coseg_rerank: int = 0,
-                   coseg_k: int = 3, coseg_weight: Optional[float] = None) -> Dict[str, Any]:
+                   coseg_k: int = 3, coseg_weight: Optional[float] = None,
+                   steps: Optional[Sequence[str]] = None, search_index: bool = False) -> Dict[str, Any]:
     """Evaluate a model on ``dataset`` (see :func:`retrieval.evaluation.datasets.load_dataset`)
     with the revisited protocol; ``scales``: ``"multi"`` (1, 1/√2, 1/2), ``"single"`` or ``None``
-    (the model's own); ``index``: a folder caching the database descriptors; ``coseg_rerank`` /
-    ``coseg_k`` / ``coseg_weight``: co-segmentation re-ranking of the top K. Returns the report of
+    (the model's own); ``index``: a folder caching the database descriptors (``search_index``: and
+    searched as it is, not exactly); ``coseg_rerank`` / ``coseg_k`` / ``coseg_weight``:
+    co-segmentation re-ranking of the top K; ``steps``: further re-ranking steps by name, after
+    α-QE and co-segmentation (:mod:`retrieval.search.rerank`). Returns the report of
     :func:`retrieval.evaluation.run.evaluate_dataset`."""
     if qe < 0 or dba < 0:
         raise DataError("--qe and --dba take a number of neighbours ≥ 0")
@@ -158,4 +173,5 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
     with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
     return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,
                             batch_size=settings.extract.batch_size, workers=settings.extract.workers,
-                            device=device or settings.extract.device, progress=progress, coseg=coseg)
+                            device=device or settings.extract.device, progress=progress, coseg=coseg,
+                            steps=steps, search_cache=search_index)

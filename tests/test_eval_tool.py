@@ -11,9 +11,6 @@ from PIL import Image
 
 from retrieval.core.errors import DataError, ModelMismatchError
 from retrieval.core.images import crop_box
-from retrieval.evaluation.metrics import ranks_from_scores
-from retrieval.evaluation.run import rerank_and_rank
-from retrieval.search.qe import alpha_qe, dba
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +125,3 @@ def test_crop_box_rounds_and_clips():
     assert crop_box(img, None) is img
 
 
-def test_rerank_order_is_dba_then_qe():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((30, 8)).astype(np.float32)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    Q = X[:4] + 0.1 * rng.standard_normal((4, 8)).astype(np.float32)
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    got = rerank_and_rank(Q, X, qe_k=2, alpha=3.0, dba_k=3)
-    Xd = dba(X, 3, 3.0)
-    want = ranks_from_scores(alpha_qe(Q, Xd, 2, 3.0) @ Xd.T)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(rerank_and_rank(Q, X), ranks_from_scores(Q @ X.T))

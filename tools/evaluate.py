@@ -4,7 +4,7 @@
 Examples:
   python tools/evaluate.py --dataset roxford5k --data-root data
   python tools/evaluate.py --dataset toy --qe 2 --dba 2 --multiscale
-  python tools/evaluate.py --dataset toy --coseg-rerank 20 --coseg-k 3
+  python tools/evaluate.py --dataset toy --rerank qe:k=2,coseg:K=20:k=3
   python tools/evaluate.py --dataset folder:photos/labeled --model runs/gem.pt --json
 
 Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layout papers use; a
@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 from retrieval.core.cli import EXIT_OK, add_common_flags, main_wrapper, notice, print_json
 from retrieval.evaluation.metrics import format_table
 from retrieval.jobs import run_evaluation
+from retrieval.search.rerank.registry import reranker_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=3.0, metavar="A",
                    help="α of α-QE and DBA (0: average expansion; default 3)")
     p.add_argument("--dba", type=int, default=0, metavar="K", help="DBA with K neighbours (0: off)")
+    p.add_argument("--rerank", action="append", metavar="STEPS",
+                   help=f"re-ranking steps in order after --qe/--coseg-rerank, e.g. qe:k=2,coseg:K=20 "
+                        f"(names: {', '.join(reranker_names())})")
     p.add_argument("--coseg-rerank", type=int, default=0, metavar="K",
                    help="re-rank each query's top K by co-segmentation (0: off; after DBA and α-QE)")
     p.add_argument("--coseg-k", type=int, default=3, help="DFF factors of --coseg-rerank (default 3)")
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", metavar="DIR", default=None,
                    help="cache of database descriptors: reused when built by the same model, "
                         "written there otherwise")
+    p.add_argument("--search-index", action="store_true",
+                   help="rank with the --index folder's own index (its factory, nprobe) instead of exactly")
     return p
 
 
@@ -61,25 +67,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             scales="multi" if args.multiscale else "single" if args.single_scale else None,
                             index=args.index, device=args.device,
                             progress=sys.stderr.isatty() and not args.quiet, coseg_rerank=args.coseg_rerank,
-                            coseg_k=args.coseg_k, coseg_weight=args.coseg_weight)
+                            coseg_k=args.coseg_k, coseg_weight=args.coseg_weight, steps=args.rerank,
+                            search_index=args.search_index)
     if args.json:
         print_json(report)
         return EXIT_OK
     scales_txt = ",".join(f"{s:g}" for s in report["scales"])
-    rerank = []
-    if args.dba:
-        rerank.append(f"DBA k={args.dba}")
-    if args.qe:
-        rerank.append(f"α-QE k={args.qe}")
-    if rerank:
-        rerank.append(f"α={args.alpha:g}")
-    if args.coseg_rerank:
-        rerank.append(f"co-seg K={args.coseg_rerank} k={args.coseg_k}")
+    rerank = ([f"DBA k={args.dba} α={args.alpha:g}"] if args.dba else []) + report["rerank"]
     print(f"{report['dataset']}: {report['n_queries']} queries, {report['n_db']} images; "
           f"model {report['backbone']} ({report['fingerprint']}), size {report['image_size']}, "
           f"scales {scales_txt}; re-ranking: {', '.join(rerank) or 'none'}")
-    label = "+".join(["base"] + (["DBA"] if args.dba else []) + (["QE"] if args.qe else [])
-                     + (["coseg"] if args.coseg_rerank else []))
+    label = "+".join(["base"] + (["DBA"] if args.dba else []) + [s.split(":")[0].replace("qe", "QE") for s in report["rerank"]])
     print(format_table(report, label))
     for note in report["notes"]:
         notice(f"note: {note}", args)

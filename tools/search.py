@@ -6,13 +6,17 @@
   python tools/search.py --query q.jpg --box 120,40,380,300    # the object in that box only
   python tools/search.py --query q.jpg --json                  # {"results": [{"query", "hits": [...]}]}
   python tools/search.py --query q.jpg --index index_obj/ --concepts concepts.pt   # concept-masked GeM
-  python tools/search.py --query q.jpg --coseg-rerank 20 --coseg-k 3   # co-segmentation re-ranking
+  python tools/search.py --query q.jpg --rerank qe:k=2,coseg:K=20    # re-ranking steps, in order
+  python tools/search.py --query-id 17                            # a stored image: its stored descriptor
 
 A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused. --json prints one document, {"results": [...]}, one entry per query in
-order, each {"query", "hits": [{"rank", "path", "score"}]}, whatever the number of queries;
-notices ("wrote hits.html") then go to stderr.
+order, each {"query", "hits": [{"rank", "id", "path", "score", "missing"}]}, whatever the number of
+queries; notices ("wrote hits.html") then go to stderr.
+
+Re-ranking steps (--rerank NAME[:key=value...][,NAME...], in order; --qe K and --coseg-rerank K
+are spellings of qe:k=K and coseg:K=K, run first): %(rerankers)s.
 """
 from __future__ import annotations
 
@@ -22,11 +26,15 @@ from typing import Optional, Sequence
 
 from retrieval.core.cli import add_common_flags, main_wrapper, notice, parse_box, print_json
 from retrieval.jobs import run_search
+from retrieval.search.rerank.registry import reranker_names
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--query", required=True, nargs="+", help="query image file(s)")
+    doc = (__doc__ or "").replace("%(rerankers)s", ", ".join(reranker_names()))
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--query", nargs="+", default=[], help="query image file(s)")
+    ap.add_argument("--query-id", nargs="+", type=int, default=[], metavar="ID",
+                    help="stored image id(s) of the index: searched with the stored descriptor (no forward pass)")
     ap.add_argument("--index", default="index", help="index folder made by tools/index.py (default: index/)")
     ap.add_argument("--top", type=int, default=10, help="hits per query (default 10)")
     ap.add_argument("--box", type=parse_box, action="append", metavar="x1,y1,x2,y2",
@@ -41,6 +49,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--nprobe", type=int, help="IVF lists visited (compressed indexes)")
     ap.add_argument("--ef-search", type=int, help="HNSW search depth")
     ap.add_argument("--no-rerank", action="store_true", help="skip exact re-ranking of compressed indexes")
+    ap.add_argument("--rerank", action="append", metavar="STEPS",
+                    help=f"re-ranking steps in order, e.g. qe:k=2,coseg:K=20 (names: {', '.join(reranker_names())})")
     ap.add_argument("--qe", type=int, default=0, metavar="K", help="α-query expansion with K neighbours (0: off)")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of the query expansion (0: average QE; default 3)")
     ap.add_argument("--coseg-rerank", type=int, default=0, metavar="K",
@@ -50,12 +60,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--html", help="write an HTML page of the queries and their hits (links to the originals)")
     ap.add_argument("--png", help="write a contact sheet PNG of the queries and their hits")
     args = ap.parse_args(argv)
+    if not args.query and not args.query_id:
+        ap.error("give --query FILE... or --query-id ID...")
     if args.top < 1:
         ap.error("--top must be ≥ 1")
     if args.qe < 0 or args.alpha < 0:
         ap.error("--qe and --alpha must be ≥ 0")
-    if args.box and len(args.box) not in (1, len(args.query)):
-        ap.error(f"--box: give it once (all queries) or once per query ({len(args.query)}), not {len(args.box)} times")
+    n = len(args.query) + len(args.query_id)
+    if args.box and len(args.box) not in (1, n):
+        ap.error(f"--box: give it once (all queries) or once per query ({n}), not {len(args.box)} times")
     return args
 
 
@@ -65,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          object_factor=args.object_factor, qe=args.qe, alpha=args.alpha, nprobe=args.nprobe,
                          ef_search=args.ef_search, rerank=False if args.no_rerank else None,
                          device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config,
-                         coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight)
+                         coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight,
+                         query_ids=args.query_id, steps=args.rerank)
     if args.json:
         print_json({"results": results})
     else:

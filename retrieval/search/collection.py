@@ -13,13 +13,15 @@ from PIL import Image
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
-from retrieval.core.images import ImageLike, as_image, crop_box, image_label, scan_images
+from retrieval.core.images import scan_images
 from retrieval.model.network import DescriptorNet
-from retrieval.search.coseg_rerank import CosegRerankOptions
-from retrieval.search.coseg_rerank import coseg_rerank as rerank_by_coseg
-from retrieval.search.extract import describe_pil, extract_descriptors
+from retrieval.search.extract import extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
 from retrieval.search.paths_store import Stat
+from retrieval.search.query import QueryLike, QueryPath, as_queries, query_steps
+from retrieval.search.rerank.coseg import CosegRerankOptions
+from retrieval.search.rerank.registry import StepsLike, parse_steps
+from retrieval.search.rerank.step import Box
 
 PathLike = Union[str, Path]
 
@@ -123,44 +125,24 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                        whitening=net.config.whitening)
 
 
-def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[ImageLike, Sequence[ImageLike]],
-                  top: int = 10, device: Optional[str] = None,
-                  boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
-                  coseg_rerank: Optional[CosegRerankOptions] = None, **search_kwargs: Any) -> List[Dict[str, Any]]:
-    """Search ``index`` with each query; returns ``[{"query", "hits": [{"rank", "path", "score"}]}]``
-    in query order; a hit whose file no longer exists carries ``"missing": true``. A query is an
-    image file, a PIL image or a numpy array ((H, W, 3) uint8, or float in [0, 1];
-    :func:`retrieval.core.images.as_image`); one query may be given alone. Its ``"query"`` is the
-    path (or ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each query to (x1, y1, x2, y2)
-    pixels first, as the revisited Oxford/Paris protocol does. ``coseg_rerank`` re-ranks each
-    query's top K hits by co-segmentation (:mod:`retrieval.search.coseg_rerank`). A bad query image
-    raises ImageError; a model that did not build the index raises ModelMismatchError (checked
-    before any image is read)."""
-    fp = net.fingerprint()
-    index.check_model(fp, net.dim)
-    if coseg_rerank is not None:
-        coseg_rerank.validate()
-    if isinstance(queries, (str, Path, Image.Image)) or (isinstance(queries, np.ndarray) and queries.ndim < 4):
-        queries = [queries]
-    queries = list(queries)
-    boxes = list(boxes) if boxes is not None else [None] * len(queries)
-    if len(boxes) != len(queries):
-        raise DataError(f"{len(boxes)} boxes for {len(queries)} queries: give one box (or None) per query")
-    images = [crop_box(as_image(q), b) for q, b in zip(queries, boxes)]
-    Q = np.stack([describe_pil(net, im, device=device) for im in images])
-    n = max(top, coseg_rerank.K) if coseg_rerank is not None else top
-    scores, ids = index.search(Q, n, fingerprint=fp, **search_kwargs)
-    if coseg_rerank is not None:
-        r = rerank_by_coseg(net, images, index.paths, ids, scores, coseg_rerank, device=device)
-        scores, ids = r.scores[:, :top], r.ids[:, :top]
-    results = []
-    many = getattr(index.paths, "many", None) or (lambda ids: [index.paths[i] for i in ids])
-    for n, (q, srow, irow) in enumerate(zip(queries, scores, ids)):
-        keep = [(s, i) for s, i in zip(srow, irow) if i >= 0]
-        hits = [{"rank": r + 1, "path": p, "score": float(s)}
-                for r, ((s, _), p) in enumerate(zip(keep, many([i for _, i in keep])))]
-        for h in hits:
-            if not os.path.exists(h["path"]):
-                h["missing"] = True
-        results.append({"query": image_label(q, n), "hits": hits})
-    return results
+def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[QueryLike, Sequence[QueryLike]],
+                  top: int = 10, device: Optional[str] = None, boxes: Optional[Sequence[Box]] = None,
+                  coseg_rerank: Optional[CosegRerankOptions] = None, steps: StepsLike = None,
+                  progress: bool = False, **search_kwargs: Any) -> List[Dict[str, Any]]:
+    """Search ``index`` with each query through the query path (:mod:`retrieval.search.query`);
+    returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order
+    (``missing``: the hit's file no longer exists).
+
+    A query is an image file, a PIL image or a numpy array ((H, W, 3) uint8, or float in [0, 1];
+    :func:`retrieval.core.images.as_image`), or a :class:`~retrieval.search.query.Query` (by
+    stored id or by vector); one query may be given alone. Its ``"query"`` is the path (or
+    ``<image i>`` / ``<array i>``). ``boxes`` optionally crops each query to (x1, y1, x2, y2)
+    pixels first, as the revisited Oxford/Paris protocol does. ``steps``: re-ranking steps by name
+    (``"qe:k=2,coseg:K=20"``, or :class:`~retrieval.search.rerank.step.Reranker` objects;
+    :mod:`retrieval.search.rerank`); ``coseg_rerank``: co-segmentation re-ranking of the top K
+    after them (:mod:`retrieval.search.rerank.coseg`); ``search_kwargs``: the index's ``nprobe``,
+    ``ef_search``, ``rerank`` (exact re-ranking of an approximate index) and ``rerank_k``.
+    A bad query image raises ImageError; a model that did not build the index raises
+    ModelMismatchError (checked before any image is read)."""
+    path = QueryPath(index, net, parse_steps(steps) + query_steps(coseg=coseg_rerank), device=device, search_kwargs=search_kwargs, progress=progress)
+    return path.run(as_queries(queries, boxes), top).records()

@@ -3,9 +3,10 @@
 =====  ======================  =====================================================================
 GET    ``/``                   the page (``static/index.html``, ``app.js``, ``style.css``; no CDN)
 GET    ``/api/info``           ``{"images", "dim", "factory", "fingerprint", "model", "device", ...}``
-POST   ``/api/search``         multipart: ``image`` (a file) or ``id``; ``top``, ``box``, ``qe``,
-                               ``alpha``, ``nprobe`` → ``{"query", "hits": [{"rank", "id", "path",
-                               "score"}], "ms", ...}``
+POST   ``/api/search``         multipart: ``image`` (a file) or ``id`` (an indexed image: its stored
+                               descriptor); ``top``, ``box``, ``qe``, ``alpha``, ``nprobe``,
+                               ``rerank`` (steps: ``qe:k=2,coseg:K=20``) → ``{"query", "hits":
+                               [{"rank", "id", "path", "score", "missing"}], "rerank", "ms", ...}``
 GET    ``/api/images/{id}``    JPEG thumbnail (``?size=S``, long side, default 256) of an indexed image
 POST   ``/api/coseg``          JSON ``{"ids": [...], "k": 3}``, or multipart ``image`` + ``ids``
                                (comma-separated) + ``k`` → ``{"images": [{"id", "overlay", "mask"}]}``
@@ -29,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from retrieval.core.errors import GemsegError, first_line
+from retrieval.search.query import Query as SearchQuery
 from retrieval.serve.errors import BadParameterError, status_for
 from retrieval.serve.service import THUMB_SIZES, SearchService
 from retrieval.serve.uploads import decode_upload, parse_box, upload_name
@@ -185,24 +187,27 @@ def create_app(index_dir: Optional[PathLike] = None, model: Optional[PathLike] =
     def info() -> Dict[str, Any]:
         return dict(svc.info(), max_upload_mb=max_upload_mb, max_pixels=pixels)
 
-    def query_of(image: Optional[UploadFile], image_id: Optional[str]) -> Tuple[Image.Image, str, Optional[int]]:
-        """The query image, its name and its id (None for an upload)."""
+    def query_of(image: Optional[UploadFile], image_id: Optional[str], box: Optional[str]) -> SearchQuery:
+        """The query: an upload (decoded, its box checked against its size) or an indexed id (its
+        stored descriptor; with a box, its file is read to check the box)."""
         has_id = image_id is not None and image_id.strip() != ""
         if (image is None) == (not has_id):
             raise BadParameterError("give exactly one of 'image' (an uploaded file) or 'id' (an indexed image)")
         if image is not None:
             name = upload_name(image.filename)
-            return decode_upload(image.file.read(), name, pixels), name, None
+            img = decode_upload(image.file.read(), name, pixels)
+            return SearchQuery(image=img, box=parse_box(box, img.size), label=name)
         i = svc.image_id(image_id.strip())
-        return svc.indexed_image(i), svc.index.paths[i], i
+        if box is None or not box.strip():
+            return SearchQuery(id=i)
+        return SearchQuery(id=i, box=parse_box(box, svc.indexed_size(i)))
 
     @app.post("/api/search")
     def search(image: Optional[UploadFile] = File(None), id: Optional[str] = Form(None),  # noqa: A002
                top: int = Form(10), box: Optional[str] = Form(None), qe: int = Form(0),
-               alpha: float = Form(3.0), nprobe: Optional[int] = Form(None)) -> Dict[str, Any]:
-        img, name, i = query_of(image, id)
-        return svc.search(img, name, top=top, box=parse_box(box, img.size), qe=qe, alpha=alpha, nprobe=nprobe,
-                          query_id=i)
+               alpha: float = Form(3.0), nprobe: Optional[int] = Form(None),
+               rerank: Optional[str] = Form(None)) -> Dict[str, Any]:
+        return svc.search(query_of(image, id, box), top=top, qe=qe, alpha=alpha, nprobe=nprobe, rerank=rerank)
 
     @app.get("/api/images/{image_id:path}")
     def thumbnail(image_id: str, size: int = Query(256)) -> Response:

@@ -1,12 +1,12 @@
 """The search service behind the HTTP API: one index and its model, loaded once, shared by every
 request.
 
-* **Search** (:meth:`SearchService.search`): the query (an upload, or an indexed image read from
-  its own file) is cropped to its box and described with
-  :func:`retrieval.search.extract.describe_pil`, then searched with the index's own
-  :meth:`~retrieval.search.index.ImageIndex.search` (through
-  :class:`~retrieval.search.qe.QueryExpandedIndex` for α-QE): the same steps, in the same order, as
-  :func:`retrieval.search.collection.search_images`, so the hits equal ``tools/search.py``'s.
+* **Search** (:meth:`SearchService.search`): through the query path
+  (:class:`~retrieval.search.query.QueryPath`), as ``tools/search.py`` and the evaluation: an
+  upload is cropped to its box and described; an indexed image is its stored descriptor (no
+  forward pass; with a box its file is read, cropped and described); then the index's own search
+  and the re-ranking steps asked for (``rerank``, and ``qe`` / ``alpha``), so the hits equal
+  ``tools/search.py``'s.
 * **Concurrency**: forward passes run in a bounded thread pool (``forward_workers``, one on a GPU:
   forward passes are serialised there); faiss searches run concurrently in the callers' threads
   (faiss CPU search only reads the index). On an approximate index, a search that sets its own
@@ -35,13 +35,12 @@ from cosegment import activations
 from cosegment.render import heat_overlay
 from cosegment.segmentation import PreparedSet, segment_set
 from retrieval.core.backbone import default_image_size, default_layer, resolve_device
-from retrieval.core.errors import ImageError
-from retrieval.core.images import crop_box, load_image, resize_long_side, to_tensor
+from retrieval.core.errors import ImageError, first_line
+from retrieval.core.images import load_image, resize_long_side, to_tensor
 from retrieval.loading import search_model
 from retrieval.model.network import DescriptorNet
-from retrieval.search.extract import describe_pil
 from retrieval.search.index import ImageIndex, is_exact
-from retrieval.search.qe import QueryExpandedIndex
+from retrieval.search.query import Query, QueryPath, query_steps
 from retrieval.serve.errors import BadParameterError, NotFoundError
 from retrieval.serve.uploads import Box
 
@@ -126,6 +125,7 @@ class SearchService:
         self._gate = _Gate()
         self._exact = is_exact(index.factory)
         self._nprobe = None if self._exact else index.nprobe
+        self.path = QueryPath(index, self.net, device=self.device)
         self.thumbnail = lru_cache(maxsize=thumb_cache)(self._thumbnail)
         self.coseg_size = int(coseg_size or default_image_size(net.backbone.name))
 
@@ -179,15 +179,20 @@ class SearchService:
         """Run ``fn`` in the bounded forward pool and wait for it."""
         return self._pool.submit(fn, *args, **kwargs).result()
 
-    def search(self, image: Image.Image, query: str, *, top: int = 10, box: Optional[Box] = None, qe: int = 0,
-               alpha: float = 3.0, nprobe: Optional[int] = None, query_id: Optional[int] = None) -> Dict[str, Any]:
-        """Search with ``image`` (RGB) cropped to ``box`` (pixels, checked by the caller).
+    def search(self, query: Query, *, top: int = 10, qe: int = 0, alpha: float = 3.0,
+               nprobe: Optional[int] = None, rerank: Optional[str] = None) -> Dict[str, Any]:
+        """Search with ``query`` (an upload as ``Query(image=RGB image, box=..., label=name)``, an
+        indexed image as ``Query(id=i, box=...)``; boxes in pixels of the image, checked by the
+        caller) through the query path, re-ranked by α-QE with ``qe`` neighbours (``alpha``) and
+        then the ``rerank`` steps (``"qe:k=2,coseg:K=20"``).
 
-        Returns ``{"query", "query_id", "size": [W, H], "box", "hits": [{"rank", "id", "path",
-        "score"}], "ms"}``; hits best first, scores are inner products (float).
+        Returns ``{"query", "query_id", "size": [W, H] (None when an indexed file is gone),
+        "box", "rerank": [steps], "hits": [{"rank", "id", "path", "score", "missing"}], "ms"}``;
+        hits best first, scores are inner products (float).
 
         Raises:
             BadParameterError: top outside 1 … MAX_TOP, qe or alpha < 0, nprobe < 1.
+            DataError: an unknown re-ranker or parameter, a step that cannot run on this query.
         """
         t0 = time.perf_counter()
         if not 1 <= top <= MAX_TOP:
@@ -196,21 +201,39 @@ class SearchService:
             raise BadParameterError(f"qe and alpha must be ≥ 0, got qe={qe}, alpha={alpha}")
         if nprobe is not None and nprobe < 1:
             raise BadParameterError(f"nprobe must be ≥ 1, got {nprobe}")
-        q = self._forward(describe_pil, self.net, crop_box(image, box), device=self.device)
-        searched = QueryExpandedIndex(self.index, qe, alpha) if qe > 0 else self.index
         own = nprobe is not None and self._nprobe is not None and nprobe != self._nprobe
+        path = self.path.with_steps(query_steps(qe, alpha, None, rerank),
+                                    search_kwargs={"nprobe": nprobe if own else self._nprobe})
+        described = self._forward(path.describe, [query]) if path.needs_forward([query]) else path.describe([query])
         with (self._gate.exclusive() if own else self._gate.shared()):
             try:
-                scores, ids = searched.search(q[None], top, fingerprint=self.fingerprint,
-                                              nprobe=nprobe if own else self._nprobe)
+                res = self._forward(path.search, described, top) if path.needs_network else path.search(described, top)
             finally:
                 if own:
-                    self.index.search(q[None], 1, nprobe=self._nprobe)  # restores the default
-        hits = [{"rank": r + 1, "id": int(i), "path": self.index.paths[i], "score": float(s)}
-                for r, (s, i) in enumerate(zip(scores[0], ids[0])) if i >= 0]
-        return {"query": query, "query_id": query_id, "size": list(image.size),
-                "box": None if box is None else list(box), "hits": hits,
-                "ms": round((time.perf_counter() - t0) * 1000, 2)}
+                    self.index.search(described.descriptors[:1], 1, nprobe=self._nprobe)  # restores the default
+        size = self._size(query)
+        return {"query": res.labels[0], "query_id": query.id, "size": None if size is None else list(size),
+                "box": None if query.box is None else list(query.box), "rerank": [st.spec() for st in path.steps],
+                "hits": res.hits(0), "ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    def _size(self, query: Query) -> Optional[Tuple[int, int]]:
+        if query.image is not None:
+            return query.image.size if isinstance(query.image, Image.Image) else None
+        try:
+            return self.indexed_size(int(query.id))  # type: ignore[arg-type]
+        except NotFoundError:
+            return None
+
+    def indexed_size(self, i: int) -> Tuple[int, int]:
+        """(W, H) of indexed image ``i`` as it is shown upright, from its file's header (no decode;
+        :class:`NotFoundError` if the file is gone or unreadable)."""
+        try:
+            with Image.open(self.index.paths[i]) as im:
+                w, h = im.size
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise NotFoundError(f"indexed image {i} can no longer be read: {first_line(e, 80)}") from None
+        return (h, w) if turned else (w, h)
 
     # -- co-segmentation ------------------------------------------------------------------------
     def cosegment(self, images: Sequence[Tuple[Optional[int], str, Image.Image]], k: int = 3) -> Dict[str, Any]:

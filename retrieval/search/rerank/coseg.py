@@ -1,5 +1,5 @@
-"""Co-segmentation re-ranking: the query and its shortlist agree on the object, then the shortlist
-is re-ranked by masked GeM.
+"""``coseg``: co-segmentation re-ranking, a step of the query path. The query and its shortlist agree
+on the object, then the shortlist is re-ranked by masked GeM.
 
 Collection-wide concepts (:mod:`retrieval.model.concepts`) are learned over a whole database; on a
 collection of many different objects in clutter they become generic ("texture" vs "the rest").
@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -58,6 +58,8 @@ from retrieval.core.images import resize_long_side, to_tensor
 from retrieval.model.concepts import ConceptMask, ConceptOptions
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import combine_scales, rescale
+from retrieval.search.rerank.registry import register_reranker
+from retrieval.search.rerank.step import Reranker, RerankContext
 
 PathLike = Union[str, Path]
 
@@ -331,3 +333,28 @@ def coseg_options(K: int, k: int = 3, weight: Optional[float] = None) -> Optiona
         opts.weight = float(weight)
     opts.validate()
     return opts if K > 0 else None
+
+
+@register_reranker
+class CosegReranker(Reranker):
+    """The query path's ``coseg`` step: :func:`coseg_rerank` of each query's top K (its
+    :func:`coseg_summary`, with K, k and weight, is left in ``context.notes["coseg"]``)."""
+
+    name = "coseg"
+    summary = "co-segmentation re-ranking: DFF over the query and its top K, shortlist re-scored by masked GeM"
+    Params = CosegRerankOptions
+    needs_image = True
+    needs_network = True
+
+    def depth(self) -> int:
+        return int(self.params.K)
+
+    def rerank(self, ctx: RerankContext, ids: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if ctx.net is None:
+            raise DataError("co-segmentation re-ranking needs the descriptor network")
+        r = coseg_rerank(ctx.net, ctx.images(), ctx.index.paths, ids, scores, self.params,
+                         device=ctx.device, progress=ctx.progress)
+        opts = self.params
+        summary: Dict[str, Any] = {"K": opts.K, "k": opts.k, "weight": opts.weight, **coseg_summary(r)}
+        ctx.notes[self.name] = summary
+        return r.ids, r.scores

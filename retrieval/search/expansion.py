@@ -1,5 +1,7 @@
-"""Re-ranking by descriptor expansion: α-weighted query expansion (α-QE) and database-side
-augmentation (DBA), as in Radenović et al., TPAMI 2018.
+"""Descriptor expansion: α-weighted query expansion (α-QE) and database-side augmentation (DBA), as
+in Radenović et al., TPAMI 2018. The arithmetic only: α-QE as a step of the query path is
+:mod:`retrieval.search.rerank.qe`; DBA is an index-side transform (:func:`dba_index`, ``tools/index.py
+--dba``).
 
 For a vector ``v`` with neighbours ``x_1..x_k`` (the top-k database vectors by inner product)::
 
@@ -53,28 +55,31 @@ def expansion_weights(sims: np.ndarray, alpha: float) -> np.ndarray:
     return np.power(s, np.float32(alpha))
 
 
+def first_other(ids: np.ndarray, self_ids: Optional[np.ndarray], k: int) -> np.ndarray:
+    """The first ``k`` valid ids of each row of ``ids`` other than the row's own copy.
+
+    ids: (Q, n) int64, best first, −1 pads; self_ids: (Q,) int64 (−1: none) or None. Returns (Q, k)
+    int64, −1 pads (order kept)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    keep = ids >= 0
+    if self_ids is not None:
+        keep &= ids != np.asarray(self_ids, np.int64)[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept ids first, in their order
+    out = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(ids, order, 1), -1)[:, :k]
+    if out.shape[1] < k:
+        out = np.concatenate([out, np.full((out.shape[0], k - out.shape[1]), -1, np.int64)], 1)
+    return out
+
+
 def _neighbours(
     queries: np.ndarray, database: np.ndarray, k: int, self_ids: Optional[np.ndarray]
 ) -> np.ndarray:
     """(Q, k) int64 ids of the top-k database vectors by inner product, own copy skipped; -1 pads."""
-    extra = 1 if self_ids is not None else 0
-    kk = min(k + extra, database.shape[0])
+    kk = min(k + (1 if self_ids is not None else 0), database.shape[0])
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(database)
     _, ids = index.search(queries, kk)
-    ids = ids.astype(np.int64)
-    if self_ids is None:
-        out = ids[:, :k]
-    else:
-        keep = (ids != self_ids[:, None]) & (ids >= 0)
-        # move kept ids to the front of each row, order preserved (stable sort on "not kept")
-        order = np.argsort(~keep, axis=1, kind="stable")
-        ids = np.take_along_axis(ids, order, 1)
-        keep = np.take_along_axis(keep, order, 1)
-        out = np.where(keep, ids, -1)[:, :k]
-    if out.shape[1] < k:
-        out = np.concatenate([out, np.full((out.shape[0], k - out.shape[1]), -1, np.int64)], 1)
-    return out
+    return first_other(ids, self_ids, k)
 
 
 def expand(
@@ -147,43 +152,10 @@ def dba(database: np.ndarray, k: int = 2, alpha: float = 3.0) -> np.ndarray:
     return expand(database, database, ids, alpha)
 
 
-class QueryExpandedIndex:
-    """Wrap an index so that every search first expands its queries by α-QE.
-
-    ``index`` is anything with ``search(Q, k, **kw) -> (scores, ids)``, ``descriptors() -> (N, D)``
-    (e.g. :class:`retrieval.index.ImageIndex`); other attributes are passed through. The ``k``
-    neighbours come from the index's own search (same nprobe / efSearch / re-ranking settings);
-    their weights use exact inner products with the stored descriptors.
-    """
-
-    def __init__(self, index: object, k: int = 2, alpha: float = 3.0) -> None:
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
-        self._index = index
-        self.qe_k = int(k)
-        self.alpha = float(alpha)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._index, name)
-
-    def expand(self, queries: np.ndarray, **search_kwargs: object) -> np.ndarray:
-        """(Q, D) float32 queries → (Q, D) float32 α-QE queries."""
-        Q = _as_f32(np.atleast_2d(queries), "queries")
-        if self.qe_k == 0:
-            return l2_normalize(Q)
-        _, ids = self._index.search(Q, self.qe_k, **search_kwargs)  # type: ignore[attr-defined]
-        X = np.asarray(self._index.descriptors(), dtype=np.float32)  # type: ignore[attr-defined]
-        return expand(Q, X, np.asarray(ids, dtype=np.int64), self.alpha)
-
-    def search(self, queries: np.ndarray, k: int = 10, **search_kwargs: object):
-        """Search with the expanded queries; same signature and result as the wrapped index."""
-        return self._index.search(self.expand(queries, **search_kwargs), k, **search_kwargs)  # type: ignore[attr-defined]
-
-
 def dba_index(index: object, k: int = 2, alpha: float = 3.0) -> object:
     """A new index of the same type, factory, settings and model over DBA-augmented descriptors.
 
-    ``index``: a :class:`retrieval.index.ImageIndex` (duck-typed: ``descriptors()``, ``paths``,
+    ``index``: a :class:`retrieval.search.index.ImageIndex` (duck-typed: ``descriptors()``, ``paths``,
     ``dim``, ``factory``, ``model_config``, ``fingerprint``, ``config``, ``add``). The stored
     descriptors of the result are the augmented ones, so applying it twice augments twice: build
     a DBA index from a freshly made plain index.

@@ -1,10 +1,10 @@
-"""retrieval.qe: α-QE and DBA against a plain numpy loop."""
+"""retrieval.search.expansion: α-QE and DBA against a plain numpy loop."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from retrieval.search.qe import alpha_qe, dba, expansion_weights
+from retrieval.search.expansion import alpha_qe, dba, dba_index, expansion_weights, first_other
 
 
 def _unit(x):
@@ -91,19 +91,19 @@ def test_expansion_helps_on_clusters():
     assert float((qe @ centres[0])[0]) > float((q @ centres[0])[0])
 
 
-def test_query_expanded_index_and_dba_index(data, tmp_path):
+def test_dba_index(data):
     from retrieval.search.index import ImageIndex
-    from retrieval.search.qe import QueryExpandedIndex, dba_index
 
-    q, db = data
+    _, db = data
     idx = ImageIndex(db.shape[1], "Flat", fingerprint="fp")
     idx.add(db, [f"{i}.jpg" for i in range(len(db))])
-    wrapped = QueryExpandedIndex(idx, k=3, alpha=2.0)
-    assert wrapped.paths == idx.paths  # passes attributes through
-    scores, ids = wrapped.search(q, 5, fingerprint="fp")
-    ref = alpha_qe(q, db, k=3, alpha=2.0)
-    np.testing.assert_array_equal(ids, np.argsort(-(ref @ db.T), axis=1, kind="stable")[:, :5])
-    np.testing.assert_allclose(scores, np.sort(ref @ db.T, axis=1)[:, ::-1][:, :5], atol=1e-5)
     aug = dba_index(idx, k=2, alpha=3.0)
     np.testing.assert_allclose(aug.descriptors(), dba(db, k=2, alpha=3.0), atol=1e-6)
     assert aug.paths == idx.paths and aug.fingerprint == "fp" and aug.factory == "Flat"
+
+
+def test_first_other_skips_the_own_copy_and_pads():
+    ids = np.array([[5, 3, 7, -1], [2, -1, -1, -1], [4, 4, 1, 0]], np.int64)
+    np.testing.assert_array_equal(first_other(ids, np.array([3, -1, 4]), 2), [[5, 7], [2, -1], [1, 0]])
+    np.testing.assert_array_equal(first_other(ids, None, 3), [[5, 3, 7], [2, -1, -1], [4, 4, 1]])
+    assert first_other(ids, None, 6).shape == (3, 6)

@@ -1,4 +1,4 @@
-"""Co-segmentation re-ranking (retrieval/search/coseg_rerank.py): only the top K move, masks that
+"""Co-segmentation re-ranking (retrieval/search/rerank/coseg.py): only the top K move, masks that
 fall back keep plain scores, K beyond the index, one-line errors, and a measured mAP gain on a
 generated cluttered collection."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 from retrieval.core.errors import DataError
 from retrieval.core.images import load_image
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.search.coseg_rerank import (
+from retrieval.search.rerank.coseg import (
     CosegRerankOptions,
     coseg_options,
     coseg_rerank,
@@ -124,7 +124,7 @@ def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     larger collections of docs/benchmarks.md show the same)."""
     pytest.importorskip("skimage")
     from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
-    from retrieval.search.coseg_rerank import rerank_ranks
+    from retrieval.search.rerank.coseg import rerank_ranks
     from retrieval.search.extract import extract_descriptors
     from retrieval.toy.collection import make_retrieval_collection
 
