@@ -2,7 +2,7 @@
 
 The parts are opened memory-mapped, so the merged lists need not fit in RAM; the merged index is
 written beside its lists file and read back with ``IO_FLAG_ONDISK_SAME_DIR``, so the folder can be
-moved (see :func:`retrieval.search.index.read_segment`). The same idea as faiss's
+moved (see :func:`retrieval.search.index_folder.read_segment`). The same idea as faiss's
 ``contrib/ondisk.py``, written for this package's segments.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator, List, Sequence, Union
 
 import faiss
+
+from retrieval.search.factory import ivf_of
 
 PathLike = Union[str, Path]
 
@@ -44,10 +46,10 @@ def read_ondisk(path: PathLike) -> Any:
 
 
 def _ivf(index: Any) -> Any:
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        raise ValueError("only IVF indexes have inverted lists to merge") from None
+    ivf = ivf_of(index)
+    if ivf is None:
+        raise ValueError("only IVF indexes have inverted lists to merge")
+    return ivf
 
 
 def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLike = None) -> Any:
