@@ -412,9 +412,9 @@ class ImageIndex:
     def save(self, folder: Union[str, Path]) -> Path:
         """Write the index to ``folder`` (:func:`~retrieval.search.index_folder.write_index`). The
         folder it was loaded from (or last saved to) only receives what was added since; any other
-        folder is written whole, to a temporary folder renamed over ``folder``."""
+        folder is written whole, to a temporary folder renamed over ``folder`` (never over anything
+        that is not an index: :func:`~retrieval.search.index_folder.check_index_target`)."""
         folder = Path(folder)
-        check_index_target(folder)
         base = self._folder if not self._legacy else None
         in_place = base is not None and folder.exists() and os.path.samefile(folder, base)
         if in_place and not self._new_paths and not self._new_removed:
