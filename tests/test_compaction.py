@@ -90,7 +90,7 @@ def test_on_disk_index_stays_on_disk_and_answers_as_before(tmp_path):
 
 
 def test_interrupted_compaction_leaves_the_index_as_it_was(tmp_path, monkeypatch):
-    import retrieval.search.compaction as mod
+    import retrieval.search.index_folder as mod  # the one writer of index folders, which compaction calls
 
     X, Q = unit_rows(400, D), unit_rows(5, D, 1)
     old = grown_index(tmp_path / "ix", "IVF4,Flat", X, np.arange(0, 400, 3))

@@ -22,33 +22,31 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
+import faiss
 import numpy as np
 from tqdm import tqdm
 
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.core.io import atomic_dir
 from retrieval.core.ranks import Ranks, barrier, current_ranks
-from retrieval.search import descriptor_file
-from retrieval.search.factory import auto_factory, is_auto, is_exact, n_lists, parse_bytes, resolve_factory, train_size
-from retrieval.search.index import (
-    DESCRIPTORS,
-    SEGMENTS,
-    STORE,
-    TRAINED,
-    IndexConfig,
-    check_index_target,
-    index_meta,
+from retrieval.search.factory import (
+    auto_factory,
+    is_auto,
+    is_exact,
+    ivf_of,
     make_faiss_index,
-    read_segment,
-    write_faiss,
-    write_meta,
+    n_lists,
+    parse_bytes,
+    resolve_factory,
+    train_size,
 )
+from retrieval.search.index_config import IndexConfig
+from retrieval.search.index_folder import TRAINED, IndexInfo, check_index_target, read_segment, write_faiss, write_index
 from retrieval.search.ivf_training import train_index
 from retrieval.search.ondisk import merge_parts
-from retrieval.search.paths_store import PathStore
 from retrieval.search.shards import ShardDir
 
 PathLike = Union[str, Path]
@@ -76,16 +74,6 @@ class BuildReport:
         return asdict(self)
 
 
-def _is_ivf(index: Any) -> bool:
-    import faiss
-
-    try:
-        faiss.extract_index_ivf(index)
-        return True
-    except RuntimeError:
-        return False
-
-
 def _sample(sd: ShardDir, counts: List[int], n: int, seed: int) -> np.ndarray:
     """``n`` rows drawn without replacement across all shards: (n, D) float32."""
     total = sum(counts)
@@ -102,11 +90,9 @@ def _sample(sd: ShardDir, counts: List[int], n: int, seed: int) -> np.ndarray:
 def _add_parts(sd: ShardDir, shards: List[int], starts: List[int], trained: Any, work: Path, rank: int,
                flush_bytes: int, progress: bool) -> None:
     """Add ``shards`` into copies of ``trained``, written to ``work/part-<rank>-<j>.index``."""
-    import faiss
-
-    ivf = _is_ivf(trained)
+    ivf = ivf_of(trained) is not None
     part, j = faiss.clone_index(trained), 0
-    per_vector = (faiss.extract_index_ivf(trained).code_size + 8) if ivf else 4 * trained.d
+    per_vector = (ivf_of(trained).code_size + 8) if ivf else 4 * trained.d
     for k in tqdm(shards, desc=f"add (rank {rank})", unit="shard", disable=not progress, leave=False):
         X = np.ascontiguousarray(sd.read_shard(k).descriptors, dtype=np.float32)
         if ivf:
@@ -156,7 +142,7 @@ def build_index_from_shards(descriptors: PathLike, out: PathLike, *, factory: Op
     trained, t_train, t_add = None, 0.0, 0.0
     if not is_exact(fac):
         trained = make_faiss_index(fac, D)  # every rank checks, so that none waits for a failed one
-        if on_disk and not _is_ivf(trained):
+        if on_disk and ivf_of(trained) is None:
             raise ConfigError(f"--on-disk needs an IVF factory (IVF...,Flat / IVF...,PQ...), not '{fac}'")
         if ranks.is_main:
             shutil.rmtree(work, ignore_errors=True)
@@ -170,7 +156,7 @@ def build_index_from_shards(descriptors: PathLike, out: PathLike, *, factory: Op
         barrier(ranks)
         trained = read_segment(work / TRAINED)
         t = time.perf_counter()
-        mine = [k for k in range(n_shards) if k % ranks.world == ranks.rank] if _is_ivf(trained) else \
+        mine = [k for k in range(n_shards) if k % ranks.world == ranks.rank] if ivf_of(trained) is not None else \
             (list(range(n_shards)) if ranks.is_main else [])
         if mine:
             _add_parts(sd, mine, starts, trained, work, ranks.rank, max(1 << 20, budget // 8), progress)
@@ -178,28 +164,15 @@ def build_index_from_shards(descriptors: PathLike, out: PathLike, *, factory: Op
         barrier(ranks)
     bpv = None
     if ranks.is_main:
-        with atomic_dir(out) as tmp:
-            descriptor_file.create(tmp / DESCRIPTORS, D, _rows(sd, n_shards))
-            segments = []
-            if trained is not None:
-                (tmp / SEGMENTS).mkdir()
-                seg = tmp / SEGMENTS / "000000.index"
-                parts = sorted(work.glob("part-*.index"))
-                if _is_ivf(trained):
-                    lists = tmp / SEGMENTS / "000000.ivfdata" if on_disk else None
-                    write_faiss(merge_parts(read_segment(work / TRAINED), parts, lists), seg)
-                else:
-                    shutil.move(str(parts[0]), seg)
-                shutil.copy2(work / TRAINED, tmp / TRAINED)
-                segments.append({"file": f"{SEGMENTS}/000000.index", "offset": 0, "count": N, "ondisk": on_disk})
-                bpv = sum(f.stat().st_size for f in (tmp / SEGMENTS).iterdir()) / N
-            store = PathStore(tmp / STORE, create=True)
-            store.commit(0, (p for s in sd.iter_shards() for p in s.paths),
-                         (tuple(int(v) for v in row) for s in sd.iter_shards() for row in s.stats),
-                         info={"segments": segments})
-            store.close()
-            write_meta(tmp, index_meta(D, fac, N, N, man.get("fingerprint"), man.get("model") or {},
-                                       None, cfg, on_disk, bpv if bpv is not None else 4.0 * D))
+        segment: Any = None
+        if trained is not None:  # the parts' lists merged into one segment (IVF), or the one part
+            parts = sorted(work.glob("part-*.index"))
+            segment = partial(merge_parts, read_segment(work / TRAINED), parts) if ivf_of(trained) is not None \
+                else read_segment(parts[0])
+        info = IndexInfo(D, fac, man.get("fingerprint"), man.get("model") or {}, None, cfg, on_disk)
+        bpv = write_index(out, info, descriptors=_rows(sd, n_shards), paths=(p for s in sd.iter_shards() for p in s.paths),
+                          stats=(tuple(int(v) for v in row) for s in sd.iter_shards() for row in s.stats),
+                          segment=segment, ondisk=on_disk, trained=trained)["bytes_per_vector"]
         shutil.rmtree(work, ignore_errors=True)
     barrier(ranks)
     return BuildReport(str(out), fac, N, D, n_shards, on_disk, t_train, t_add, time.perf_counter() - t0,

@@ -22,31 +22,19 @@ itself); the old one stays readable until the rename.
 from __future__ import annotations
 
 import itertools
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Union
 
+import faiss
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.core.io import atomic_dir
 from retrieval.search import descriptor_file
-from retrieval.search.index import (
-    DESCRIPTORS,
-    SEGMENTS,
-    STORE,
-    TRAINED,
-    ImageIndex,
-    check_index_target,
-    index_meta,
-    read_segment,
-    write_faiss,
-    write_meta,
-)
-from retrieval.search.ondisk import lists_to_disk
-from retrieval.search.paths_store import PathStore
+from retrieval.search.factory import ivf_of
+from retrieval.search.index import ImageIndex
+from retrieval.search.index_folder import DESCRIPTORS, check_index_target, read_trained, write_index
 
 PathLike = Union[str, Path]
 BLOCK = 65536  # descriptor rows per block when streaming
@@ -104,15 +92,13 @@ def _live_blocks(folder: Path, n: int, removed: np.ndarray) -> Iterator[np.ndarr
 def _copy_lists(index: ImageIndex, removed: np.ndarray, trained: Any, progress: bool) -> Any:
     """The inverted lists of every segment of ``index`` without ``removed`` ids, renumbered, in a
     new in-memory ``ArrayInvertedLists`` filling a copy of ``trained``; returns that index."""
-    import faiss
-
     out = faiss.clone_index(trained)
-    dst_ivf = faiss.extract_index_ivf(out)
+    dst_ivf = ivf_of(out)
     dst = faiss.ArrayInvertedLists(dst_ivf.nlist, dst_ivf.code_size)
     cs = dst_ivf.code_size
     total = 0
     for seg in index.segments:
-        inv = faiss.extract_index_ivf(seg.index).invlists
+        inv = ivf_of(seg.index).invlists
         for lst in tqdm(range(inv.nlist), desc="compact lists", unit="list", disable=not progress, leave=False,
                         mininterval=1.0):
             n = inv.list_size(lst)
@@ -133,11 +119,18 @@ def _copy_lists(index: ImageIndex, removed: np.ndarray, trained: Any, progress: 
     return out
 
 
+def _readded(trained: Any, blocks: Iterator[np.ndarray]) -> Any:
+    """A copy of ``trained`` (not IVF: its entries cannot be dropped) holding the descriptors of
+    ``blocks`` ((b, D) float32 each)."""
+    out = faiss.clone_index(trained)
+    for X in blocks:
+        out.add(X)
+    return out
+
+
 def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress: bool = True) -> CompactReport:
     """Rewrite the index at ``folder`` into ``out`` (default: ``folder`` itself) without its removed
     ids and with one segment (module doc)."""
-    import faiss
-
     t0 = time.perf_counter()
     folder = Path(folder)
     out = Path(out) if out is not None else folder
@@ -148,37 +141,15 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
     before, live = index.ntotal, index.n_live
     bytes_before = folder_bytes(folder)
     segments_before = len(index.segments)
-    with atomic_dir(out) as tmp:
-        descriptor_file.create(tmp / DESCRIPTORS, index.dim, _live_blocks(folder, index.ntotal, removed))
-        segments = []
-        if (folder / TRAINED).is_file():
-            trained = read_segment(folder / TRAINED)
-            (tmp / SEGMENTS).mkdir()
-            seg = tmp / SEGMENTS / "000000.index"
-            try:
-                faiss.extract_index_ivf(trained)
-                merged = _copy_lists(index, removed, trained, progress)
-                if index.on_disk:
-                    lists_to_disk(merged, tmp / SEGMENTS / "000000.ivfdata")
-            except RuntimeError:  # not an IVF index: add the live descriptors again
-                merged = faiss.clone_index(trained)
-                for X in _live_blocks(folder, index.ntotal, removed):
-                    merged.add(X)
-            write_faiss(merged, seg)
-            shutil.copy2(folder / TRAINED, tmp / TRAINED)
-            segments.append({"file": f"{SEGMENTS}/000000.index", "offset": 0, "count": live,
-                             "ondisk": bool(index.on_disk)})
-        store = PathStore(tmp / STORE, create=True)
-        rows = index.saved_rows(live_only=True)
-        by_path, by_stat = itertools.tee(rows)  # consumed in step by commit's zip: a row at a time
-        store.commit(0, (p for _, p, _ in by_path), (st for _, _, st in by_stat), info={"segments": segments})
-        store.close()
-        if not segments:  # exact search reads the float32 descriptors
-            bpv: Optional[float] = 4.0 * index.dim
-        else:
-            bpv = folder_bytes(tmp / SEGMENTS) / live if live else None
-        write_meta(tmp, index_meta(index.dim, index.factory, live, live, index.fingerprint, index.model_config,
-                                   index.model_source, index.config, index.on_disk, bpv))
+    trained = read_trained(folder)
+    segment = None
+    if trained is not None:
+        segment = (_copy_lists(index, removed, trained, progress) if ivf_of(trained) is not None
+                   else _readded(trained, _live_blocks(folder, index.ntotal, removed)))
+    by_path, by_stat = itertools.tee(index.saved_rows(live_only=True))  # consumed in step: a row at a time
+    write_index(out, index.info(), descriptors=_live_blocks(folder, index.ntotal, removed),
+                paths=(p for _, p, _ in by_path), stats=(st for _, _, st in by_stat), segment=segment,
+                ondisk=index.on_disk, trained=trained)
     index.close()
     return CompactReport(str(out), index.factory, before, int(removed.size), live, segments_before, bytes_before,
                          folder_bytes(out), time.perf_counter() - t0)

@@ -21,6 +21,8 @@ import math
 import re
 from typing import Any, Optional, Union
 
+import faiss
+
 from retrieval.core.errors import ConfigError
 
 # "np": no polysemous training (only needed for Hamming-filtered search; costs minutes to train)
@@ -70,6 +72,24 @@ def resolve_factory(factory: str, n: int, d: int) -> str:
     return f
 
 
+def make_faiss_index(factory: str, dim: int) -> Any:
+    """``faiss.index_factory`` (inner product) with a one-line ConfigError for a bad string."""
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1][:160]
+        raise ConfigError(f"invalid faiss factory string '{factory}' for dimension {dim}: {msg}") from None
+
+
+def ivf_of(index: Any) -> Optional[Any]:
+    """The ``faiss.IndexIVF`` inside a faiss ``index`` (behind pre-transforms, an id map or a
+    refinement), or ``None`` when it has no inverted lists (Flat, HNSW, PQ...)."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
 def is_exact(factory: str) -> bool:
     """True for factories whose scores are exact inner products (no faiss index, no re-ranking)."""
     return factory.replace(" ", "").lower() in ("flat", "idmap,flat")
@@ -104,13 +124,8 @@ def train_size(index: Any, n: int, requested: Optional[int], budget: Optional[in
     list (at least 10,240; 30 per list for 2¹⁴+ lists), capped by a quarter of ``budget`` bytes."""
     if requested:
         return min(n, requested)
-    import faiss
-
-    nlist = 0
-    try:
-        nlist = faiss.extract_index_ivf(index).nlist
-    except RuntimeError:
-        pass
+    ivf = ivf_of(index)
+    nlist = 0 if ivf is None else int(ivf.nlist)
     per_list = 30 if nlist >= 2 ** 14 else 50
     size = max(per_list * nlist, 256 * 40, 10000)
     if budget and d:
@@ -122,8 +137,6 @@ def minimum_size(factory: str, dim: int, n: int) -> int:
     """The fewest descriptors the factory (resolved for ``n`` descriptors of dimension ``dim``)
     can be trained on: the IVF lists, and 2^bits codewords per PQ sub-quantizer (256 for ``PQ{m}``,
     also inside OPQ); 0 for factories that need no training (Flat, HNSW) and unknown strings."""
-    import faiss  # the heavy library is loaded where an index is made, as in retrieval.search.index
-
     try:
         base = faiss.index_factory(dim, resolve_factory(factory, n, dim), faiss.METRIC_INNER_PRODUCT)
     except RuntimeError:

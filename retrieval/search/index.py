@@ -1,25 +1,13 @@
-"""A searchable collection of descriptors: faiss segments, descriptors and ids ↔ paths in one folder.
+"""A searchable collection of descriptors: faiss segments, descriptors and ids ↔ paths.
 
-Folder layout (format version 2)::
-
-    index/
-      meta.json          format, version, factory, dim, count, the model's config and fingerprint
-      paths.sqlite       ids ↔ paths, file size and mtime per id, removed flags, committed segments
-      descriptors.npy    (N, D) float32 row-major, grown in place, read memory-mapped: exact search
-                         (Flat), re-ranking, DBA, rebuilding another factory
-      trained.index      the trained, empty faiss index (absent for Flat): every segment is a copy
-      segments/*.index   faiss indexes over consecutive id ranges (one built from shards with
-                         --on-disk keeps its inverted lists beside it, in segments/*.ivfdata,
-                         memory-mapped at search time)
-
-A new index is written to a temporary folder and renamed. **Adding** to a saved index writes only
-what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
-and ``meta.json``; the SQLite transaction is the commit point, so an interrupted addition leaves the
-index as it was. Searching asks every segment and merges the lists. A re-described or vanished
-file's id is flagged removed (:meth:`ImageIndex.remove`) and never returned again (faiss skips it
-with an id selector); its descriptor and codes stay until :mod:`retrieval.search.compaction`
-(``tools/index.py --compact``) rewrites the folder without them.
-Folders of version 1 (``paths.json``) are still read; saving one rewrites it in version 2.
+:class:`ImageIndex` holds an index's contents: the saved part (a folder, read through
+:mod:`retrieval.search.index_folder`, which also documents the folder's layout and writes it) and
+what was added or removed since (pending until :meth:`ImageIndex.save`). Searching asks every
+segment and merges the lists. A re-described or vanished file's id is flagged removed
+(:meth:`ImageIndex.remove`) and never returned again (faiss skips it with an id selector); its
+descriptor and codes stay until :mod:`retrieval.search.compaction` (``tools/index.py --compact``)
+rewrites the folder without them. Folders of version 1 (``paths.json``) are still read; saving one
+rewrites it in version 2.
 
 Any faiss factory string works (``Flat``, ``HNSW32``, ``IVF1024,PQ64``, ``OPQ64,IVF1024,PQ64``...).
 The templates ``{n}`` (inverted lists) and ``{m}`` (PQ sub-quantizers) and the aliases ``ivfpq``,
@@ -29,120 +17,45 @@ other indexes re-rank their top candidates with exact inner products by default.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import faiss
 import numpy as np
 
-from retrieval.core.config import from_dict
-from retrieval.core.errors import ConfigError, DataError, ModelMismatchError
-from retrieval.core.io import atomic_dir, atomic_path, read_json
+from retrieval.core.errors import DataError, ModelMismatchError
 from retrieval.search import descriptor_file
-from retrieval.search.factory import ALIASES, is_exact, minimum_size, resolve_factory, train_size
+from retrieval.search.factory import (
+    ALIASES,
+    is_exact,
+    ivf_of,
+    make_faiss_index,
+    minimum_size,
+    resolve_factory,
+    train_size,
+)
+from retrieval.search.index_config import IndexConfig
+from retrieval.search.index_folder import (
+    DESCRIPTORS,
+    IndexInfo,
+    SavedFolder,
+    Segment,
+    check_index_target,
+    has_trained,
+    index_meta,
+    read_index_folder,
+    read_trained,
+    segment_bytes,
+    write_index,
+)
 from retrieval.search.ivf_training import train_index
-from retrieval.search.ondisk import read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import exact_knn, merge_topk, search_without
 
-__all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory", "is_exact", "ALIASES"]
-
-INDEX_FORMAT = "gemseg-index"
-INDEX_VERSION = 2
-META, STORE, DESCRIPTORS, TRAINED, SEGMENTS = (
-    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments")
-
-
-@dataclass
-class IndexConfig:
-    """How descriptors are indexed and searched.
-
-    factory: faiss factory string or alias (see module doc). train_size: descriptors sampled to
-    train a compressed index (``None`` = chosen from the collection size). nprobe / ef_search:
-    search-time accuracy knobs of IVF / HNSW indexes. rerank: re-rank the top ``rerank_k``
-    candidates with exact inner products (``None`` = on for every index that is not exact).
-    """
-
-    factory: str = "Flat"
-    train_size: Optional[int] = None
-    nprobe: Optional[int] = None
-    ef_search: Optional[int] = None
-    rerank: Optional[bool] = None
-    rerank_k: int = 100
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not self.factory.strip():
-            raise ConfigError("index.factory: empty factory string")
-        if self.rerank_k < 1:
-            raise ConfigError(f"index.rerank_k: must be ≥ 1, got {self.rerank_k}")
-
-
-def _faiss():
-    import faiss  # imported lazily: heavy, and tests of other modules need not pay for it
-
-    return faiss
-
-
-def make_faiss_index(factory: str, dim: int) -> Any:
-    """``faiss.index_factory`` (inner product) with a one-line ConfigError for a bad string."""
-    faiss = _faiss()
-    try:
-        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        msg = str(e).strip().splitlines()[-1][:160]
-        raise ConfigError(f"invalid faiss factory string '{factory}' for dimension {dim}: {msg}") from None
-
-
-def read_segment(path: Path, ondisk: bool = False) -> Any:
-    """A segment's faiss index; on-disk inverted lists are found beside it and memory-mapped."""
-    try:
-        return read_ondisk(path) if ondisk else _faiss().read_index(str(path))
-    except RuntimeError as e:
-        raise DataError(f"index file {path} is damaged: {str(e).strip().splitlines()[-1][:120]}") from None
-
-
-def write_faiss(index: Any, path: Path) -> None:
-    """``faiss.write_index`` through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        _faiss().write_index(index, str(tmp))
-
-
-def check_index_target(folder: Union[str, Path]) -> None:
-    """Refuse to write an index over anything that is not one: a file, or a non-empty folder
-    without ``meta.json`` (the user's data is never overwritten)."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir()
-                            or (any(folder.iterdir()) and not (folder / META).is_file())):
-        raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
-
-
-def index_meta(dim: int, factory: str, count: int, live: int, fingerprint: Optional[str],
-               model: Dict[str, Any], model_source: Optional[str], config: IndexConfig, on_disk: bool,
-               bytes_per_vector: Optional[float]) -> Dict[str, Any]:
-    """The content of ``meta.json`` (informative: the path store holds the committed counts)."""
-    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "factory": factory, "dim": dim,
-            "count": count, "live": live, "fingerprint": fingerprint, "model": model,
-            "model_source": model_source, "index_config": dict(vars(config)), "on_disk": on_disk,
-            "bytes_per_vector": bytes_per_vector}
-
-
-def write_meta(folder: Path, meta: Dict[str, Any]) -> None:
-    with atomic_path(folder / META) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=2))
-
-
-@dataclass
-class Segment:
-    """A faiss index over ids ``offset .. offset+count-1`` (stored with local ids from 0)."""
-
-    index: Any
-    offset: int
-    count: int
+__all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory", "is_exact", "ALIASES",
+           "make_faiss_index", "minimum_size"]
 
 
 class IndexPaths(Sequence[str]):
@@ -326,9 +239,8 @@ class ImageIndex:
         self._new_stats.extend(stats if stats is not None else [None] * X.shape[0])
 
     def _empty_segment(self, X: np.ndarray) -> Any:
-        faiss = _faiss()
-        if self._template is None and self._folder is not None and (self._folder / TRAINED).is_file():
-            self._template = read_segment(self._folder / TRAINED)
+        if self._template is None and self._folder is not None:
+            self._template = read_trained(self._folder)
         if self._template is None or not self._template.is_trained:
             if self._template is None or "{" in self.factory or self.factory.strip().lower() in ALIASES:
                 self.factory = resolve_factory(self.factory, self.ntotal + X.shape[0], self.dim)
@@ -345,7 +257,7 @@ class ImageIndex:
         (DataError). An index already trained (a template on disk or in memory) takes any number."""
         if self._template is not None and self._template.is_trained:
             return
-        if self._folder is not None and (self._folder / TRAINED).is_file():
+        if self._folder is not None and has_trained(self._folder):
             return
         need = minimum_size(self.factory, self.dim, n)
         if n < need:
@@ -413,12 +325,9 @@ class ImageIndex:
     @property
     def nprobe(self) -> Optional[int]:
         """The number of inverted lists a search visits now (``None``: not an IVF index)."""
-        faiss = _faiss()
         for seg in self._all_segments():
-            try:
-                return int(faiss.extract_index_ivf(seg.index).nprobe)
-            except RuntimeError:
-                return None
+            ivf = ivf_of(seg.index)
+            return None if ivf is None else int(ivf.nprobe)
         return None
 
     def search(self, queries: np.ndarray, k: int = 10, *, fingerprint: Optional[str] = None,
@@ -458,7 +367,6 @@ class ImageIndex:
                          ef_search: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of every segment, merged; removed ids are skipped inside faiss (an id selector
         passed with the search parameters), so ``k`` does not grow with the removed ids."""
-        faiss = _faiss()
         scores, ids = [], []
         for seg in self._all_segments():
             ps = faiss.ParameterSpace()
@@ -482,9 +390,13 @@ class ImageIndex:
         return merge_topk(scores, ids, k)
 
     # -- persistence -------------------------------------------------------------------------------
+    def info(self) -> IndexInfo:
+        """What this index's ``meta.json`` says besides its counts."""
+        return IndexInfo(self.dim, self.factory, self.fingerprint, self.model_config, self.model_source,
+                         self.config, self.on_disk)
+
     def meta(self) -> Dict[str, Any]:
-        return index_meta(self.dim, self.factory, self.ntotal, self.n_live, self.fingerprint, self.model_config,
-                          self.model_source, self.config, self.on_disk, self.bytes_per_vector())
+        return index_meta(self.info(), self.ntotal, self.n_live, self.bytes_per_vector())
 
     def bytes_per_vector(self) -> Optional[float]:
         """Bytes of the faiss segments per id (4·D for Flat, whose search reads the descriptors)."""
@@ -492,72 +404,38 @@ class ImageIndex:
             return None
         if is_exact(self.factory):
             return 4.0 * self.dim
-        faiss = _faiss()
-        size = 0
-        if self._folder is not None and not self._legacy:
-            size += sum(f.stat().st_size for f in (self._folder / SEGMENTS).glob("*") if f.is_file())
+        size = segment_bytes(self._folder) if self._folder is not None and not self._legacy else 0
         if self._new_seg is not None and self._new_seg.ntotal:
             size += len(faiss.serialize_index(self._new_seg))
         return size / self.ntotal
 
     def save(self, folder: Union[str, Path]) -> Path:
-        """Write the index to ``folder``. The folder it was loaded from (or last saved to) only
-        receives what was added since; any other folder is written whole, to a temporary folder
-        renamed over ``folder``."""
+        """Write the index to ``folder`` (:func:`~retrieval.search.index_folder.write_index`). The
+        folder it was loaded from (or last saved to) only receives what was added since; any other
+        folder is written whole, to a temporary folder renamed over ``folder`` (never over anything
+        that is not an index: :func:`~retrieval.search.index_folder.check_index_target`)."""
         folder = Path(folder)
-        check_index_target(folder)
-        if (self._folder is not None and not self._legacy and folder.exists()
-                and os.path.samefile(folder, self._folder)):
-            if not self._new_paths and not self._new_removed:
-                return folder  # nothing new: nothing written
-            self._commit(self._folder, self._store)
+        base = self._folder if not self._legacy else None
+        in_place = base is not None and folder.exists() and os.path.samefile(folder, base)
+        if in_place and not self._new_paths and not self._new_removed:
+            return folder  # nothing new: nothing written
+        new_seg = self._new_seg if self._new_seg is not None and self._new_seg.ntotal else None
+        write_index(folder, self.info(), base=base, descriptors=self._new_desc, paths=self._new_paths,
+                    stats=self._new_stats, removed=self._new_removed, segment=new_seg,
+                    trained=self._trained_template() if new_seg is not None else None)
+        if in_place:
             self._settle()
-            return folder
-        with atomic_dir(folder) as tmp:
-            if self._folder is not None and not self._legacy:
-                for f in self._folder.iterdir():  # a copy of the saved part, then what is new
-                    (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
-                store = PathStore(tmp / STORE)
-                self._commit(tmp, store)
-                store.close()
-            else:
-                self._write_new(tmp)
-        self._attach(folder)
+        else:
+            self._attach(folder)
         return folder
 
-    def _write_meta(self, folder: Path) -> None:
-        write_meta(folder, self.meta())
-
-    def _write_new(self, folder: Path) -> None:
-        """A complete folder holding this (unsaved or version-1) index."""
-        descriptor_file.create(folder / DESCRIPTORS, self.dim, self._new_desc)
-        segments = []
-        if self._new_seg is not None:
-            if self._template is None:  # a version-1 index: its own index, emptied
-                self._template = _faiss().clone_index(self._new_seg)
-                self._template.reset()
-            write_faiss(self._template, folder / TRAINED)
-            (folder / SEGMENTS).mkdir()
-            write_faiss(self._new_seg, folder / SEGMENTS / "000000.index")
-            segments.append({"file": f"{SEGMENTS}/000000.index", "offset": 0, "count": self.ntotal, "ondisk": False})
-        store = PathStore(folder / STORE, create=True)
-        store.commit(0, self._new_paths, self._new_stats, self._removed, info={"segments": segments})
-        store.close()
-        self._write_meta(folder)
-
-    def _commit(self, folder: Path, store: PathStore) -> None:
-        """Append what is pending to the saved folder ``folder`` (its store: ``store``)."""
-        start = self._saved
-        if self._new_desc:
-            descriptor_file.append(folder / DESCRIPTORS, self._pending_matrix(), start)
-        segments = store.info("segments", [])
-        if self._new_seg is not None and self._new_seg.ntotal:
-            name = f"{SEGMENTS}/{start:012d}.index"
-            (folder / SEGMENTS).mkdir(exist_ok=True)
-            write_faiss(self._new_seg, folder / name)
-            segments.append({"file": name, "offset": start, "count": int(self._new_seg.ntotal), "ondisk": False})
-        store.commit(start, self._new_paths, self._new_stats, self._new_removed, info={"segments": segments})
-        self._write_meta(folder)
+    def _trained_template(self) -> Any:
+        """The trained, empty faiss index every segment copies (``None`` for Flat); a version-1
+        index's is its own index, emptied."""
+        if self._template is None and self._new_seg is not None:
+            self._template = faiss.clone_index(self._new_seg)
+            self._template.reset()
+        return self._template
 
     def _settle(self) -> None:
         """After a commit to this index's own folder: the pending part is now saved."""
@@ -578,48 +456,21 @@ class ImageIndex:
     def load(cls, folder: Union[str, Path], mmap: bool = True) -> "ImageIndex":
         """Read an index folder (descriptors are always memory-mapped; ``mmap`` is kept for
         compatibility)."""
-        folder = Path(folder)
-        meta_path = folder / META
-        if not meta_path.is_file():
-            if not folder.exists():
-                raise DataError(f"index not found: {folder} (build one with tools/index.py --images DIR --out {folder})")
-            raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with tools/index.py")
-        meta = read_json(meta_path, f"index {folder}")
-        if meta.get("format") != INDEX_FORMAT:
-            raise DataError(f"{folder} is not a gemseg index folder")
-        if meta.get("version", 1) > INDEX_VERSION:
-            raise DataError(f"{folder} is an index of a newer gemseg (format {meta['version']}); upgrade gemseg")
-        cfg = from_dict(IndexConfig, meta.get("index_config", {}), where=f"{meta_path}:index_config")
-        obj = cls(meta["dim"], "Flat", meta.get("model"), meta.get("fingerprint"), cfg)
-        obj.factory = meta["factory"]
-        obj.model_source = meta.get("model_source")
-        obj.on_disk = bool(meta.get("on_disk", False))
-        obj._folder = folder.resolve()
-        if meta.get("version", 1) < 2:
-            obj._load_v1(folder)
-            return obj
-        obj._store = PathStore(folder / STORE)
-        obj._saved = obj._store.count()
-        obj._stored = descriptor_file.open_rows(folder / DESCRIPTORS, obj._saved)
-        obj._removed = obj._store.removed_ids()
-        for s in obj._store.info("segments", []):
-            seg = Segment(read_segment(folder / s["file"], s.get("ondisk", False)), s["offset"], s["count"])
-            if seg.index.ntotal != seg.count:
-                raise DataError(f"index {folder} is damaged: {s['file']} holds {seg.index.ntotal} of {seg.count} vectors")
-            obj._segments.append(seg)
+        saved = read_index_folder(folder)
+        info = saved.info
+        obj = cls(info.dim, "Flat", info.model_config, info.fingerprint, info.config)
+        obj.factory, obj.model_source, obj.on_disk = info.factory, info.model_source, info.on_disk
+        obj._folder = Path(folder).resolve()
+        if saved.store is None:
+            obj._hold_v1(saved)
+        else:
+            obj._store, obj._saved, obj._stored = saved.store, saved.count, saved.descriptors
+            obj._removed, obj._segments = saved.removed, saved.segments
         return obj
 
-    def _load_v1(self, folder: Path) -> None:
+    def _hold_v1(self, saved: SavedFolder) -> None:
         """A version-1 folder (paths.json): held as a pending, unsaved index over its files."""
-        try:
-            paths = json.loads((folder / "paths.json").read_text())
-            desc = np.load(folder / DESCRIPTORS, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise DataError(f"index {folder} is damaged ({e}); rebuild it with tools/index.py --images") from None
         self._legacy = True
-        self._new_paths, self._new_stats = list(paths), [None] * len(paths)
-        self._new_desc = [desc] if len(paths) else []
-        if (folder / "faiss.index").is_file() and not is_exact(self.factory):
-            self._new_seg = read_segment(folder / "faiss.index")
-            if self._new_seg.ntotal != len(paths):
-                raise DataError(f"index {folder} is damaged: {self._new_seg.ntotal} vectors for {len(paths)} paths")
+        self._new_paths, self._new_stats = list(saved.paths or []), [None] * saved.count
+        self._new_desc = [saved.descriptors] if saved.count else []
+        self._new_seg = saved.segments[0].index if saved.segments else None

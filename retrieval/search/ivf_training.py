@@ -25,23 +25,17 @@ max(64, nprobe).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
+import faiss
 import numpy as np
 from tqdm import tqdm
+
+from retrieval.search.factory import ivf_of
 
 TWO_LEVEL_FROM = 2 ** 14  # inverted lists from which the coarse quantizer is trained in two levels
 NITER = 20
 QUANTIZER_EF_SEARCH = 64  # beam of an HNSW coarse quantizer when assigning vectors to lists
-
-
-def _ivf(index: Any) -> Optional[Any]:
-    import faiss
-
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
 
 
 def split_counts(sizes: np.ndarray, k: int) -> np.ndarray:
@@ -73,8 +67,6 @@ def two_level_kmeans(X: np.ndarray, k: int, *, spherical: bool = True, niter: in
                      progress: bool = False) -> np.ndarray:
     """``k`` centroids of ``X`` (n, D) float32 (n ≥ k) by two-level k-means (module doc):
     (k, D) float32, unit rows when ``spherical``."""
-    import faiss
-
     X = np.ascontiguousarray(X, dtype=np.float32)
     n, d = X.shape
     k1 = max(1, min(k, int(round(math.sqrt(k)))))
@@ -112,10 +104,8 @@ def train_index(index: Any, X: np.ndarray, *, seed: int = 0, progress: bool = Fa
                 two_level_from: int = TWO_LEVEL_FROM) -> Any:
     """Train the empty faiss ``index`` on ``X`` (n, D) float32; two-level k-means for its coarse
     quantizer from ``two_level_from`` lists (module doc). Returns ``index``."""
-    import faiss
-
     X = np.ascontiguousarray(X, dtype=np.float32)
-    ivf = _ivf(index)
+    ivf = ivf_of(index)
     if ivf is None or ivf.nlist < two_level_from or ivf.quantizer.ntotal:
         index.train(X)
         return widen_quantizer_beam(index)
@@ -139,9 +129,7 @@ def train_index(index: Any, X: np.ndarray, *, seed: int = 0, progress: bool = Fa
 def widen_quantizer_beam(index: Any, ef_search: int = QUANTIZER_EF_SEARCH) -> Any:
     """Give the HNSW coarse quantizer of an IVF ``index`` a search beam of at least ``ef_search``
     (module doc); other indexes are returned as they are."""
-    import faiss
-
-    ivf = _ivf(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         q = faiss.downcast_index(ivf.quantizer)
         if isinstance(q, faiss.IndexHNSW):

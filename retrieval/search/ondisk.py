@@ -2,7 +2,7 @@
 
 The parts are opened memory-mapped, so the merged lists need not fit in RAM; the merged index is
 written beside its lists file and read back with ``IO_FLAG_ONDISK_SAME_DIR``, so the folder can be
-moved (see :func:`retrieval.search.index.read_segment`). The same idea as faiss's
+moved (see :func:`retrieval.search.index_folder.read_segment`). The same idea as faiss's
 ``contrib/ondisk.py``, written for this package's segments.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator, List, Sequence, Union
 
 import faiss
+
+from retrieval.search.factory import ivf_of
 
 PathLike = Union[str, Path]
 
@@ -43,24 +45,24 @@ def read_ondisk(path: PathLike) -> Any:
         return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
 
 
-def _ivf(index: Any) -> Any:
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        raise ValueError("only IVF indexes have inverted lists to merge") from None
+def _require_ivf(index: Any) -> Any:
+    ivf = ivf_of(index)
+    if ivf is None:
+        raise ValueError("only IVF indexes have inverted lists to merge")
+    return ivf
 
 
 def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLike = None) -> Any:
     """Fill the empty, trained IVF index ``trained`` with the vectors of the IVF indexes saved in
     ``part_files`` (same trained quantizer; ids kept as they were added). ``lists_file``: put the
     merged inverted lists in this file (on disk) instead of in memory. Returns ``trained``."""
-    ivf = _ivf(trained)
+    ivf = _require_ivf(trained)
     if trained.ntotal:
         raise ValueError("merging needs an empty index")
     if lists_file is None:
         for f in part_files:
             part = faiss.read_index(str(f))  # kept alive while its IVF is merged
-            ivf.merge_from(_ivf(part), 0)
+            ivf.merge_from(_require_ivf(part), 0)
             del part
         trained.ntotal = ivf.ntotal
         return trained
@@ -69,7 +71,7 @@ def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLi
     for f in part_files:
         part = faiss.read_index(str(f), faiss.IO_FLAG_MMAP)
         keep.append(part)
-        lists.push_back(_ivf(part).invlists)
+        lists.push_back(_require_ivf(part).invlists)
     with silenced():
         merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(lists_file))
         ntotal = merged.merge_from_multiple(lists.data(), lists.size(), False, False) if lists.size() else 0
@@ -83,7 +85,7 @@ def merge_parts(trained: Any, part_files: Sequence[PathLike], lists_file: PathLi
 def lists_to_disk(index: Any, lists_file: PathLike) -> Any:
     """Move the in-memory inverted lists of an IVF ``index`` into the on-disk lists file
     ``lists_file``, in place (the in-memory lists are freed); returns ``index``."""
-    ivf = _ivf(index)
+    ivf = _require_ivf(index)
     lists = faiss.InvertedListsPtrVector()
     lists.push_back(ivf.invlists)
     with silenced():
@@ -97,7 +99,7 @@ def lists_to_disk(index: Any, lists_file: PathLike) -> Any:
 def lists_in_memory(index: Any) -> Any:
     """Copy the inverted lists of an IVF ``index`` (e.g. on-disk ones) into RAM, in place (to
     compare an on-disk index with the same index in memory); returns ``index``."""
-    ivf = _ivf(index)
+    ivf = _require_ivf(index)
     ram = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
     ivf.invlists.copy_subset_to(ram, 0, 0, 2 ** 62)  # every id
     ivf.replace_invlists(ram, True)

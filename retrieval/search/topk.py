@@ -10,6 +10,8 @@ from typing import Any, Iterable, List, Optional, Tuple
 import faiss
 import numpy as np
 
+from retrieval.search.factory import ivf_of
+
 BLOCK_ROWS = 1 << 18
 
 
@@ -64,11 +66,9 @@ def drop_ids(scores: np.ndarray, ids: np.ndarray, dropped: np.ndarray, k: int) -
 def _search_params(index: Any, sel: Any) -> Any:
     """Search parameters carrying ``sel`` and the index's own nprobe / efSearch (faiss's parameter
     objects default to nprobe 1 and efSearch 16, not to the index's settings)."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
+    ivf = ivf_of(index)
+    if ivf is not None:
         return faiss.SearchParametersIVF(sel=sel, nprobe=int(ivf.nprobe), max_codes=int(ivf.max_codes))
-    except RuntimeError:
-        pass
     core = faiss.downcast_index(index)
     while isinstance(core, faiss.IndexPreTransform):
         core = faiss.downcast_index(core.index)

@@ -1,0 +1,288 @@
+"""The index folder on disk: its files, its meta.json, reading it, and the one writer that commits it.
+
+Folder layout (format version 2)::
+
+    index/
+      meta.json          format, version, factory, dim, count, the model's config and fingerprint
+      paths.sqlite       ids ↔ paths, file size and mtime per id, removed flags, committed segments
+      descriptors.npy    (N, D) float32 row-major, grown in place, read memory-mapped: exact search
+                         (Flat), re-ranking, DBA, rebuilding another factory
+      trained.index      the trained, empty faiss index (absent for Flat): every segment is a copy
+      segments/*.index   faiss indexes over consecutive id ranges (one built from shards with
+                         --on-disk keeps its inverted lists beside it, in segments/*.ivfdata,
+                         memory-mapped at search time)
+
+:func:`write_index` is the only code that writes a folder: saving an index
+(:meth:`retrieval.search.index.ImageIndex.save`), building one from shards
+(:mod:`retrieval.search.build`) and compacting one (:mod:`retrieval.search.compaction`) call it. A
+new folder is written to a temporary folder and renamed. **Adding** to a saved folder writes only
+what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
+and ``meta.json``; the SQLite transaction is the commit point (it records the row count and the
+segments), so an interrupted addition leaves the index as it was.
+Folders of version 1 (``paths.json``, ``faiss.index``) are still read (:func:`read_index_folder`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import faiss
+import numpy as np
+
+from retrieval.core.config import from_dict
+from retrieval.core.errors import DataError
+from retrieval.core.io import atomic_dir, atomic_path, read_json
+from retrieval.search import descriptor_file
+from retrieval.search.factory import is_exact
+from retrieval.search.index_config import IndexConfig
+from retrieval.search.ondisk import lists_to_disk, read_ondisk
+from retrieval.search.paths_store import PathStore, Stat
+
+PathLike = Union[str, Path]
+INDEX_FORMAT = "gemseg-index"
+INDEX_VERSION = 2
+META, STORE, DESCRIPTORS, TRAINED, SEGMENTS = (
+    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments")
+#: a segment to write: a faiss index, or a function of its on-disk lists file (``None`` when the
+#: lists stay in memory) that returns the index (lists merged straight into that file)
+SegmentSource = Union[Any, Callable[[Optional[Path]], Any]]
+
+
+@dataclass
+class IndexInfo:
+    """What ``meta.json`` says of an index besides its counts: the descriptor dimension, the faiss
+    factory, the model that made the descriptors (fingerprint, config as a plain dict, source file),
+    the search settings and whether its inverted lists live on disk."""
+
+    dim: int
+    factory: str
+    fingerprint: Optional[str]
+    model_config: Dict[str, Any]
+    model_source: Optional[str]
+    config: IndexConfig
+    on_disk: bool = False
+
+    @classmethod
+    def from_meta(cls, meta: Dict[str, Any], where: str) -> "IndexInfo":
+        """From the content of a ``meta.json`` (``where``: its path, for error messages)."""
+        cfg = from_dict(IndexConfig, meta.get("index_config", {}), where=f"{where}:index_config")
+        return cls(int(meta["dim"]), meta["factory"], meta.get("fingerprint"), meta.get("model") or {},
+                   meta.get("model_source"), cfg, bool(meta.get("on_disk", False)))
+
+
+@dataclass
+class Segment:
+    """A faiss index over ids ``offset .. offset+count-1`` (stored with local ids from 0)."""
+
+    index: Any
+    offset: int
+    count: int
+
+
+@dataclass
+class SavedFolder:
+    """An index folder as read. ``store``: its ids ↔ paths (``None`` for a version-1 folder, whose
+    ``paths`` are a list); ``descriptors``: (count, D) float32, memory-mapped; ``removed``: sorted
+    (r,) int64 ids flagged removed; ``segments``: in id order."""
+
+    info: IndexInfo
+    count: int
+    descriptors: np.ndarray
+    removed: np.ndarray
+    segments: List[Segment]
+    store: Optional[PathStore] = None
+    paths: Optional[List[str]] = None
+
+
+# -- files -------------------------------------------------------------------------------------------
+def read_segment(path: Path, ondisk: bool = False) -> Any:
+    """A segment's faiss index; on-disk inverted lists are found beside it and memory-mapped."""
+    try:
+        return read_ondisk(path) if ondisk else faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise DataError(f"index file {path} is damaged: {str(e).strip().splitlines()[-1][:120]}") from None
+
+
+def write_faiss(index: Any, path: Path) -> None:
+    """``faiss.write_index`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+def read_trained(folder: Path) -> Optional[Any]:
+    """The trained, empty faiss index of the folder (``None``: it has none, e.g. Flat)."""
+    return read_segment(folder / TRAINED) if has_trained(folder) else None
+
+
+def has_trained(folder: Path) -> bool:
+    return (Path(folder) / TRAINED).is_file()
+
+
+def segment_bytes(folder: Path) -> int:
+    """Bytes of the folder's segment files (on-disk inverted lists included)."""
+    return sum(f.stat().st_size for f in (Path(folder) / SEGMENTS).glob("*") if f.is_file())
+
+
+def check_index_target(folder: PathLike) -> None:
+    """Refuse to write an index over anything that is not one: a file, or a non-empty folder
+    without ``meta.json`` (the user's data is never overwritten)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir()
+                            or (any(folder.iterdir()) and not (folder / META).is_file())):
+        raise DataError(f"{folder} exists and is not a gemseg index; choose another --out")
+
+
+# -- meta.json ---------------------------------------------------------------------------------------
+def index_meta(info: IndexInfo, count: int, live: int, bytes_per_vector: Optional[float]) -> Dict[str, Any]:
+    """The content of ``meta.json`` (informative: the path store holds the committed counts)."""
+    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "factory": info.factory, "dim": info.dim,
+            "count": count, "live": live, "fingerprint": info.fingerprint, "model": info.model_config,
+            "model_source": info.model_source, "index_config": dict(vars(info.config)), "on_disk": info.on_disk,
+            "bytes_per_vector": bytes_per_vector}
+
+
+def write_meta(folder: Path, meta: Dict[str, Any]) -> None:
+    with atomic_path(folder / META) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(folder: Path) -> Dict[str, Any]:
+    """The folder's ``meta.json``, checked to be a gemseg index this version reads."""
+    meta_path = folder / META
+    if not meta_path.is_file():
+        if not folder.exists():
+            raise DataError(f"index not found: {folder} (build one with tools/index.py --images DIR --out {folder})")
+        raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with tools/index.py")
+    meta = read_json(meta_path, f"index {folder}")
+    if meta.get("format") != INDEX_FORMAT:
+        raise DataError(f"{folder} is not a gemseg index folder")
+    if meta.get("version", 1) > INDEX_VERSION:
+        raise DataError(f"{folder} is an index of a newer gemseg (format {meta['version']}); upgrade gemseg")
+    return meta
+
+
+# -- reading -----------------------------------------------------------------------------------------
+def read_index_folder(folder: PathLike) -> SavedFolder:
+    """Read the index folder ``folder`` (version 2, or 1)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    info = IndexInfo.from_meta(meta, str(folder / META))
+    if meta.get("version", 1) < 2:
+        return _read_v1(folder, info)
+    store = PathStore(folder / STORE)
+    count = store.count()
+    segments = []
+    for s in store.info("segments", []):
+        seg = Segment(read_segment(folder / s["file"], s.get("ondisk", False)), s["offset"], s["count"])
+        if seg.index.ntotal != seg.count:
+            raise DataError(f"index {folder} is damaged: {s['file']} holds {seg.index.ntotal} of {seg.count} vectors")
+        segments.append(seg)
+    return SavedFolder(info, count, descriptor_file.open_rows(folder / DESCRIPTORS, count), store.removed_ids(),
+                       segments, store)
+
+
+def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
+    """A version-1 folder: ``paths.json``, ``descriptors.npy`` and (not Flat) ``faiss.index``."""
+    try:
+        paths = json.loads((folder / "paths.json").read_text())
+        desc = np.load(folder / DESCRIPTORS, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"index {folder} is damaged ({e}); rebuild it with tools/index.py --images") from None
+    segments = []
+    if (folder / "faiss.index").is_file() and not is_exact(info.factory):
+        seg = read_segment(folder / "faiss.index")
+        if seg.ntotal != len(paths):
+            raise DataError(f"index {folder} is damaged: {seg.ntotal} vectors for {len(paths)} paths")
+        segments.append(Segment(seg, 0, len(paths)))
+    return SavedFolder(info, len(paths), desc, np.zeros(0, np.int64), segments, paths=list(paths))
+
+
+# -- the writer --------------------------------------------------------------------------------------
+def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = None,
+                descriptors: Iterable[np.ndarray] = (), paths: Iterable[str] = (), stats: Iterable[Stat] = (),
+                removed: Iterable[int] = (), segment: Optional[SegmentSource] = None, ondisk: bool = False,
+                trained: Any = None) -> Dict[str, Any]:
+    """Write the index folder ``out``: the new ids' descriptors, their segment, their rows of the
+    path store and ``meta.json``; the store's transaction commits them (module doc).
+
+    Args:
+        out: the index folder.
+        info: what meta.json says besides the counts (which are the store's).
+        base: the saved folder this adds to: ``out`` itself (what is new is appended in place),
+            another index folder (copied, added to, renamed over ``out``), or ``None``: a new
+            folder (written to a temporary folder renamed over ``out``).
+        descriptors: the new ids' descriptors in id order, blocks of (b, D) float32.
+        paths, stats: the new ids' paths and ``(size, mtime_ns)`` (or ``None``), streamed.
+        removed: ids flagged removed by this write.
+        segment: the faiss index over the new ids (local ids from 0), or a function of its lists
+            file (:data:`SegmentSource`); ``None``: no segment (Flat).
+        ondisk: the segment's inverted lists go to a lists file beside it (an index's in-memory
+            lists are moved there).
+        trained: the trained, empty faiss index every segment copies (written if the folder has none).
+    Returns:
+        the content of the ``meta.json`` written.
+    """
+    out = Path(out)
+    in_place = base is not None and out.exists() and os.path.samefile(out, base)
+    if not in_place:
+        check_index_target(out)
+    with (nullcontext(out) if in_place else atomic_dir(out)) as folder:
+        if base is not None and not in_place:
+            for f in Path(base).iterdir():  # a copy of the saved part, then what is new
+                (shutil.copytree if f.is_dir() else shutil.copy2)(f, folder / f.name)
+        meta = _commit(folder, info, descriptors, paths, stats, removed, segment, ondisk, trained)
+    return meta
+
+
+def _commit(folder: Path, info: IndexInfo, descriptors: Iterable[np.ndarray], paths: Iterable[str],
+            stats: Iterable[Stat], removed: Iterable[int], segment: Optional[SegmentSource], ondisk: bool,
+            trained: Any) -> Dict[str, Any]:
+    """Add to ``folder`` (a new one when it has no path store yet) and commit (:func:`write_index`)."""
+    created = not (folder / STORE).is_file()
+    store = PathStore(folder / STORE, create=created)
+    try:
+        start = store.count()
+        n = _write_descriptors(folder, info.dim, descriptors, start, created)
+        if trained is not None and not has_trained(folder):
+            write_faiss(trained, folder / TRAINED)
+        segments = store.info("segments", [])
+        if segment is not None:
+            name = f"{SEGMENTS}/{'000000' if created else f'{start:012d}'}.index"
+            segments.append(_write_segment(folder, name, segment, ondisk, start, n))
+        store.commit(start, paths, stats, removed, info={"segments": segments})  # the commit point
+        count, live = store.count(), store.count() - store.removed_ids().size
+    finally:
+        store.close()
+    bpv = None if count == 0 else (segment_bytes(folder) / count if segments else 4.0 * info.dim)
+    meta = index_meta(info, count, live, bpv)
+    write_meta(folder, meta)
+    return meta
+
+
+def _write_descriptors(folder: Path, dim: int, blocks: Iterable[np.ndarray], start: int, created: bool) -> int:
+    """Write (a new folder) or append the new rows to the descriptor file; the rows written."""
+    if created:
+        return descriptor_file.create(folder / DESCRIPTORS, dim, blocks)
+    end = start
+    for X in blocks:
+        end = descriptor_file.append(folder / DESCRIPTORS, X, end)
+    return end - start
+
+
+def _write_segment(folder: Path, name: str, segment: SegmentSource, ondisk: bool, offset: int,
+                   count: int) -> Dict[str, Any]:
+    """Write the segment file ``name`` (with its lists file when ``ondisk``); its store record."""
+    (folder / SEGMENTS).mkdir(exist_ok=True)
+    lists = (folder / name).with_suffix(".ivfdata") if ondisk else None
+    index = segment(lists) if callable(segment) else segment
+    if lists is not None and not callable(segment):
+        lists_to_disk(index, lists)
+    if index.ntotal != count:
+        raise ValueError(f"a segment of {index.ntotal} vectors for {count} new descriptors")
+    write_faiss(index, folder / name)
+    return {"file": name, "offset": offset, "count": count, "ondisk": ondisk}

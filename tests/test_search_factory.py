@@ -1,0 +1,51 @@
+"""Which faiss index (retrieval.search.factory): making one from a factory string, and the one
+check for inverted lists (``ivf_of``) that building, training, merging, compaction and search use."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from retrieval.core.errors import ConfigError
+from retrieval.search.factory import ivf_of, make_faiss_index, train_size
+
+D = 32
+
+
+@pytest.mark.parametrize("factory,nlist,kind", [
+    ("Flat", None, None),
+    ("IVF8,Flat", 8, faiss.IndexIVFFlat),
+    ("PCAR16,IVF8,PQ4", 8, faiss.IndexIVFPQ),  # behind a pre-transform
+    ("OPQ4,IVF16_HNSW32,PQ4np", 16, faiss.IndexIVFPQ),
+    ("HNSW16", None, None),
+    ("PQ4", None, None),
+])
+def test_ivf_of_finds_the_inverted_lists_or_none(factory, nlist, kind):
+    index = make_faiss_index(factory, D)
+    ivf = ivf_of(index)
+    if nlist is None:
+        assert ivf is None
+    else:
+        assert isinstance(faiss.downcast_index(ivf), kind) and ivf.nlist == nlist
+        ivf.nprobe = 5  # the very object inside the index, not a copy
+        assert faiss.extract_index_ivf(index).nprobe == 5
+
+
+def test_ivf_of_sees_through_a_refinement_of_a_trained_index():
+    X = np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32)
+    index = make_faiss_index("IVF8,PQ4,RFlat", D)
+    index.train(X)
+    assert ivf_of(index).nlist == 8 and ivf_of(index).is_trained
+
+
+def test_train_size_follows_the_inverted_lists():
+    assert train_size(make_faiss_index("IVF1024,Flat", D), 10 ** 7, None) == 50 * 1024
+    assert train_size(make_faiss_index("IVF65536_HNSW32,Flat", D), 10 ** 7, None) == 30 * 65536
+    assert train_size(make_faiss_index("PQ4", D), 10 ** 7, None) == 256 * 40  # no lists: the floor
+
+
+def test_make_faiss_index_reports_a_bad_string_in_one_line():
+    with pytest.raises(ConfigError, match="invalid faiss factory string 'IVF8,Nope' for dimension 32") as e:
+        make_faiss_index("IVF8,Nope", D)
+    assert "\n" not in str(e.value)
+    assert make_faiss_index("Flat", D).metric_type == faiss.METRIC_INNER_PRODUCT
