@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from retrieval.core.backbone import BACKBONES, Backbone, build_backbone, hash_state
+from retrieval.core.backbone import Backbone, backbone_spec, build_backbone, hash_state
 from retrieval.core.config import to_dict
-from retrieval.core.errors import ConfigError, WeightsError, did_you_mean
+from retrieval.core.errors import ConfigError, WeightsError
 from retrieval.model.concepts import ConceptMask
 from retrieval.model.pooling import POOLINGS, build_pooling
 
@@ -32,7 +32,7 @@ class ModelConfig:
     """What defines a descriptor model. Defaults: the offline default model (EfficientNet-Lite0 + GeM).
 
     Attributes:
-        backbone: one of ``retrieval.backbone.BACKBONES``.
+        backbone: a registered backbone (:func:`retrieval.core.backbone.backbone_names`).
         weights: ``imagenet`` | ``none`` | path to a checkpoint.
         pooling: ``gem`` | ``mac`` | ``spoc`` | ``rmac``.
         p: initial GeM exponent; learn_p: whether training updates it.
@@ -60,10 +60,10 @@ class ModelConfig:
     object_factor: Optional[int] = None
 
     def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"model.backbone: unknown backbone '{self.backbone}'"
-                              f"{did_you_mean(self.backbone, BACKBONES)}; "
-                              f"choose from: {', '.join(BACKBONES)}")
+        try:
+            backbone_spec(self.backbone)  # the registry now: a backbone registered later validates
+        except ConfigError as e:
+            raise ConfigError(f"model.backbone: {e}") from None
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling: '{self.pooling}' is not one of {', '.join(POOLINGS)}")
         if self.image_size < 16:
