@@ -11,12 +11,12 @@ from PIL import Image, ImageFile
 
 from retrieval.core import images as data
 from retrieval.core.errors import DataError, ImageError
+from retrieval.core.image_listing import list_images
 from retrieval.core.images import (
     IMAGE_EXTENSIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDataset,
-    list_images,
     load_image,
     resize_long_side,
     to_rgb,

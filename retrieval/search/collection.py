@@ -13,7 +13,8 @@ from PIL import Image
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
-from retrieval.core.images import ImageLike, as_image, crop_box, image_label, scan_images
+from retrieval.core.image_listing import scan_images
+from retrieval.core.images import ImageLike, as_image, crop_box, image_label
 from retrieval.model.network import DescriptorNet
 from retrieval.search.coseg_rerank import CosegRerankOptions
 from retrieval.search.coseg_rerank import coseg_rerank as rerank_by_coseg
