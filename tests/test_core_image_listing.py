@@ -11,9 +11,10 @@ import pytest
 from retrieval.core import images
 from retrieval.core.errors import DataError
 from retrieval.core.image_listing import ImageListing, iter_entries, iter_image_paths, list_images, scan_images
+from retrieval.core.images import IMAGE_EXTENSIONS
 
 
-def _touch(p: Path) -> Path:
+def _touch_image(p: Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(b"x")  # listing looks at names only
     return p
@@ -46,7 +47,7 @@ def tree(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
     for rel in ["a.jpg", "a/z.png", "a/b/c.JPG", "a-b.jpg", "a-b/x.txt", "a/notes.txt", "A/q.webp", "é/ü.jpeg",
                 "b/raw.CR2", "b/noext", "b/c.heic.bak", ".hidden/h.jpg", "b/.x.jpg", "zz.tif"]:
-        _touch(root / rel)
+        _touch_image(root / rel)
     (root / "link").symlink_to(root / "a", target_is_directory=True)  # a folder reached twice
     (root / "a" / "b" / "loop").symlink_to(root, target_is_directory=True)  # a symlink loop
     return root
@@ -94,12 +95,12 @@ def test_the_same_one_line_messages_streamed_and_collected(tmp_path, monkeypatch
     monkeypatch.setattr(images, "IMAGE_EXTENSIONS",  # as without the heif extra
                         tuple(e for e in images.IMAGE_EXTENSIONS if e not in images.HEIF_EXTENSIONS))
     empty = tmp_path / "empty"
-    _touch(empty / "IMG_1.HEIC")
-    _touch(empty / "sub" / "IMG_2.heic")
-    _touch(empty / "readme.md")
+    _touch_image(empty / "IMG_1.HEIC")
+    _touch_image(empty / "sub" / "IMG_2.heic")
+    _touch_image(empty / "readme.md")
     blank = tmp_path / "blank.txt"
     blank.write_text("# nothing\n\n")
-    other = _touch(tmp_path / "table.csv")
+    other = _touch_image(tmp_path / "table.csv")
     exts = ", ".join(images.IMAGE_EXTENSIONS)
     cases = {
         empty: (f"{empty}: no images found in this folder or below (looked for {exts}); left out: 2 .heic, 1 .md "
@@ -113,6 +114,60 @@ def test_the_same_one_line_messages_streamed_and_collected(tmp_path, monkeypatch
             with pytest.raises(DataError) as e:
                 listing(src)
             assert str(e.value) == msg
-    one = _touch(tmp_path / "one.PNG")
+    one = _touch_image(tmp_path / "one.PNG")
     assert list_images(one) == [one] and list(iter_image_paths(one)) == [str(one)]
-    assert [p.name for p in list_images(tmp_path / "empty" / "..")] == ["one.PNG"]  # the .heic files left out
+    assert [p.name for p in list_images(tmp_path)] == ["one.PNG"]  # the .heic files below are left out
+
+
+# ------------------------------------------------------------------------------------------------
+# list_images (moved from tests/test_data.py)
+# ------------------------------------------------------------------------------------------------
+def test_list_images_folder(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    expect = sorted(
+        _touch_image(root / rel)
+        for rel in ["a.jpg", "b/c.JPG", "b/d/e.Jpeg", "b/f.png", "g.WEBP", "h.tif", "i.TIFF", "j.bmp"]
+    )
+    for rel in ["notes.txt", "b/data.csv", "b/d/raw.cr2", ".hidden/k.jpg", "b/.l.jpg", "m.jpg.bak"]:
+        _touch_image(root / rel)
+    got = list_images(root)
+    assert got == expect
+    assert all(isinstance(p, Path) for p in got)
+    assert list_images(str(root)) == expect
+    assert {e for e in IMAGE_EXTENSIONS} >= {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+def test_list_images_txt(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    abs_img = _touch_image(tmp_path / "elsewhere" / "z.jpg")
+    txt = lists / "query.txt"
+    txt.write_bytes(
+        b"# my queries\r\n\r\nimgs/a.jpg\r\n  ../other/b.png  \r\n   # indented comment\n"
+        + str(abs_img).encode()
+        + b"\n\n"
+    )
+    assert list_images(txt) == [lists / "imgs" / "a.jpg", lists / "../other/b.png", abs_img]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("# nothing\n\n")
+    with pytest.raises(DataError, match="no image paths"):
+        list_images(blank)
+
+
+def test_list_images_errors_and_single_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_folder"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "readme.md").write_text("hi")
+    with pytest.raises(DataError) as ei:
+        list_images(empty)
+    msg = str(ei.value)
+    assert str(empty) in msg and ".jpg" in msg and ".png" in msg and "\n" not in msg
+    with pytest.raises(DataError, match="not found") as ei:
+        list_images(tmp_path / "missing")
+    assert str(tmp_path / "missing") in str(ei.value)
+    one = _touch_image(tmp_path / "one.PNG")
+    assert list_images(one) == [one]
+    other = tmp_path / "table.csv"
+    other.write_text("a,b\n")
+    with pytest.raises(DataError, match="not a folder"):
+        list_images(other)

@@ -4,7 +4,7 @@
   fully (a truncated file fails here, not later), applies the EXIF orientation and converts every
   mode to 8-bit RGB: alpha is composited on white, 16- and 32-bit integers are scaled by their bit
   depth (never clipped at 255), floats by their range. A file that cannot be used raises
-  :class:`~retrieval.errors.ImageError` with a short reason.
+  :class:`~retrieval.core.errors.ImageError` with a short reason.
 * :func:`resize_long_side` and :func:`to_tensor` make the network input.
 * :data:`IMAGE_EXTENSIONS` are the files taken for images (listing a source is
   :mod:`retrieval.core.image_listing`); :func:`unsupported_reason` says why another file is not
@@ -122,7 +122,7 @@ def load_image(path: PathLike, max_side: Optional[int] = None, *, data: Optional
             raise ImageError(
                 p,
                 f"image too large: {w}x{h} = {w * h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}"
-                " (decompression bomb guard; raise retrieval.data.MAX_IMAGE_PIXELS to allow it)",
+                " (decompression bomb guard; raise retrieval.core.images.MAX_IMAGE_PIXELS to allow it)",
             )
         if w <= 0 or h <= 0:
             raise ImageError(p, f"truncated or corrupt image: size {w}x{h}")

@@ -42,7 +42,7 @@ class ModelConfig:
             themselves travel in the checkpoint.
         dim: output dimension after whitening (``None`` = all).
         concepts: a concept file (``tools/coseg.py --save-concepts``) learned with this backbone:
-            pooling is then concept-masked GeM (:mod:`retrieval.concepts`); ``None`` = plain pooling.
+            pooling is then concept-masked GeM (:mod:`retrieval.model.concepts`); ``None`` = plain pooling.
         object_factor: the concept file's object factor to use, numbered from 0 (``None`` = the one
             stored in it).
     """
@@ -92,10 +92,10 @@ class DescriptorNet(nn.Module):
         self.pool = pool
         self.register_buffer("whiten_m", torch.zeros(0))
         self.register_buffer("whiten_P", torch.zeros(0, 0))
-        self.concepts = None  # retrieval.concepts.ConceptMask (not a weight: not in the state_dict)
+        self.concepts = None  # retrieval.model.concepts.ConceptMask (not a weight: not in the state_dict)
 
     def set_concepts(self, concepts: Optional[Any]) -> None:
-        """Pool with concept-masked GeM using ``concepts`` (a :class:`retrieval.concepts.ConceptMask`
+        """Pool with concept-masked GeM using ``concepts`` (a :class:`retrieval.model.concepts.ConceptMask`
         learned with this backbone), or plain pooling again with ``None``. Changes the fingerprint."""
         self.concepts = concepts
 
