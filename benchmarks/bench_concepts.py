@@ -25,9 +25,10 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from cosegment.pipeline import learn_concepts  # noqa: E402
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval  # noqa: E402
 from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
-from retrieval.model.concepts import ConceptMask, learn_concepts  # noqa: E402
+from retrieval.model.concepts import ConceptMask  # noqa: E402
 from retrieval.model.network import ModelConfig, build_network  # noqa: E402
 from retrieval.search.extract import extract_descriptors  # noqa: E402
 from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
@@ -81,8 +82,10 @@ def main() -> int:
             t0 = time.perf_counter()
             net.set_concepts(None)
             plain = _evaluate(net, col, args.size)
-            H, objs, layer = learn_concepts(net.backbone, col.db_paths, k=args.k, image_size=args.size)
-            cm = ConceptMask(H, objs, layer)
+            learned = learn_concepts(net.backbone, col.db_paths, k=args.k, image_size=args.size,
+                                     object_rule="single", max_images=200)
+            layer, objs = learned.layer, learned.object_factors
+            cm = ConceptMask(learned.H, objs, layer)
             net.set_concepts(cm)
             masked = _evaluate(net, col, args.size)
             net.set_concepts(None)

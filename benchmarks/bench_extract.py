@@ -36,7 +36,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, markdown_table  # noqa: E402
 
-from retrieval.core.images import list_images, load_image, resize_long_side, to_tensor  # noqa: E402
+from retrieval.core.image_listing import list_images  # noqa: E402
+from retrieval.core.images import load_image, resize_long_side, to_tensor  # noqa: E402
 from retrieval.model.network import ModelConfig, build_network  # noqa: E402
 from retrieval.search.extract import _auto_workers, describe_batch, extract_descriptors, resolve_device  # noqa: E402
 

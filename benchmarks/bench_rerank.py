@@ -36,9 +36,10 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
+from cosegment.pipeline import learn_concepts
 from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
-from retrieval.model.concepts import ConceptMask, learn_concepts
+from retrieval.model.concepts import ConceptMask
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_summary, rerank_ranks
 from retrieval.search.extract import describe_pil, extract_descriptors
@@ -91,9 +92,10 @@ def run_collection(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
     add("plain GeM", R, t_desc)
 
     t0 = time.perf_counter()
-    H, objs, layer = learn_concepts(net.backbone, col.db_paths, k=args.k, image_size=args.size)
+    learned = learn_concepts(net.backbone, col.db_paths, k=args.k, image_size=args.size,
+                             object_rule="single", max_images=200)
     t_learn = time.perf_counter() - t0
-    net.set_concepts(ConceptMask(H, objs, layer))
+    net.set_concepts(ConceptMask(learned.H, learned.object_factors, learned.layer))
     Xm = extract_descriptors(net, col.db_paths, progress=False).descriptors
     t0 = time.perf_counter()
     Qm = describe_queries()

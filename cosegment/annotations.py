@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from retrieval.core.errors import DataError
-from retrieval.core.images import IMAGE_EXTENSIONS, list_images
+from retrieval.core.image_listing import list_images
+from retrieval.core.images import IMAGE_EXTENSIONS
 
 PathLike = Union[str, Path]
 

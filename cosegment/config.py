@@ -24,8 +24,9 @@ class CosegConfig:
 
     k: number of concepts. layer: backbone layer to factorise (default per backbone:
     :func:`retrieval.core.backbone.default_layer`). image_size: long side of the network input
-    (default per backbone). factorizer: ``nmf`` | ``sigmoid-nmf`` | ``deep-semi-nmf``. threshold:
-    ``otsu`` (pooled over the set) | ``otsu-image`` | a number in [0, 1]. object_factors: the
+    (default per backbone: :func:`retrieval.core.backbone.default_image_size`). factorizer:
+    ``nmf`` | ``sigmoid-nmf`` | ``deep-semi-nmf``. threshold: ``otsu`` (pooled over the set) |
+    ``otsu-image`` | a number in [0, 1]. object_factors: the
     factors forming the object, numbered from 0 (default: the rule of
     :func:`cosegment.dff.choose_object_factors`). max_border_ratio: that rule's border threshold.
     seed: factorisation seed. batch_size: images per forward pass.

@@ -41,7 +41,7 @@ from cosegment.segmentation import (
 )
 from retrieval.core.backbone import Backbone, default_image_size, default_layer, resolve_device
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.core.images import scan_images
+from retrieval.core.image_listing import scan_images
 
 PathLike = Union[str, Path]
 Images = Union[PathLike, Sequence[PathLike], Mapping[str, Sequence[PathLike]]]

@@ -10,7 +10,8 @@ import cosegment
 from cosegment.concept_file import load_concepts, save_concepts
 from retrieval.core.errors import DataError, ModelMismatchError
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
-from retrieval.model.concepts import ConceptMask, ConceptOptions, learn_concepts, mask_from_heat, object_heat
+import retrieval.model.concepts as concepts_mod
+from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.model.pooling import GeM, gem, masked_gem
 
@@ -153,18 +154,25 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
         build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, concepts=str(bad)))
 
 
-def test_learn_concepts_is_the_cosegment_pipeline(small_net, tmp_path):
-    """retrieval's learn_concepts is cosegment.learn_concepts with this head's defaults (single
-    object factor, at most 200 images): same concepts, same factors (numbered from 0), and a file
-    ConceptMask.from_file reads back with those factors."""
+def test_concept_pooling_learns_with_the_one_learn_concepts(small_net, tmp_path):
+    """Concept-masked pooling learns its concepts with cosegment.learn_concepts (the retrieval head
+    has no other): the head's choice (a single object factor, at most 200 images) gives concepts
+    whose file ConceptMask.from_file reads back with those factors (numbered from 0)."""
+    assert not hasattr(concepts_mod, "learn_concepts")
     paths = random_images(tmp_path / "imgs", 5, size=(64, 64), seed=3)
     bb = small_net.backbone
-    H, objs, layer = learn_concepts(bb, paths, k=3, image_size=64, save_to=tmp_path / "c.pt")
+    learned = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="single", max_images=200,
+                                       save_to=tmp_path / "c.pt")
+    assert isinstance(learned, cosegment.LearnedConcepts)
+    H, objs, layer = learned.H, learned.object_factors, learned.layer
     ref = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="single", max_images=200)
     np.testing.assert_array_equal(H, ref.H)
-    assert objs == ref.object_factors and len(objs) == 1 and 0 <= objs[0] < 3 and layer == ref.layer
+    assert H.shape == (3, 512) and H.dtype == np.float32 and layer == "layer4" and learned.image_size == 64
+    assert objs == ref.object_factors and len(objs) == 1 and 0 <= objs[0] < 3
     assert load_concepts(tmp_path / "c.pt").object_factors == objs
     assert ConceptMask.from_file(tmp_path / "c.pt", bb).factors == objs
+    sub = cosegment.learn_concepts(bb, paths, k=3, image_size=64, max_images=3)  # an evenly spaced subset
+    assert sub.paths == [paths[0], paths[2], paths[4]]
     union = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="union").object_factors
     assert set(objs) <= set(union)  # the single least-border factor is one of the union's
     given = cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[1])
@@ -172,10 +180,26 @@ def test_learn_concepts_is_the_cosegment_pipeline(small_net, tmp_path):
     with pytest.raises(DataError, match="numbered from 0"):
         cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[2])
     with pytest.raises(DataError, match="object_rule"):
-        learn_concepts(bb, paths, object_rule="largest")
+        cosegment.learn_concepts(bb, paths, object_rule="largest")
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(DataError, match="could be loaded"):
-        learn_concepts(bb, [tmp_path / "bad.jpg"], k=2, image_size=64)
+        cosegment.learn_concepts(bb, [tmp_path / "bad.jpg"], k=2, image_size=64)
+
+
+def test_a_concept_file_written_before_still_loads(small_net, tmp_path):
+    """The on-disk format of a concept file (version 1), written as a plain dict: it still loads,
+    with its object factors, and a network pools with it."""
+    bb = small_net.backbone
+    H = torch.rand(3, 512, generator=torch.Generator().manual_seed(0))
+    torch.save({"format": "gemseg-concepts", "version": 1, "H": H, "fingerprint": bb.fingerprint(),
+                "layer": "layer4", "backbone": "resnet18", "image_size": 64, "object_factors": [2],
+                "method": "nmf", "extra": {"images": 5, "k": 3}}, tmp_path / "old.pt")
+    cm = ConceptMask.from_file(tmp_path / "old.pt", bb)
+    assert cm.factors == [2] and cm.layer == "layer4" and torch.equal(cm.H, H)
+    cfg = ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0], concepts=str(tmp_path / "old.pt"))
+    net = build_network(cfg)
+    assert net.concepts is not None and net.concepts.factors == [2]
+    assert net(torch.rand(2, 3, 64, 64)).shape == (2, 512)
 
 
 def _tool_main(name: str):

@@ -1,4 +1,5 @@
-"""retrieval.data: decoding any image a user has, listing sources, the never-raising dataset."""
+"""retrieval.core.images: decoding any image a user has, the never-raising dataset (listing
+sources: tests/test_core_image_listing.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +11,11 @@ import torch
 from PIL import Image, ImageFile
 
 from retrieval.core import images as data
-from retrieval.core.errors import DataError, ImageError
+from retrieval.core.errors import ImageError
 from retrieval.core.images import (
-    IMAGE_EXTENSIONS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDataset,
-    list_images,
     load_image,
     resize_long_side,
     to_rgb,
@@ -295,66 +294,6 @@ def test_to_tensor_against_numpy() -> None:
     np.testing.assert_allclose(t.numpy(), ref.transpose(2, 0, 1), atol=1e-5)
     t2 = to_tensor(Image.fromarray(a), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     np.testing.assert_allclose(t2.numpy(), (a / 127.5 - 1).transpose(2, 0, 1), atol=1e-5)
-
-
-# ------------------------------------------------------------------------------------------------
-# list_images
-# ------------------------------------------------------------------------------------------------
-def _touch_image(p: Path) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(b"x")  # listing looks at names only
-    return p
-
-
-def test_list_images_folder(tmp_path: Path) -> None:
-    root = tmp_path / "photos"
-    expect = sorted(
-        _touch_image(root / rel)
-        for rel in ["a.jpg", "b/c.JPG", "b/d/e.Jpeg", "b/f.png", "g.WEBP", "h.tif", "i.TIFF", "j.bmp"]
-    )
-    for rel in ["notes.txt", "b/data.csv", "b/d/raw.cr2", ".hidden/k.jpg", "b/.l.jpg", "m.jpg.bak"]:
-        _touch_image(root / rel)
-    got = list_images(root)
-    assert got == expect
-    assert all(isinstance(p, Path) for p in got)
-    assert list_images(str(root)) == expect
-    assert {e for e in IMAGE_EXTENSIONS} >= {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-
-
-def test_list_images_txt(tmp_path: Path) -> None:
-    lists = tmp_path / "lists"
-    lists.mkdir()
-    abs_img = _touch_image(tmp_path / "elsewhere" / "z.jpg")
-    txt = lists / "query.txt"
-    txt.write_bytes(
-        b"# my queries\r\n\r\nimgs/a.jpg\r\n  ../other/b.png  \r\n   # indented comment\n"
-        + str(abs_img).encode()
-        + b"\n\n"
-    )
-    assert list_images(txt) == [lists / "imgs" / "a.jpg", lists / "../other/b.png", abs_img]
-    blank = tmp_path / "blank.txt"
-    blank.write_text("# nothing\n\n")
-    with pytest.raises(DataError, match="no image paths"):
-        list_images(blank)
-
-
-def test_list_images_errors_and_single_file(tmp_path: Path) -> None:
-    empty = tmp_path / "empty_folder"
-    (empty / "sub").mkdir(parents=True)
-    (empty / "readme.md").write_text("hi")
-    with pytest.raises(DataError) as ei:
-        list_images(empty)
-    msg = str(ei.value)
-    assert str(empty) in msg and ".jpg" in msg and ".png" in msg and "\n" not in msg
-    with pytest.raises(DataError, match="not found") as ei:
-        list_images(tmp_path / "missing")
-    assert str(tmp_path / "missing") in str(ei.value)
-    one = _touch_image(tmp_path / "one.PNG")
-    assert list_images(one) == [one]
-    other = tmp_path / "table.csv"
-    other.write_text("a,b\n")
-    with pytest.raises(DataError, match="not a folder"):
-        list_images(other)
 
 
 # ------------------------------------------------------------------------------------------------

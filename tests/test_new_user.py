@@ -31,6 +31,7 @@ from cosegment.render import palette
 from retrieval.core.backbone import resolve_device
 from retrieval.core.cli import COMMON_HELP
 from retrieval.core.errors import ConfigError, DataError, ResourceError
+from retrieval.core.image_listing import scan_images
 from retrieval.core.io import atomic_dir, atomic_path
 from retrieval.evaluation.datasets import load_class_folders
 from retrieval.loading import load_model
@@ -217,7 +218,7 @@ def test_heic_photos_are_read_with_the_heif_extra(tmp_path):
     pytest.importorskip("pillow_heif")
     img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))
     img.save(tmp_path / "IMG_1.HEIC", format="HEIF", quality=95)
-    listing = images_mod.scan_images(tmp_path)
+    listing = scan_images(tmp_path)
     assert [p.name for p in listing.paths] == ["IMG_1.HEIC"] and not listing.skipped
     back = np.asarray(images_mod.load_image(tmp_path / "IMG_1.HEIC"), np.float32)
     assert back.shape == (48, 64, 3) and np.abs(back - np.asarray(img, np.float32)).mean() < 4

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, random_images
 
-from retrieval.core.images import list_images
+from retrieval.core.image_listing import iter_image_paths, list_images
 from retrieval.core.ranks import Ranks, current_ranks
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.factory import auto_factory, n_lists
-from retrieval.search.image_stream import iter_image_paths
 from retrieval.search.index import ImageIndex
 from retrieval.search.sharded_extract import STOP_AFTER_ENV
 from retrieval.search.shards import ShardDir

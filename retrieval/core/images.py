@@ -4,12 +4,12 @@
   fully (a truncated file fails here, not later), applies the EXIF orientation and converts every
   mode to 8-bit RGB: alpha is composited on white, 16- and 32-bit integers are scaled by their bit
   depth (never clipped at 255), floats by their range. A file that cannot be used raises
-  :class:`~retrieval.errors.ImageError` with a short reason.
+  :class:`~retrieval.core.errors.ImageError` with a short reason.
 * :func:`resize_long_side` and :func:`to_tensor` make the network input.
-* :func:`list_images` turns a folder (recursive) or a ``.txt`` list of paths into a list of files;
-  :func:`scan_images` also lists the files it left out, with the reason ("unsupported format
-  .heic (install the heif extra: …)"). HEIC/HEIF photos are read when the optional extra ``heif``
-  (pillow-heif) is installed: its opener is registered on import.
+* :data:`IMAGE_EXTENSIONS` are the files taken for images (listing a source is
+  :mod:`retrieval.core.image_listing`); :func:`unsupported_reason` says why another file is not
+  read ("unsupported format .heic (install the heif extra: …)"). HEIC/HEIF photos are read when
+  the optional extra ``heif`` (pillow-heif) is installed: its opener is registered on import.
 * :class:`ImageDataset` never raises for a bad file: it yields ``None`` and the reason, so one bad
   file never aborts an indexing run (the caller skips it and reports it).
 """
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -43,7 +41,8 @@ except ImportError:  # pragma: no cover - depends on the installation
 #: HEIC/HEIF extensions: images when the ``heif`` extra (pillow-heif) is installed.
 HEIF_EXTENSIONS: Tuple[str, ...] = (".heic", ".heif", ".hif")
 
-#: File extensions (lower case, with the dot) that :func:`list_images` picks up in a folder.
+#: File extensions (lower case, with the dot) taken for images, e.g. by
+#: :func:`retrieval.core.image_listing.list_images` in a folder.
 IMAGE_EXTENSIONS: Tuple[str, ...] = ((".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
                                      + (".avif",) * _avif + HEIF_EXTENSIONS * HEIF_SUPPORTED)
 
@@ -123,7 +122,7 @@ def load_image(path: PathLike, max_side: Optional[int] = None, *, data: Optional
             raise ImageError(
                 p,
                 f"image too large: {w}x{h} = {w * h} pixels exceeds the limit of {MAX_IMAGE_PIXELS}"
-                " (decompression bomb guard; raise retrieval.data.MAX_IMAGE_PIXELS to allow it)",
+                " (decompression bomb guard; raise retrieval.core.images.MAX_IMAGE_PIXELS to allow it)",
             )
         if w <= 0 or h <= 0:
             raise ImageError(p, f"truncated or corrupt image: size {w}x{h}")
@@ -280,12 +279,8 @@ def to_tensor(
 
 
 # ----------------------------------------------------------------------------------------------
-# Listing
+# Formats that are not read
 # ----------------------------------------------------------------------------------------------
-def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def unsupported_reason(path: PathLike) -> str:
     """Why a file is not read as an image: ``"unsupported format .heic (install the heif extra: …)"``."""
     ext = Path(path).suffix.lower()
@@ -293,115 +288,6 @@ def unsupported_reason(path: PathLike) -> str:
         return "no file extension (not taken for an image)"
     hint = UNSUPPORTED_HINTS.get(ext)
     return f"unsupported format {ext}" + (f" ({hint})" if hint else "")
-
-
-@dataclass
-class ImageListing:
-    """What a folder holds: ``paths`` (the image files, sorted) and ``skipped`` ((path, reason) of
-    every other visible file, e.g. ``"unsupported format .heic (…)"``). Hidden files (``.name``)
-    are neither."""
-
-    paths: List[Path]
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-
-
-def scan_images(source: PathLike) -> ImageListing:
-    """:func:`list_images` that also says which files of a folder were left out and why (a ``.txt``
-    list or a single file skips nothing here: its files are checked when they are loaded)."""
-    src = Path(source).expanduser()
-    if src.is_dir():
-        paths, skipped = _walk_images(src)
-        if not paths:
-            raise DataError(_no_images_message(src, skipped))
-        return ImageListing(paths, skipped)
-    return ImageListing(list_images(src))
-
-
-def _no_images_message(src: Path, skipped: Sequence[Tuple[str, str]]) -> str:
-    msg = f"{src}: no images found in this folder or below (looked for {', '.join(IMAGE_EXTENSIONS)})"
-    if skipped:
-        counts: Dict[str, int] = {}
-        for p, _ in skipped:
-            ext = Path(p).suffix.lower() or "(none)"
-            counts[ext] = counts.get(ext, 0) + 1
-        msg += "; left out: " + ", ".join(f"{n} {e}" for e, n in sorted(counts.items()))
-        hints = sorted({UNSUPPORTED_HINTS[e] for e in counts if e in UNSUPPORTED_HINTS})
-        if hints:
-            msg += f" ({'; '.join(hints)})"
-    return msg
-
-
-def list_images(source: PathLike) -> List[Path]:
-    """The image files named by ``source``.
-
-    * a folder: every file below it (recursively, symlinked folders followed once) whose extension
-      is in :data:`IMAGE_EXTENSIONS` (any case); hidden files and folders (``.name``) are skipped;
-      sorted by path.
-    * a ``.txt`` file: one path per line, in file order; relative paths are taken relative to the
-      text file's folder; blank lines and lines starting with ``#`` are skipped. The listed files
-      are not checked here (a missing one is reported when it is loaded).
-    * an image file: a one-element list.
-
-    Raises:
-        DataError: ``source`` does not exist, is a folder without images, a list without paths, or
-            a file that is neither an image nor a ``.txt`` list.
-    """
-    src = Path(source).expanduser()
-    if not src.exists():
-        raise DataError(f"{src}: not found")
-    exts = ", ".join(IMAGE_EXTENSIONS)
-    if src.is_dir():
-        return scan_images(src).paths
-    if src.suffix.lower() == ".txt":
-        return _read_list(src)
-    if _is_image_name(src.name):
-        return [src]
-    raise DataError(
-        f"{src}: not a folder, a .txt list of image paths or an image file ({exts})"
-    )
-
-
-def _walk_images(root: Path) -> Tuple[List[Path], List[Tuple[str, str]]]:
-    """(image files, (other visible file, reason)) below ``root``, both sorted by path."""
-    out: List[Path] = []
-    skipped: List[Tuple[str, str]] = []
-    seen = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop or a folder reached twice
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if f.startswith("."):
-                continue
-            if _is_image_name(f):
-                out.append(Path(dirpath) / f)
-            else:
-                skipped.append((str(Path(dirpath) / f), unsupported_reason(f)))
-    out.sort()
-    skipped.sort()
-    return out, skipped
-
-
-def _read_list(txt: Path) -> List[Path]:
-    try:
-        text = txt.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{txt}: not a UTF-8 text file of image paths") from None
-    except OSError as e:
-        raise DataError(f"{txt}: cannot read ({e.strerror or e})") from None
-    out: List[Path] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        p = Path(s).expanduser()
-        out.append(p if p.is_absolute() else txt.parent / p)
-    if not out:
-        raise DataError(f"{txt}: the list names no image paths")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from retrieval.core.errors import DataError
-from retrieval.core.images import IMAGE_EXTENSIONS, ImageListing, scan_images, unsupported_reason
+from retrieval.core.image_listing import ImageListing, scan_images
+from retrieval.core.images import IMAGE_EXTENSIONS, unsupported_reason
 from retrieval.toy.collection import GT_FILE, ToyCollection, make_retrieval_collection
 
 PathLike = Union[str, Path]

@@ -1,8 +1,8 @@
 """Concept-masked pooling: pool the shared object, not the clutter around it.
 
 Concept factors ``H (k, C)`` learned by Deep Feature Factorization over a collection
-(:mod:`cosegment.dff`, ``tools/coseg.py --save-concepts``) say what the recurring object looks like
-in the activations of one backbone layer. For every image the descriptor network computes
+(:func:`cosegment.learn_concepts`, ``tools/coseg.py --save-concepts``) say what the recurring object
+looks like in the activations of one backbone layer. For every image the descriptor network computes
 
 1. the layer's activations ``A (h·w, C) ≥ 0`` (the same forward pass as the pooled feature map:
    :meth:`ConceptMask.features_and_mask` asks the backbone for both layers at once);
@@ -44,13 +44,12 @@ import torch.nn.functional as F
 
 from cosegment.concept_file import load_concepts
 from cosegment.factorizers import project
-from cosegment.pipeline import learn_concepts as coseg_learn_concepts
 from retrieval.core.backbone import Backbone
 from retrieval.core.errors import DataError, ModelMismatchError
 
 PathLike = Union[str, Path]
 
-__all__ = ["ConceptMask", "ConceptOptions", "attach_concepts", "learn_concepts", "object_heat", "mask_from_heat"]
+__all__ = ["ConceptMask", "ConceptOptions", "attach_concepts", "object_heat", "mask_from_heat"]
 
 
 @dataclass
@@ -161,7 +160,7 @@ class ConceptMask:
 
     # -------------------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: PathLike, backbone: Any,
+    def from_file(cls, path: PathLike, backbone: Backbone,
                   object_factor: Optional[Union[int, Sequence[int]]] = None,
                   options: Optional[ConceptOptions] = None) -> "ConceptMask":
         """Load a concept file written by ``tools/coseg.py --save-concepts`` for ``backbone``.
@@ -218,7 +217,7 @@ class ConceptMask:
         self.stats["fallback"] += int(fb.sum())
         return m
 
-    def features_and_mask(self, backbone: Any, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def features_and_mask(self, backbone: Backbone, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """One backbone pass: ``x (N, 3, H, W)`` → ``(fmap (N, C, h, w), mask (N, h, w))``; the mask
         carries no gradient."""
         last = backbone.layer_names()[-1]
@@ -228,28 +227,6 @@ class ConceptMask:
             outs = backbone.forward_layers(x, [self.layer, last])
             fmap, acts = outs[last], outs[self.layer]
         return fmap, self.mask(acts.float(), tuple(fmap.shape[-2:])).to(fmap.dtype)
-
-
-def learn_concepts(backbone: Backbone, paths: Sequence[PathLike], k: int = 3, *, layer: Optional[str] = None,
-                   image_size: Optional[int] = None, method: str = "nmf", seed: int = 0,
-                   max_images: Optional[int] = 200, batch_size: int = 8, object_rule: str = "single",
-                   device: Optional[Union[str, torch.device]] = None,
-                   save_to: Optional[PathLike] = None) -> Tuple[np.ndarray, List[int], str]:
-    """Learn concepts over ``paths`` with DFF and pick the object factor(s), for concept-masked
-    pooling: :func:`cosegment.pipeline.learn_concepts` (the same steps as ``tools/coseg.py
-    --save-concepts``) with this head's defaults.
-
-    At most ``max_images`` images (an evenly spaced subset) are factorised. ``object_rule``:
-    ``single`` (:func:`cosegment.dff.choose_object_factor`, the factor least on the image borders)
-    or ``union`` (:func:`cosegment.dff.choose_object_factors`, every factor that stays off the
-    borders). Returns ``(H (k, C_l) float32, object_factors (numbered from 0), layer)``; with
-    ``save_to`` also writes a concept file (with the backbone fingerprint) that
-    :meth:`ConceptMask.from_file` reads.
-    """
-    learned = coseg_learn_concepts(backbone, paths, k, layer=layer, image_size=image_size, method=method,
-                                   seed=seed, max_images=max_images, batch_size=batch_size,
-                                   object_rule=object_rule, device=device, save_to=save_to)
-    return learned.H, learned.object_factors, learned.layer
 
 
 def attach_concepts(net: Any, path: Optional[PathLike], object_factor: Optional[int] = None,

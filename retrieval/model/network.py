@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from retrieval.core.backbone import BACKBONES, Backbone, build_backbone, hash_state
+from retrieval.core.backbone import Backbone, backbone_spec, build_backbone, hash_state
 from retrieval.core.config import to_dict
-from retrieval.core.errors import ConfigError, WeightsError, did_you_mean
+from retrieval.core.errors import ConfigError, WeightsError
 from retrieval.model.concepts import ConceptMask
 from retrieval.model.pooling import POOLINGS, build_pooling
 
@@ -32,7 +32,7 @@ class ModelConfig:
     """What defines a descriptor model. Defaults: the offline default model (EfficientNet-Lite0 + GeM).
 
     Attributes:
-        backbone: one of ``retrieval.backbone.BACKBONES``.
+        backbone: a registered backbone (:func:`retrieval.core.backbone.backbone_names`).
         weights: ``imagenet`` | ``none`` | path to a checkpoint.
         pooling: ``gem`` | ``mac`` | ``spoc`` | ``rmac``.
         p: initial GeM exponent; learn_p: whether training updates it.
@@ -42,7 +42,7 @@ class ModelConfig:
             themselves travel in the checkpoint.
         dim: output dimension after whitening (``None`` = all).
         concepts: a concept file (``tools/coseg.py --save-concepts``) learned with this backbone:
-            pooling is then concept-masked GeM (:mod:`retrieval.concepts`); ``None`` = plain pooling.
+            pooling is then concept-masked GeM (:mod:`retrieval.model.concepts`); ``None`` = plain pooling.
         object_factor: the concept file's object factor to use, numbered from 0 (``None`` = the one
             stored in it).
     """
@@ -60,10 +60,10 @@ class ModelConfig:
     object_factor: Optional[int] = None
 
     def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"model.backbone: unknown backbone '{self.backbone}'"
-                              f"{did_you_mean(self.backbone, BACKBONES)}; "
-                              f"choose from: {', '.join(BACKBONES)}")
+        try:
+            backbone_spec(self.backbone)  # the registry now: a backbone registered later validates
+        except ConfigError as e:
+            raise ConfigError(f"model.backbone: {e}") from None
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling: '{self.pooling}' is not one of {', '.join(POOLINGS)}")
         if self.image_size < 16:
@@ -92,10 +92,10 @@ class DescriptorNet(nn.Module):
         self.pool = pool
         self.register_buffer("whiten_m", torch.zeros(0))
         self.register_buffer("whiten_P", torch.zeros(0, 0))
-        self.concepts = None  # retrieval.concepts.ConceptMask (not a weight: not in the state_dict)
+        self.concepts = None  # retrieval.model.concepts.ConceptMask (not a weight: not in the state_dict)
 
     def set_concepts(self, concepts: Optional[Any]) -> None:
-        """Pool with concept-masked GeM using ``concepts`` (a :class:`retrieval.concepts.ConceptMask`
+        """Pool with concept-masked GeM using ``concepts`` (a :class:`retrieval.model.concepts.ConceptMask`
         learned with this backbone), or plain pooling again with ``None``. Changes the fingerprint."""
         self.concepts = concepts
 

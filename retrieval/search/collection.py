@@ -13,7 +13,7 @@ from PIL import Image
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
-from retrieval.core.images import scan_images
+from retrieval.core.image_listing import scan_images
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target

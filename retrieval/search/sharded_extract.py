@@ -20,10 +20,10 @@ import numpy as np
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import DataError
+from retrieval.core.image_listing import iter_image_paths
 from retrieval.core.ranks import Ranks, current_ranks, rank_device
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import extract_descriptors
-from retrieval.search.image_stream import iter_image_paths
 from retrieval.search.shards import ShardDir
 
 PathLike = Union[str, Path]

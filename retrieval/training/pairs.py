@@ -30,7 +30,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from retrieval.core.errors import DataError, ImageError
-from retrieval.core.images import IMAGE_EXTENSIONS, list_images, load_image
+from retrieval.core.image_listing import list_images
+from retrieval.core.images import IMAGE_EXTENSIONS, load_image
 
 PathLike = Union[str, Path]
 

@@ -46,7 +46,7 @@ import torch
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.core.images import list_images
+from retrieval.core.image_listing import list_images
 from retrieval.core.io import write_csv_atomic
 from retrieval.search.extract import extract_descriptors
 from retrieval.training.cluster import agglomerative, cluster_metrics, initial_clusters
