@@ -24,7 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.training.distributed import is_main_process
+from retrieval.core.ranks import current_ranks
 from retrieval.training.runs import run_training
 
 
@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = run_training(args.config, data=args.data, out=args.out, resume=args.resume, epochs=args.epochs,
                           device=args.device, workers=args.workers, progress=not (args.quiet or args.json),
                           log=log)
-    if not is_main_process():
+    if not current_ranks().is_main:
         return 0
     if args.json:
         print_json(result.to_json())

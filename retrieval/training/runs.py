@@ -28,7 +28,8 @@ from retrieval.core.errors import ConfigError
 from retrieval.model.network import build_network
 from retrieval.settings import Settings, load_settings
 from retrieval.training.config import TrainConfig
-from retrieval.training.distributed import distributed_session, launch_env
+from retrieval.core.ranks import current_ranks
+from retrieval.training.distributed import distributed_session
 from retrieval.training.supervised import TrainResult, load_training_pairs
 from retrieval.training.supervised import train as train_supervised
 from retrieval.training.unsupervised import (
@@ -80,7 +81,7 @@ def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike
     out_dir = Path(out) if out else Path("runs") / Path(where).stem
 
     if settings.raw.get("unsupervised") is not None:  # pairs source `cluster`: no labels (JULE-style)
-        if launch_env().world_size > 1:
+        if current_ranks().parallel:
             raise ConfigError("unsupervised training runs in one process; launch it with python, not torchrun/srun")
         if resume or epochs is not None:
             raise ConfigError("--resume/--epochs do not apply to unsupervised training; set unsupervised.periods")
