@@ -14,9 +14,9 @@ from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.settings import settings_from_dict
 from retrieval.toy.collection import export_class_folders, make_retrieval_collection
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import TrainConfig, UnsupervisedConfig
 from retrieval.training.runs import run_training
-from retrieval.training.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets, train_unsupervised
+from retrieval.training.unsupervised import load_unlabeled, period_targets, train_unsupervised
 
 
 def test_period_targets_follow_the_unfolding_rate():

@@ -27,17 +27,13 @@ from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError
 from retrieval.model.network import build_network
 from retrieval.settings import Settings, load_settings
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import TrainConfig, UnsupervisedConfig
 from retrieval.core.ranks import current_ranks
 from retrieval.training.distributed import distributed_session
-from retrieval.training.supervised import TrainResult, load_training_pairs
+from retrieval.training.results import TrainResult
+from retrieval.training.supervised import load_training_pairs
 from retrieval.training.supervised import train as train_supervised
-from retrieval.training.unsupervised import (
-    UnsupervisedConfig,
-    UnsupervisedResult,
-    load_unlabeled_data,
-    train_unsupervised,
-)
+from retrieval.training.unsupervised import load_unlabeled_data, train_unsupervised
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
@@ -46,7 +42,7 @@ Log = Callable[[str], None]
 def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike] = None,
                  out: Optional[PathLike] = None, resume: bool = False, epochs: Optional[int] = None,
                  device: Optional[str] = None, workers: Optional[int] = None, progress: bool = True,
-                 log: Log = print) -> Union[TrainResult, UnsupervisedResult]:
+                 log: Log = print) -> TrainResult:
     """Train the model of a config (module docstring) into a run folder.
 
     Args:
@@ -60,9 +56,8 @@ def run_training(settings: Union[PathLike, Settings], *, data: Optional[PathLike
         progress: progress bars; log: where the data summary and the per-epoch/period lines go.
 
     Returns:
-        :class:`~retrieval.training.supervised.TrainResult` or
-        :class:`~retrieval.training.unsupervised.UnsupervisedResult`; both have ``to_json()`` and
-        ``summary()``.
+        :class:`~retrieval.training.results.TrainResult` (of epochs, or of periods), with
+        ``to_json()`` and ``summary()``.
 
     Raises:
         ConfigError, DataError, WeightsError, ResourceError: one-line user errors.
