@@ -15,6 +15,7 @@ from conftest import REPO, assert_one_line_error, run_tool
 
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.ranks import Ranks
+from retrieval.jobs import run_train
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.search.index import ImageIndex
@@ -24,7 +25,6 @@ from retrieval.training.engine import Engine
 from retrieval.training.epoch import RankBatches
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import pairs_from_folders
-from retrieval.training.runs import run_training
 from retrieval.training.supervised import LOG_FIELDS
 
 
@@ -126,7 +126,7 @@ def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
-        run_training(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
+        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
     assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
     assert not (tmp_path / "r").exists()
 
