@@ -39,7 +39,7 @@ _API: Dict[str, str] = {
     "build_index_from_shards": "retrieval.search.build",
     "evaluate_dataset": "retrieval.evaluation.run",
     "load_settings": "retrieval.settings",
-    "train": "retrieval.training.runs",
+    "train": "retrieval.jobs",
     "GemsegError": "retrieval.core.errors",
 }
 

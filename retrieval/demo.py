@@ -5,21 +5,21 @@ a motorcycle...) are pasted, in several views (scale, rotation, perspective, occ
 blur), onto real textures and other photos, with distractor images that hold none of them. Each
 query is one view of an object; the demo searches the database with it using the default model and
 scores the ranking with the revisited protocol (queries cropped to the object's box; Easy / Medium /
-Hard mAP).
+Hard mAP). :func:`retrieval.jobs.run_demo` (what ``tools/demo.py`` and ``make demo`` run) checks
+the device, resolves the model and calls :func:`demo`.
 """
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from retrieval.core.backbone import resolve_device
 from retrieval.evaluation.metrics import revisited_eval
-from retrieval.loading import load_model
-from retrieval.model.network import DescriptorNet, build_network
+from retrieval.model.network import DescriptorNet
 from retrieval.search.collection import index_images, search_images
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
@@ -30,6 +30,9 @@ PathLike = Union[str, Path]
 
 @dataclass
 class DemoResult:
+    """The demo's collection, each query's top hits (``{"query", "hits"}``), the revisited
+    Easy / Medium / Hard report, the seconds indexing took, and the hit pages written."""
+
     collection: ToyCollection
     results: List[Dict[str, Any]]
     report: Dict[str, Dict[str, float]]
@@ -38,26 +41,21 @@ class DemoResult:
     png: Path
 
 
-def run_demo(out: PathLike = "demo_out", *, net: Optional[DescriptorNet] = None, n_objects: int = 8,
-             views: int = 6, distractors: int = 12, image_size: int = 256, top: int = 8,
-             source: Optional[str] = None, seed: int = 0, progress: bool = True,
-             config: Optional[PathLike] = None, device: Optional[str] = None) -> DemoResult:
-    """Generate the demo collection under ``out/collection``, index it into ``out/index`` and
-    search it with every query; writes ``out/hits.html`` and ``out/hits.png``. The model is
-    ``net``, else ``config``'s (a YAML settings file or a checkpoint), else the default one;
-    ``device``: ``cpu`` | ``cuda`` | ``cuda:N`` (checked before anything is written)."""
-    resolve_device(device)
+def demo(net: DescriptorNet, out: PathLike = "demo_out", *, n_objects: int = 8, views: int = 6,
+         distractors: int = 12, image_size: int = 256, top: int = 8, source: Optional[str] = None, seed: int = 0,
+         progress: bool = True, device: Optional[str] = None) -> DemoResult:
+    """Generate the demo collection under ``out/collection`` (objects from real photos when
+    scikit-image is installed, else generated ones, unless ``source`` says), index it with ``net``
+    into ``out/index`` and search it with every query (cropped to its object's box); writes the
+    ``top`` hits of each as ``out/hits.html`` and ``out/hits.png``."""
     out = Path(out)
     if source is None:
         source = "photos" if importlib.util.find_spec("skimage") is not None else "synthetic"
     coll = make_retrieval_collection(out / "collection", n_objects=n_objects, views=views,
                                      distractors=distractors, image_size=image_size, seed=seed,
                                      source=source)
-    net = net or (load_model(config) if config else build_network())
     index_dir = out / "index"
     if index_dir.exists():
-        import shutil
-
         shutil.rmtree(index_dir)  # the collection was regenerated: its old index is stale
     rep = index_images(net, coll.images_dir, index_dir, progress=progress, device=device)
     index = ImageIndex.load(index_dir)

@@ -4,14 +4,23 @@
 ``tools/evaluate.py`` → :func:`run_evaluation`, ``tools/extract.py`` → :func:`run_extract`. Each resolves the model (a YAML config, a checkpoint,
 or the model an index records) and the config's sections, then calls the library functions of its
 room; the tools only parse arguments and print what these return.
+``tools/train_gem.py`` → :func:`run_train` (also ``retrieval.train``), ``tools/coseg.py`` →
+:func:`run_coseg`, ``tools/demo.py`` → :func:`run_demo`: this module is the one place where a
+tool's arguments become its job.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from retrieval.core.backbone import resolve_device
-from retrieval.core.errors import DataError
+from cosegment.config import load_coseg_config, parse_factors
+from cosegment.pipeline import CosegReport, cosegment
+from retrieval.core.backbone import resolve_device, set_threads
+from retrieval.core.config import from_dict
+from retrieval.core.errors import ConfigError, DataError
+from retrieval.core.ranks import current_ranks
+from retrieval.demo import DemoResult, demo
 from retrieval.evaluation.datasets import load_dataset
 from retrieval.evaluation.run import evaluate_dataset, with_scales
 from retrieval.loading import load_model, search_model
@@ -20,13 +29,19 @@ from retrieval.model.network import MULTISCALE, DescriptorNet, build_network
 from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images
 from retrieval.search.compaction import CompactReport, compact_index
+from retrieval.search.expansion import dba_index
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex
-from retrieval.search.expansion import dba_index
 from retrieval.search.query import Query, QueryPath, query_steps
 from retrieval.search.rerank.coseg import coseg_options
 from retrieval.search.sharded_extract import ExtractReport, extract_shards
 from retrieval.settings import Settings, load_settings
+from retrieval.training.config import TrainConfig, UnsupervisedConfig
+from retrieval.training.distributed import distributed_session
+from retrieval.training.results import TrainResult
+from retrieval.training.supervised import load_training_pairs
+from retrieval.training.supervised import train as train_supervised
+from retrieval.training.unsupervised import load_unlabeled_data, train_unsupervised
 
 PathLike = Union[str, Path]
 
@@ -175,3 +190,134 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
                             batch_size=settings.extract.batch_size, workers=settings.extract.workers,
                             device=device or settings.extract.device, progress=progress, coseg=coseg,
                             steps=steps, search_cache=search_index)
+
+
+def run_train(settings: Union[PathLike, Settings], *, data: Optional[PathLike] = None,
+              out: Optional[PathLike] = None, resume: bool = False, epochs: Optional[int] = None,
+              device: Optional[str] = None, workers: Optional[int] = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> TrainResult:
+    """Train the model of a training config into a run folder: what ``tools/train_gem.py`` runs
+    (also ``retrieval.train``).
+
+    Reads the ``train:`` section (and ``unsupervised:`` when present), loads the data, builds the
+    network of the ``model:`` section and runs the matching driver: without ``unsupervised:``,
+    label-supervised fine-tuning (:func:`retrieval.training.supervised.train`) on the pairs of
+    ``train.data`` (class folders, a pairs CSV, the SfM-120k pickle, or ``toy``); with it,
+    cluster-then-train periods on unlabeled images
+    (:func:`retrieval.training.unsupervised.train_unsupervised`; ``resume`` and ``epochs`` do not
+    apply, ``unsupervised.periods`` sets the periods). Launched by ``torchrun`` or ``srun`` with
+    several processes, supervised training is distributed (:mod:`retrieval.training.distributed`):
+    the process group lasts the run, rank 0 prepares the data first (a toy collection is generated
+    once) and alone logs and writes the run folder. Unsupervised training is refused under several
+    processes (its clustering is a whole-collection computation of one process).
+
+    Args:
+        settings: a YAML config path (``configs/train_*.yaml``) or loaded :class:`~retrieval.settings.Settings`.
+        data: training data, overriding ``train.data`` (and ``unsupervised.images``).
+        out: the run folder (default ``runs/<config name>``).
+        resume: continue from ``<out>/last.pt`` (supervised only).
+        epochs: train up to this epoch, overriding ``train.epochs`` (supervised only; ≥ 1).
+        device: ``cpu`` | ``cuda`` | ``cuda:N``, overriding ``train.device``.
+        workers: image decoding processes, overriding ``train.workers``.
+        progress: progress bars; log: where the data summary and the per-epoch/period lines go.
+
+    Returns:
+        :class:`~retrieval.training.results.TrainResult` (of epochs, or of periods; ``rank``: this
+        process's), with ``to_json()`` and ``summary()``.
+
+    Raises:
+        ConfigError, DataError, WeightsError, ResourceError: one-line user errors.
+    """
+    if not isinstance(settings, Settings):
+        settings = load_settings(settings)
+    where = settings.source or "config"
+    cfg = from_dict(TrainConfig, settings.raw.get("train") or {}, f"{where}: train")
+    if device:
+        cfg.device = device
+    resolve_device(cfg.device)  # a missing CUDA device is one line, before any data is read or folder made
+    if workers is not None:
+        cfg.workers = workers
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs: must be ≥ 1, got {epochs}")
+    out_dir = Path(out) if out else Path("runs") / Path(where).stem
+
+    if settings.raw.get("unsupervised") is not None:  # pairs source `cluster`: no labels (JULE-style)
+        if current_ranks().parallel:
+            raise ConfigError("unsupervised training runs in one process; launch it with python, not torchrun/srun")
+        if resume or epochs is not None:
+            raise ConfigError("--resume/--epochs do not apply to unsupervised training; set unsupervised.periods")
+        ucfg = from_dict(UnsupervisedConfig, settings.raw.get("unsupervised") or {}, f"{where}: unsupervised")
+        paths, truth, val = load_unlabeled_data(cfg, ucfg, data, where=where, log=log)
+        net = build_network(settings.model, seed=cfg.seed)
+        return train_unsupervised(net, paths, cfg, ucfg, out_dir, val=val, truth=truth,
+                                  val_on_train=ucfg.validation == "transductive", progress=progress, log=log)
+
+    with distributed_session(cfg.device) as dist:
+        if not dist.is_main:  # rank 0 alone logs
+            progress, log = False, _silent
+        with dist.main_first():  # a toy collection is generated once, by rank 0
+            train_pairs, val_pairs, skipped = load_training_pairs(cfg, data, log=log)
+        log(f"train: {train_pairs.summary()}")
+        log(f"val:   {val_pairs.summary()}")
+        net = build_network(settings.model, seed=cfg.seed)
+        return train_supervised(net, train_pairs, cfg, out_dir, val=val_pairs, resume=resume, epochs=epochs,
+                                skipped=skipped, progress=progress, log=log)
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
+
+
+#: ``retrieval.train`` (the package's public API): the same function
+train = run_train
+
+
+def run_coseg(images: PathLike, *, config: Optional[PathLike] = None, k: Optional[int] = None,
+              layer: Optional[str] = None, image_size: Optional[int] = None, factorizer: Optional[str] = None,
+              threshold: Optional[str] = None, object_factor: Optional[str] = None, seed: Optional[int] = None,
+              masks: Optional[PathLike] = None, part_masks: Optional[PathLike] = None, parts: bool = False,
+              compare: bool = False, joint: bool = False, concepts: Optional[PathLike] = None,
+              save_concepts: Optional[PathLike] = None, out: Optional[PathLike] = "coseg_out",
+              device: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> CosegReport:
+    """Co-segment the image sets of the folder ``images``: what ``tools/coseg.py`` runs.
+
+    The ``coseg:`` section of ``config`` (a YAML settings file, or a checkpoint: its model), with
+    ``k``, ``layer``, ``image_size``, ``factorizer``, ``threshold``, ``seed`` and ``object_factor``
+    (factor numbers from 0, ``"1"`` or ``"0,2"``) overriding it
+    (:func:`cosegment.config.load_coseg_config`); the backbone of ``config``'s model (default: the
+    default model's); then :func:`cosegment.pipeline.cosegment` with the other arguments (``out``
+    ``None``: no pictures written). The threads are set first (``$GEMSEG_THREADS``, else every
+    core). Returns its :class:`~cosegment.pipeline.CosegReport`, ``model_seconds`` filled in.
+
+    Raises:
+        ConfigError, DataError, ModelMismatchError, WeightsError: one-line user errors (``images``
+        not a folder, a bad ``object_factor``, ...).
+    """
+    factors = parse_factors(object_factor, "--object-factor") if object_factor else None
+    cfg = load_coseg_config(config, k=k, layer=layer, image_size=image_size, factorizer=factorizer,
+                            threshold=threshold, seed=seed, object_factors=factors)
+    folder = Path(images)
+    if not folder.is_dir():
+        raise DataError(f"--images: {'not a folder' if folder.exists() else 'no such folder'}: {folder}")
+    set_threads()
+    t0 = time.perf_counter()
+    backbone = load_model(config).backbone
+    t_model = time.perf_counter() - t0
+    report = cosegment(folder, backbone=backbone, config=cfg, masks=masks, part_masks=part_masks, parts=parts,
+                       compare=compare, joint=joint, concepts=concepts, save_concepts=save_concepts, out=out,
+                       device=device, progress=progress)
+    report.model_seconds = t_model
+    return report
+
+
+def run_demo(out: PathLike = "demo_out", *, net: Optional[DescriptorNet] = None, n_objects: int = 8,
+             views: int = 6, distractors: int = 12, image_size: int = 256, top: int = 8,
+             source: Optional[str] = None, seed: int = 0, progress: bool = True,
+             config: Optional[PathLike] = None, device: Optional[str] = None) -> DemoResult:
+    """The built-in demo (:func:`retrieval.demo.demo`): what ``tools/demo.py`` runs. The model is
+    ``net``, else ``config``'s (a YAML settings file or a checkpoint), else the default one;
+    ``device``: ``cpu`` | ``cuda`` | ``cuda:N``; both checked before anything is written."""
+    resolve_device(device)
+    net = net or (load_model(config) if config else build_network())
+    return demo(net, out, n_objects=n_objects, views=views, distractors=distractors, image_size=image_size,
+                top=top, source=source, seed=seed, progress=progress, device=device)

@@ -5,7 +5,7 @@ model:   {backbone: efficientnet_lite0, pooling: gem, image_size: 320}   # retri
 extract: {batch_size: 8, workers: 2}                                      # ExtractConfig
 index:   {factory: Flat}                                                  # retrieval.search.index.IndexConfig
 train:   {...}        # retrieval.training.config.TrainConfig (read by tools/train_gem.py)
-unsupervised: {...}   # retrieval.training.unsupervised.UnsupervisedConfig (training with no labels)
+unsupervised: {...}   # retrieval.training.config.UnsupervisedConfig (training with no labels)
 coseg:   {...}        # read by tools/coseg.py
 ```
 An unknown section or key is a one-line :class:`~retrieval.core.errors.ConfigError` naming it and

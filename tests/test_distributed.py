@@ -13,18 +13,18 @@ import pytest
 import torch
 from conftest import REPO, assert_one_line_error, run_tool
 
-from retrieval.core.errors import ConfigError
-from retrieval.core.ranks import Ranks, rendezvous_defaults
+from retrieval.core.errors import ConfigError, ResourceError
+from retrieval.core.ranks import Ranks
+from retrieval.jobs import run_train
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.search.index import ImageIndex
 from retrieval.training.config import TrainConfig
-from retrieval.training.distributed import DistContext, current, launch_env, rank_device
+from retrieval.training.distributed import DistContext, current, training_device
 from retrieval.training.engine import Engine
 from retrieval.training.epoch import RankBatches
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import pairs_from_folders
-from retrieval.training.runs import run_training
 from retrieval.training.supervised import LOG_FIELDS
 
 
@@ -77,39 +77,29 @@ def torchrun(*args: str, nproc: int = 2, timeout: int = 240) -> subprocess.Compl
 # ----------------------------------------------------------------------------------------------
 # Fast: no process group
 # ----------------------------------------------------------------------------------------------
-def test_launch_env_reads_torchrun_then_slurm():
-    assert launch_env({}) == launch_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"})
-    assert launch_env({}).world_size == 1 and launch_env({}).launcher == "none"
-    t = launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "8"})
-    assert (t.rank, t.world_size, t.local_rank, t.launcher) == (3, 4, 1, "torchrun")
-    s = launch_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"})
-    assert (s.rank, s.world_size, s.local_rank, s.launcher) == (5, 8, 1, "slurm")
-    with pytest.raises(ConfigError, match="rank 2 is outside a world of 2"):
-        launch_env({"RANK": "2", "WORLD_SIZE": "2"})
-    with pytest.raises(ConfigError, match="RANK='a' is not an integer"):
-        launch_env({"RANK": "a", "WORLD_SIZE": "2"})
-
-
-def test_ranks_meet_where_the_launcher_says(monkeypatch):
-    for k in ("MASTER_ADDR", "MASTER_PORT", "SLURM_LAUNCH_NODE_IPADDR"):
-        monkeypatch.delenv(k, raising=False)
-    with pytest.raises(ConfigError, match="without MASTER_ADDR/MASTER_PORT"):
-        rendezvous_defaults(Ranks(1, 2, 0, "torchrun"))
-    monkeypatch.setenv("SLURM_LAUNCH_NODE_IPADDR", "10.1.2.3")
-    rendezvous_defaults(Ranks(1, 2, 0, "slurm"))  # srun: the launch node, port 29500
-    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("10.1.2.3", "29500")
-    monkeypatch.setenv("MASTER_ADDR", "node7")
-    monkeypatch.setenv("MASTER_PORT", "1234")
-    rendezvous_defaults(Ranks(1, 2, 0, "slurm"))  # what the sbatch script exported wins
-    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("node7", "1234")
-
-
-def test_rank_device():
-    assert rank_device("cpu", 3) == torch.device("cpu")
+def test_training_device_is_the_local_rank_s(monkeypatch):
+    """:func:`training_device`: the ranks' device of core.ranks as a torch.device, ``cuda:N`` refused
+    under several processes (the ranks would share one GPU)."""
+    two = Ranks(1, 2, 1, "torchrun")
+    assert training_device("cpu", Ranks(3, 4, 3, "torchrun")) == torch.device("cpu")
     with pytest.raises(ConfigError, match="cuda:LOCAL_RANK"):
-        rank_device("cuda:1", 0)
+        training_device("cuda:1", two)
     if not torch.cuda.is_available():
-        assert rank_device(None, 1) == torch.device("cpu")
+        assert training_device(None, two) == training_device(None, Ranks()) == torch.device("cpu")
+        with pytest.raises(ResourceError, match="no CUDA device"):
+            training_device("cuda", two)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert training_device(None, two) == training_device("cuda", two) == torch.device("cuda", 1)
+    with pytest.raises(ResourceError, match="local rank 2 has no GPU"):
+        training_device("cuda", Ranks(2, 3, 2, "slurm"))
+
+
+def test_dist_context_is_the_ranks_and_a_device():
+    ctx = DistContext.of(Ranks(1, 3, 0, "slurm"), torch.device("cpu"))
+    assert isinstance(ctx, Ranks) and (ctx.rank, ctx.world, ctx.world_size, ctx.local_rank) == (1, 3, 3, 0)
+    assert ctx.parallel and not ctx.is_main and ctx.launcher == "slurm" and ctx.device == torch.device("cpu")
+    assert not DistContext().parallel and DistContext().is_main
 
 
 def test_parts_and_rank_batches_cover_everything_once():
@@ -136,7 +126,7 @@ def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
-        run_training(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
+        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
     assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
     assert not (tmp_path / "r").exists()
 

@@ -13,7 +13,6 @@ import pytest
 from conftest import REPO, assert_one_line_error, random_images
 
 from retrieval.core.image_listing import iter_image_paths, list_images
-from retrieval.core.ranks import Ranks, current_ranks
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.factory import auto_factory, n_lists
 from retrieval.search.index import ImageIndex
@@ -60,12 +59,6 @@ def photos(tmp_path_factory) -> Path:
 
 
 # -- the pieces ----------------------------------------------------------------------------------
-def test_ranks_from_torchrun_slurm_or_nothing():
-    assert current_ranks({}) == Ranks()
-    assert current_ranks({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Ranks(1, 4, 1, "torchrun")
-    assert current_ranks({"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}) == Ranks(3, 8, 1, "slurm")
-
-
 def test_streamed_listing_has_list_images_order(tmp_path):
     for name in ["b/x.jpg", "a.jpg", "a/z.png", "a/b/c.JPG", "a-b.jpg", ".hidden/h.jpg", "c.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -11,13 +11,13 @@ from conftest import assert_one_line_error, run_tool, run_tool_process
 
 from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError, ResourceError
+from retrieval.jobs import run_train
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.training import epoch as training_epoch
 from retrieval.training import mining as training_mining
 from retrieval.training.config import TrainConfig
 from retrieval.training.pairs import pairs_from_folders
-from retrieval.training.runs import run_training
 from retrieval.training.supervised import load_training_pairs, train
 from retrieval.training.toy_data import ToyData, prepare_toy_data
 
@@ -137,14 +137,14 @@ def test_oom_is_one_line_hint(tmp_path, monkeypatch):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(TINY_YAML.format(data=_classes(tmp_path / "d", [3, 3, 2])))
     with pytest.raises(ResourceError, match="out of GPU memory with train.batch 2") as e:
-        run_training(cfg, out=tmp_path / "r0", **QUIET)
+        run_train(cfg, out=tmp_path / "r0", **QUIET)
     assert not isinstance(e.value, ConfigError) and "\n" not in str(e.value)
     assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r", "--quiet"),
                           "out of GPU memory", "lower train.batch")
     # out of memory while describing images (mining, validation): the hint names train.mine_batch
     monkeypatch.setattr(training_mining, "extract_descriptors", boom)
     with pytest.raises(ResourceError, match="out of GPU memory describing .* lower train.mine_batch$"):
-        run_training(cfg, out=tmp_path / "r1", **QUIET)
+        run_train(cfg, out=tmp_path / "r1", **QUIET)
 
 
 TINY_YAML = """\

@@ -10,13 +10,13 @@ import torch
 from conftest import REPO, random_images, run_tool
 
 from retrieval.core.errors import ConfigError, DataError
+from retrieval.jobs import run_train
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.settings import settings_from_dict
 from retrieval.toy.collection import export_class_folders, make_retrieval_collection
-from retrieval.training.config import TrainConfig
-from retrieval.training.runs import run_training
-from retrieval.training.unsupervised import UnsupervisedConfig, load_unlabeled, period_targets, train_unsupervised
+from retrieval.training.config import TrainConfig, UnsupervisedConfig
+from retrieval.training.unsupervised import load_unlabeled, period_targets, train_unsupervised
 
 
 def test_period_targets_follow_the_unfolding_rate():
@@ -120,7 +120,7 @@ def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
     cfg.write_text(UNSUP_YAML.format(data=tmp_path / "none"))
     for kw in ({"resume": True}, {"epochs": 2}):
         with pytest.raises(ConfigError, match="unsupervised.periods"):
-            run_training(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
+            run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
     assert not (tmp_path / "r").exists()
 
 

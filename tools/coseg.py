@@ -19,22 +19,17 @@ previews/<stem>.jpg (mask and box; overlays and previews at most 1024 px), parts
 (with the colour legend of each set). Factors are numbered from 0 (as in concept
 files and the Python API, cosegment.cosegment). The model is the default one of the other tools
 (EfficientNet-Lite0, ImageNet) or --config's; the layer and input size default per backbone.
+The work is :func:`retrieval.jobs.run_coseg`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 from typing import Optional, Sequence
 
-from cosegment.config import load_coseg_config, parse_factors
 from cosegment.factorizers import FACTORIZERS
-from cosegment.pipeline import cosegment
-from retrieval.core.backbone import set_threads
 from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.core.errors import DataError
-from retrieval.loading import load_model
+from retrieval.jobs import run_coseg
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -71,22 +66,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    factors = parse_factors(args.object_factor, "--object-factor") if args.object_factor else None
-    cfg = load_coseg_config(args.config, k=args.k, layer=args.layer, image_size=args.image_size,
-                            factorizer=args.factorizer, threshold=args.threshold, seed=args.seed,
-                            object_factors=factors)
-    images = Path(args.images)
-    if not images.is_dir():
-        raise DataError(f"--images: {'not a folder' if images.exists() else 'no such folder'}: {images}")
-    set_threads()
-    t0 = time.perf_counter()
-    backbone = load_model(args.config).backbone
-    t_model = time.perf_counter() - t0
-    report = cosegment(images, backbone=backbone, config=cfg, masks=args.masks, part_masks=args.part_masks,
-                       parts=args.parts, compare=args.compare, joint=args.joint, concepts=args.concepts,
+    report = run_coseg(args.images, config=args.config, k=args.k, layer=args.layer, image_size=args.image_size,
+                       factorizer=args.factorizer, threshold=args.threshold, object_factor=args.object_factor,
+                       seed=args.seed, masks=args.masks, part_masks=args.part_masks, parts=args.parts,
+                       compare=args.compare, joint=args.joint, concepts=args.concepts,
                        save_concepts=args.save_concepts, out=None if args.no_write else args.out, device=args.device,
                        progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
-    report.model_seconds = t_model
     for p, why in report.failures:
         print(f"skipped {p}: {why}", file=sys.stderr)
     for note in report.notes:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.demo import run_demo
 from retrieval.evaluation.metrics import format_table
+from retrieval.jobs import run_demo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

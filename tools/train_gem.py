@@ -15,7 +15,7 @@ validation mAP, with learned whitening: use it with tools/index.py and tools/sea
 A config with an ``unsupervised:`` section trains on unlabeled images (cluster-then-train periods).
 Under torchrun or srun, supervised training runs with DistributedDataParallel (one GPU per local
 rank; gloo on CPU) and rank 0 alone writes the run folder and prints (docs/training.md).
-The work is :func:`retrieval.training.runs.run_training`.
+The work is :func:`retrieval.jobs.run_train`.
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.training.distributed import is_main_process
-from retrieval.training.runs import run_training
+from retrieval.jobs import run_train
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -47,10 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=out_stream, flush=True)
 
-    result = run_training(args.config, data=args.data, out=args.out, resume=args.resume, epochs=args.epochs,
-                          device=args.device, workers=args.workers, progress=not (args.quiet or args.json),
-                          log=log)
-    if not is_main_process():
+    result = run_train(args.config, data=args.data, out=args.out, resume=args.resume, epochs=args.epochs,
+                       device=args.device, workers=args.workers, progress=not (args.quiet or args.json), log=log)
+    if result.rank != 0:  # rank 0 alone prints
         return 0
     if args.json:
         print_json(result.to_json())

@@ -1,7 +1,11 @@
 """Which process of a parallel job this is: rank, world size and local rank from the launcher.
 
+The one description of a launch (:class:`Ranks`) and the one reader of the launcher's environment
+(:func:`current_ranks`), for every tool: sharded extraction, index building and training
+(:mod:`retrieval.training.distributed` starts its process group from them).
 ``torchrun`` sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; Slurm's ``srun`` sets
 ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID``; a plain ``python`` run is rank 0 of 1.
+Each rank works on the GPU of its local rank (:func:`rank_device`).
 Work that needs no communication (sharded extraction) only reads these; work that must wait for
 the other ranks calls :func:`barrier`, which starts a ``torch.distributed`` process group (gloo)
 on first use, from ``MASTER_ADDR`` / ``MASTER_PORT`` (set by torchrun; under srun, as exported in
@@ -15,7 +19,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from retrieval.core.errors import ConfigError
+from retrieval.core.errors import ConfigError, ResourceError
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,13 @@ class Ranks:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes shared files and prints."""
         return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        """More than one process."""
+        return self.world > 1
 
 
 def _int(env: Mapping[str, str], key: str) -> int:
@@ -41,7 +51,13 @@ def _int(env: Mapping[str, str], key: str) -> int:
 
 
 def current_ranks(env: Optional[Mapping[str, str]] = None) -> Ranks:
-    """The ranks of this process, from torchrun's variables, else Slurm's, else rank 0 of 1."""
+    """The ranks of this process (``env``, default ``os.environ``): from ``RANK`` / ``WORLD_SIZE`` /
+    ``LOCAL_RANK`` (torchrun), else ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID`` (srun),
+    else rank 0 of 1 (``launcher="single"``). A missing local rank is 0.
+
+    Raises:
+        ConfigError: a value that is not an integer, or a rank outside ``[0, world)``.
+    """
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
         r = Ranks(_int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0,
@@ -57,9 +73,20 @@ def current_ranks(env: Optional[Mapping[str, str]] = None) -> Ranks:
 
 
 def rank_device(device: Optional[str], ranks: Ranks) -> Optional[str]:
-    """The device of this rank: ``cuda`` (asked for, or the default on a GPU machine) becomes
-    ``cuda:<local rank>`` when several processes share a node; anything else is kept."""
+    """The device of this rank (``--device`` / ``train.device``): with several processes, ``cuda``
+    (asked for, or the default ``None`` on a GPU machine) becomes ``cuda:<local rank>``; anything
+    else (``cpu``, ``cuda:N``, ``None`` without CUDA) is kept, as is every device of one process.
+    Callers that need a ``torch.device`` convert it (``resolve_device`` or ``torch.device``).
+
+    Raises:
+        ResourceError: several processes on ``cuda`` and no GPU for this local rank (more processes
+            on the node than GPUs).
+    """
     if ranks.world > 1 and (device == "cuda" or (device is None and torch.cuda.is_available())):
+        n = torch.cuda.device_count()
+        if n and ranks.local_rank >= n:
+            raise ResourceError(f"local rank {ranks.local_rank} has no GPU: this node has {n}; "
+                                "start at most that many processes per node")
         return f"cuda:{ranks.local_rank}"
     return device
 

@@ -1,7 +1,9 @@
-"""The ``train:`` section of a training config: data, loss, optimiser, tuples, compute, whitening.
+"""The sections of a training config: ``train:`` (:class:`TrainConfig`: data, loss, optimiser,
+tuples, compute, whitening) and ``unsupervised:`` (:class:`UnsupervisedConfig`: the periods and
+clustering of training with no labels).
 
-Read by both training drivers (:mod:`retrieval.training.supervised` and, with the ``unsupervised:``
-section beside it, :mod:`retrieval.training.unsupervised`) and by the shared loop
+``train:`` is read by both training drivers (:mod:`retrieval.training.supervised` and, with the
+``unsupervised:`` section beside it, :mod:`retrieval.training.unsupervised`) and by the shared loop
 (:mod:`retrieval.training.engine`).
 """
 from __future__ import annotations
@@ -130,3 +132,74 @@ class TrainConfig:
         if self.margin is not None:
             return float(self.margin)
         return default_margin(backbone) if self.loss == "contrastive" else 0.1
+
+
+@dataclass
+class UnsupervisedConfig:
+    """The ``unsupervised:`` section of a training config (with ``train:`` = TrainConfig).
+
+    Attributes:
+        pairs: where the matching pairs come from; ``cluster`` (the only source of this section).
+        images: the unlabeled training images (a folder, recursive, or a .txt list); default
+            ``train.data``.
+        eval_labels: ``folders`` — images in ``DIR/<class>/`` get that class and images directly
+            in ``DIR`` are their own class, **for NMI/ARI/accuracy only**; ``none`` — no metrics.
+        periods: number of cluster-then-train periods.
+        epochs_per_period: training epochs in each period.
+        eta: unfolding rate η in (0, 1]: each period merges ``ceil(η·K)`` of its K clusters.
+        final_clusters: clusters after the last period (``None`` = a quarter of the images).
+        recluster: ``continue`` (JULE: merge on from the previous period's clusters with the new
+            descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
+        ks, kc, merge_batch: :func:`retrieval.training.cluster.agglomerative`'s K_s, K_c and
+            ``batch`` (the clustering settings of the run).
+        max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
+        validation: where the validation mAP comes from: ``held-out`` — ``train.val_data`` when set,
+            else ``train.val_fraction`` of the labeled data split off exactly as supervised training
+            does (those images are not trained on); ``transductive`` — the training images
+            themselves with their ``eval_labels`` (retrieval within the unlabeled pile, labels for
+            evaluation only); ``none``.
+        negatives: ``hard`` — the most similar images of other clusters (one per cluster) under
+            the current network, as in supervised fine-tuning, but skipping each query's
+            ``exclude_knn`` nearest neighbours: pseudo-labels split an object over several
+            clusters, and its other views would otherwise be the "hardest negatives";
+            ``random`` — drawn from other clusters, as JULE does.
+        exclude_knn: see ``negatives`` (0 = plain hardest negatives).
+    """
+
+    pairs: str = "cluster"
+    images: Optional[str] = None
+    eval_labels: str = "folders"
+    periods: int = 4
+    epochs_per_period: int = 1
+    eta: float = 0.5
+    final_clusters: Optional[int] = None
+    recluster: str = "continue"
+    ks: int = 10
+    kc: int = 5
+    merge_batch: float = 0.1
+    max_pairs_per_cluster: int = 200
+    negatives: str = "hard"
+    exclude_knn: int = 5
+    validation: str = "held-out"
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"unsupervised.{msg}")
+
+        need(self.pairs == "cluster", f"pairs: '{self.pairs}' is not a source of this section (cluster)")
+        need(self.eval_labels in ("folders", "none"), f"eval_labels: '{self.eval_labels}' is not one of folders, none")
+        need(self.recluster in ("continue", "scratch"),
+             f"recluster: '{self.recluster}' is not one of continue, scratch")
+        need(self.periods >= 1, f"periods: must be ≥ 1, got {self.periods}")
+        need(self.epochs_per_period >= 1, f"epochs_per_period: must be ≥ 1, got {self.epochs_per_period}")
+        need(0.0 < self.eta <= 1.0, f"eta: must be in (0, 1], got {self.eta}")
+        need(self.final_clusters is None or self.final_clusters >= 2,
+             f"final_clusters: must be ≥ 2, got {self.final_clusters}")
+        need(self.ks >= 1 and self.kc >= 1, f"ks/kc: must be ≥ 1, got {self.ks}/{self.kc}")
+        need(0.0 < self.merge_batch <= 1.0, f"merge_batch: must be in (0, 1], got {self.merge_batch}")
+        need(self.validation in ("held-out", "transductive", "none"),
+             f"validation: '{self.validation}' is not one of held-out, transductive, none")
+        need(self.negatives in ("hard", "random"), f"negatives: '{self.negatives}' is not one of hard, random")
+        need(self.exclude_knn >= 0, f"exclude_knn: must be ≥ 0, got {self.exclude_knn}")
+        need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")

@@ -1,6 +1,7 @@
 """Distributed training: the process group, each rank's device, and the few collectives training needs.
 
-A run is distributed when the launcher says so in the environment:
+A run is distributed when the launcher says so in the environment (read by
+:func:`retrieval.core.ranks.current_ranks`, the one reader for every tool):
 
 * ``torchrun --nproc_per_node N ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
   and ``MASTER_PORT``;
@@ -29,7 +30,7 @@ import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,8 +38,8 @@ import torch.distributed as dist
 from torch import nn
 
 from retrieval.core.backbone import resolve_device
-from retrieval.core.errors import ConfigError, ResourceError
-from retrieval.core.ranks import current_ranks, rendezvous_defaults
+from retrieval.core.errors import ConfigError
+from retrieval.core.ranks import Ranks, current_ranks, rank_device, rendezvous_defaults
 from retrieval.search.extract import Extracted, extract_descriptors
 
 #: Minutes a rank waits in a collective before the run fails (``$GEMSEG_DIST_TIMEOUT_MIN``): rank 0
@@ -46,73 +47,43 @@ from retrieval.search.extract import Extracted, extract_descriptors
 DEFAULT_TIMEOUT_MIN = 60
 
 
-@dataclass(frozen=True)
-class LaunchEnv:
-    """What the launcher put in the environment: ``rank``, ``world_size``, ``local_rank`` and
-    ``launcher`` (``torchrun`` | ``slurm`` | ``none``)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    launcher: str = "none"
-
-
-def launch_env(environ: Optional[Mapping[str, str]] = None) -> LaunchEnv:
-    """The ranks of this process from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), else
-    ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` (srun), else a single process.
+def training_device(device: Optional[str], ranks: Ranks) -> torch.device:
+    """The device of a training rank: :func:`~retrieval.core.ranks.rank_device` as a checked
+    ``torch.device`` (``cuda:LOCAL_RANK`` for ``None`` on a GPU machine or ``cuda`` under several
+    processes; the CPU for ``cpu``, or ``None`` without CUDA).
 
     Raises:
-        ConfigError: a rank outside ``[0, world_size)`` or a non-integer value.
-    """
-    r = current_ranks(environ)
-    return LaunchEnv(r.rank, r.world, r.local_rank, r.launcher if r.world > 1 else "none")
-
-
-def rank_device(device: Optional[str], local_rank: int) -> torch.device:
-    """The device of a rank: ``cuda:LOCAL_RANK`` for ``None`` (when CUDA is available) or ``cuda``,
-    the CPU for ``cpu`` (or ``None`` without CUDA).
-
-    Raises:
-        ConfigError: ``cuda:N`` (each rank takes the GPU of its local rank; set ``device: cuda``).
-        ResourceError: ``cuda`` without CUDA, or fewer GPUs than local ranks.
+        ConfigError: ``cuda:N`` under several processes (each rank takes the GPU of its local rank;
+            set ``device: cuda``).
+        ResourceError: CUDA asked for without CUDA, or fewer GPUs than local ranks.
     """
     spec = None if device is None else str(device)
-    if spec is not None and spec.startswith("cuda:"):
+    if ranks.parallel and spec is not None and spec.startswith("cuda:"):
         raise ConfigError(f"train.device {spec}: under torchrun/srun each rank uses cuda:LOCAL_RANK; "
                           "set device: cuda (or leave it unset)")
-    if spec == "cpu" or (spec is None and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if spec not in (None, "cuda"):
-        return torch.device(spec)
-    if not torch.cuda.is_available():
-        raise ResourceError("train.device cuda: no CUDA device on this node")
-    if local_rank >= torch.cuda.device_count():
-        raise ResourceError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
-                            "start at most that many processes per node")
-    return torch.device("cuda", local_rank)
+    return resolve_device(rank_device(spec, ranks))
 
 
-@dataclass
-class DistContext:
-    """This process's place in a run: ``rank``, ``world_size``, ``local_rank``, ``device``.
+@dataclass(frozen=True)
+class DistContext(Ranks):
+    """This process's place in a run: its :class:`~retrieval.core.ranks.Ranks` (``rank``,
+    ``world``, ``local_rank``, ``launcher``, ``is_main``, ``parallel``) and its ``device``, with the
+    collectives training needs.
 
-    With ``world_size == 1`` every helper is the identity and nothing is communicated.
+    With one process every helper is the identity and nothing is communicated.
     """
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
-    @property
-    def parallel(self) -> bool:
-        """More than one process."""
-        return self.world_size > 1
+    @classmethod
+    def of(cls, ranks: Ranks, device: torch.device) -> "DistContext":
+        """The context of ``ranks`` working on ``device``."""
+        return cls(ranks.rank, ranks.world, ranks.local_rank, ranks.launcher, device)
 
     @property
-    def is_main(self) -> bool:
-        """Rank 0: the process that writes files and logs."""
-        return self.rank == 0
+    def world_size(self) -> int:
+        """``world``, by the name ``torch.distributed`` gives it."""
+        return self.world
 
     @property
     def _comm_device(self) -> torch.device:
@@ -200,44 +171,40 @@ class DistContext:
 
 
 def current(device: Optional[Union[str, torch.device]] = None) -> DistContext:
-    """The context of the running process group (rank, world size, ``cuda:LOCAL_RANK`` or CPU), or a
-    single-process context on ``device`` (:func:`~retrieval.core.backbone.resolve_device`) when no
-    group is running."""
+    """The context of the running process group (rank and world size of the group, local rank from
+    the launcher, :func:`training_device`), or a single-process context on ``device``
+    (:func:`~retrieval.core.backbone.resolve_device`) when no group is running."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
-        return DistContext(dist.get_rank(), dist.get_world_size(), local,
-                           rank_device(None if device is None else str(device), local))
+        launch = current_ranks()
+        ranks = Ranks(dist.get_rank(), dist.get_world_size(), launch.local_rank, launch.launcher)
+        return DistContext.of(ranks, training_device(None if device is None else str(device), ranks))
     return DistContext(device=resolve_device(device))
 
 
 @contextmanager
 def distributed_session(device: Optional[str] = None) -> Iterator[DistContext]:
     """The run's :class:`DistContext`: starts the process group when the launcher asked for more
-    than one process (:func:`launch_env`) and ends it on exit; one process: nothing started.
+    than one process (:func:`~retrieval.core.ranks.current_ranks`) and ends it on exit; one
+    process: nothing started.
 
     Args:
-        device: ``train.device`` (``None`` | ``cpu`` | ``cuda``), see :func:`rank_device`.
+        device: ``train.device`` (``None`` | ``cpu`` | ``cuda``), see :func:`training_device`.
     """
-    env = launch_env()
-    if env.world_size == 1 or dist.is_initialized():
+    ranks = current_ranks()
+    if not ranks.parallel or dist.is_initialized():
         yield current(device)
         return
-    dev = rank_device(device, env.local_rank)
+    dev = training_device(device, ranks)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    rendezvous_defaults(current_ranks())
+    rendezvous_defaults(ranks)
     minutes = float(os.environ.get("GEMSEG_DIST_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN))
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=ranks.rank, world_size=ranks.world,
                             timeout=datetime.timedelta(minutes=minutes))
     try:
-        yield DistContext(env.rank, env.world_size, env.local_rank, dev)
+        yield DistContext.of(ranks, dev)
     finally:
         dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 of its launch (or not launched in parallel): the one that prints."""
-    return launch_env().rank == 0
 
 
 def extract_in_parts(net: nn.Module, paths: Sequence[Any], ctx: DistContext, **kwargs: Any) -> Extracted:

@@ -2,7 +2,8 @@
 
 A run is a sequence of *steps*; the driver decides what a step is (an epoch for
 :mod:`retrieval.training.supervised`, a cluster-then-train period for
-:mod:`retrieval.training.unsupervised`) and what its log row holds. The engine owns the rest:
+:mod:`retrieval.training.unsupervised`) and what its log row holds (a
+:class:`~retrieval.training.results.StepStats` with its columns). The engine owns the rest:
 
 * **set-up**: the config checked, the run folder made, the device resolved, the training image
   size (``train.image_size``, else the model's), ``torch.use_deterministic_algorithms`` when
@@ -30,7 +31,7 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   (``model.image_size``, ``model.scales``: what the index will use); ``best.pt`` holds the best
   candidate with its whitening (``extra["whitening_map"]``, ``extra["whitening"]``,
   ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
-  fallback rule;
+  fallback rule; the run's :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
 * **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
   uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining
   describes the pool in parts and all-gathers it, each epoch's tuples are split across the ranks;
@@ -39,7 +40,6 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from contextlib import contextmanager
@@ -63,6 +63,7 @@ from retrieval.training.epoch import TrainingForward, epoch_seed, train_epoch
 from retrieval.training.loss import build_loss
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
+from retrieval.training.results import COLUMNS, StepStats, TrainResult
 from retrieval.training.selection import ModelSelection, StepScore, fit_whitenings, score_step
 from retrieval.training.validation import describe_pairs, sample_pairs
 
@@ -148,12 +149,13 @@ class Engine:
         net: a :class:`~retrieval.model.network.DescriptorNet` (its whitening slot is emptied).
         cfg: the ``train:`` section.
         out_dir: the run folder (made if missing).
-        fields: the ``log.csv`` columns (fields of the driver's row dataclass).
+        fields: the ``log.csv`` columns (default: those of a ``unit`` row,
+            :data:`~retrieval.training.results.COLUMNS`).
         total: the number of steps of the run (for the log lines: ``row.line(total)``).
         state: ``state(step) -> dict``, the ``extra`` stored in the checkpoints (default
             :meth:`state`, the resumable state).
         progress: progress bars; log: where the per-step lines go.
-        unit: what a step is called in the messages (``epoch``, ``period``).
+        unit: what a step is (``epoch``, ``period``): in the messages, the log columns and the result.
 
     Attributes: ``device``, ``image_size``, ``optimizer``, ``loss_fn``, ``history`` (the rows so
     far), ``best_step`` / ``best_score`` (the step in ``best.pt`` and its validation mAP, or the
@@ -162,14 +164,16 @@ class Engine:
     ``DistributedDataParallel`` under several processes, else ``None``).
     """
 
-    def __init__(self, net: nn.Module, cfg: TrainConfig, out_dir: PathLike, *, fields: Sequence[str], total: int,
+    def __init__(self, net: nn.Module, cfg: TrainConfig, out_dir: PathLike, *, total: int,
+                 fields: Optional[Sequence[str]] = None,
                  state: Optional[Callable[[int], Dict[str, Any]]] = None, progress: bool = True,
                  log: Log = print, unit: str = "epoch", dist: Optional[DistContext] = None) -> None:
         cfg.validate()
         self.dist = dist if dist is not None else current(cfg.device)  # the device is checked here, first
         if not self.dist.is_main:  # rank 0 alone logs and shows progress
             progress, log = False, _silent
-        self.net, self.cfg, self.fields, self.total = net, cfg, tuple(fields), int(total)
+        self.net, self.cfg, self.fields, self.total = net, cfg, tuple(fields or COLUMNS[unit]), int(total)
+        self.unit = unit
         self.progress, self.log = progress, log
         self.device = self.dist.device  # resolved before the run folder: a bad --device creates nothing
         self.out = Path(out_dir)
@@ -193,7 +197,7 @@ class Engine:
                       if self.dist.parallel else None)
         self.loss_fn = build_loss(cfg.loss, cfg.resolved_margin(net.config.backbone))
         self._state = state or self.state
-        self.history: List[Any] = []
+        self.history: List[StepStats] = []
         self.best_step, self.best_score, self.step = 0, -math.inf, 0
 
     def check_extraction(self, paths: Sequence[PathLike], sample: int = 32) -> None:
@@ -224,13 +228,13 @@ class Engine:
         """The resumable state after ``step``: optimizer, epoch, history, best so far, training
         config, torch RNG."""
         return {"optimizer": self.optimizer.state_dict(), "epoch": step,
-                "history": [dataclasses.asdict(h) for h in self.history],
+                "history": [h.to_dict() for h in self.history],
                 "best_epoch": self.best_step, "best_map": self.best_score, "train_config": to_dict(self.cfg),
                 "selection": self.selection.state(), "torch_rng": torch.get_rng_state()}
 
-    def resume(self, row: Callable[..., Any]) -> int:
-        """Continue from ``last.pt`` (written with :meth:`state`): weights, optimizer, history (rows
-        rebuilt with ``row(**dict)``), best so far, torch RNG. Returns the next step.
+    def resume(self) -> int:
+        """Continue from ``last.pt`` (written with :meth:`state`): weights, optimizer, history, best
+        so far, torch RNG. Returns the next step.
 
         Raises:
             ConfigError: no ``last.pt``, or one trained with another model config.
@@ -244,7 +248,7 @@ class Engine:
         self.net.load_state_dict(ck["state_dict"])
         extra = ck["extra"]
         self.optimizer.load_state_dict(extra["optimizer"])
-        self.history = [row(**h) for h in extra["history"]]
+        self.history = [StepStats(**h) for h in extra["history"]]
         self.best_step, self.best_score = int(extra["best_epoch"]), float(extra["best_map"])
         self.selection.restore(extra.get("selection") or {})
         self.step = int(extra["epoch"])
@@ -326,7 +330,7 @@ class Engine:
                                           dist=self.dist, model=self.model)
         return EpochOutcome(loss, used, tuples, lr, bad, t1 - t0, time.perf_counter() - t1)
 
-    def record_start(self, row: Any, score: Optional[StepScore] = None) -> None:
+    def record_start(self, row: StepStats, score: Optional[StepScore] = None) -> None:
         """Log the row of the network before training (step 0): ``log.csv`` and a line. With a
         ``score`` the starting network is a candidate for ``best.pt`` (written when it leads)."""
         self.history.append(row)
@@ -342,8 +346,8 @@ class Engine:
         b = self.selection.best
         return "" if b is None else {"none": "no whitening", "pca": "PCA-w", "lw": "Lw"}[b.kind]
 
-    def record(self, step: int, row: Any, *, validated: bool, score: Optional[StepScore] = None) -> bool:
-        """Record ``step``: append ``row`` (a dataclass with ``line(total)``), write ``last.pt``, offer
+    def record(self, step: int, row: StepStats, *, validated: bool, score: Optional[StepScore] = None) -> bool:
+        """Record ``step``: append ``row``, write ``last.pt``, offer
         ``score`` (:meth:`validate_step`) to the selection and write ``best.pt`` when one of its
         candidates beats the best so far, rewrite ``log.csv``, log the line. Without validation the
         latest step is the best so far (``best.pt`` is written by :meth:`finish`). Returns whether
@@ -361,7 +365,7 @@ class Engine:
         self.log(row.line(self.total) + (f"  *best ({self._kept()})" if improved and validated else ""))
         return improved
 
-    def finish(self, pairs: PairSet, val: Optional[PairSet], *, validated: bool, unit: str = "epoch",
+    def finish(self, pairs: PairSet, val: Optional[PairSet], *, validated: bool,
                pairs_note: Optional[str] = None) -> Dict[str, float]:
         """End the run. When a validated candidate was kept, ``best.pt`` already holds it; otherwise
         (no validation, or nothing could be scored) the fallback rule of
@@ -373,7 +377,7 @@ class Engine:
             pairs: the training pairs (the fallback's whitening is learned on them).
             val: the validation pairs (unused: kept for the drivers' calls).
             validated: whether the steps were scored on validation.
-            unit, pairs_note: for the log (``pairs_note`` says where the pairs came from).
+            pairs_note: for the log: where the pairs came from.
         Returns:
             the validation mAP of the ``best.pt`` step with ``none`` / ``pca`` / ``lw`` (NaN where
             not scored; ``{}`` with no validation, and on every rank but 0, which alone writes
@@ -407,3 +411,14 @@ class Engine:
         self.log(sel.report(pairs_note))
         row = next((s for s in sel.scores if s["step"] == sel.best.step), {})
         return {k: float(row.get(k, float("nan"))) for k in ("none", "pca", "lw")}
+
+    def result(self, whitening_map: Dict[str, float], *, validated: bool, **driver: Any) -> TrainResult:
+        """The run's :class:`~retrieval.training.results.TrainResult` after :meth:`finish`
+        (``whitening_map``: what it returned): the history, the step and whitening in ``best.pt``,
+        the validation mAP (NaN when not ``validated``), the extraction settings, this rank;
+        ``driver``: the driver's own fields (``skipped``, ``labels``)."""
+        kept = self.selection.best
+        return TrainResult(self.out, self.history, self.best_step, self.best_score if validated else float("nan"),
+                           self.best_path, self.last_path, unit=self.unit, whitening_map=whitening_map,
+                           whitening=kept.kind if kept else "none", extraction=dict(self.extraction),
+                           rank=self.dist.rank, **driver)

@@ -14,19 +14,17 @@ training (epoch 0) and every epoch.
 
 Files in the run folder: ``last.pt`` (every epoch: weights, model config, optimizer, epoch, history,
 training config), ``best.pt`` (the best validated candidate, with its whitening), ``log.csv`` (one
-row per epoch).
+row per epoch). The result: a :class:`~retrieval.training.results.TrainResult` of epochs, the
+unreadable images left out in ``skipped``.
 Under ``torchrun``/``srun`` (:mod:`retrieval.training.distributed`) every rank mines the same
 tuples from the whole pool (described in parts and all-gathered), trains on its part of each step
 (``DistributedDataParallel``), and rank 0 alone writes these files.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 from torch import nn
@@ -37,80 +35,14 @@ from retrieval.training.engine import Engine
 from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import PairSet, drop_unreadable, load_pairs
-from retrieval.training.selection import summary_lines
+from retrieval.training.results import COLUMNS, StepStats, TrainResult, val_columns
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
-LOG_FIELDS = ("epoch", "loss", "val_map", "val_map_pca", "val_map_lw", "p", "lr", "avg_neg_distance", "tuples",
-              "mine_seconds", "train_seconds", "seconds")
-
-
-@dataclass
-class EpochStats:
-    """One row of ``log.csv``. Epoch 0 is the network before training (validation only).
-    ``val_map`` has no whitening; ``val_map_pca`` / ``val_map_lw`` with the whitening learned at
-    that epoch (NaN where not scored)."""
-
-    epoch: int
-    loss: float = float("nan")
-    val_map: float = float("nan")
-    val_map_pca: float = float("nan")
-    val_map_lw: float = float("nan")
-    p: float = float("nan")
-    lr: float = float("nan")
-    avg_neg_distance: float = float("nan")
-    tuples: int = 0
-    mine_seconds: float = 0.0
-    train_seconds: float = 0.0
-    seconds: float = 0.0
-
-    def line(self, epochs: int) -> str:
-        m = f"{100 * self.val_map:6.2f}" if not math.isnan(self.val_map) else "     -"
-        loss = f"{self.loss:.4f}" if not math.isnan(self.loss) else "     -"
-        w = "".join(f" {name} {100 * v:.2f}" for name, v in (("PCA-w", self.val_map_pca), ("Lw", self.val_map_lw))
-                    if not math.isnan(v))
-        m = f"{m} ({w.strip()})" if w else m
-        return (f"epoch {self.epoch:>3}/{epochs}  loss {loss}  mAP {m}  p {self.p:.3f}  "
-                f"lr {self.lr:.2e}  neg-d {self.avg_neg_distance:.3f}  {self.seconds:.1f}s")
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    history: one :class:`EpochStats` per epoch (epoch 0 = before training, when validated).
-    best_epoch, best_map: the epoch kept in ``best.pt`` (0 = the starting network) and its
-    validation mAP with the kept whitening (NaN without val).
-    whitening: the whitening in ``best.pt`` (``none`` | ``pca`` | ``lw``).
-    whitening_map: validation mAP of the ``best.pt`` network with ``none``/``pca``/``lw`` whitening.
-    extraction: how ``best.pt`` describes images (``image_size``, ``scales``): what the index uses.
-    skipped: ``(path, reason)`` of unreadable images left out.
-    """
-
-    out_dir: Path
-    history: List[EpochStats]
-    best_epoch: int
-    best_map: float
-    best_path: Path
-    last_path: Path
-    whitening_map: Dict[str, float] = field(default_factory=dict)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-    whitening: str = "none"
-    extraction: Dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "best_epoch": self.best_epoch, "best_map": self.best_map,
-                "best_path": str(self.best_path), "last_path": str(self.last_path),
-                "whitening": self.whitening, "whitening_map": self.whitening_map, "extraction": self.extraction,
-                "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
-                "history": [dataclasses.asdict(h) for h in self.history]}
-
-    def summary(self) -> str:
-        """A few lines for the user: what best.pt is, where, and how to index with it."""
-        return summary_lines("epoch", self.best_epoch, self.best_map, self.whitening, self.whitening_map,
-                             self.best_path, self.out_dir, self.extraction)
+#: the columns of ``log.csv``: an epoch row's (:data:`retrieval.training.results.COLUMNS`)
+LOG_FIELDS = COLUMNS["epoch"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,16 +115,16 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         log: where the per-epoch lines go.
 
     Returns:
-        :class:`TrainResult`.
+        :class:`~retrieval.training.results.TrainResult` (``unit="epoch"``, ``skipped``).
 
     Raises:
         ConfigError: a resume from another model config.
         ResourceError: an out-of-memory batch on the GPU.
     """
     n_epochs = int(epochs if epochs is not None else cfg.epochs)
-    run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=n_epochs, progress=progress, log=log)
+    run = Engine(net, cfg, out_dir, total=n_epochs, progress=progress, log=log)
     val = val if val is not None and val.n_images else None
-    start = run.resume(EpochStats) if resume else 1
+    start = run.resume() if resume else 1
     if not resume:
         run.check_extraction(pairs.paths)
         if val is not None:
@@ -200,8 +132,7 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
     if start == 1 and val is not None and cfg.validate_before and not run.history:
         t0 = time.perf_counter()
         s0 = run.validate_step(0, val, pairs)
-        run.record_start(EpochStats(epoch=0, val_map=s0.plain, val_map_pca=s0.maps["pca"], val_map_lw=s0.maps["lw"],
-                                    p=gem_p(net), seconds=time.perf_counter() - t0), s0)
+        run.record_start(StepStats(epoch=0, p=gem_p(net), seconds=time.perf_counter() - t0, **val_columns(s0)), s0)
 
     def mine(seed: int) -> Tuples:
         return mine_tuples(net, pairs, nnum=cfg.nnum, qsize=cfg.qsize, poolsize=cfg.poolsize, seed=seed,
@@ -211,19 +142,13 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         t0 = time.perf_counter()
         ep = run.train_epoch(epoch, pairs, mine)
         score = run.validate_step(epoch, val, pairs)
-        nan = float("nan")
-        stats = EpochStats(epoch=epoch, loss=ep.loss, val_map=score.plain if score else nan,
-                           val_map_pca=score.maps["pca"] if score else nan,
-                           val_map_lw=score.maps["lw"] if score else nan, p=gem_p(net), lr=ep.lr,
-                           avg_neg_distance=ep.tuples.avg_neg_distance, tuples=ep.used,
-                           mine_seconds=ep.mine_seconds, train_seconds=ep.train_seconds,
-                           seconds=time.perf_counter() - t0)
+        stats = StepStats(epoch=epoch, loss=ep.loss, p=gem_p(net), lr=ep.lr,
+                          avg_neg_distance=ep.tuples.avg_neg_distance, tuples=ep.used,
+                          mine_seconds=ep.mine_seconds, train_seconds=ep.train_seconds,
+                          seconds=time.perf_counter() - t0, **val_columns(score))
         run.record(epoch, stats, validated=val is not None, score=score)
         if ep.failures:
             log(f"epoch {epoch}: skipped {len(ep.failures)} tuple(s) with unreadable images, e.g. {ep.failures[0]}")
 
     whitening_map = run.finish(pairs, val, validated=val is not None)
-    kept = run.selection.best
-    return TrainResult(run.out, run.history, run.best_step, run.best_score if val is not None else float("nan"),
-                       run.best_path, run.last_path, whitening_map, list(skipped or []),
-                       whitening=kept.kind if kept else "none", extraction=dict(run.extraction))
+    return run.result(whitening_map, validated=val is not None, skipped=list(skipped or []))

@@ -23,21 +23,21 @@ reverse. The pairs source ``cluster`` runs *periods*; in each period:
 
 This module is the unsupervised driver of :mod:`retrieval.training.engine`: a step is one period.
 The clustering settings (``ks``, ``kc``, ``merge_batch``) are read from the ``unsupervised:``
-section; a separate ``cluster:`` section is refused (see :mod:`retrieval.settings`).
+section (:class:`retrieval.training.config.UnsupervisedConfig`); a separate ``cluster:`` section is
+refused (see :mod:`retrieval.settings`).
 
 Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
 ``last.pt`` (after every period), ``best.pt`` (the best validated (period, whitening) among the
 network before training (period 0) and every period, as in supervised training
 (:mod:`retrieval.training.selection`): a period that lowers validation mAP is never kept; the
 whitenings of a period are learned on the pairs of the clusters it trained on), ``clusters.csv`` (the last period's cluster
-of every image).
+of every image). The result: a :class:`~retrieval.training.results.TrainResult` of periods, the
+last period's clusters in ``labels``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -50,153 +50,20 @@ from retrieval.core.image_listing import list_images
 from retrieval.core.io import write_csv_atomic
 from retrieval.search.extract import extract_descriptors
 from retrieval.training.cluster import agglomerative, cluster_metrics, initial_clusters
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import TrainConfig, UnsupervisedConfig
 from retrieval.training.engine import Engine
 from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, hardest_negatives, random_tuples
 from retrieval.training.pairs import PairSet, load_pairs
-from retrieval.training.selection import score_step, summary_lines
+from retrieval.training.results import COLUMNS, StepStats, TrainResult, val_columns
+from retrieval.training.selection import score_step
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
-LOG_FIELDS = ("period", "clusters", "target", "paired_images", "pairs", "nmi", "ari", "acc", "nmi_final", "loss",
-              "val_map", "val_map_pca", "val_map_lw", "p", "lr", "cluster_seconds", "train_seconds", "seconds")
-
-
-@dataclass
-class UnsupervisedConfig:
-    """The ``unsupervised:`` section of a training config (with ``train:`` = TrainConfig).
-
-    Attributes:
-        pairs: where the matching pairs come from; ``cluster`` (the only source of this section).
-        images: the unlabeled training images (a folder, recursive, or a .txt list); default
-            ``train.data``.
-        eval_labels: ``folders`` — images in ``DIR/<class>/`` get that class and images directly
-            in ``DIR`` are their own class, **for NMI/ARI/accuracy only**; ``none`` — no metrics.
-        periods: number of cluster-then-train periods.
-        epochs_per_period: training epochs in each period.
-        eta: unfolding rate η in (0, 1]: each period merges ``ceil(η·K)`` of its K clusters.
-        final_clusters: clusters after the last period (``None`` = a quarter of the images).
-        recluster: ``continue`` (JULE: merge on from the previous period's clusters with the new
-            descriptors) or ``scratch`` (re-cluster from the 1-NN components each period).
-        ks, kc, merge_batch: :func:`retrieval.training.cluster.agglomerative`'s K_s, K_c and
-            ``batch`` (the clustering settings of the run).
-        max_pairs_per_cluster: ordered pairs kept per cluster (sampled, seeded).
-        validation: where the validation mAP comes from: ``held-out`` — ``train.val_data`` when set,
-            else ``train.val_fraction`` of the labeled data split off exactly as supervised training
-            does (those images are not trained on); ``transductive`` — the training images
-            themselves with their ``eval_labels`` (retrieval within the unlabeled pile, labels for
-            evaluation only); ``none``.
-        negatives: ``hard`` — the most similar images of other clusters (one per cluster) under
-            the current network, as in supervised fine-tuning, but skipping each query's
-            ``exclude_knn`` nearest neighbours: pseudo-labels split an object over several
-            clusters, and its other views would otherwise be the "hardest negatives";
-            ``random`` — drawn from other clusters, as JULE does.
-        exclude_knn: see ``negatives`` (0 = plain hardest negatives).
-    """
-
-    pairs: str = "cluster"
-    images: Optional[str] = None
-    eval_labels: str = "folders"
-    periods: int = 4
-    epochs_per_period: int = 1
-    eta: float = 0.5
-    final_clusters: Optional[int] = None
-    recluster: str = "continue"
-    ks: int = 10
-    kc: int = 5
-    merge_batch: float = 0.1
-    max_pairs_per_cluster: int = 200
-    negatives: str = "hard"
-    exclude_knn: int = 5
-    validation: str = "held-out"
-
-    def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"unsupervised.{msg}")
-
-        need(self.pairs == "cluster", f"pairs: '{self.pairs}' is not a source of this section (cluster)")
-        need(self.eval_labels in ("folders", "none"), f"eval_labels: '{self.eval_labels}' is not one of folders, none")
-        need(self.recluster in ("continue", "scratch"),
-             f"recluster: '{self.recluster}' is not one of continue, scratch")
-        need(self.periods >= 1, f"periods: must be ≥ 1, got {self.periods}")
-        need(self.epochs_per_period >= 1, f"epochs_per_period: must be ≥ 1, got {self.epochs_per_period}")
-        need(0.0 < self.eta <= 1.0, f"eta: must be in (0, 1], got {self.eta}")
-        need(self.final_clusters is None or self.final_clusters >= 2,
-             f"final_clusters: must be ≥ 2, got {self.final_clusters}")
-        need(self.ks >= 1 and self.kc >= 1, f"ks/kc: must be ≥ 1, got {self.ks}/{self.kc}")
-        need(0.0 < self.merge_batch <= 1.0, f"merge_batch: must be in (0, 1], got {self.merge_batch}")
-        need(self.validation in ("held-out", "transductive", "none"),
-             f"validation: '{self.validation}' is not one of held-out, transductive, none")
-        need(self.negatives in ("hard", "random"), f"negatives: '{self.negatives}' is not one of hard, random")
-        need(self.exclude_knn >= 0, f"exclude_knn: must be ≥ 0, got {self.exclude_knn}")
-        need(self.max_pairs_per_cluster >= 1, f"max_pairs_per_cluster: must be ≥ 1, got {self.max_pairs_per_cluster}")
-
-
-@dataclass
-class PeriodStats:
-    """One row of ``log.csv`` (period 0: the network before training, clustered but not trained).
-
-    clusters/target/nmi/ari/acc: the clusters the period trained on (made with the network of the
-    period before); nmi_final: NMI of a fresh clustering into ``final_clusters`` with the network
-    *after* the period (how good the representation has become for clustering); val_map: after
-    the period's training."""
-
-    period: int
-    clusters: int = 0
-    target: int = 0
-    paired_images: int = 0
-    pairs: int = 0
-    nmi: float = float("nan")
-    ari: float = float("nan")
-    acc: float = float("nan")
-    nmi_final: float = float("nan")
-    loss: float = float("nan")
-    val_map: float = float("nan")
-    val_map_pca: float = float("nan")
-    val_map_lw: float = float("nan")
-    p: float = float("nan")
-    lr: float = float("nan")
-    cluster_seconds: float = 0.0
-    train_seconds: float = 0.0
-    seconds: float = 0.0
-
-    def line(self, periods: int) -> str:
-        f = lambda v, s=100: "     -" if math.isnan(v) else f"{s * v:6.2f}"  # noqa: E731
-        loss = "     -" if math.isnan(self.loss) else f"{self.loss:.4f}"
-        return (f"period {self.period:>2}/{periods}  clusters {self.clusters:>5} (target {self.target})  "
-                f"NMI {f(self.nmi)}  NMI@final {f(self.nmi_final)}  loss {loss}  val mAP {f(self.val_map)}  "
-                f"p {self.p:.3f}  "
-                f"{self.seconds:.1f}s")
-
-
-@dataclass
-class UnsupervisedResult:
-    out_dir: Path
-    history: List[PeriodStats]
-    labels: np.ndarray
-    best_period: int
-    best_map: float
-    best_path: Path
-    last_path: Path
-    whitening_map: Dict[str, float] = field(default_factory=dict)
-    whitening: str = "none"
-    extraction: Dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "best_period": self.best_period, "best_map": self.best_map,
-                "best_path": str(self.best_path), "last_path": str(self.last_path),
-                "whitening": self.whitening, "whitening_map": self.whitening_map, "extraction": self.extraction,
-                "clusters": int(np.unique(self.labels).size),
-                "history": [dataclasses.asdict(h) for h in self.history]}
-
-    def summary(self) -> str:
-        """A few lines for the user: what best.pt is, where, and how to index with it."""
-        return summary_lines("period", self.best_period, self.best_map, self.whitening, self.whitening_map,
-                             self.best_path, self.out_dir, self.extraction)
+#: the columns of ``log.csv``: a period row's (:data:`retrieval.training.results.COLUMNS`)
+LOG_FIELDS = COLUMNS["period"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +143,7 @@ def cluster_tuples(X: np.ndarray, pairs: PairSet, nnum: int, qsize: int, seed: i
 def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: TrainConfig,
                        ucfg: UnsupervisedConfig, out_dir: PathLike, *, val: Optional[PairSet] = None,
                        truth: Optional[np.ndarray] = None, val_on_train: bool = False, progress: bool = True,
-                       log: Log = print) -> UnsupervisedResult:
+                       log: Log = print) -> TrainResult:
     """Cluster–train periods on unlabeled ``images`` (module docstring).
 
     Args:
@@ -284,12 +151,15 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
         images: N image paths (unreadable ones are dropped at the first description).
         cfg: :class:`~retrieval.training.config.TrainConfig` (optimiser, loss, mining, image size,
             device, whitening).
-        ucfg: :class:`UnsupervisedConfig`.
+        ucfg: :class:`~retrieval.training.config.UnsupervisedConfig`.
         out_dir: the run folder.
         val: labeled :class:`~retrieval.training.pairs.PairSet` for the validation mAP (``None``: none).
         truth: (N,) int ground truth of ``images`` for NMI/ARI/accuracy only (``None``: none).
         val_on_train: validate on the training images themselves with ``truth`` (transductive;
             reuses the descriptors computed for clustering, no extra pass); ``val`` is then ignored.
+
+    Returns:
+        :class:`~retrieval.training.results.TrainResult` (``unit="period"``, ``labels``).
     """
     cfg.validate()
     ucfg.validate()
@@ -309,11 +179,10 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
     epoch = 0  # epochs trained, counted across the periods (the lr schedule and the seeds follow it)
 
     def state(period: int) -> Dict[str, Any]:  # the checkpoints' extra (no optimizer: no resume)
-        return {"period": period, "epoch": epoch, "history": [dataclasses.asdict(h) for h in run.history],
+        return {"period": period, "epoch": epoch, "history": [h.to_dict() for h in run.history],
                 "train_config": to_dict(cfg), "unsupervised_config": to_dict(ucfg)}
 
-    run = Engine(net, cfg, out_dir, fields=LOG_FIELDS, total=ucfg.periods, state=state, progress=progress, log=log,
-                 unit="period")
+    run = Engine(net, cfg, out_dir, total=ucfg.periods, state=state, progress=progress, log=log, unit="period")
 
     def describe() -> np.ndarray:
         nonlocal paths, truth
@@ -352,12 +221,6 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
                                   progress=progress, val_descriptors=X if same else None, **run.extraction)
         return run.validate_step(step, val, pairs)
 
-    def row_maps(score) -> Dict[str, float]:
-        nan = float("nan")
-        if score is None:
-            return {"val_map": nan, "val_map_pca": nan, "val_map_lw": nan}
-        return {"val_map": score.plain, "val_map_pca": score.maps["pca"], "val_map_lw": score.maps["lw"]}
-
     def nmi_at_final(X: np.ndarray) -> float:
         if truth is None:
             return float("nan")
@@ -379,9 +242,9 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
     start_pairs = PairSet.from_labels(paths, start, max_pairs_per_class=ucfg.max_pairs_per_cluster, seed=cfg.seed,
                                       source="the starting clusters")
     s0 = scored(0, X, start_pairs)
-    run.record_start(PeriodStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
-                                 nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
-                                 p=gem_p(net), seconds=time.perf_counter() - t0, **row_maps(s0)), s0)
+    run.record_start(StepStats(period=0, clusters=int(start.max()) + 1, target=int(start.max()) + 1,
+                               nmi=m0["nmi"], ari=m0["ari"], acc=m0["acc"], nmi_final=nmi_at_final(X),
+                               p=gem_p(net), seconds=time.perf_counter() - t0, **val_columns(s0)), s0)
     labels = start
 
     for period in range(1, ucfg.periods + 1):
@@ -417,11 +280,11 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
         X = describe()  # the next period clusters with the network trained here
         score = scored(period, X, pairs)
         nmi_f = nmi_at_final(X)
-        stats = PeriodStats(period=period, clusters=int(labels.max()) + 1, target=target,
-                            paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
-                            acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), p=gem_p(net),
-                            lr=lr, cluster_seconds=t_cluster, train_seconds=t_train,
-                            seconds=time.perf_counter() - t0, **row_maps(score))
+        stats = StepStats(period=period, clusters=int(labels.max()) + 1, target=target,
+                          paired_images=paired, pairs=pairs.n_pairs, nmi=m["nmi"], ari=m["ari"],
+                          acc=m["acc"], nmi_final=nmi_f, loss=float(np.mean(losses)), p=gem_p(net),
+                          lr=lr, cluster_seconds=t_cluster, train_seconds=t_train,
+                          seconds=time.perf_counter() - t0, **val_columns(score))
         run.record(period, stats, validated=has_val, score=score)
         write_csv_atomic(run.out / "clusters.csv", ["path", "cluster"],
                          ((str(p), int(c)) for p, c in zip(paths, labels)))
@@ -429,11 +292,8 @@ def train_unsupervised(net: torch.nn.Module, images: Sequence[PathLike], cfg: Tr
     final_pairs = PairSet.from_labels(paths, labels, max_pairs_per_class=ucfg.max_pairs_per_cluster,
                                       seed=cfg.seed)
     whitening_map = run.finish(final_pairs, train_val if val_on_train else val, validated=has_val,
-                               unit="period", pairs_note="the clusters' pairs")
-    kept = run.selection.best
-    return UnsupervisedResult(run.out, run.history, labels, run.best_step,
-                              run.best_score if has_val else float("nan"), run.best_path, run.last_path,
-                              whitening_map, whitening=kept.kind if kept else "none", extraction=dict(run.extraction))
+                               pairs_note="the clusters' pairs")
+    return run.result(whitening_map, validated=has_val, labels=labels)
 
 
 def load_unlabeled_data(cfg: TrainConfig, ucfg: UnsupervisedConfig, data: Optional[PathLike] = None, *,
