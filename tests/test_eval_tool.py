@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
 from PIL import Image

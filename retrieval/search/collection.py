@@ -8,11 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-from PIL import Image
 
 from retrieval.core.config import to_dict
-from retrieval.core.errors import DataError
 from retrieval.core.image_listing import scan_images
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import extract_descriptors

@@ -42,7 +42,6 @@ from retrieval.model.network import DescriptorNet
 from retrieval.search.index import ImageIndex, is_exact
 from retrieval.search.query import Query, QueryPath, query_steps
 from retrieval.serve.errors import BadParameterError, NotFoundError
-from retrieval.serve.uploads import Box
 
 PathLike = Union[str, Path]
 
