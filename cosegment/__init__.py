@@ -14,11 +14,20 @@ The public API::
 is the ``coseg:`` config section (:func:`load_coseg_config` reads it from YAML). Object factors are
 numbered from 0 everywhere; part label maps hold 0 for the background and ``j + 1`` for factor j.
 
-The rooms: ``factorizers`` (nmf, sigmoid_nmf, deep_semi_nmf; one ``factorize()``), ``activations``
-(images → layer activations), ``dff`` (factorising, heat maps, object-factor rule), ``masks``,
-``segmentation`` (one set, stage by stage), ``pipeline`` (end to end), ``outputs`` (the files a run
-writes), ``render`` (pictures), ``concept_file``, ``annotations`` (ground truth on disk), ``metrics``,
-``config``.
+The rooms:
+
+* :mod:`~cosegment.factorizers` — nmf, sigmoid_nmf, deep_semi_nmf behind one ``factorize()``;
+* :mod:`~cosegment.activations` — images → one layer's activations;
+* :mod:`~cosegment.dff` — factorising activations, heat maps, the object-factor rules;
+* :mod:`~cosegment.masks` — heat maps → masks, boxes, part labels;
+* :mod:`~cosegment.segmentation` — one image set, stage by stage;
+* :mod:`~cosegment.pipeline` — end to end (:func:`cosegment`, :func:`learn_concepts`);
+* :mod:`~cosegment.outputs` — the files a run writes;
+* :mod:`~cosegment.render` — pictures: overlays, legends, contact sheets;
+* :mod:`~cosegment.concept_file` — concepts saved with their backbone and layer;
+* :mod:`~cosegment.annotations` — ground truth and image sets on disk;
+* :mod:`~cosegment.metrics` — Jaccard, precision, CorLoc, part mIoU;
+* :mod:`~cosegment.config` — the ``coseg:`` section.
 """
 from cosegment.config import CosegConfig, load_coseg_config
 from cosegment.pipeline import CosegReport, LearnedConcepts, cosegment, learn_concepts

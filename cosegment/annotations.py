@@ -2,7 +2,7 @@
 
 :func:`load_coseg_folder` reads the iCoseg layout (``images/<set>/*.jpg``,
 ``masks/<set>/<stem>.png``, optional ``parts/<set>/<stem>.png``), which is also the layout the toy
-sets of :func:`retrieval.toy.collection.make_coseg_sets` are written in (:func:`load_toy_sets`); a
+sets of :func:`retrieval.toy.coseg_sets.make_coseg_sets` are written in (:func:`load_toy_sets`); a
 flat folder of images is one set. :func:`find_annotation` finds ``<dir>/<stem>.png`` (or in a
 sub-folder named like the image's set) for a tool's ``--masks GT_DIR``; :func:`load_mask` and
 :func:`load_labels` read object masks and part label maps (palette, grey or colour-coded PNGs).
@@ -148,7 +148,7 @@ def load_coseg_folder(root: PathLike, masks: Optional[PathLike] = None,
 
 
 def load_toy_sets(root: PathLike) -> Tuple[Dict[str, List[CosegItem]], Dict[str, List[str]]]:
-    """The sets written by :func:`retrieval.toydata.make_coseg_sets`: ``(sets, part names per set)``
+    """The sets written by :func:`retrieval.toy.coseg_sets.make_coseg_sets`: ``(sets, part names per set)``
     (every image has its object mask and part map)."""
     root = Path(root)
     meta = root / "coseg.json"

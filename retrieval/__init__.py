@@ -9,11 +9,19 @@ The public API, importable without knowing the rooms inside::
     hits = retrieval.search_images(net, index, ["q.jpg"], top=5)
     retrieval.train("configs/train_toy.yaml", out="runs/toy")  # what tools/train_gem.py runs
 
-The rooms (see docs/design.md): ``retrieval.core`` (backbone, images, config, io, errors, cli),
-``retrieval.model`` (pooling, whitening, network, checkpoint, concepts), ``retrieval.search``
-(extract, index, qe, collection, hit_pages), ``retrieval.evaluation`` (metrics, datasets, run),
-``retrieval.training`` (pairs, mining, loss, engine, supervised, unsupervised, cluster),
-``retrieval.toy`` (generated collections), and ``retrieval.settings`` / ``retrieval.loading``.
+The rooms (docs/design.md), floor by floor from the ground:
+
+* :mod:`retrieval.core` — backbones, images, listing, config, io, errors, ranks, CLI plumbing;
+* :mod:`retrieval.toy` — generated collections with known truth (no torch);
+* :mod:`retrieval.model` — pooling, whitening, the descriptor network, checkpoints, concept masks;
+* :mod:`retrieval.search` — extraction, indexes and their folder, the query path and its re-rankers;
+* :mod:`retrieval.evaluation` — datasets, metrics, an evaluation run;
+* :mod:`retrieval.settings` — the YAML settings file, one dataclass per section;
+* :mod:`retrieval.loading` — which model a tool uses (config, checkpoint, or the index's own);
+* :mod:`retrieval.training` — pairs, mining, losses, the engine and its two drivers;
+* :mod:`retrieval.serve` — the HTTP API and the page;
+* :mod:`retrieval.demo` — the built-in demo;
+* :mod:`retrieval.jobs` — what each tool runs, one function per tool.
 
 The names below are resolved on first use (PEP 562), so ``import retrieval.core.images`` stays as
 light as that module (the toy-data generator, for one, never loads torch).

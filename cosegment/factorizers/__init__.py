@@ -1,15 +1,16 @@
 """One interface for every factoriser DFF can use: activations (n, C) ≥ 0 → W (n, k) ≥ 0, H (k, C).
 
-``factorize(A, k, method="nmf", seed=0, **options)`` dispatches to
+``factorize(A, k, method="nmf", seed=0, **options)`` dispatches to one of its modules:
 
-=================  ==========================================  ===================================
-``nmf``            :func:`cosegment.nmf.nmf` (HALS by default;  options: max_iter, tol, solver, …
-                   ``solver="mu"`` is the paper's Lee–Seung)
-``sigmoid-nmf``    :func:`cosegment.sigmoid_nmf.sigmoid_nmf`    options: epochs, lr, nonlin, nonneg,
-                   (W⁺·σ(H) trained with Adam)                  init
-``deep-semi-nmf``  :func:`cosegment.deep_semi_nmf.deep_semi_nmf` options: layers, pre_iter,
-                   (Trigeorgis et al. 2014)                     fine_iter
-=================  ==========================================  ===================================
+* ``nmf`` — :func:`cosegment.factorizers.nmf.nmf`: HALS by default (``solver="mu"`` is the
+  paper's Lee–Seung); options max_iter, tol, solver, …
+* ``sigmoid-nmf`` — :func:`cosegment.factorizers.sigmoid_nmf.sigmoid_nmf`: W⁺·σ(H) trained with
+  Adam; options epochs, lr, nonlin, nonneg, init.
+* ``deep-semi-nmf`` — :func:`cosegment.factorizers.deep_semi_nmf.deep_semi_nmf` (Trigeorgis et al.
+  2014); options layers, pre_iter, fine_iter.
+
+A new factoriser is one module here with a function ``(A, k, seed=0, **options) -> (W, H)`` and
+one entry in :data:`FACTORIZERS`.
 
 Every method returns concepts ``H`` such that ``A ≈ W @ H``, so new images project onto any of
 them with :func:`project` (fixed-H HALS, exact non-negative least squares per position).

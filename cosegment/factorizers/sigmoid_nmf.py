@@ -1,6 +1,6 @@
 """Sigmoid-NMF: a one-layer non-linear factoriser ``A ≈ W⁺ · σ(H)`` trained with Adam.
 
-A drop-in alternative to :func:`cosegment.nmf.nmf` for Deep Feature Factorization: activations
+A drop-in alternative to :func:`cosegment.factorizers.nmf.nmf` for Deep Feature Factorization: activations
 ``A: (n, C) ≥ 0`` → heat maps ``W: (n, k) ≥ 0`` and concepts ``σ(H): (k, C)`` in (0, 1). The sigmoid
 bounds each concept's channel weights, so the magnitudes live in W (the heat maps) and a concept
 cannot explain a region by one huge channel weight.

@@ -1,5 +1,15 @@
-"""The shared core both heads stand on: backbone (the registry's front door: build by name, default
-concept layers and sizes; backbone_registry, backbone_builders, backbone_weights, feature_extractor:
-layer taps, fingerprint), images (decoding any image a user has), config (YAML → dataclasses), io
-(atomic writes, safe torch.load), errors (one-line user errors), cli (the tools' plumbing). It
-imports nothing else of the project."""
+"""The shared core both heads stand on; it imports nothing else of the project.
+
+* :mod:`~retrieval.core.backbone` — the backbones' front door: build one by name, its default concept layer and size;
+* :mod:`~retrieval.core.backbone_registry` — the name → builder table (``@register_backbone``);
+* :mod:`~retrieval.core.backbone_builders` — the built-in backbones (EfficientNet-Lite0, ResNets, VGGs), one builder each;
+* :mod:`~retrieval.core.backbone_weights` — weights: ImageNet, a state-dict file, a gemseg checkpoint's backbone;
+* :mod:`~retrieval.core.feature_extractor` — :class:`Backbone`: named stages, layer taps, fingerprint;
+* :mod:`~retrieval.core.images` — decoding any image a user has (EXIF, modes, HEIC) into a tensor;
+* :mod:`~retrieval.core.image_listing` — which image files a folder or a list names, streamed or with what was left out;
+* :mod:`~retrieval.core.config` — YAML → dataclasses, unknown keys refused by name;
+* :mod:`~retrieval.core.io` — atomic writes, safe ``torch.load``;
+* :mod:`~retrieval.core.errors` — one-line user errors;
+* :mod:`~retrieval.core.ranks` — which process of a parallel job this is (torchrun, srun) and its barrier;
+* :mod:`~retrieval.core.cli` — the tools' plumbing: one-line errors, exit codes, ``--json``.
+"""

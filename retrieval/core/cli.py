@@ -1,7 +1,7 @@
 """Shared plumbing for the command-line tools: one-line errors, exit codes, JSON output.
 
 Tools in ``tools/`` stay thin: they build an ``argparse`` parser, call library functions and print.
-:func:`main_wrapper` turns every :class:`~retrieval.errors.GemsegError` (and the usual OS errors on
+:func:`main_wrapper` turns every :class:`~retrieval.core.errors.GemsegError` (and the usual OS errors on
 user paths) into one line on stderr and exit code 2, and a closed stdout pipe (``| head``) into a
 quiet exit 141. :func:`add_common_flags` gives every tool the same ``--config``, ``--device``,
 ``--quiet`` and ``--json``; :func:`notice` prints what is not the result (stderr under ``--json``).

@@ -1,7 +1,7 @@
 """YAML configuration validated into dataclasses.
 
 One dataclass per concern lives next to the code that uses it (``ModelConfig`` in
-:mod:`retrieval.network`, ``IndexConfig`` in :mod:`retrieval.index`, ...); this module only knows how
+:mod:`retrieval.model.network`, ``IndexConfig`` in :mod:`retrieval.search.index_config`, ...); this module only knows how
 to turn nested dicts into nested dataclasses. Unknown keys are refused by name together with the
 closest valid key, and values are checked against the field's type, so a typo in a YAML file is
 one clear line, never a silently ignored setting.

@@ -1,2 +1,6 @@
-"""Evaluation: metrics (revisited-protocol AP, mP@k), datasets (Oxford/Paris, class folders,
-toy), run (describe, re-rank, score)."""
+"""Evaluation with the revisited Oxford/Paris protocol.
+
+* :mod:`~retrieval.evaluation.metrics` — AP, mAP and mP@k for Easy / Medium / Hard;
+* :mod:`~retrieval.evaluation.datasets` — Oxford/Paris, folders of classes and the toy collection behind one :class:`EvalDataset`;
+* :mod:`~retrieval.evaluation.run` — describe, rank through the query path, re-rank, score.
+"""

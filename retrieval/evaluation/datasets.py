@@ -5,12 +5,12 @@
   ``imlist`` (database image names), ``qimlist`` (query image names) and ``gnd``, one dict per query
   with ``bbx`` (x1, y1, x2, y2 in pixels: the query is cropped to it before description) and index
   lists ``easy``, ``hard``, ``junk`` into ``imlist``. A missing file is a one-line
-  :class:`~retrieval.errors.DataError` naming what to download and where to put it.
+  :class:`~retrieval.core.errors.DataError` naming what to download and where to put it.
 * :func:`load_class_folders` — ``DIR/<class>/*.jpg``: every image is a query, its positives are the
   other images of its class (``easy``; ``hard`` is empty), the query's own database entry is
   ``junk`` (so it is taken out of its own ranking). Images lying directly in ``DIR`` belong to no
   class: they are database-only distractors.
-* :func:`load_toy` — the generated toy collection of :mod:`retrieval.toydata` (made on first use);
+* :func:`load_toy` — the generated toy collection of :mod:`retrieval.toy.collection` (made on first use);
   queries are cropped to their object box.
 """
 from __future__ import annotations
@@ -241,7 +241,7 @@ TOY_DEFAULTS: Dict[str, Any] = {"n_objects": 24, "views": 8, "distractors": 64, 
 
 
 def load_toy(root: PathLike, generate: bool = True, **params: Any) -> EvalDataset:
-    """The generated toy collection of :mod:`retrieval.toydata` at ``root``.
+    """The generated toy collection of :mod:`retrieval.toy.collection` at ``root``.
 
     An existing collection (``root/ground_truth.json``) is used as it is when no ``params`` are
     given, or when it was made with them; otherwise, with ``generate``, one is made there with

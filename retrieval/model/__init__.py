@@ -1,3 +1,8 @@
-"""The descriptor model: pooling (GeM, MAC, SPoC, R-MAC, masked GeM), whitening (Lw, PCA-w),
-network (backbone → pooling → L2 → whitening → L2), checkpoint (save/load), concepts (concept-masked
-pooling from DFF concepts)."""
+"""The descriptor model.
+
+* :mod:`~retrieval.model.pooling` — GeM, MAC, SPoC, R-MAC, masked GeM;
+* :mod:`~retrieval.model.whitening` — learned (Lw) and PCA whitening;
+* :mod:`~retrieval.model.network` — backbone → pooling → L2 → whitening → L2, and its fingerprint;
+* :mod:`~retrieval.model.checkpoint` — saving and loading a network;
+* :mod:`~retrieval.model.concepts` — concept-masked pooling from DFF concepts.
+"""

@@ -1,2 +1,22 @@
-"""Describing and searching a collection: extract (batched, multi-scale descriptors), index
-(faiss), qe (α-QE, DBA), collection (index_images, search_images), hit_pages (HTML and PNG)."""
+"""Describing, indexing and searching a collection.
+
+* :mod:`~retrieval.search.extract` — batched, multi-scale descriptors of image files;
+* :mod:`~retrieval.search.shards` — a folder of descriptor shards with its manifest;
+* :mod:`~retrieval.search.sharded_extract` — sharded, resumable extraction (one shard a task, ranks of torchrun / srun);
+* :mod:`~retrieval.search.factory` — which faiss index: factory strings, templates, ``auto``, the one IVF check;
+* :mod:`~retrieval.search.ivf_training` — training coarse quantizers of many lists (two-level k-means);
+* :mod:`~retrieval.search.topk` — exact top-k over blocks, merging top-k lists, skipping removed ids;
+* :mod:`~retrieval.search.ondisk` — IVF lists merged into a file (on-disk inverted lists);
+* :mod:`~retrieval.search.paths_store` — ids ↔ paths, file stats and removed flags in SQLite;
+* :mod:`~retrieval.search.descriptor_file` — the float32 descriptor file that grows in place;
+* :mod:`~retrieval.search.index_config` — the ``index:`` section (factory, nprobe, exact re-ranking);
+* :mod:`~retrieval.search.index_folder` — the index folder's files, meta.json, and the one writer that commits it;
+* :mod:`~retrieval.search.index` — :class:`ImageIndex`: the searchable state (segments, adds, removals, search);
+* :mod:`~retrieval.search.build` — an index folder built from shards under a memory budget;
+* :mod:`~retrieval.search.compaction` — an index rewritten without its removed ids, in one segment;
+* :mod:`~retrieval.search.expansion` — α-QE and DBA arithmetic, and the DBA index;
+* :mod:`~retrieval.search.rerank` — the re-ranking steps of the query path, one module each (``qe``, ``coseg``);
+* :mod:`~retrieval.search.query` — the one query path: describe, search, re-rank, hit records;
+* :mod:`~retrieval.search.collection` — :func:`index_images` and :func:`search_images` (``tools/index.py``, ``tools/search.py``);
+* :mod:`~retrieval.search.hit_pages` — the HTML page and PNG contact sheet of hits.
+"""

@@ -124,7 +124,7 @@ def mine_tuples(
     """Draw ``qsize`` pairs and a pool of ``poolsize`` images, and mine ``nnum`` hard negatives each.
 
     Args:
-        net: a :class:`~retrieval.network.DescriptorNet` (described in eval mode, single scale,
+        net: a :class:`~retrieval.model.network.DescriptorNet` (described in eval mode, single scale,
             at ``image_size`` or its config's).
         pairs: the training pairs; ``qsize``/``poolsize`` are capped by its size.
         nnum: negatives per tuple (reduced to the number of other clusters the pool can offer).

@@ -481,8 +481,8 @@ def drop_unreadable(
     Args:
         pairs: the pair set.
         workers: decoding threads.
-        loader: ``loader(path)`` raising :class:`~retrieval.errors.ImageError` for a bad file
-            (default :func:`retrieval.data.load_image` with a reduced-scale JPEG decode).
+        loader: ``loader(path)`` raising :class:`~retrieval.core.errors.ImageError` for a bad file
+            (default :func:`retrieval.core.images.load_image` with a reduced-scale JPEG decode).
         max_side: the decode-size hint of the default loader.
 
     Returns:

@@ -1,0 +1,9 @@
+"""The re-ranking steps of the query path (:mod:`retrieval.search.query`), one module each.
+
+* :mod:`~retrieval.search.rerank.step` — what a step is: :class:`Reranker` and the context it is given;
+* :mod:`~retrieval.search.rerank.registry` — steps by name: registering, listing, reading ``qe:k=2,coseg:K=20``;
+* :mod:`~retrieval.search.rerank.qe` — ``qe``: α-weighted query expansion;
+* :mod:`~retrieval.search.rerank.coseg` — ``coseg``: co-segmentation re-ranking of the top K.
+
+A new re-ranker is one module here whose ``@register_reranker`` class has the module's name.
+"""
