@@ -141,6 +141,21 @@ def load_image(path: PathLike, max_side: Optional[int] = None, *, data: Optional
     return rgb
 
 
+def upright_size(path: PathLike) -> Tuple[int, int]:
+    """``(W, H)`` of an image file as it is shown upright (EXIF orientation applied), read from its
+    header without decoding the pixels. Raises :class:`ImageError` when the file cannot be opened."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orient = im.getexif().get(0x0112, 1)
+            except Exception:  # a damaged EXIF block: the pixels may still be fine
+                orient = 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(path, _short(e)) from None
+    return (h, w) if orient in (5, 6, 7, 8) else (w, h)
+
+
 def _short(e: BaseException) -> str:
     msg = " ".join(str(e).split()) or type(e).__name__
     return msg if len(msg) <= 120 else msg[:117] + "..."

@@ -24,7 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from retrieval.core.backbone import resolve_device
-from retrieval.core.images import ImageDataset, load_image, resize_long_side, to_tensor
+from retrieval.core.errors import ImageError
+from retrieval.core.images import ImageDataset, load_image, resize_long_side, to_tensor, upright_size
 from retrieval.model.network import DescriptorNet
 from retrieval.model.pooling import GeM
 
@@ -53,15 +54,10 @@ class Extracted:
 def _aspect(path: str) -> float:
     """Height/width from the file header (EXIF rotation applied); 1.0 when unreadable."""
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            try:
-                orient = im.getexif().get(0x0112, 1)
-            except Exception:
-                orient = 1
-        return (w / h) if orient in (5, 6, 7, 8) else (h / w)
-    except Exception:
+        w, h = upright_size(path)
+    except ImageError:
         return 1.0
+    return h / w
 
 
 def _batches(order: Sequence[int], batch_size: int) -> List[List[int]]:

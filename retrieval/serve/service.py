@@ -35,8 +35,8 @@ from cosegment import activations
 from cosegment.render import heat_overlay
 from cosegment.segmentation import PreparedSet, segment_set
 from retrieval.core.backbone import default_image_size, default_layer, resolve_device
-from retrieval.core.errors import ImageError, first_line
-from retrieval.core.images import load_image, resize_long_side, to_tensor
+from retrieval.core.errors import ImageError
+from retrieval.core.images import load_image, resize_long_side, to_tensor, upright_size
 from retrieval.loading import search_model
 from retrieval.model.network import DescriptorNet
 from retrieval.search.index import ImageIndex, is_exact
@@ -227,12 +227,9 @@ class SearchService:
         """(W, H) of indexed image ``i`` as it is shown upright, from its file's header (no decode;
         :class:`NotFoundError` if the file is gone or unreadable)."""
         try:
-            with Image.open(self.index.paths[i]) as im:
-                w, h = im.size
-                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise NotFoundError(f"indexed image {i} can no longer be read: {first_line(e, 80)}") from None
-        return (h, w) if turned else (w, h)
+            return upright_size(self.index.paths[i])
+        except ImageError as e:
+            raise NotFoundError(f"indexed image {i} can no longer be read: {e.reason}") from None
 
     # -- co-segmentation ------------------------------------------------------------------------
     def cosegment(self, images: Sequence[Tuple[Optional[int], str, Image.Image]], k: int = 3) -> Dict[str, Any]:
