@@ -7,10 +7,10 @@ import torch
 from conftest import random_images
 
 import cosegment
+import retrieval.model.concepts as concepts_mod
 from cosegment.concept_file import load_concepts, save_concepts
 from retrieval.core.errors import DataError, ModelMismatchError
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
-import retrieval.model.concepts as concepts_mod
 from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.model.pooling import GeM, gem, masked_gem

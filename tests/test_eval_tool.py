@@ -6,10 +6,8 @@ import json
 
 import pytest
 from conftest import REPO, TINY_CONFIG, assert_one_line_error, run_tool
-from PIL import Image
 
 from retrieval.core.errors import DataError, ModelMismatchError
-from retrieval.core.images import crop_box
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +112,3 @@ def test_missing_dataset_is_one_line_exit_2(tool, tmp_path):
         tool.main(["--dataset", "folder:" + str(tmp_path / "nope")])
     with pytest.raises(DataError, match="unknown dataset"):
         tool.main(["--dataset", "holidays"])
-
-
-def test_crop_box_rounds_and_clips():
-    img = Image.new("RGB", (40, 30))
-    assert crop_box(img, (1.4, 2.6, 20.5, 10.2)).size == (20 - 1, 10 - 3)  # round(20.5) = 20
-    assert crop_box(img, (-5, -5, 100, 100)).size == (40, 30)
-    assert crop_box(img, (10, 10, 10, 20)).size == (40, 30)  # empty box: whole image
-    assert crop_box(img, None) is img
-
-

@@ -1,61 +1,13 @@
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
 
-from retrieval.core.backbone import build_backbone
-from retrieval.core.errors import ConfigError, WeightsError
+from retrieval.core.errors import ConfigError
 from retrieval.loading import load_model
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.settings import load_settings
-
-
-@pytest.mark.parametrize("name,size", [("resnet18", 64), pytest.param("vgg16", 32, marks=pytest.mark.slow),
-                                       ("efficientnet_lite0", 64)])
-def test_backbones_output_nonnegative_maps(name, size):
-    bb = build_backbone(name, "none" if name != "efficientnet_lite0" else "imagenet").eval()
-    with torch.no_grad():
-        y = bb(torch.randn(2, 3, size, size + 16))
-    assert y.shape[:2] == (2, bb.out_channels) and y.dim() == 4
-    assert (y >= 0).all()
-    layers = bb.forward_layers(torch.randn(1, 3, size, size), bb.layer_names()[-2:])
-    assert set(layers) == set(bb.layer_names()[-2:]) and all((v >= 0).all() for v in layers.values())
-
-
-def test_imagenet_weights_offline_is_one_clear_line(monkeypatch):
-    import torchvision.models._api as api
-
-    def offline(*a, **k):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
-    with pytest.raises(WeightsError) as e:
-        build_backbone("resnet50", "imagenet")
-    msg = str(e.value)
-    assert "\n" not in msg and "resnet50-0676ba61.pth" in msg and "checkpoints" in msg
-
-
-def test_default_model_loads_real_weights_and_classifies_a_cat():
-    """The offline default backbone carries real ImageNet semantics (chelsea → a cat class)."""
-    skimage_data = pytest.importorskip("skimage.data")
-    from efficientnet_lite_pytorch import EfficientNet
-    from PIL import Image
-
-    from retrieval.core.backbone import lite0_weights_path
-    from retrieval.core.images import to_tensor
-
-    bb = build_backbone("efficientnet_lite0", "imagenet")
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    net.load_state_dict(torch.load(lite0_weights_path(), weights_only=True))
-    net.eval()
-    img = Image.fromarray(skimage_data.chelsea()).resize((224, 224))
-    x = to_tensor(img, bb.mean, bb.std)[None]
-    with torch.no_grad():
-        top = net(x).argmax(1).item()
-        assert torch.allclose(bb.eval()(x), net.extract_features(x), atol=1e-5)
-    assert 281 <= top <= 285  # ImageNet's domestic cat classes
 
 
 def test_descriptor_is_unit_norm_and_checkpoint_round_trips(tmp_path):

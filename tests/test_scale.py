@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, random_images
 
-from retrieval.core.image_listing import iter_image_paths, list_images
+from retrieval.core.image_listing import list_images
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.factory import auto_factory, n_lists
 from retrieval.search.index import ImageIndex
@@ -59,14 +59,6 @@ def photos(tmp_path_factory) -> Path:
 
 
 # -- the pieces ----------------------------------------------------------------------------------
-def test_streamed_listing_has_list_images_order(tmp_path):
-    for name in ["b/x.jpg", "a.jpg", "a/z.png", "a/b/c.JPG", "a-b.jpg", ".hidden/h.jpg", "c.txt"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"")
-    assert list(iter_image_paths(tmp_path)) == [str(p) for p in list_images(tmp_path)]
-    lst = tmp_path / "list.txt"
-    lst.write_text("# comment\nb/x.jpg\n\n/abs/y.jpg\n")
-    assert list(iter_image_paths(lst)) == [str(tmp_path / "b/x.jpg"), "/abs/y.jpg"]
 
 
 def test_auto_factory_follows_size_and_budget():

@@ -124,8 +124,8 @@ def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     larger collections of docs/benchmarks.md show the same)."""
     pytest.importorskip("skimage")
     from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
-    from retrieval.search.rerank.coseg import rerank_ranks
     from retrieval.search.extract import extract_descriptors
+    from retrieval.search.rerank.coseg import rerank_ranks
     from retrieval.toy.collection import make_retrieval_collection
 
     col = make_retrieval_collection(tmp_path / "c", n_objects=6, views=4, distractors=12, image_size=160,

@@ -12,10 +12,12 @@ from PIL import Image, ImageFile
 
 from retrieval.core import images as data
 from retrieval.core.errors import ImageError
+from retrieval.core.image_listing import scan_images
 from retrieval.core.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDataset,
+    crop_box,
     load_image,
     resize_long_side,
     to_rgb,
@@ -358,3 +360,21 @@ def test_dataset_never_raises_on_unexpected_errors(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(data, "to_tensor", boom)
     i, x, r = ImageDataset([p], image_size=16)[0]
     assert x is None and "RuntimeError" in r and "decoder exploded" in r
+
+
+def test_crop_box_rounds_and_clips():
+    img = Image.new("RGB", (40, 30))
+    assert crop_box(img, (1.4, 2.6, 20.5, 10.2)).size == (20 - 1, 10 - 3)  # round(20.5) = 20
+    assert crop_box(img, (-5, -5, 100, 100)).size == (40, 30)
+    assert crop_box(img, (10, 10, 10, 20)).size == (40, 30)  # empty box: whole image
+    assert crop_box(img, None) is img
+
+
+def test_heic_photos_are_read_with_the_heif_extra(tmp_path):
+    pytest.importorskip("pillow_heif")
+    img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))
+    img.save(tmp_path / "IMG_1.HEIC", format="HEIF", quality=95)
+    listing = scan_images(tmp_path)
+    assert [p.name for p in listing.paths] == ["IMG_1.HEIC"] and not listing.skipped
+    back = np.asarray(load_image(tmp_path / "IMG_1.HEIC"), np.float32)
+    assert back.shape == (48, 64, 3) and np.abs(back - np.asarray(img, np.float32)).mean() < 4
