@@ -321,3 +321,10 @@ def pattern_classes(root: Path, n_classes: int = 4, per_class: int = 3, seed: in
             h, w = (32, 32) if (c + i) % 2 else (24, 32)  # two shapes: padded batches
             Image.fromarray(img).resize((w, h), Image.BILINEAR).save(d / f"{i}.jpg")
     return root
+
+
+def low_rank_activations(n: int = 120, C: int = 16, r: int = 4, seed: int = 0) -> np.ndarray:
+    """(n, C) float32 ≥ 0: a rank-``r`` non-negative product shifted down and clipped at 0 (like CNN
+    activations), the input of the factorisers."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.random((n, r)) @ rng.random((r, C)) - 0.3, 0).astype(np.float32)

@@ -6,10 +6,8 @@ import pytest
 import torch
 from conftest import random_images
 
-import cosegment
-import retrieval.model.concepts as concepts_mod
-from cosegment.concept_file import load_concepts, save_concepts
-from retrieval.core.errors import DataError, ModelMismatchError
+from cosegment.concept_file import save_concepts
+from retrieval.core.errors import ModelMismatchError
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
 from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
 from retrieval.model.network import ModelConfig, build_network
@@ -154,38 +152,6 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
         build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, concepts=str(bad)))
 
 
-def test_concept_pooling_learns_with_the_one_learn_concepts(small_net, tmp_path):
-    """Concept-masked pooling learns its concepts with cosegment.learn_concepts (the retrieval head
-    has no other): the head's choice (a single object factor, at most 200 images) gives concepts
-    whose file ConceptMask.from_file reads back with those factors (numbered from 0)."""
-    assert not hasattr(concepts_mod, "learn_concepts")
-    paths = random_images(tmp_path / "imgs", 5, size=(64, 64), seed=3)
-    bb = small_net.backbone
-    learned = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="single", max_images=200,
-                                       save_to=tmp_path / "c.pt")
-    assert isinstance(learned, cosegment.LearnedConcepts)
-    H, objs, layer = learned.H, learned.object_factors, learned.layer
-    ref = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="single", max_images=200)
-    np.testing.assert_array_equal(H, ref.H)
-    assert H.shape == (3, 512) and H.dtype == np.float32 and layer == "layer4" and learned.image_size == 64
-    assert objs == ref.object_factors and len(objs) == 1 and 0 <= objs[0] < 3
-    assert load_concepts(tmp_path / "c.pt").object_factors == objs
-    assert ConceptMask.from_file(tmp_path / "c.pt", bb).factors == objs
-    sub = cosegment.learn_concepts(bb, paths, k=3, image_size=64, max_images=3)  # an evenly spaced subset
-    assert sub.paths == [paths[0], paths[2], paths[4]]
-    union = cosegment.learn_concepts(bb, paths, k=3, image_size=64, object_rule="union").object_factors
-    assert set(objs) <= set(union)  # the single least-border factor is one of the union's
-    given = cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[1])
-    assert given.object_factors == [1] and given.H.shape[0] == 2 and len(given.paths) == 2
-    with pytest.raises(DataError, match="numbered from 0"):
-        cosegment.learn_concepts(bb, paths[:2], k=2, image_size=64, object_factors=[2])
-    with pytest.raises(DataError, match="object_rule"):
-        cosegment.learn_concepts(bb, paths, object_rule="largest")
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="could be loaded"):
-        cosegment.learn_concepts(bb, [tmp_path / "bad.jpg"], k=2, image_size=64)
-
-
 def test_a_concept_file_written_before_still_loads(small_net, tmp_path):
     """The on-disk format of a concept file (version 1), written as a plain dict: it still loads,
     with its object factors, and a network pools with it."""
@@ -215,8 +181,6 @@ def _tool_main(name: str):
 
 def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
     import json
-
-    from conftest import random_images
 
     from retrieval.core.cli import main_wrapper
 

@@ -17,40 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_CONFIG, assert_one_line_error, random_images, run_tool
+from conftest import assert_one_line_error, random_images, run_tool
 from PIL import Image
 
 import retrieval.core.images as images_mod
 import retrieval.search.collection as collection_mod
-from cosegment.config import CosegConfig
-from cosegment.pipeline import cosegment
-from cosegment.render import palette
 from retrieval.core.errors import DataError
 from retrieval.evaluation.datasets import load_class_folders
 from retrieval.loading import load_model
 from retrieval.search.collection import search_images
 from retrieval.search.hit_pages import write_hits_html, write_hits_png
 from retrieval.search.index import ImageIndex, minimum_size
-
-
-@pytest.fixture
-def no_cuda(monkeypatch):
-    """A machine without a CUDA device, whatever this one has."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-@pytest.fixture(scope="module")
-def tiny_index(tmp_path_factory):
-    """(index folder, image folder, tiny config) with 6 random images indexed by a random ResNet-18."""
-    root = tmp_path_factory.mktemp("tiny_index")
-    cfg = root / "tiny.yaml"
-    cfg.write_text(TINY_CONFIG)
-    random_images(root / "photos", 6, size=(48, 64))
-    proc = run_tool("index", "--images", root / "photos", "--config", cfg, "--out", root / "ix", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    return root / "ix", root / "photos", cfg
-
 
 # ---------------------------------------------------------------------------------------------
 # 1. --device cuda on a machine without a GPU: one line, exit 2, nothing created
@@ -82,34 +59,6 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
 # ---------------------------------------------------------------------------------------------
 # 2. co-segmentation: every input image gets its own outputs, also when stems clash
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lite_backbone():
-    return load_model().backbone
-
-
-def _coseg_photos(folder: Path, names, size=(64, 80)) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for n in names:
-        a = np.full((*size, 3), 200, np.uint8)
-        a[16:48, 20:60] = rng.integers(0, 120, 3)
-        fmt = "PNG" if n.lower().endswith(".png") else "JPEG"
-        Image.fromarray(a).save(folder / n, format=fmt)
-
-
-def test_images_sharing_a_stem_each_get_their_own_outputs(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "photos", ["rocket.jpg", "rocket.JPG", "rocket.png", "r3.jpg"])
-    rep = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                    out=tmp_path / "out", device="cpu")
-    boxes = json.loads((tmp_path / "out" / "boxes.json").read_text())["images"]
-    assert rep.sets[0]["images"] == 4 and len(boxes) == 4
-    assert sorted(Path(v["image"]).name for v in boxes.values()) == ["r3.jpg", "rocket.JPG", "rocket.jpg", "rocket.png"]
-    names = {n.lower() for n in boxes}
-    assert len(names) == 4  # distinct also on a case-insensitive file system
-    for sub, ext in (("overlays", ".jpg"), ("masks", ".png"), ("previews", ".jpg")):
-        assert sorted(p.stem for p in (tmp_path / "out" / sub).glob(f"*{ext}")) == sorted(boxes), sub
-
-
 # ---------------------------------------------------------------------------------------------
 # 4. atomic writes keep the mode a plain open() would give
 # ---------------------------------------------------------------------------------------------
@@ -220,41 +169,6 @@ def test_hit_html_links_names_and_wraps(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 9 and 10. co-segmentation: legend, capped previews, the whole time; a folder split into sets
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_coseg_pictures_have_a_legend_and_a_capped_size(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "big", ["a.jpg", "b.jpg", "c.jpg"], size=(1200, 1500))
-    rep = cosegment(tmp_path / "big", backbone=lite_backbone, config=CosegConfig(k=3, image_size=96),
-                    out=tmp_path / "out", device="cpu")
-    out = tmp_path / "out"
-    for stem in ("a", "b", "c"):
-        assert Image.open(out / "masks" / f"{stem}.png").size == (1500, 1200)  # data: image size
-        assert Image.open(out / "previews" / f"{stem}.jpg").size == (1024, 819)  # for looking: capped
-        ov = np.asarray(Image.open(out / "overlays" / f"{stem}.jpg"))
-        assert ov.shape[1] == 1024 and ov.shape[0] > 819  # the legend band below the picture
-        band = ov[819:].reshape(-1, 3).astype(int)
-        for colour in palette(3):  # one swatch per factor, in its colour
-            assert (np.abs(band - colour).sum(1) < 40).sum() > 50, colour
-    page = (out / "index.html").read_text()
-    obj = rep.sets[0]["object_factors"]
-    assert "factor 0" in page and "factor 2" in page and f"factor {obj[0]} (object)" in page
-    t = rep.timings.as_dict()
-    assert t["writing"] > 0 and t["total"] >= t["loading"] + t["backbone"] + t["factorisation"] + t["writing"]
-    assert "writing" in rep.text_lines()[-2] and "in all" in rep.text_lines()[-2]
-
-
-@pytest.mark.slow
-def test_loose_images_beside_subfolders_are_a_set_and_a_note_says_so(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "photos", ["a.jpg", "b.jpg"])
-    _coseg_photos(tmp_path / "photos" / "trip", ["c.jpg", "d.jpg"])
-    rep = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96))
-    assert [s["set"] for s in rep.sets] == ["photos", "trip"]
-    assert len(rep.notes) == 1 and "2 loose image(s) form set 'photos'" in rep.notes[0] and "--joint" in rep.notes[0]
-    with pytest.raises(DataError, match="add --joint"):
-        cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                  save_concepts=tmp_path / "c.pt")
-    joint = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                      joint=True, save_concepts=tmp_path / "c.pt")
-    assert joint.sets[0]["images"] == 4 and not joint.notes and (tmp_path / "c.pt").is_file()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Non-linear factorisers (sigmoid-NMF, Deep Semi-NMF) and the common factorize()/project() API."""
+"""cosegment.factorizers.deep_semi_nmf: Semi-NMF updates against numpy, least-squares Z, monotone
+loss, Deep Semi-NMF (Trigeorgis et al. 2014) shapes and fine-tuning."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import nnls
+from conftest import low_rank_activations
 
-from cosegment.factorizers import FACTORIZERS, factorize, project
 from cosegment.factorizers.deep_semi_nmf import (
     EPS,
     deep_semi_nmf_fit,
@@ -14,13 +16,7 @@ from cosegment.factorizers.deep_semi_nmf import (
     semi_nmf_update_Z,
 )
 from cosegment.factorizers.nmf import cpu_threads_for
-from cosegment.factorizers.sigmoid_nmf import sigmoid_nmf_fit
 from retrieval.core.errors import DataError
-
-
-def _acts(n=120, C=16, r=4, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.maximum(rng.random((n, r)) @ rng.random((r, C)) - 0.3, 0).astype(np.float32)
 
 
 def _np_semi_update(X, Z, H):
@@ -51,7 +47,7 @@ def test_semi_nmf_Z_is_least_squares_and_loss_falls():
 
 
 def _semi_nmf_Z_is_least_squares_and_loss_falls():
-    X = torch.from_numpy(_acts(seed=2).T.astype(np.float64))  # (C, n)
+    X = torch.from_numpy(low_rank_activations(seed=2).T.astype(np.float64))  # (C, n)
     rng = np.random.default_rng(3)
     H = torch.from_numpy(rng.random((3, X.shape[1])))
     Z = semi_nmf_update_Z(X, H)
@@ -69,7 +65,7 @@ def _semi_nmf_Z_is_least_squares_and_loss_falls():
 
 
 def test_deep_semi_nmf_shapes_monotone_finetune_and_consistent_H():
-    A = _acts(seed=4)
+    A = low_rank_activations(seed=4)
     r = deep_semi_nmf_fit(A, 3, layers=(5, 4, 3), pre_iter=30, fine_iter=30)
     assert r.W.shape == (120, 3) and r.H.shape == (3, 16) and (r.W >= 0).all()
     assert [z.shape for z in r.Zs] == [(16, 5), (5, 4), (4, 3)]
@@ -80,50 +76,3 @@ def test_deep_semi_nmf_shapes_monotone_finetune_and_consistent_H():
     assert default_layers(4) == (6, 5, 4)
     with pytest.raises(DataError, match="last layer"):
         deep_semi_nmf_fit(A, 3, layers=(5, 4))
-
-
-@pytest.mark.parametrize("nonneg", ["clamp", "relu", "softplus"])
-def test_sigmoid_nmf_loss_falls_and_W_nonnegative(nonneg):
-    A = _acts(seed=5)
-    r = sigmoid_nmf_fit(A, 3, epochs=150, lr=0.05, nonneg=nonneg, init="random", seed=1)
-    assert r.losses[-1] < 0.3 * r.losses[0]
-    assert (r.W >= 0).all()
-    assert ((r.H > 0) & (r.H < 1)).all()  # σ(H)
-    # the returned pair reproduces the final loss
-    ms = float((A.astype(np.float64) ** 2).mean())
-    assert ((A - r.W @ r.H) ** 2).mean() / ms == pytest.approx(r.losses[-1], rel=1e-3)
-
-
-def test_sigmoid_nmf_from_nmf_init_improves_on_its_start():
-    A = _acts(seed=6)
-    r = sigmoid_nmf_fit(A, 3, epochs=100, init="nmf", init_iter=3)
-    assert r.losses[-1] <= r.losses[0]
-    assert (r.W >= 0).all()
-
-
-@pytest.mark.parametrize("method", list(FACTORIZERS))
-def test_factorize_registry(method):
-    A = _acts(seed=7)
-    opts = {"epochs": 30} if method == "sigmoid-nmf" else {"pre_iter": 10, "fine_iter": 5} if method == "deep-semi-nmf" else {}
-    f = factorize(A, 3, method=method, seed=0, **opts)
-    assert f.W.shape == (120, 3) and f.H.shape == (3, 16) and f.W.dtype == np.float32
-    assert (f.W >= 0).all() and f.seconds > 0 and f.method == method
-    rel = np.linalg.norm(A - f.W @ f.H) / np.linalg.norm(A)
-    assert rel < 0.5
-    Wt = factorize(torch.from_numpy(A), 3, method=method, **opts).W
-    assert isinstance(Wt, torch.Tensor)
-
-
-def test_factorize_unknown_method():
-    with pytest.raises(DataError, match="unknown factorizer"):
-        factorize(_acts(), 2, method="pca")
-
-
-def test_project_is_nnls_even_for_mixed_sign_H():
-    rng = np.random.default_rng(8)
-    H = rng.normal(size=(3, 12)).astype(np.float32)
-    A = np.maximum(rng.normal(size=(6, 12)), 0).astype(np.float32)
-    W = project(A, H, max_iter=2000, tol=0)
-    for i in range(6):
-        w, _ = nnls(H.T.astype(np.float64), A[i].astype(np.float64))
-        np.testing.assert_allclose(W[i], w, atol=1e-3)

@@ -194,20 +194,6 @@ def test_k_too_large_is_a_data_error(toy, tmp_path):
     assert "\n" not in str(e.value)
 
 
-def test_coseg_config_numbers_factors_from_0(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("coseg:\n  k: 3\n  object_factors: [0, 2]\n")
-    c = cosegment.load_coseg_config(cfg, seed=4, layer=None)
-    assert (c.k, c.object_factors, c.seed, c.layer) == (3, [0, 2], 4, None)
-    assert cosegment.load_coseg_config(cfg, object_factors=[1]).object_factors == [1]
-    with pytest.raises(ConfigError, match="numbered from 0 \\(0..2\\)"):
-        cosegment.load_coseg_config(cfg, object_factors=[3])
-    with pytest.raises(ConfigError, match="numbered from 0"):
-        cosegment.load_coseg_config(cfg, object_factors=[-1])
-    with pytest.raises(ConfigError, match="kk"):
-        cosegment.load_coseg_config(cfg, kk=2)
-
-
 def test_empty_folder_is_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as ex:
