@@ -13,7 +13,6 @@ from retrieval.core.errors import ConfigError, DataError
 from retrieval.jobs import run_train
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.settings import settings_from_dict
 from retrieval.toy.collection import export_class_folders, make_retrieval_collection
 from retrieval.training.config import TrainConfig, UnsupervisedConfig
 from retrieval.training.unsupervised import load_unlabeled, period_targets, train_unsupervised
@@ -96,15 +95,6 @@ def test_unsupervised_config_matches_the_supervised_toy_config():
     assert sup["train"] == uns["train"]
     u = uns["unsupervised"]
     assert u["periods"] * u["epochs_per_period"] == epochs
-
-
-def test_cluster_section_is_refused_with_a_pointer():
-    """No ``cluster:`` section is read: one there would be silently ignored, so it is refused and
-    the error points at ``unsupervised:``, where the clustering settings are."""
-    with pytest.raises(ConfigError, match=r"unknown section 'cluster' \(did you mean 'unsupervised'\? .*ks, kc"):
-        settings_from_dict({"cluster": {"ks": 5}}, "c.yaml")
-    s = settings_from_dict({"unsupervised": {"ks": 5}}, "c.yaml")
-    assert s.raw["unsupervised"] == {"ks": 5}
 
 
 UNSUP_YAML = """\

@@ -1,53 +1,19 @@
-"""Tests for concept-masked pooling: masked GeM, the concept mask, the network hook, concept files."""
+"""retrieval.model.concepts: concept-masked pooling: the concept mask from DFF concepts (and its fall
+back to plain GeM), the network hook, concept files read back and attached by a checkpoint."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_images
 
 from cosegment.concept_file import save_concepts
 from retrieval.core.errors import ModelMismatchError
 from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
 from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat, object_heat
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.model.pooling import GeM, gem, masked_gem
-
-
-def _gem_ref(x: np.ndarray, w: np.ndarray, p: float) -> np.ndarray:
-    """numpy loop: f_c = (Σ_x w(x) X_c(x)^p / Σ_x w(x))^(1/p)."""
-    N, C = x.shape[:2]
-    out = np.zeros((N, C))
-    for n in range(N):
-        for c in range(C):
-            out[n, c] = ((w[n] * np.maximum(x[n, c], 1e-6) ** p).sum() / w[n].sum()) ** (1 / p)
-    return out
-
+from retrieval.model.pooling import gem, masked_gem
 
 # ------------------------------------------------------------------------------ masked GeM
-
-def test_masked_gem_ones_region_and_reference():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 4, 5, 6, generator=g)
-    torch.testing.assert_close(masked_gem(x, torch.ones(2, 5, 6), p=3.0), gem(x, 3.0))
-    m = torch.zeros(2, 5, 6)
-    m[:, 1:3, 2:5] = 1
-    torch.testing.assert_close(masked_gem(x, m, p=3.0), gem(x[..., 1:3, 2:5], 3.0))
-    soft = torch.rand(2, 5, 6, generator=g)
-    np.testing.assert_allclose(masked_gem(x.double(), soft.double(), p=2.5).numpy(),
-                               _gem_ref(x.double().numpy(), soft.double().numpy(), 2.5), rtol=1e-10)
-
-
-def test_masked_gem_gradient_reaches_p():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 4, 5, 5, generator=g, dtype=torch.float64)
-    m = torch.rand(3, 5, 5, generator=g, dtype=torch.float64)
-    pool = GeM(p=3.0).double()
-    pool(x, m).sum().backward()
-    assert pool.p.grad is not None and torch.isfinite(pool.p.grad) and pool.p.grad.abs() > 0
-    h = 1e-6  # central finite difference of the same function
-    fd = (masked_gem(x, m, 3.0 + h).sum() - masked_gem(x, m, 3.0 - h).sum()) / (2 * h)
-    assert float(pool.p.grad) == pytest.approx(float(fd), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------ concept mask
@@ -99,11 +65,6 @@ def test_concept_mask_falls_back_to_plain_gem_when_empty_or_uniform():
 
 
 # ------------------------------------------------------------------------------ network hook & files
-
-@pytest.fixture(scope="module")
-def small_net():
-    return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
-
 
 def test_network_with_concepts_pools_masked_and_changes_fingerprint(small_net, tmp_path):
     net = small_net
@@ -166,43 +127,3 @@ def test_a_concept_file_written_before_still_loads(small_net, tmp_path):
     net = build_network(cfg)
     assert net.concepts is not None and net.concepts.factors == [2]
     assert net(torch.rand(2, 3, 64, 64)).shape == (2, 512)
-
-
-def _tool_main(name: str):
-    import importlib.util
-
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
-
-
-def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
-    import json
-
-    from retrieval.core.cli import main_wrapper
-
-    imgs = tmp_path / "imgs"
-    random_images(imgs, 3, size=(48, 64))
-    H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)
-    good = save_concepts(tmp_path / "c.pt", H, small_net.backbone.fingerprint(), "layer4", object_factors=[0])
-    out = tmp_path / "ix"
-    assert _tool_main("index")(["--images", str(imgs), "--config", str(tiny_config), "--out", str(out),
-                                "--concepts", str(good), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    assert rep["added"] == 3
-    meta = json.loads((out / "meta.json").read_text())
-    assert json.dumps(meta).count(str(good.resolve())) >= 1  # the index records its concept file
-    q = sorted(imgs.rglob("*.jpg"))[0]
-    assert _tool_main("search")(["--query", str(q), "--index", str(out), "--top", "1", "--json"]) == 0
-    hit = json.loads(capsys.readouterr().out)["results"][0]["hits"][0]
-    assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
-    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
-    index_main = _tool_main("index")
-    with pytest.raises(SystemExit) as ex:  # what the tool does when run: one line, exit code 2
-        main_wrapper(lambda _: index_main(["--images", str(imgs), "--config", str(tiny_config),
-                                            "--out", str(tmp_path / "ix2"), "--concepts", str(bad)]))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert ex.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "another backbone" in err[0]

@@ -1,4 +1,5 @@
-"""Learned (Lw) and PCA whitening against a column-major numpy/scipy reference of the formula."""
+"""retrieval.model.whitening: learned (Lw) and PCA whitening against a column-major numpy/scipy
+reference of the formula."""
 import numpy as np
 import pytest
 import scipy.linalg
