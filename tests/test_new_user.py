@@ -15,19 +15,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import assert_one_line_error, random_images, run_tool
-from PIL import Image
+from conftest import assert_one_line_error, fifty_hits, random_images, run_tool
 
 import retrieval.core.images as images_mod
-import retrieval.search.collection as collection_mod
-from retrieval.core.errors import DataError
 from retrieval.evaluation.datasets import load_class_folders
-from retrieval.loading import load_model
-from retrieval.search.collection import search_images
-from retrieval.search.hit_pages import write_hits_html, write_hits_png
-from retrieval.search.index import ImageIndex, minimum_size
+from retrieval.search.hit_pages import write_hits_html
 
 # ---------------------------------------------------------------------------------------------
 # 1. --device cuda on a machine without a GPU: one line, exit 2, nothing created
@@ -69,19 +62,6 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
 # ---------------------------------------------------------------------------------------------
 
 
-def test_search_json_is_always_results_and_notices_go_to_stderr(tiny_index, tmp_path):
-    ix, photos, _ = tiny_index
-    one = run_tool("search", "--query", photos / "img000.jpg", "--index", ix, "--top", "2", "--json",
-                   "--html", tmp_path / "h.html")
-    two = run_tool("search", "--query", photos / "img000.jpg", photos / "img001.jpg", "--index", ix, "--json")
-    for proc, n in ((one, 1), (two, 2)):
-        assert proc.returncode == 0, proc.stderr
-        doc = json.loads(proc.stdout)  # nothing but the document on stdout
-        assert list(doc) == ["results"] and len(doc["results"]) == n
-        assert all(set(r) == {"query", "hits"} for r in doc["results"])
-    assert f"wrote {tmp_path / 'h.html'}" in one.stderr
-
-
 # ---------------------------------------------------------------------------------------------
 # 6. files that are not indexed are listed, with the reason; HEIC through the heif extra
 # ---------------------------------------------------------------------------------------------
@@ -107,39 +87,11 @@ def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monk
 # ---------------------------------------------------------------------------------------------
 # 7. compressed factories: the collection size is checked before any image is described
 # ---------------------------------------------------------------------------------------------
-def test_minimum_size_of_factories():
-    assert minimum_size("Flat", 64, 10) == 0 and minimum_size("hnsw", 64, 10) == 0
-    assert minimum_size("ivfpq", 64, 53) == 256 and minimum_size("opq", 64, 5000) == 256
-    assert minimum_size("IVF1024,Flat", 64, 53) == 1024 and minimum_size("IVF16,PQ8x4fs", 64, 53) == 16
-
-
-def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_index, monkeypatch):
-    _, photos, cfg = tiny_index
-
-    def never(*a, **k):
-        raise AssertionError("images were described before the factory was checked")
-
-    monkeypatch.setattr(collection_mod, "extract_descriptors", never)
-    proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
-    assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
-    assert not (tmp_path / "ix").exists()
 
 
 # ---------------------------------------------------------------------------------------------
 # 8. hit pages stay readable at --top 50
 # ---------------------------------------------------------------------------------------------
-def _fifty_hits(tmp_path: Path):
-    photos = random_images(tmp_path / "photos", 12, size=(60, 80))
-    hits = [{"rank": i + 1, "path": str(photos[i % 12].resolve()), "score": 1 - i / 100} for i in range(50)]
-    hits[5]["path"] = str(tmp_path / "photos" / "gone.jpg")
-    return [{"query": str(photos[0]), "hits": hits}]
-
-
-def test_hit_png_wraps_rows(tmp_path):
-    results = _fifty_hits(tmp_path)
-    im = Image.open(write_hits_png(tmp_path / "hits.png", results, size=100))
-    assert im.width <= 11 * 106 + 20 and im.height >= 5 * 100  # 10 per row after the query: 5 rows
-    assert im.width < im.height * 3  # not one 50-tile strip
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -147,7 +99,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 
 @pytest.mark.slow
 def test_hit_html_links_names_and_wraps(tmp_path):
-    results = _fifty_hits(tmp_path)
+    results = fifty_hits(tmp_path)
     page = write_hits_html(tmp_path / "pages" / "hits.html", results)
     doc = page.read_text()
     links = re.findall(r"<a href='([^']+)'", doc)
@@ -199,36 +151,6 @@ def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
 # ---------------------------------------------------------------------------------------------
 # 13. PIL images and arrays as queries; --box
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_queries_can_be_pil_images_arrays_or_one_path(tiny_index):
-    ix, photos, cfg = tiny_index
-    index = ImageIndex.load(ix)
-    net = load_model(cfg)
-    q = photos / "img002.jpg"
-    by_path = search_images(net, index, [q], top=3)[0]
-    pil = Image.open(q)
-    arr = np.asarray(Image.open(q).convert("RGB"))
-    for query, label in ((pil, str(q)), (arr, "<array 0>"), (arr.astype(np.float32) / 255, "<array 0>"), (str(q), str(q))):
-        (r,) = search_images(net, index, query, top=3)  # one query may be given alone
-        assert r["query"] == label
-        assert [h["path"] for h in r["hits"]] == [h["path"] for h in by_path["hits"]]
-        assert np.allclose([h["score"] for h in r["hits"]], [h["score"] for h in by_path["hits"]], atol=2e-3)
-    with pytest.raises(DataError, match="image array"):
-        search_images(net, index, [np.zeros((4, 4, 7), np.uint8)])
-
-
-def test_search_box_crops_the_query(tiny_index, tmp_path):
-    ix, photos, cfg = tiny_index
-    q = photos / "img003.jpg"
-    Image.open(q).crop((8, 4, 40, 36)).save(tmp_path / "crop.png")
-    boxed = run_tool("search", "--query", q, "--index", ix, "--box", "8,4,40,36", "--json")
-    crop = run_tool("search", "--query", tmp_path / "crop.png", "--index", ix, "--json")
-    whole = run_tool("search", "--query", q, "--index", ix, "--json")
-    b, c, w = (json.loads(p.stdout)["results"][0]["hits"] for p in (boxed, crop, whole))
-    assert np.allclose([h["score"] for h in b], [h["score"] for h in c], atol=1e-5)
-    assert not np.allclose([h["score"] for h in b], [h["score"] for h in w], atol=1e-3)
-    bad = run_tool("search", "--query", q, "--index", ix, "--box", "40,4,8,36")
-    assert bad.returncode == 2 and "x1 < x2" in bad.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,8 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 import test_distributed
-from conftest import REPO, random_images
-from test_scale import fake_shards, shards_of, unit_rows
+from conftest import REPO, fake_shards, random_images, shards_of, unit_rows
 
 from retrieval.core.ranks import Ranks
 from retrieval.search.build import build_index_from_shards

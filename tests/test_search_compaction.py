@@ -1,13 +1,10 @@
-"""Compacting an index (retrieval.search.compaction, tools/index.py --compact): removed ids dropped,
+"""retrieval.search.compaction: compacting an index: removed ids dropped,
 live ids renumbered, segments merged; search results are the old ones, renumbered."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
-from test_scale import fake_shards, unit_rows
+from conftest import fake_shards, grown_index, unit_rows
 
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.compaction import compact_index, new_ids
@@ -25,18 +22,6 @@ def test_new_ids_match_a_loop():
     assert new_ids(np.array(live), removed).tolist() == expected == list(range(len(live)))
 
 
-def grown_index(folder, factory, X, removed):
-    """An index of X in three additions (so three segments for a faiss factory), ``removed`` ids
-    flagged removed."""
-    n = len(X)
-    idx = ImageIndex(D, factory, fingerprint="fp")
-    for a, b in ((0, n // 2), (n // 2, 3 * n // 4), (3 * n // 4, n)):
-        idx.add(X[a:b], [f"/p/{i}.jpg" for i in range(a, b)], [(i, i) for i in range(a, b)])
-        idx.save(folder)
-        idx = ImageIndex.load(folder)
-    idx.remove(removed)
-    idx.save(folder)
-    return ImageIndex.load(folder)
 
 
 def renumbered(ids: np.ndarray, removed: np.ndarray) -> np.ndarray:
@@ -108,60 +93,6 @@ def test_interrupted_compaction_leaves_the_index_as_it_was(tmp_path, monkeypatch
     s1, i1 = again.search(Q, 5)
     np.testing.assert_array_equal(i1, i0)
     assert [p.name for p in tmp_path.iterdir()] == ["ix"]  # no temporary folder left behind
-
-
-def test_index_tool_compacts(tmp_path, run_tool):
-    grown_index(tmp_path / "ix", "IVF4,Flat", unit_rows(400, D), np.arange(10))
-    proc = run_tool("index", "--compact", "--out", tmp_path / "ix", "--json")
-    assert proc.returncode == 0, proc.stderr
-    rep = json.loads(proc.stdout)
-    assert (rep["before"], rep["removed"], rep["live"], rep["segments_before"]) == (400, 10, 390, 3)
-    proc = run_tool("index", "--compact", "--out", tmp_path / "ix")
-    assert proc.returncode == 0 and "400" not in proc.stdout and "390 ids → 390 (0 removed)" in proc.stdout
-    assert ImageIndex.load(tmp_path / "ix").paths[0] == "/p/10.jpg"
-    assert_one_line_error(run_tool("index", "--compact", "--out", tmp_path / "nothing"), "not found")
-    proc = run_tool("index", "--compact", "--images", tmp_path, "--out", tmp_path / "ix")  # argparse's usage
-    assert proc.returncode == 2 and "--images: not allowed with argument --compact" in proc.stderr
-
-
-@pytest.mark.parametrize("factory", ["IVF8,Flat", "PCAR16,IVF8,PQ4np", "HNSW32", "PQ4np"])
-def test_search_without_skips_ids_inside_faiss(factory):
-    import faiss
-
-    from retrieval.search.index import make_faiss_index
-    from retrieval.search.topk import search_without
-
-    X, Q = unit_rows(3000, D), unit_rows(15, D, 1)
-    index = make_faiss_index(factory, D)
-    index.train(X)
-    index.add(X)
-    faiss.ParameterSpace().set_index_parameters(index, "nprobe=8" if "IVF" in factory else
-                                                ("efSearch=256" if "HNSW" in factory else ""))
-    gone = np.random.default_rng(0).choice(3000, 2700, replace=False)  # 90 % removed
-    s, i = search_without(index, Q, 10, gone)
-    assert i.shape == (15, 10) and (i >= 0).all() and not np.isin(i, gone).any()
-    S = Q @ X.T
-    S[:, gone] = -np.inf
-    exact = np.argsort(-S, 1)[:, :10]
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i, exact)])
-    if factory in ("IVF8,Flat", "HNSW32"):  # lossless codes, every list / a wide beam: the exact answer
-        assert recall > 0.97, recall
-        np.testing.assert_allclose(s, np.take_along_axis(S, i, 1), rtol=1e-5)
-    else:
-        assert recall > 0.3, recall
-
-
-def test_exact_search_with_removed_ids_matches_numpy():
-    from retrieval.search.topk import exact_knn
-
-    X, Q = unit_rows(1000, D), unit_rows(7, D, 1)
-    removed = np.sort(np.random.default_rng(1).choice(1000, 600, replace=False))
-    s, i = exact_knn(Q, [(X[:400], 0), (X[400:], 400)], 12, removed)
-    S = Q @ X.T
-    S[:, removed] = -np.inf
-    ref = np.argsort(-S, 1, kind="stable")[:, :12]
-    np.testing.assert_array_equal(i, ref)
-    np.testing.assert_allclose(s, np.take_along_axis(S, ref, 1), rtol=1e-5)
 
 
 def test_is_in_sorted_matches_numpy_isin():
