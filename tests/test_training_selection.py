@@ -10,8 +10,6 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
-from retrieval.core.config import from_dict
-from retrieval.core.errors import ConfigError
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.training.config import TrainConfig
@@ -57,15 +55,6 @@ def test_forced_whitening_still_chooses_the_step():
     none = ModelSelection("none", log=lambda s: None)
     none.consider(_score(0, 0.9, 0.95, 0.99))
     assert none.best.kind == "none"
-
-
-def test_config_reads_whitening_modes():
-    assert from_dict(TrainConfig, {}, "train").whitening == "auto"
-    assert from_dict(TrainConfig, {"whitening": "PCA"}, "train").whitening == "pca"
-    assert from_dict(TrainConfig, {"whitening": True}, "train").whitening == "lw"  # the old switch
-    assert from_dict(TrainConfig, {"whitening": False}, "train").whitening == "none"
-    with pytest.raises(ConfigError, match="whitening: 'zca' is not one of auto, lw, pca, none"):
-        from_dict(TrainConfig, {"whitening": "zca"}, "train")
 
 
 def test_whitening_from_few_images_keeps_their_rank():

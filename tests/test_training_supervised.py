@@ -1,4 +1,5 @@
-"""Fine-tuning: the loop learns, resumes exactly, and refuses bad input with one line."""
+"""retrieval.training.supervised: fine-tuning on labelled pairs: the loop learns, resumes exactly,
+freezes early stages, and refuses what it cannot resume."""
 from __future__ import annotations
 
 import copy
@@ -7,15 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_tool, run_tool_process
 
-from retrieval.core.config import from_dict
-from retrieval.core.errors import ConfigError, ResourceError
-from retrieval.jobs import run_train
+from retrieval.core.errors import ConfigError
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.training import epoch as training_epoch
-from retrieval.training import mining as training_mining
 from retrieval.training.config import TrainConfig
 from retrieval.training.pairs import pairs_from_folders
 from retrieval.training.supervised import load_training_pairs, train
@@ -116,87 +112,3 @@ def test_resume_refuses_another_model(toy_classes, tmp_path):
     cfg = _resume_cfg(toy_classes)
     with pytest.raises(ConfigError, match="no checkpoint to resume"):
         train(_net(32), pairs_from_folders(toy_classes), cfg, tmp_path / "none", resume=True, **QUIET)
-
-
-def test_config_section_refuses_typos():
-    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
-        from_dict(TrainConfig, {"epoch": 3}, "train")
-    with pytest.raises(ConfigError, match="val_split"):
-        from_dict(TrainConfig, {"val_split": "views"}, "train")
-    cfg = from_dict(TrainConfig, {"lr": "5e-7", "toy": {"n_objects": 4}}, "train")
-    assert cfg.lr == 5e-7 and cfg.toy.n_objects == 4
-
-
-def test_oom_is_one_line_hint(tmp_path, monkeypatch):
-    """GPU out-of-memory in a training forward is a ResourceError (not a ConfigError) whose one line
-    names the setting to lower; the tool prints that line and exits 2."""
-    def boom(*a, **k):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(training_epoch, "describe_training_batch", boom)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(TINY_YAML.format(data=_classes(tmp_path / "d", [3, 3, 2])))
-    with pytest.raises(ResourceError, match="out of GPU memory with train.batch 2") as e:
-        run_train(cfg, out=tmp_path / "r0", **QUIET)
-    assert not isinstance(e.value, ConfigError) and "\n" not in str(e.value)
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r", "--quiet"),
-                          "out of GPU memory", "lower train.batch")
-    # out of memory while describing images (mining, validation): the hint names train.mine_batch
-    monkeypatch.setattr(training_mining, "extract_descriptors", boom)
-    with pytest.raises(ResourceError, match="out of GPU memory describing .* lower train.mine_batch$"):
-        run_train(cfg, out=tmp_path / "r1", **QUIET)
-
-
-TINY_YAML = """\
-model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
-train: {{data: {data}, epochs: 1, qsize: 2, nnum: 1, batch: 2, workers: 0, val_fraction: 0.0, whitening: false}}
-"""
-
-
-def _classes(root: Path, sizes, corrupt: bool = False) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c, k in enumerate(sizes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(k):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.jpg")
-    if corrupt:
-        (root / "class0" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    return root
-
-
-def test_tool_bad_input(tmp_path):
-    """Bad input is one line and exit code 2 (in-process, as the tool's ``__main__`` runs it)."""
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(TINY_YAML.format(data=tmp_path / "missing"))
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"),
-                          "missing", "training data not found")
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x, nnun: 3}\n")
-    assert_one_line_error(run_tool("train_gem", "--config", typo), "unknown key 'nnun'", "nnum")
-    single = _classes(tmp_path / "single", [3, 1, 2])
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--data", single, "--out", tmp_path / "r"),
-                          "class 'class1'", "single image")
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--epochs", "0"), "--epochs", "≥ 1")
-
-
-@pytest.mark.slow
-def test_tool_bad_input_exit_code_of_a_real_process(tmp_path):
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x, nnun: 3}\n")
-    assert_one_line_error(run_tool_process("train_gem", "--config", typo), "unknown key 'nnun'", "nnum")
-
-
-@pytest.mark.slow
-def test_tool_skips_and_reports_corrupt_image(tmp_path):
-    data = _classes(tmp_path / "d", [3, 3, 2], corrupt=True)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(TINY_YAML.format(data=data).replace("whitening: false", "whitening: true"))
-    proc = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "skipped 1 unreadable image(s):" in out and "bad.jpg" in out
-    net = load_checkpoint(tmp_path / "run" / "best.pt")  # Lw learned on the 7 readable images' pairs
-    assert net.has_whitening and net.config.whitening == "lw"

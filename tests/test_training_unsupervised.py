@@ -1,4 +1,5 @@
-"""Training with no labels (retrieval/training/unsupervised.py): cluster → train periods on the toy collection."""
+"""retrieval.training.unsupervised: training with no labels: cluster → train periods on the toy
+collection; unlabelled data loading; the two training configs compared in the README."""
 from __future__ import annotations
 
 import csv
@@ -7,11 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, random_images, run_tool
+from conftest import REPO, random_images
 
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.jobs import run_train
-from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.toy.collection import export_class_folders, make_retrieval_collection
 from retrieval.training.config import TrainConfig, UnsupervisedConfig
@@ -95,54 +94,3 @@ def test_unsupervised_config_matches_the_supervised_toy_config():
     assert sup["train"] == uns["train"]
     u = uns["unsupervised"]
     assert u["periods"] * u["epochs_per_period"] == epochs
-
-
-UNSUP_YAML = """\
-model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
-train: {{data: {data}, qsize: 6, nnum: 1, batch: 3, workers: 0, mine_batch: 32, val_fraction: 0.25,
-         whiten_pairs: 40}}
-unsupervised: {{periods: 2, epochs_per_period: 1, final_clusters: 4, ks: 3, exclude_knn: 1}}
-"""
-
-
-def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
-    cfg = tmp_path / "u.yaml"
-    cfg.write_text(UNSUP_YAML.format(data=tmp_path / "none"))
-    for kw in ({"resume": True}, {"epochs": 2}):
-        with pytest.raises(ConfigError, match="unsupervised.periods"):
-            run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
-    assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.slow
-def test_tool_trains_without_labels(tmp_path):
-    """``tools/train_gem.py`` with an ``unsupervised:`` section: a quarter of the classes held out
-    for validation, two cluster–train periods, Lw in best.pt, one cluster per training image."""
-    for c in range(4):
-        random_images(tmp_path / "data" / f"class{c}", 5, size=(40, 40), seed=c)
-    cfg = tmp_path / "u.yaml"
-    cfg.write_text(UNSUP_YAML.format(data=tmp_path / "data"))
-    proc = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    clusters = list(csv.DictReader(open(tmp_path / "run" / "clusters.csv")))
-    n_val = 20 - len(clusters)  # whole classes held out, never clustered nor trained on
-    assert n_val > 0 and n_val % 5 == 0 and f"train: {len(clusters)} unlabeled images" in proc.stdout
-    assert f"val:   {n_val} images" in proc.stdout, proc.stdout
-    best = read_checkpoint(tmp_path / "run" / "best.pt")["extra"]
-    assert f"best.pt = period {best['period']} + " in proc.stdout
-    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
-    assert [int(r["period"]) for r in rows] == [0, 1, 2]
-    assert all(not math.isnan(float(r["val_map"])) for r in rows)  # the held-out class validates
-    assert len({r["cluster"] for r in clusters}) == 4  # final_clusters
-    # best.pt is the best validated (period, whitening), period 0 included: no period that lowers
-    # validation mAP is kept
-    col = {"none": "val_map", "pca": "val_map_pca", "lw": "val_map_lw"}
-    cands = [(float(r[col[k]]), int(r["period"]), k) for r in rows for k in col if r[col[k]] not in ("", "nan")]
-    top = max(c[0] for c in cands)
-    kept = float(rows[best["period"]][col[best["whitening"]]])
-    assert kept == top, (cands, best["period"], best["whitening"])
-    net = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert net.config.whitening == best["whitening"] and net.has_whitening == (best["whitening"] != "none")
-    last = read_checkpoint(tmp_path / "run" / "last.pt")["extra"]
-    assert last["period"] == 2 and last["epoch"] == 2 and "optimizer" not in last

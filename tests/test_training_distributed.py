@@ -1,24 +1,15 @@
-"""Distributed training: ranks from the launcher's environment, the collectives, and real 2-rank
-runs (torchrun, gloo on CPU) against one process."""
+"""retrieval.training.distributed: the ranks' device and context, parts and rank batches that cover
+everything once, and a real 2-rank DDP step (torchrun, gloo on CPU) against one process."""
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_tool
+from conftest import pattern_classes, torchrun
 
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.ranks import Ranks
-from retrieval.jobs import run_train
-from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.search.index import ImageIndex
 from retrieval.training.config import TrainConfig
 from retrieval.training.distributed import DistContext, current, training_device
 from retrieval.training.engine import Engine
@@ -46,32 +37,6 @@ def plain_sgd(run: Engine, lr: float = 1.0) -> None:
 
 def step_network():
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]), seed=0)
-
-
-def _classes(root: Path, n_classes: int = 4, per_class: int = 3, seed: int = 0) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for c in range(n_classes):
-        d = root / f"class{c}"
-        d.mkdir(parents=True)
-        base = rng.integers(0, 255, (4, 4, 3))
-        for i in range(per_class):  # views of a class share a coarse pattern
-            img = np.clip(base + rng.integers(-40, 40, (4, 4, 3)), 0, 255).astype(np.uint8)
-            h, w = (32, 32) if (c + i) % 2 else (24, 32)  # two shapes: padded batches
-            Image.fromarray(img).resize((w, h), Image.BILINEAR).save(d / f"{i}.jpg")
-    return root
-
-
-def torchrun(*args: str, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N ARGS`` with the worktree on
-    PYTHONPATH (and tests/, for the worker), one thread per rank."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), OMP_NUM_THREADS="1",
-               GEMSEG_THREADS="1", PYTHONUNBUFFERED="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,17 +85,6 @@ def test_parts_and_rank_batches_cover_everything_once():
     assert not one.parallel and one.is_main and one.all_gather_rows(x) is x and one.all_sum([2, 3]) == [2.0, 3.0]
 
 
-def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
-    cfg = tmp_path / "u.yaml"
-    cfg.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x}\nunsupervised: {periods: 1}\n")
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
-        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
-    assert not (tmp_path / "r").exists()
-
-
 # ----------------------------------------------------------------------------------------------
 # Real 2-rank runs (torchrun, gloo)
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +94,7 @@ def test_ddp_step_equals_one_process_with_the_whole_batch(tmp_path):
     described in parts and all-gathered) as in one process, the same mean loss, and the same weights
     after the optimizer step (1e-5; plain SGD, see :func:`plain_sgd`). BatchNorm is frozen (the paper's setting): with it training,
     each rank would normalise with its own batch's statistics and the step would differ."""
-    data = _classes(tmp_path / "data")
+    data = pattern_classes(tmp_path / "data")
     proc = torchrun("tests/ddp_worker.py", data, tmp_path / "ddp", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
@@ -172,42 +126,3 @@ def test_ddp_step_equals_one_process_with_the_whole_batch(tmp_path):
     t = ep.tuples
     run_h.train_epoch(1, pairs, lambda seed: Tuples(t.qidx[:2], t.pidx[:2], t.nidx[:2]))
     assert max(float((half.state_dict()[k] - v).abs().max()) for k, v in one.items() if v.numel()) > 1e-4
-
-
-TINY_TRAIN = """\
-model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
-train: {{data: {data}, epochs: 2, qsize: 6, poolsize: 12, nnum: 1, batch: 2, workers: 0, mine_batch: 8,
-         val_fraction: 0.34, whitening: auto, whiten_pairs: 40, lr: 1.0e-4, device: cpu}}
-"""
-
-
-@pytest.mark.slow
-def test_two_rank_run_resumes_and_its_best_pt_indexes(tmp_path):
-    """Epoch 1 in one process, then ``torchrun --nproc_per_node 2 tools/train_gem.py --resume``:
-    the 2 ranks continue from epoch 1 to 2 (validation described in parts), rank 0 alone writes the
-    run folder and prints one summary, and its ``best.pt`` (with Lw) indexes with
-    ``tools/index.py --model``."""
-    data = _classes(tmp_path / "data", n_classes=6)
-    cfg = tmp_path / "t.yaml"
-    cfg.write_text(TINY_TRAIN.format(data=data))
-    out = tmp_path / "run"
-    first = run_tool("train_gem", "--config", cfg, "--out", out, "--epochs", "1", "--quiet")
-    assert first.returncode == 0, first.stderr
-    assert read_checkpoint(out / "last.pt")["extra"]["epoch"] == 1
-    second = torchrun("tools/train_gem.py", "--config", cfg, "--out", out, "--resume", "--quiet", "--json")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stderr.count("resumed") == 1 and second.stderr.count("epoch   2/2") == 1, second.stderr
-    res = json.loads(second.stdout)  # one JSON document: rank 1 printed nothing
-    assert [h["epoch"] for h in res["history"]] == [0, 1, 2]  # epochs 0 and 1 from the first run
-    h2 = res["history"][2]
-    assert h2["tuples"] == 6 and 0 < h2["val_map"] <= 1 and h2["loss"] > 0
-    rows = (out / "log.csv").read_text().strip().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("epoch,") and rows[3].startswith("2,")
-    assert read_checkpoint(out / "last.pt")["extra"]["epoch"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv"]
-    best = load_checkpoint(out / "best.pt")  # the best validated candidate (whitening: auto picks its kind)
-    assert best.config.whitening == read_checkpoint(out / "best.pt")["extra"]["whitening"] == res["whitening"]
-    assert read_checkpoint(out / "best.pt")["extra"]["epoch"] == res["best_epoch"] in (0, 1, 2)
-    idx = run_tool("index", "--images", data, "--model", out / "best.pt", "--out", tmp_path / "idx", "--quiet")
-    assert idx.returncode == 0, idx.stderr
-    assert ImageIndex.load(tmp_path / "idx").ntotal == 18
