@@ -327,19 +327,3 @@ def test_photo_sources(tmp_path: Path) -> None:
             assert set(np.unique(parts).tolist()) == {0, 1, 2, 3}
     with pytest.raises(DataError, match="objects"):
         make_retrieval_collection(tmp_path / "big", n_objects=50, source="photos")
-
-
-def test_load_toy_remakes_a_collection_made_with_other_settings(tmp_path):
-    from retrieval.evaluation.datasets import load_toy
-
-    small = dict(n_objects=2, views=3, distractors=1, image_size=32)
-    a = load_toy(tmp_path / "t", **small)
-    stamp = (tmp_path / "t" / "ground_truth.json").stat().st_mtime_ns
-    assert len(a.db_paths) + len(a.query_paths) == 2 * 3 + 1
-    # same settings, or none given: the collection on disk is used as it is
-    assert load_toy(tmp_path / "t", **small).db_paths == a.db_paths
-    assert load_toy(tmp_path / "t").db_paths == a.db_paths
-    assert (tmp_path / "t" / "ground_truth.json").stat().st_mtime_ns == stamp
-    # other settings: made again with them
-    b = load_toy(tmp_path / "t", **{**small, "distractors": 3})
-    assert len(b.db_paths) + len(b.query_paths) == 2 * 3 + 3 and b.info["params"]["distractors"] == 3
