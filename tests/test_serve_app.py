@@ -1,4 +1,4 @@
-"""The HTTP API in process (FastAPI's test client): every endpoint, every bad input, path
+"""retrieval.serve.app: the HTTP API in process (FastAPI's test client): every endpoint, every bad input, path
 traversal, and hits equal to ``search_images`` / ``tools/search.py --json`` for the same image and box."""
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from retrieval.loading import search_model  # noqa: E402
 from retrieval.search.collection import search_images  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
-from retrieval.serve.server import exposure_warning, is_loopback  # noqa: E402
 from retrieval.serve.service import SearchService  # noqa: E402
 
 N = 8
@@ -260,15 +259,3 @@ def test_approximate_index_nprobe_is_per_request(served, tmp_path):
     assert len(c.post("/api/search", data={"id": "3", "top": "8", "nprobe": "4"}).json()["hits"]) == 8
     assert len(c.post("/api/search", data={"id": "3", "top": "8"}).json()["hits"]) == len(
         [i for i in svc_ivf.search(q, 8, nprobe=1)[1][0] if i >= 0])  # default restored
-
-
-def test_the_tool_refuses_a_missing_index(run_tool, tmp_path):
-    proc = run_tool("serve", "--index", tmp_path / "none", "--port", "0")
-    assert proc.returncode == 2 and "index not found" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_only_loopback_is_quiet():
-    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
-        assert is_loopback(host) and exposure_warning(host) is None
-    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
-        assert not is_loopback(host) and "warning" in exposure_warning(host)

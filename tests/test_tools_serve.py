@@ -1,5 +1,6 @@
-"""The real server (``tools/serve.py`` in its own process, on 127.0.0.1 and a free port): real HTTP
-requests, concurrent ones, and the page in a real browser (Debian's chromium driven by playwright).
+"""tools/serve.py: a missing index refused in one line; the real server (in its own process, on
+127.0.0.1 and a free port): real HTTP requests, concurrent ones, and the page in a real browser
+(Debian's chromium driven by playwright).
 
 ``GEMSEG_SERVE_INDEX=DIR`` runs these against an existing index instead of a tiny generated one,
 ``GEMSEG_SERVE_QUERY=FILE`` picks the query the browser uploads (default: the first indexed image)
@@ -25,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 from conftest import REPO, TINY_CONFIG, random_images  # noqa: E402
 
 from retrieval.jobs import run_index  # noqa: E402
-from retrieval.search.index import ImageIndex
+from retrieval.search.index import ImageIndex  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -159,3 +160,8 @@ def test_the_page_in_a_real_browser(live, tmp_path):
         assert not errors, errors
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_the_tool_refuses_a_missing_index(run_tool, tmp_path):
+    proc = run_tool("serve", "--index", tmp_path / "none", "--port", "0")
+    assert proc.returncode == 2 and "index not found" in proc.stderr and "Traceback" not in proc.stderr
