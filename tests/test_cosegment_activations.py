@@ -36,7 +36,8 @@ def test_batched_activations_equal_one_image_at_a_time_and_stack_row_major():
     torch.manual_seed(0)
     bb = toy_backbone("toy_acts").eval()
     g = torch.Generator().manual_seed(1)
-    tensors = [torch.rand(3, 16, 24, generator=g), torch.rand(3, 24, 16, generator=g), torch.rand(3, 16, 24, generator=g)]
+    tensors = [torch.rand(3, 16, 24, generator=g), torch.rand(3, 24, 16, generator=g),
+               torch.rand(3, 16, 24, generator=g)]
     acts = activations.extract_activations(bb, tensors, "conv1", batch_size=2)
     with torch.no_grad():
         one = [bb.stages["conv1"](t[None])[0] for t in tensors]
