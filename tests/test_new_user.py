@@ -1,11 +1,14 @@
-"""Issue 16, "a new user's day": each bug and rough edge found using gemseg on a real photo folder,
-as a test of what the user sees (numbers refer to the issue's items).
+"""A new user's day: gemseg's tools run on the kind of folder a user has, as the user sees them.
 
-1 --device cuda without a GPU · 2 co-segmentation outputs of images sharing a stem · 4 file modes of
-atomic writes · 5 a closed stdout pipe and the one JSON shape of search · 6 unsupported files listed
-· 7 compressed factories checked before extraction · 8 hit pages at --top 50 (PNG, and the HTML in
-a real browser) · 9 co-segmentation legends, capped previews, whole timing · 10 a folder split into
-sets · 12 folder evaluation explains itself · 13 PIL / array queries and --box · 14 the same flags.
+* no GPU: every tool with ``--device cuda`` says so in one line and creates nothing;
+* a folder with files that are not images (or not supported without an extra): indexed, with each
+  file left out listed and why;
+* a hit page at ``--top 50``, laid out in a real browser (chromium): it wraps, with working links;
+* a folder of classes with a one-image class, a stray top-level file and a text file: the
+  evaluation explains its columns and lists what is not a query.
+
+What each module does on its own is tested in the module's file (``test_<module>.py``); the
+command-line tools end to end in ``test_tools_<tool>.py``.
 """
 from __future__ import annotations
 
@@ -21,10 +24,6 @@ from conftest import assert_one_line_error, fifty_hits, random_images, run_tool
 import retrieval.core.images as images_mod
 from retrieval.evaluation.datasets import load_class_folders
 from retrieval.search.hit_pages import write_hits_html
-
-# ---------------------------------------------------------------------------------------------
-# 1. --device cuda on a machine without a GPU: one line, exit 2, nothing created
-# ---------------------------------------------------------------------------------------------
 
 
 def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_path, tiny_index):
@@ -50,21 +49,10 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. co-segmentation: every input image gets its own outputs, also when stems clash
-# ---------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------
 # 4. atomic writes keep the mode a plain open() would give
 # ---------------------------------------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------------------------------
-# 5. `tool --json | head`, and one JSON shape for search
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. files that are not indexed are listed, with the reason; HEIC through the heif extra
-# ---------------------------------------------------------------------------------------------
 def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monkeypatch):
     _, _, cfg = tiny_index
     monkeypatch.setattr(images_mod, "IMAGE_EXTENSIONS",  # as without the heif extra
@@ -82,16 +70,6 @@ def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monk
     assert why["notes.txt"] == "unsupported format .txt"
     text = run_tool("index", "--images", tmp_path / "photos", "--config", cfg, "--out", tmp_path / "ix2")
     assert "skipped 2 files (not indexed):" in text.stdout and "IMG_4032.HEIC: unsupported format .heic" in text.stdout
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. compressed factories: the collection size is checked before any image is described
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# 8. hit pages stay readable at --top 50
-# ---------------------------------------------------------------------------------------------
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -118,14 +96,6 @@ def test_hit_html_links_names_and_wraps(tmp_path):
     assert layout["rows"] >= 5 and layout["right"] <= layout["width"]  # wrapped, no sideways scroll
 
 
-# ---------------------------------------------------------------------------------------------
-# 9 and 10. co-segmentation: legend, capped previews, the whole time; a folder split into sets
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# 12. folder evaluation explains its columns and lists what is not a query
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
     _, _, cfg = tiny_index
@@ -148,11 +118,3 @@ def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
     assert rep["n_queries"] == 5 and len(rep["left_out"]) == 3 and rep["notes"]
 
 
-# ---------------------------------------------------------------------------------------------
-# 13. PIL images and arrays as queries; --box
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# 14. the same flags mean the same everywhere
-# ---------------------------------------------------------------------------------------------
