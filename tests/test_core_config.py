@@ -34,7 +34,8 @@ def test_nested_values_are_coerced_and_validated():
     c = from_dict(Outer, {"name": 5, "lr": "1e-6", "box": [1, 2], "inner": {"size": 3, "scales": [1, 0.5]}})
     assert c == Outer(name="5", lr=1e-6, on=True, box=(1, 2), inner=Inner(size=3, scales=[1.0, 0.5]))
     assert from_dict(Outer, None) == Outer()
-    assert to_dict(c) == {"name": "5", "lr": 1e-6, "on": True, "box": [1, 2], "inner": {"size": 3, "scales": [1.0, 0.5]}}
+    assert to_dict(c) == {"name": "5", "lr": 1e-6, "on": True, "box": [1, 2],
+                          "inner": {"size": 3, "scales": [1.0, 0.5]}}
     assert from_dict(Outer, to_dict(c)) == c  # what a checkpoint stores reads back
     with pytest.raises(ConfigError, match="inner.size: must be ≥ 1"):
         from_dict(Outer, {"inner": {"size": 0}})  # each dataclass validates itself

@@ -96,6 +96,3 @@ def test_projection_on_fixed_concepts_recovers_the_factorisation():
         dff.project_concepts(acts, np.ones((2, 7), np.float32))
     with pytest.raises(DataError, match="larger than the data allows"):
         dff.factorize_activations(acts[:1], 7)
-
-
-# ------------------------------------------------------------------ toy sets, real backbone

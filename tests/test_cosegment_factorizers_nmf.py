@@ -1,4 +1,4 @@
-"""cosegment.nmf: both solvers against numpy loops of the same updates, monotone loss, fixed-H mode."""
+"""cosegment.factorizers.nmf: both solvers against numpy loops of the same updates, monotone loss, fixed-H mode."""
 import numpy as np
 import pytest
 import torch

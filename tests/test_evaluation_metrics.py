@@ -127,6 +127,3 @@ def test_bad_ranks_shape_refused():
         compute_map(np.array([0, 1, 2]), [{"ok": [0]}])
     with pytest.raises(ValueError):
         compute_map(np.array([[0.0, 1.0]]), [{"ok": [0]}])
-
-
-# ---------------------------------------------------------------- datasets

@@ -166,6 +166,26 @@ def test_train_tool_json_is_the_unsupervised_driver_s(classes, tmp_path):
     assert timeless(doc) == timeless(direct)
 
 
+def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x}\nunsupervised: {periods: 1}\n")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
+        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text(TINY_UNSUP_YAML.format(data=tmp_path / "none"))
+    for kw in ({"resume": True}, {"epochs": 2}):
+        with pytest.raises(ConfigError, match="unsupervised.periods"):
+            run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
+    assert not (tmp_path / "r").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # run_coseg: what cosegment.cosegment gives when called directly
 # ----------------------------------------------------------------------------------------------
@@ -242,23 +262,3 @@ def test_run_demo_takes_a_network(tmp_path, tiny_config):
                         progress=False)
     assert len(res.results) == 2 and res.html.is_file() and res.png.is_file()
     assert set(res.report) == {"easy", "medium", "hard"}
-
-
-def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
-    cfg = tmp_path / "u.yaml"
-    cfg.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x}\nunsupervised: {periods: 1}\n")
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
-        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
-    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
-    assert not (tmp_path / "r").exists()
-
-
-def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
-    cfg = tmp_path / "u.yaml"
-    cfg.write_text(TINY_UNSUP_YAML.format(data=tmp_path / "none"))
-    for kw in ({"resume": True}, {"epochs": 2}):
-        with pytest.raises(ConfigError, match="unsupervised.periods"):
-            run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
-    assert not (tmp_path / "r").exists()

@@ -13,9 +13,6 @@ from retrieval.model.concepts import ConceptMask, ConceptOptions, mask_from_heat
 from retrieval.model.network import ModelConfig, build_network
 from retrieval.model.pooling import gem, masked_gem
 
-# ------------------------------------------------------------------------------ masked GeM
-
-
 # ------------------------------------------------------------------------------ concept mask
 
 def _scene(C: int = 8, obj_region=(slice(1, 3), slice(2, 5))):

@@ -48,11 +48,6 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
         assert not (tmp_path / made).exists(), made
 
 
-# ---------------------------------------------------------------------------------------------
-# 4. atomic writes keep the mode a plain open() would give
-# ---------------------------------------------------------------------------------------------
-
-
 def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monkeypatch):
     _, _, cfg = tiny_index
     monkeypatch.setattr(images_mod, "IMAGE_EXTENSIONS",  # as without the heif extra

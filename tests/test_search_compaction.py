@@ -1,5 +1,5 @@
-"""retrieval.search.compaction: compacting an index: removed ids dropped,
-live ids renumbered, segments merged; search results are the old ones, renumbered."""
+"""retrieval.search.compaction: compacting an index: removed ids dropped, live ids renumbered,
+segments merged; search results are the old ones, renumbered."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,3 +1,7 @@
+"""retrieval.search.extract: batched, multi-scale descriptors equal one image at a time; EXIF-rotated
+images get the upright image's descriptor."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch

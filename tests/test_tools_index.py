@@ -9,11 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_line_error, fake_shards, grown_index, random_images, run_tool, torchrun, unit_rows
+from conftest import (
+    _tool_module,
+    assert_one_line_error,
+    fake_shards,
+    grown_index,
+    random_images,
+    run_tool,
+    torchrun,
+    unit_rows,
+)
 from PIL import Image
 
 import retrieval.search.collection as collection_mod
 from cosegment.concept_file import save_concepts
+from retrieval.core.cli import main_wrapper
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.index import ImageIndex
 
@@ -113,20 +123,11 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, tiny_config, run_tool):
 
 
 def _tool_main(name: str):
-    import importlib.util
-
-
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    """``tools/<name>.py``'s ``main(argv)`` (what it returns, not run through ``main_wrapper``)."""
+    return _tool_module(name).main
 
 
 def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
-    import json
-
-    from retrieval.core.cli import main_wrapper
-
     imgs = tmp_path / "imgs"
     random_images(imgs, 3, size=(48, 64))
     H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)

@@ -185,9 +185,3 @@ def test_bad_arguments_and_foreign_folders(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not from a toy generator"):
         make_retrieval_collection(user, n_objects=1, views=2, distractors=0, image_size=48)
     assert (user / "images" / "holiday.jpg").read_bytes() == b"precious"
-
-
-# ---- co-segmentation sets -------------------------------------------------------------------
-
-
-# ---- real photos ----------------------------------------------------------------------------

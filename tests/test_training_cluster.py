@@ -1,4 +1,4 @@
-"""Tests for retrieval/training/cluster.py: kNN graph, GDL affinity, JULE merge rule, metrics, scale."""
+"""retrieval.training.cluster: kNN graph, GDL affinity, JULE merge rule, metrics, scale."""
 from __future__ import annotations
 
 import inspect

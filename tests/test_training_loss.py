@@ -1,4 +1,4 @@
-"""Contrastive and triplet losses against hand-computed values."""
+"""retrieval.training.loss: contrastive and triplet losses against hand-computed values."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""Hard-negative mining: other clusters only, one per cluster, the hardest ones (vs brute force)."""
+"""retrieval.training.mining: hard-negative mining: other clusters only, one per cluster, the hardest
+ones (vs brute force)."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Pair sources: class folders, CSV, SfM-120k pickle, labels; splits; bad input as one-line DataErrors."""
+"""retrieval.training.pairs: pair sources: class folders, CSV, SfM-120k pickle, labels; splits; bad
+input as one-line DataErrors."""
 import os
 import pickle
 

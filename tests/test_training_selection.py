@@ -1,4 +1,4 @@
-"""Which model best.pt holds: never a validated model worse than the starting network."""
+"""retrieval.training.selection: which model best.pt holds: never a validated model worse than the starting network."""
 from __future__ import annotations
 
 import math
