@@ -230,9 +230,10 @@ def query_collection(tmp_path_factory):
     return {"root": root, "paths": paths, "query": query}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_net():
-    """A random-init ResNet-18 descriptor network at 64 px, one scale."""
+    """A random-init ResNet-18 descriptor network at 64 px, one scale (shared: a test that changes it,
+    e.g. attaches concepts, puts it back)."""
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
 
 
