@@ -1,4 +1,4 @@
-"""One distributed training epoch, for tests/test_distributed.py (run by torchrun, not collected by pytest).
+"""One distributed training epoch, for tests/test_training_distributed.py (run by torchrun, not collected by pytest).
 
   python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py DATA OUT BATCH
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from test_distributed import plain_sgd, step_config, step_network
+from test_training_distributed import plain_sgd, step_config, step_network
 
 from retrieval.training.distributed import distributed_session
 from retrieval.training.engine import Engine

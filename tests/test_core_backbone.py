@@ -1,11 +1,10 @@
-"""retrieval.core.backbone: the backbone registry (names, specs, defaults, one-line errors) and a toy
-backbone registered in one place, used by tools/index.py --config, tools/search.py and
-co-segmentation (tools/coseg.py --config)."""
+"""retrieval.core.backbone: the backbones' front door (names, specs, defaults, building by name,
+one-line errors, the maps they output, the device) and a toy backbone registered in one place, used
+by tools/index.py --config, tools/search.py and co-segmentation (tools/coseg.py --config)."""
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import random_images, run_tool
+from conftest import random_images, run_tool, toy_backbone
 from PIL import Image
 
 from retrieval.core.backbone import (
@@ -24,9 +23,10 @@ from retrieval.core.backbone import (
     default_image_size,
     default_layer,
     register_backbone,
+    resolve_device,
     unregister_backbone,
 )
-from retrieval.core.errors import ConfigError, WeightsError
+from retrieval.core.errors import ConfigError, ResourceError, WeightsError
 from retrieval.model.network import ModelConfig, build_network
 
 BUILT_INS = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
@@ -84,39 +84,7 @@ def test_unknown_backbone_is_one_line_with_did_you_mean():
     assert build_backbone("ResNet18", "none").name == "resnet18"  # names are matched in lower case
 
 
-def test_registration_is_checked():
-    with pytest.raises(ValueError, match="already registered"):
-        register_backbone("resnet18", stages=("a",))
-    with pytest.raises(ValueError, match="not one of its stages"):
-        register_backbone("toy_bad", stages=("a", "b"), concept_layer="c")
-    with pytest.raises(ValueError, match="lower case"):
-        register_backbone("Toy", stages=("a",))
-    with pytest.raises(ValueError, match="distinct"):
-        register_backbone("toy_bad", stages=("a", "a"))
-    assert "toy_bad" not in backbone_names()
-
-    @register_backbone("toy_liar", stages=("conv1", "conv9"))
-    def toy_liar(weights: str) -> Backbone:
-        return _toy_net("toy_liar")
-
-    try:
-        assert backbone_spec("toy_liar").concept_layer == "conv9"  # default: the last stage
-        with pytest.raises(ConfigError, match="not the registered conv1, conv9"):
-            build_backbone("toy_liar", "none")
-    finally:
-        assert unregister_backbone("toy_liar") is not None
-    assert "toy_liar" not in backbone_names() and unregister_backbone("toy_liar") is None
-
-
 # ----------------------------------------------------------------------------- a toy backbone
-def _toy_net(name: str) -> Backbone:
-    stages = OrderedDict(
-        conv1=nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
-        conv2=nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
-    )
-    return Backbone(name, stages, out_channels=16, stride=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-
-
 @pytest.fixture
 def toy() -> Iterator[str]:
     """The toy backbone, registered in one place for this test only."""
@@ -125,7 +93,7 @@ def toy() -> Iterator[str]:
     def toy_cnn(weights: str) -> Backbone:
         if weights == "imagenet":
             raise WeightsError("toy_cnn has no ImageNet weights; use weights: none")
-        return _toy_net(TOY)  # random init, seeded by the caller (build_network seeds it)
+        return toy_backbone(TOY)  # random init, seeded by the caller (build_network seeds it)
 
     yield TOY
     unregister_backbone(TOY)
@@ -179,3 +147,25 @@ def test_a_toy_backbone_indexes_searches_and_cosegments(toy, tmp_path):
         a = np.asarray(Image.open(m))
         assert a.shape == (48, 64) and set(np.unique(a)) <= {0, 255}
     assert sum(int((np.asarray(Image.open(m)) > 0).any()) for m in masks) >= 1
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 64), pytest.param("vgg16", 32, marks=pytest.mark.slow),
+                                       ("efficientnet_lite0", 64)])
+def test_backbones_output_nonnegative_maps(name, size):
+    bb = build_backbone(name, "none" if name != "efficientnet_lite0" else "imagenet").eval()
+    with torch.no_grad():
+        y = bb(torch.randn(2, 3, size, size + 16))
+    assert y.shape[:2] == (2, bb.out_channels) and y.dim() == 4
+    assert (y >= 0).all()
+    layers = bb.forward_layers(torch.randn(1, 3, size, size), bb.layer_names()[-2:])
+    assert set(layers) == set(bb.layer_names()[-2:]) and all((v >= 0).all() for v in layers.values())
+
+
+def test_resolve_device_refuses_a_missing_cuda_device(no_cuda):
+    with pytest.raises(ResourceError, match=r"^no CUDA device: .*; use --device cpu$"):
+        resolve_device("cuda")
+    with pytest.raises(ResourceError, match="no CUDA device"):
+        resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    assert resolve_device(None).type == "cpu" and resolve_device("cpu").type == "cpu"

@@ -171,3 +171,13 @@ def test_list_images_errors_and_single_file(tmp_path: Path) -> None:
     other.write_text("a,b\n")
     with pytest.raises(DataError, match="not a folder"):
         list_images(other)
+
+
+def test_streamed_listing_has_list_images_order(tmp_path):
+    for name in ["b/x.jpg", "a.jpg", "a/z.png", "a/b/c.JPG", "a-b.jpg", ".hidden/h.jpg", "c.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert list(iter_image_paths(tmp_path)) == [str(p) for p in list_images(tmp_path)]
+    lst = tmp_path / "list.txt"
+    lst.write_text("# comment\nb/x.jpg\n\n/abs/y.jpg\n")
+    assert list(iter_image_paths(lst)) == [str(tmp_path / "b/x.jpg"), "/abs/y.jpg"]

@@ -8,6 +8,12 @@ makes, function-local ones included, is checked:
 * project imports stand at module level (an import inside a function hides a dependency);
 * the packages stand on floors, and an import never goes up a floor;
 * tools only parse arguments, call the library and print: each is at most ~100 lines.
+
+And the tests can be found: every module is imported by at least one test file (function-local
+imports count), and every test file is named after the module it tests (``retrieval/core/images.py``
+→ ``tests/test_core_images.py``, ``cosegment/dff.py`` → ``tests/test_cosegment_dff.py``,
+``tools/search.py`` end to end → ``tests/test_tools_search.py``) or is one of the few that are about no
+single module (:data:`NOT_ONE_MODULE_S`).
 """
 from __future__ import annotations
 
@@ -31,6 +37,12 @@ FLOORS: List[Tuple[str, ...]] = [
     ("retrieval", "retrieval.demo", "retrieval.jobs", "retrieval.serve"),
 ]
 TOOL_MAX_LINES = 110
+#: Files under tests/ that are not named after a module: fixtures and helpers, the end-to-end and
+#: new-user scenarios, the house's rules, the README's examples, Slurm for real.
+NOT_ONE_MODULE_S = {"conftest.py", "ddp_worker.py", "test_end_to_end.py", "test_new_user.py", "test_imports.py",
+                    "test_names.py", "test_readme.py", "test_slurm.py"}
+#: Helpers, not tests: what they import is not tested by importing it.
+TEST_HELPERS = {"conftest.py", "ddp_worker.py"}
 
 
 def module_files(root: Path = ROOT) -> Dict[str, Path]:
@@ -74,6 +86,60 @@ def project_imports(name: str, path: Path, mods: Iterable[str]) -> List[Tuple[st
             if t and t != name:
                 out.append((t, node.lineno, id(node) in top_level))
     return out
+
+
+def imports_in_test_file(path: Path, known: Iterable[str]) -> Set[str]:
+    """The project modules a test file imports anywhere in it, function-local imports included:
+    ``import a.b`` and ``import a.b as x`` name ``a.b``; ``from a.b import c`` names ``a.b.c`` when
+    that is a module, else ``a.b`` (whose name ``c`` is)."""
+    known = set(known)
+    out: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n in known}
+    return out
+
+
+def is_empty_package(path: Path) -> bool:
+    """An ``__init__.py`` that holds a docstring at most (nothing to test)."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return path.name == "__init__.py" and all(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str) for n in body)
+
+
+def untested_modules(root: Path = ROOT) -> List[str]:
+    """Modules of the project that no test file imports (packages with nothing but a docstring
+    aside)."""
+    mods = module_files(root)
+    seen: Set[str] = set()
+    for f in sorted((root / "tests").glob("*.py")):
+        if f.name not in TEST_HELPERS:
+            seen |= imports_in_test_file(f, mods)
+    return sorted(m for m, p in mods.items() if m not in seen and not is_empty_package(p))
+
+
+def module_test_file_names(root: Path = ROOT) -> Set[str]:
+    """The name of the test file of every module (the dotted path without ``retrieval.``, dots as
+    ``_``: ``test_search_index.py``, ``test_cosegment_dff.py``; a package's own code:
+    ``test_cosegment_factorizers.py``) and of every tool run end to end (``test_tools_search.py``)."""
+    names = set()
+    for m in module_files(root):
+        parts = m.split(".")[1:] if m.split(".")[0] == "retrieval" else m.split(".")
+        if parts:
+            names.add(f"test_{'_'.join(parts)}.py")
+    return names | {f"test_tools_{p.stem}.py" for p in (root / "tools").glob("*.py")}
+
+
+def stray_test_files(root: Path = ROOT) -> List[str]:
+    """Files under tests/ named after no module and no tool, and not one of :data:`NOT_ONE_MODULE_S`."""
+    allowed = module_test_file_names(root) | NOT_ONE_MODULE_S
+    return sorted(p.name for p in (root / "tests").glob("*.py") if p.name not in allowed)
 
 
 def room(module: str) -> str:
@@ -194,6 +260,43 @@ def test_the_checker_finds_what_it_must(tmp_path: Path):
                               ["retrieval.settings", "retrieval.core.a", "retrieval.settings"])
     assert local == ["retrieval/settings.py:2 -> retrieval.core.a"]
     assert "retrieval.settings" in rg["cosegment"]
+
+
+def test_every_module_is_imported_by_a_test():
+    missing = untested_modules()
+    assert not missing, "no test file imports " + ", ".join(missing) + ": add a test to its tests/test_<module>.py"
+
+
+def test_every_test_file_is_named_after_a_module_or_a_tool():
+    stray = stray_test_files()
+    assert not stray, ("test files named after no module or tool: " + ", ".join(stray)
+                       + " (retrieval/x/y.py → tests/test_x_y.py, cosegment/z.py → tests/test_cosegment_z.py, "
+                       "tools/t.py → tests/test_tools_t.py)")
+
+
+def test_the_test_checks_find_what_they_must(tmp_path: Path):
+    """An untested module and a stray test file are found; imports of every form count (a
+    function-local ``from package import module`` too, for the module, not its package); a package
+    with only a docstring needs none."""
+    for d in ("retrieval/search", "cosegment", "tools", "tests"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "retrieval" / "__init__.py").write_text("X = 1\n")
+    (tmp_path / "retrieval" / "search" / "__init__.py").write_text('"""Only a docstring."""\n')
+    for name in ("index", "query", "topk", "lost"):
+        (tmp_path / "retrieval" / "search" / f"{name}.py").write_text("")
+    (tmp_path / "cosegment" / "__init__.py").write_text("from cosegment.dff import *\n")  # code of its own
+    (tmp_path / "cosegment" / "dff.py").write_text("")
+    (tmp_path / "tools" / "search.py").write_text("")
+    (tmp_path / "tests" / "conftest.py").write_text("import retrieval.search.lost\n")  # a helper: does not count
+    (tmp_path / "tests" / "test_search_index.py").write_text(
+        "import retrieval\nimport retrieval.search.index as ix\n"
+        "def test_x():\n    from retrieval.search import query\n    from cosegment import dff\n")
+    (tmp_path / "tests" / "test_tools_search.py").write_text("from retrieval.search.topk import merge\n")
+    (tmp_path / "tests" / "test_index.py").write_text("")
+    assert untested_modules(tmp_path) == ["cosegment", "retrieval.search.lost"]
+    assert stray_test_files(tmp_path) == ["test_index.py"]
+    assert {"test_search.py", "test_search_index.py", "test_cosegment_dff.py", "test_cosegment.py",
+            "test_tools_search.py"} <= module_test_file_names(tmp_path)
 
 
 def test_public_api_names_resolve():

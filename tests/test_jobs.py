@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, _tool_module, assert_one_line_error, run_tool
+from conftest import REPO, TINY_UNSUP_YAML, _tool_module, assert_one_line_error, run_tool
 from PIL import Image
 
 import retrieval
@@ -23,7 +23,9 @@ from cosegment.config import load_coseg_config
 from cosegment.pipeline import cosegment
 from retrieval import jobs
 from retrieval.core.config import from_dict
+from retrieval.core.errors import ConfigError
 from retrieval.demo import demo
+from retrieval.jobs import run_train
 from retrieval.loading import load_model
 from retrieval.model.network import build_network
 from retrieval.settings import load_settings
@@ -162,6 +164,26 @@ def test_train_tool_json_is_the_unsupervised_driver_s(classes, tmp_path):
     doc = json.loads(json.dumps(doc).replace(str(tmp_path / "tool"), "RUN"))
     direct = json.loads(json.dumps(direct).replace(str(tmp_path / "direct"), "RUN"))
     assert timeless(doc) == timeless(direct)
+
+
+def test_unsupervised_training_is_refused_under_torchrun(tmp_path, monkeypatch):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text("model: {backbone: resnet18, weights: none}\ntrain: {data: x}\nunsupervised: {periods: 1}\n")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="unsupervised training runs in one process"):
+        run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None)
+    assert_one_line_error(run_tool("train_gem", "--config", cfg, "--out", tmp_path / "r"), "one process", "torchrun")
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_and_epochs_do_not_apply_to_unsupervised_training(tmp_path):
+    cfg = tmp_path / "u.yaml"
+    cfg.write_text(TINY_UNSUP_YAML.format(data=tmp_path / "none"))
+    for kw in ({"resume": True}, {"epochs": 2}):
+        with pytest.raises(ConfigError, match="unsupervised.periods"):
+            run_train(cfg, out=tmp_path / "r", progress=False, log=lambda m: None, **kw)
+    assert not (tmp_path / "r").exists()
 
 
 # ----------------------------------------------------------------------------------------------

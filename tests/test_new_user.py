@@ -1,76 +1,29 @@
-"""Issue 16, "a new user's day": each bug and rough edge found using gemseg on a real photo folder,
-as a test of what the user sees (numbers refer to the issue's items).
+"""A new user's day: gemseg's tools run on the kind of folder a user has, as the user sees them.
 
-1 --device cuda without a GPU · 2 co-segmentation outputs of images sharing a stem · 4 file modes of
-atomic writes · 5 a closed stdout pipe and the one JSON shape of search · 6 unsupported files listed
-· 7 compressed factories checked before extraction · 8 hit pages at --top 50 (PNG, and the HTML in
-a real browser) · 9 co-segmentation legends, capped previews, whole timing · 10 a folder split into
-sets · 12 folder evaluation explains itself · 13 PIL / array queries and --box · 14 the same flags.
+* no GPU: every tool with ``--device cuda`` says so in one line and creates nothing;
+* a folder with files that are not images (or not supported without an extra): indexed, with each
+  file left out listed and why;
+* a hit page at ``--top 50``, laid out in a real browser (chromium): it wraps, with working links;
+* a folder of classes with a one-image class, a stray top-level file and a text file: the
+  evaluation explains its columns and lists what is not a query.
+
+What each module does on its own is tested in the module's file (``test_<module>.py``); the
+command-line tools end to end in ``test_tools_<tool>.py``.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from conftest import REPO, TINY_CONFIG, assert_one_line_error, random_images, run_tool
-from PIL import Image
+from conftest import assert_one_line_error, fifty_hits, random_images, run_tool
 
 import retrieval.core.images as images_mod
-import retrieval.search.collection as collection_mod
-from cosegment.config import CosegConfig
-from cosegment.pipeline import cosegment
-from cosegment.render import palette
-from retrieval.core.backbone import resolve_device
-from retrieval.core.cli import COMMON_HELP
-from retrieval.core.errors import ConfigError, DataError, ResourceError
-from retrieval.core.image_listing import scan_images
-from retrieval.core.io import atomic_dir, atomic_path
 from retrieval.evaluation.datasets import load_class_folders
-from retrieval.loading import load_model
-from retrieval.search.collection import search_images
-from retrieval.search.hit_pages import write_hits_html, write_hits_png
-from retrieval.search.index import ImageIndex, minimum_size
-
-TOOLS = ("index", "search", "evaluate", "coseg", "train_gem", "demo")
-
-
-@pytest.fixture
-def no_cuda(monkeypatch):
-    """A machine without a CUDA device, whatever this one has."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-@pytest.fixture(scope="module")
-def tiny_index(tmp_path_factory):
-    """(index folder, image folder, tiny config) with 6 random images indexed by a random ResNet-18."""
-    root = tmp_path_factory.mktemp("tiny_index")
-    cfg = root / "tiny.yaml"
-    cfg.write_text(TINY_CONFIG)
-    random_images(root / "photos", 6, size=(48, 64))
-    proc = run_tool("index", "--images", root / "photos", "--config", cfg, "--out", root / "ix", "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    return root / "ix", root / "photos", cfg
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. --device cuda on a machine without a GPU: one line, exit 2, nothing created
-# ---------------------------------------------------------------------------------------------
-def test_resolve_device_refuses_a_missing_cuda_device(no_cuda):
-    with pytest.raises(ResourceError, match=r"^no CUDA device: .*; use --device cpu$"):
-        resolve_device("cuda")
-    with pytest.raises(ResourceError, match="no CUDA device"):
-        resolve_device("cuda:1")
-    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
-        resolve_device("gpu")
-    assert resolve_device(None).type == "cpu" and resolve_device("cpu").type == "cpu"
+from retrieval.search.hit_pages import write_hits_html
 
 
 def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_path, tiny_index):
@@ -95,106 +48,6 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
         assert not (tmp_path / made).exists(), made
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. co-segmentation: every input image gets its own outputs, also when stems clash
-# ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lite_backbone():
-    return load_model().backbone
-
-
-def _coseg_photos(folder: Path, names, size=(64, 80)) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for n in names:
-        a = np.full((*size, 3), 200, np.uint8)
-        a[16:48, 20:60] = rng.integers(0, 120, 3)
-        fmt = "PNG" if n.lower().endswith(".png") else "JPEG"
-        Image.fromarray(a).save(folder / n, format=fmt)
-
-
-def test_images_sharing_a_stem_each_get_their_own_outputs(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "photos", ["rocket.jpg", "rocket.JPG", "rocket.png", "r3.jpg"])
-    rep = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                    out=tmp_path / "out", device="cpu")
-    boxes = json.loads((tmp_path / "out" / "boxes.json").read_text())["images"]
-    assert rep.sets[0]["images"] == 4 and len(boxes) == 4
-    assert sorted(Path(v["image"]).name for v in boxes.values()) == ["r3.jpg", "rocket.JPG", "rocket.jpg", "rocket.png"]
-    names = {n.lower() for n in boxes}
-    assert len(names) == 4  # distinct also on a case-insensitive file system
-    for sub, ext in (("overlays", ".jpg"), ("masks", ".png"), ("previews", ".jpg")):
-        assert sorted(p.stem for p in (tmp_path / "out" / sub).glob(f"*{ext}")) == sorted(boxes), sub
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. atomic writes keep the mode a plain open() would give
-# ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def umask():
-    def set_mask(m: int) -> None:
-        os.umask(m)
-
-    old = os.umask(0o022)
-    yield set_mask
-    os.umask(old)
-
-
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-def test_atomic_writes_get_a_plain_open_mode(tmp_path, umask, tiny_index):
-    for mask in (0o022, 0o027):
-        umask(mask)
-        with atomic_path(tmp_path / f"f{mask:o}.txt") as tmp:
-            tmp.write_text("x")
-        with atomic_dir(tmp_path / f"d{mask:o}") as tmp:
-            (tmp / "a").write_text("x")
-        assert (tmp_path / f"f{mask:o}.txt").stat().st_mode & 0o777 == 0o666 & ~mask
-        assert (tmp_path / f"d{mask:o}").stat().st_mode & 0o777 == 0o777 & ~mask
-    existing = tmp_path / "private.txt"
-    existing.write_text("old")
-    existing.chmod(0o600)
-    with atomic_path(existing) as tmp:  # replacing a file keeps its mode, as open() does
-        tmp.write_text("new")
-    assert existing.stat().st_mode & 0o777 == 0o600
-    umask(0o022)
-    _, photos, cfg = tiny_index
-    out = tmp_path / "ix"
-    assert run_tool("index", "--images", photos, "--config", cfg, "--out", out, "--quiet").returncode == 0
-    assert out.stat().st_mode & 0o777 == 0o755
-    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert {"descriptors.npy", "meta.json", "paths.sqlite"} <= set(modes) and set(modes.values()) == {0o644}, modes
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. `tool --json | head`, and one JSON shape for search
-# ---------------------------------------------------------------------------------------------
-def test_a_closed_stdout_pipe_ends_quietly():
-    script = ("from retrieval.core.cli import main_wrapper, print_json\n"
-              "main_wrapper(lambda argv: print_json({'results': [{'path': 'x' * 50, 'n': i} for i in range(20000)]}))\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert p.stdout.read(10) == b'{\n  "resul'  # `head -c 10`, then the reader goes away
-    p.stdout.close()
-    err = p.stderr.read().decode()
-    assert p.wait(timeout=60) == 141, err
-    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
-
-
-def test_search_json_is_always_results_and_notices_go_to_stderr(tiny_index, tmp_path):
-    ix, photos, _ = tiny_index
-    one = run_tool("search", "--query", photos / "img000.jpg", "--index", ix, "--top", "2", "--json",
-                   "--html", tmp_path / "h.html")
-    two = run_tool("search", "--query", photos / "img000.jpg", photos / "img001.jpg", "--index", ix, "--json")
-    for proc, n in ((one, 1), (two, 2)):
-        assert proc.returncode == 0, proc.stderr
-        doc = json.loads(proc.stdout)  # nothing but the document on stdout
-        assert list(doc) == ["results"] and len(doc["results"]) == n
-        assert all(set(r) == {"query", "hits"} for r in doc["results"])
-    assert f"wrote {tmp_path / 'h.html'}" in one.stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. files that are not indexed are listed, with the reason; HEIC through the heif extra
-# ---------------------------------------------------------------------------------------------
 def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monkeypatch):
     _, _, cfg = tiny_index
     monkeypatch.setattr(images_mod, "IMAGE_EXTENSIONS",  # as without the heif extra
@@ -214,60 +67,12 @@ def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monk
     assert "skipped 2 files (not indexed):" in text.stdout and "IMG_4032.HEIC: unsupported format .heic" in text.stdout
 
 
-def test_heic_photos_are_read_with_the_heif_extra(tmp_path):
-    pytest.importorskip("pillow_heif")
-    img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))
-    img.save(tmp_path / "IMG_1.HEIC", format="HEIF", quality=95)
-    listing = scan_images(tmp_path)
-    assert [p.name for p in listing.paths] == ["IMG_1.HEIC"] and not listing.skipped
-    back = np.asarray(images_mod.load_image(tmp_path / "IMG_1.HEIC"), np.float32)
-    assert back.shape == (48, 64, 3) and np.abs(back - np.asarray(img, np.float32)).mean() < 4
-
-
-# ---------------------------------------------------------------------------------------------
-# 7. compressed factories: the collection size is checked before any image is described
-# ---------------------------------------------------------------------------------------------
-def test_minimum_size_of_factories():
-    assert minimum_size("Flat", 64, 10) == 0 and minimum_size("hnsw", 64, 10) == 0
-    assert minimum_size("ivfpq", 64, 53) == 256 and minimum_size("opq", 64, 5000) == 256
-    assert minimum_size("IVF1024,Flat", 64, 53) == 1024 and minimum_size("IVF16,PQ8x4fs", 64, 53) == 16
-
-
-def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_index, monkeypatch):
-    _, photos, cfg = tiny_index
-
-    def never(*a, **k):
-        raise AssertionError("images were described before the factory was checked")
-
-    monkeypatch.setattr(collection_mod, "extract_descriptors", never)
-    proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
-    assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
-    assert not (tmp_path / "ix").exists()
-
-
-# ---------------------------------------------------------------------------------------------
-# 8. hit pages stay readable at --top 50
-# ---------------------------------------------------------------------------------------------
-def _fifty_hits(tmp_path: Path):
-    photos = random_images(tmp_path / "photos", 12, size=(60, 80))
-    hits = [{"rank": i + 1, "path": str(photos[i % 12].resolve()), "score": 1 - i / 100} for i in range(50)]
-    hits[5]["path"] = str(tmp_path / "photos" / "gone.jpg")
-    return [{"query": str(photos[0]), "hits": hits}]
-
-
-def test_hit_png_wraps_rows(tmp_path):
-    results = _fifty_hits(tmp_path)
-    im = Image.open(write_hits_png(tmp_path / "hits.png", results, size=100))
-    assert im.width <= 11 * 106 + 20 and im.height >= 5 * 100  # 10 per row after the query: 5 rows
-    assert im.width < im.height * 3  # not one 50-tile strip
-
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.mark.slow
 def test_hit_html_links_names_and_wraps(tmp_path):
-    results = _fifty_hits(tmp_path)
+    results = fifty_hits(tmp_path)
     page = write_hits_html(tmp_path / "pages" / "hits.html", results)
     doc = page.read_text()
     links = re.findall(r"<a href='([^']+)'", doc)
@@ -286,49 +91,6 @@ def test_hit_html_links_names_and_wraps(tmp_path):
     assert layout["rows"] >= 5 and layout["right"] <= layout["width"]  # wrapped, no sideways scroll
 
 
-# ---------------------------------------------------------------------------------------------
-# 9 and 10. co-segmentation: legend, capped previews, the whole time; a folder split into sets
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_coseg_pictures_have_a_legend_and_a_capped_size(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "big", ["a.jpg", "b.jpg", "c.jpg"], size=(1200, 1500))
-    rep = cosegment(tmp_path / "big", backbone=lite_backbone, config=CosegConfig(k=3, image_size=96),
-                    out=tmp_path / "out", device="cpu")
-    out = tmp_path / "out"
-    for stem in ("a", "b", "c"):
-        assert Image.open(out / "masks" / f"{stem}.png").size == (1500, 1200)  # data: image size
-        assert Image.open(out / "previews" / f"{stem}.jpg").size == (1024, 819)  # for looking: capped
-        ov = np.asarray(Image.open(out / "overlays" / f"{stem}.jpg"))
-        assert ov.shape[1] == 1024 and ov.shape[0] > 819  # the legend band below the picture
-        band = ov[819:].reshape(-1, 3).astype(int)
-        for colour in palette(3):  # one swatch per factor, in its colour
-            assert (np.abs(band - colour).sum(1) < 40).sum() > 50, colour
-    page = (out / "index.html").read_text()
-    obj = rep.sets[0]["object_factors"]
-    assert "factor 0" in page and "factor 2" in page and f"factor {obj[0]} (object)" in page
-    t = rep.timings.as_dict()
-    assert t["writing"] > 0 and t["total"] >= t["loading"] + t["backbone"] + t["factorisation"] + t["writing"]
-    assert "writing" in rep.text_lines()[-2] and "in all" in rep.text_lines()[-2]
-
-
-@pytest.mark.slow
-def test_loose_images_beside_subfolders_are_a_set_and_a_note_says_so(tmp_path, lite_backbone):
-    _coseg_photos(tmp_path / "photos", ["a.jpg", "b.jpg"])
-    _coseg_photos(tmp_path / "photos" / "trip", ["c.jpg", "d.jpg"])
-    rep = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96))
-    assert [s["set"] for s in rep.sets] == ["photos", "trip"]
-    assert len(rep.notes) == 1 and "2 loose image(s) form set 'photos'" in rep.notes[0] and "--joint" in rep.notes[0]
-    with pytest.raises(DataError, match="add --joint"):
-        cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                  save_concepts=tmp_path / "c.pt")
-    joint = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),
-                      joint=True, save_concepts=tmp_path / "c.pt")
-    assert joint.sets[0]["images"] == 4 and not joint.notes and (tmp_path / "c.pt").is_file()
-
-
-# ---------------------------------------------------------------------------------------------
-# 12. folder evaluation explains its columns and lists what is not a query
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
     _, _, cfg = tiny_index
@@ -351,50 +113,3 @@ def test_folder_evaluation_explains_itself(tmp_path, tiny_index):
     assert rep["n_queries"] == 5 and len(rep["left_out"]) == 3 and rep["notes"]
 
 
-# ---------------------------------------------------------------------------------------------
-# 13. PIL images and arrays as queries; --box
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_queries_can_be_pil_images_arrays_or_one_path(tiny_index):
-    ix, photos, cfg = tiny_index
-    index = ImageIndex.load(ix)
-    net = load_model(cfg)
-    q = photos / "img002.jpg"
-    by_path = search_images(net, index, [q], top=3)[0]
-    pil = Image.open(q)
-    arr = np.asarray(Image.open(q).convert("RGB"))
-    for query, label in ((pil, str(q)), (arr, "<array 0>"), (arr.astype(np.float32) / 255, "<array 0>"), (str(q), str(q))):
-        (r,) = search_images(net, index, query, top=3)  # one query may be given alone
-        assert r["query"] == label
-        assert [h["path"] for h in r["hits"]] == [h["path"] for h in by_path["hits"]]
-        assert np.allclose([h["score"] for h in r["hits"]], [h["score"] for h in by_path["hits"]], atol=2e-3)
-    with pytest.raises(DataError, match="image array"):
-        search_images(net, index, [np.zeros((4, 4, 7), np.uint8)])
-
-
-def test_search_box_crops_the_query(tiny_index, tmp_path):
-    ix, photos, cfg = tiny_index
-    q = photos / "img003.jpg"
-    Image.open(q).crop((8, 4, 40, 36)).save(tmp_path / "crop.png")
-    boxed = run_tool("search", "--query", q, "--index", ix, "--box", "8,4,40,36", "--json")
-    crop = run_tool("search", "--query", tmp_path / "crop.png", "--index", ix, "--json")
-    whole = run_tool("search", "--query", q, "--index", ix, "--json")
-    b, c, w = (json.loads(p.stdout)["results"][0]["hits"] for p in (boxed, crop, whole))
-    assert np.allclose([h["score"] for h in b], [h["score"] for h in c], atol=1e-5)
-    assert not np.allclose([h["score"] for h in b], [h["score"] for h in w], atol=1e-3)
-    bad = run_tool("search", "--query", q, "--index", ix, "--box", "40,4,8,36")
-    assert bad.returncode == 2 and "x1 < x2" in bad.stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# 14. the same flags mean the same everywhere
-# ---------------------------------------------------------------------------------------------
-def test_every_tool_has_the_shared_flags_with_one_meaning():
-    for tool in TOOLS:
-        proc = run_tool(tool, "--help")
-        assert proc.returncode == 0, (tool, proc.stderr)
-        text = " ".join(proc.stdout.split())
-        for flag in ("--config", "--device", "--quiet", "--json"):
-            assert f"{flag} " in text or f"{flag}," in text, (tool, flag)
-        for flag in ("device", "quiet", "json"):
-            assert COMMON_HELP[flag] in text, (tool, flag)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retrieval.core.errors import ConfigError
-from retrieval.search.factory import ivf_of, make_faiss_index, train_size
+from retrieval.search.factory import auto_factory, ivf_of, make_faiss_index, n_lists, train_size
+from retrieval.search.index import minimum_size
 
 D = 32
 
@@ -49,3 +50,17 @@ def test_make_faiss_index_reports_a_bad_string_in_one_line():
         make_faiss_index("IVF8,Nope", D)
     assert "\n" not in str(e.value)
     assert make_faiss_index("Flat", D).metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def test_minimum_size_of_factories():
+    assert minimum_size("Flat", 64, 10) == 0 and minimum_size("hnsw", 64, 10) == 0
+    assert minimum_size("ivfpq", 64, 53) == 256 and minimum_size("opq", 64, 5000) == 256
+    assert minimum_size("IVF1024,Flat", 64, 53) == 1024 and minimum_size("IVF16,PQ8x4fs", 64, 53) == 16
+
+
+def test_auto_factory_follows_size_and_budget():
+    assert auto_factory(5_000, 128, "4G") == "Flat"
+    assert auto_factory(200_000, 128, "4G") == "HNSW32"
+    assert auto_factory(200_000, 128, "4G", on_disk=True) == f"IVF{n_lists(200_000)},Flat"
+    assert auto_factory(10_000_000, 128, "4G").startswith("OPQ64,IVF65536_HNSW32,PQ64")  # 5 GB raw > 4G
+    assert n_lists(1_000_000) == 4096 and n_lists(10_000_000) == 65536

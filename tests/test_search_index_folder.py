@@ -8,7 +8,7 @@ import json
 import faiss
 import numpy as np
 import pytest
-from test_scale import fake_shards, unit_rows
+from conftest import fake_shards, unit_rows
 
 from retrieval.core.errors import DataError
 from retrieval.search import descriptor_file

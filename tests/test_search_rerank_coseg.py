@@ -3,12 +3,9 @@ fall back keep plain scores, K beyond the index, one-line errors, and a measured
 generated cluttered collection."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, random_images
 from PIL import Image
 
 from retrieval.core.errors import DataError
@@ -28,19 +25,13 @@ def tiny_net():
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cr")
-    return random_images(d, 8, size=(48, 64), seed=3)
-
-
-def test_only_the_top_k_are_permuted(tiny_net, folder):
+def test_only_the_top_k_are_permuted(tiny_net, eight_images):
     rng = np.random.default_rng(0)
-    n, K = len(folder), 4
+    n, K = len(eight_images), 4
     ids = np.stack([rng.permutation(n) for _ in range(2)]).astype(np.int64)
     scores = np.sort(rng.random((2, n)).astype(np.float32), 1)[:, ::-1].copy()
-    queries = [load_image(folder[0]), load_image(folder[5])]
-    r = coseg_rerank(tiny_net, queries, [str(p) for p in folder], ids, scores,
+    queries = [load_image(eight_images[0]), load_image(eight_images[5])]
+    r = coseg_rerank(tiny_net, queries, [str(p) for p in eight_images], ids, scores,
                      CosegRerankOptions(K=K, k=2, weight=1.0))
     assert r.ids.shape == ids.shape and r.scores.shape == scores.shape
     for q in range(2):
@@ -52,7 +43,7 @@ def test_only_the_top_k_are_permuted(tiny_net, folder):
             assert not np.allclose(np.sort(r.scores[q, :K]), np.sort(scores[q, :K]))
 
 
-def test_masked_descriptor_with_full_mask_is_the_plain_descriptor(tiny_net, folder):
+def test_masked_descriptor_with_full_mask_is_the_plain_descriptor(tiny_net, eight_images):
     from retrieval.search.extract import describe_image
 
     x = torch.stack([torch.rand(3, 48, 64)])
@@ -60,7 +51,7 @@ def test_masked_descriptor_with_full_mask_is_the_plain_descriptor(tiny_net, fold
     d = masked_descriptors(tiny_net, [[fmap]], [torch.ones(fmap.shape[-2:])])[0]
     ref = tiny_net(x)[0].detach().numpy()
     np.testing.assert_allclose(d, ref, atol=1e-5)
-    assert describe_image(tiny_net, folder[0]).shape == d.shape
+    assert describe_image(tiny_net, eight_images[0]).shape == d.shape
 
 
 def _maps(rng, n, C=16, h=5, w=6, empty=()):
@@ -102,21 +93,6 @@ def test_bad_options_are_one_line_errors():
         CosegRerankOptions(object_rule="biggest").validate()
 
 
-def test_search_tool_k_larger_than_the_index_and_bad_values(folder, tmp_path, tiny_config, run_tool):
-    out = tmp_path / "ix"
-    assert run_tool("index", "--images", folder[0].parent, "--config", tiny_config, "--out", out).returncode == 0
-    plain = run_tool("search", "--query", folder[1], "--index", out, "--top", "8", "--json")
-    proc = run_tool("search", "--query", folder[1], "--index", out, "--top", "3", "--coseg-rerank", "50",
-                    "--coseg-k", "2", "--json")
-    assert proc.returncode == 0, proc.stderr
-    hits, ref = json.loads(proc.stdout)["results"][0]["hits"], json.loads(plain.stdout)["results"][0]["hits"]
-    assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
-    assert {h["path"] for h in hits} <= {h["path"] for h in ref}  # a permutation of the 8 indexed
-    for bad in (["--coseg-rerank", "-2"], ["--coseg-rerank", "5", "--coseg-k", "0"],
-                ["--coseg-rerank", "5", "--coseg-weight", "2"]):
-        assert_one_line_error(run_tool("search", "--query", folder[1], "--index", out, *bad), "coseg")
-
-
 @pytest.mark.slow
 def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     """Real-photo objects pasted small into busy scenes: the answer is known, and co-segmentation
@@ -124,8 +100,8 @@ def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     larger collections of docs/benchmarks.md show the same)."""
     pytest.importorskip("skimage")
     from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
-    from retrieval.search.rerank.coseg import rerank_ranks
     from retrieval.search.extract import extract_descriptors
+    from retrieval.search.rerank.coseg import rerank_ranks
     from retrieval.toy.collection import make_retrieval_collection
 
     col = make_retrieval_collection(tmp_path / "c", n_objects=6, views=4, distractors=12, image_size=160,
@@ -142,17 +118,3 @@ def test_coseg_reranking_raises_map_on_a_cluttered_collection(tmp_path):
     after = revisited_eval(R2, gnd)["medium"]["map"]
     assert after > before + 0.05, (before, after)
     assert not r.query_fallback.all()
-
-
-def test_evaluate_tool_reranks_and_refuses_bad_values(tmp_path, tiny_config, run_tool):
-    from retrieval.toy.collection import make_retrieval_collection
-
-    make_retrieval_collection(tmp_path / "toy", n_objects=3, views=3, distractors=2, image_size=64, seed=0)
-    args = ["--dataset", "toy", "--data-root", tmp_path / "toy", "--config", tiny_config, "--json"]
-    proc = run_tool("evaluate", *args, "--coseg-rerank", "100", "--coseg-k", "2")
-    assert proc.returncode == 0, proc.stderr
-    rep = json.loads(proc.stdout)
-    assert rep["coseg"]["K"] == 100 and rep["coseg"]["queries"] == 3 and rep["coseg"]["hits"] == 3 * 8
-    assert 0 <= rep["medium"]["map"] <= 1
-    assert_one_line_error(run_tool("evaluate", *args, "--coseg-rerank", "-1"), "coseg-rerank")
-    assert_one_line_error(run_tool("evaluate", *args, "--coseg-rerank", "4", "--coseg-k", "0"), "coseg-k")

@@ -6,7 +6,7 @@
 * ``srun -n 2 tools/index.py --descriptors`` (gloo rendezvous from MASTER_ADDR/MASTER_PORT) builds an
   index with the same top-k as one built by one process;
 * a DDP training step under ``srun -n 2`` (rendezvous defaulting to the launch node) equals one
-  process with the whole batch (tests/test_distributed.py's check, srun in place of torchrun).
+  process with the whole batch (tests/test_training_distributed.py's check, srun in place of torchrun).
 
 Skipped unless ``srun`` and ``sinfo`` are on PATH and a node named like this machine is idle or
 mixed (the test's files live in its temporary folder). A one-node cluster on this machine:
@@ -25,9 +25,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-import test_distributed
-from conftest import REPO, random_images
-from test_scale import fake_shards, shards_of, unit_rows
+import test_training_distributed
+from conftest import REPO, fake_shards, random_images, shards_of, unit_rows
 
 from retrieval.core.ranks import Ranks
 from retrieval.search.build import build_index_from_shards
@@ -176,10 +175,10 @@ def test_index_built_under_srun_has_the_top_k_of_one_process(tmp_path, no_launch
 
 
 def test_ddp_step_under_srun_equals_one_process(tmp_path, monkeypatch, no_launcher):
-    """tests/test_distributed.py's DDP check with ``srun -n 2`` in place of torchrun: no MASTER_ADDR
+    """tests/test_training_distributed.py's DDP check with ``srun -n 2`` in place of torchrun: no MASTER_ADDR
     (the ranks meet on SLURM_LAUNCH_NODE_IPADDR), a free MASTER_PORT so parallel runs cannot collide."""
     def srun_as_torchrun(*args, nproc=2, timeout=240):
         return srun(*args, n=nproc, env_extra={"MASTER_PORT": str(free_port())}, timeout=timeout)
 
-    monkeypatch.setattr(test_distributed, "torchrun", srun_as_torchrun)
-    test_distributed.test_ddp_step_equals_one_process_with_the_whole_batch(tmp_path)
+    monkeypatch.setattr(test_training_distributed, "torchrun", srun_as_torchrun)
+    test_training_distributed.test_ddp_step_equals_one_process_with_the_whole_batch(tmp_path)

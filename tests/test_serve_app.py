@@ -1,0 +1,261 @@
+"""retrieval.serve.app: the HTTP API in process (FastAPI's test client): every endpoint, every bad input, path
+traversal, and hits equal to ``search_images`` / ``tools/search.py --json`` for the same image and box."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from conftest import TINY_CONFIG, random_images  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from retrieval.jobs import run_index  # noqa: E402
+from retrieval.loading import search_model  # noqa: E402
+from retrieval.search.collection import search_images  # noqa: E402
+from retrieval.search.index import ImageIndex  # noqa: E402
+from retrieval.serve.app import create_app  # noqa: E402
+from retrieval.serve.service import SearchService  # noqa: E402
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny index (random-init ResNet-18 at 64 px), its service and a client of its app."""
+    root = tmp_path_factory.mktemp("serve")
+    (root / "tiny.yaml").write_text(TINY_CONFIG)
+    paths = random_images(root / "images", N, size=(48, 64))
+    run_index(root / "images", root / "index", config=root / "tiny.yaml", progress=False)
+    svc = SearchService.open(root / "index", coseg_size=128)
+    client = TestClient(create_app(service=svc))
+    return {"root": root, "paths": paths, "service": svc, "client": client, "index": root / "index"}
+
+
+def _upload(path: Path, name: str = "q.jpg"):
+    return {"image": (name, path.read_bytes(), "image/jpeg")}
+
+
+def _ok(client):
+    """The server still answers a good request."""
+    r = client.post("/api/search", data={"id": "0", "top": "2"})
+    assert r.status_code == 200 and len(r.json()["hits"]) == 2
+
+
+def _one_line_error(r, status: int, *needles: str) -> None:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert list(body) == ["error"] and "\n" not in body["error"] and body["error"], body
+    for n in needles:
+        assert n.lower() in body["error"].lower(), (n, body)
+
+
+def test_info_describes_the_index_and_its_model(served):
+    info = served["client"].get("/api/info").json()
+    idx = ImageIndex.load(served["index"])
+    assert info["images"] == N and info["dim"] == idx.dim == 512 and info["factory"] == "Flat"
+    assert info["fingerprint"] == idx.fingerprint == search_model(idx).fingerprint()
+    assert "resnet18" in info["model"]
+
+
+def _reference(served, query: Path, top: int, box=None):
+    idx = ImageIndex.load(served["index"])
+    return search_images(search_model(idx), idx, [query], top, boxes=[box])[0]["hits"]
+
+
+def _same_hits(api_hits, ref_hits, paths_of_ids):
+    assert [h["rank"] for h in api_hits] == list(range(1, len(ref_hits) + 1))
+    assert [h["path"] for h in api_hits] == [h["path"] for h in ref_hits]
+    assert [paths_of_ids[h["id"]] for h in api_hits] == [h["path"] for h in ref_hits]
+    np.testing.assert_allclose([h["score"] for h in api_hits], [h["score"] for h in ref_hits], atol=1e-4)
+
+
+def test_search_by_upload_with_a_box_equals_search_images(served):
+    q = served["paths"][3]
+    box = (6, 4, 50, 40)
+    r = served["client"].post("/api/search", files=_upload(q, "mine.jpg"),
+                              data={"top": "5", "box": ",".join(map(str, box))})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["query"] == "mine.jpg" and doc["query_id"] is None and doc["size"] == [64, 48]
+    assert doc["box"] == list(box) and doc["ms"] > 0
+    ref = _reference(served, q, 5, box)
+    _same_hits(doc["hits"], ref, served["service"].index.paths)
+    # the box matters: the whole image ranks differently or scores differently
+    whole = served["client"].post("/api/search", files=_upload(q), data={"top": "5"}).json()["hits"]
+    assert [h["score"] for h in whole] != [h["score"] for h in doc["hits"]]
+    _same_hits(whole, _reference(served, q, 5), served["service"].index.paths)
+
+
+def test_search_by_id_equals_the_search_tool(served, run_tool):
+    svc = served["service"]
+    i = 5
+    for extra, cli in (([], []), ([("qe", "2"), ("alpha", "3")], ["--qe", "2", "--alpha", "3"])):
+        doc = served["client"].post("/api/search", data=dict([("id", str(i)), ("top", "4")] + extra)).json()
+        proc = run_tool("search", "--query", svc.index.paths[i], "--index", served["index"], "--top", "4",
+                        "--json", *cli)
+        assert proc.returncode == 0, proc.stderr
+        ref = json.loads(proc.stdout)["results"][0]["hits"]
+        _same_hits(doc["hits"], ref, svc.index.paths)
+        assert doc["query_id"] == i and doc["query"] == svc.index.paths[i]
+    assert doc["hits"][0]["id"] == i  # an indexed image finds itself first
+
+
+def test_thumbnails_of_indexed_images_only(served):
+    c = served["client"]
+    r = c.get("/api/images/2?size=32")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(r.content)).size == (32, 24)
+    assert Image.open(io.BytesIO(c.get("/api/images/2").content)).size == (64, 48)  # never enlarged
+    secret = served["root"] / "secret.jpg"
+    Image.new("RGB", (8, 8)).save(secret)
+    for bad in (str(N), "-1", "1.0", "0x1", "１", "abc", "../images/img000.jpg", "..%2F..%2Fetc%2Fpasswd",
+                "%2Fetc%2Fpasswd", str(secret), "0%2F..%2F1", "1/2", "img000.jpg", "99999999999999999999"):
+        _one_line_error(c.get(f"/api/images/{bad}"), 404)
+    for size in ("0", "15", "1025", "x"):
+        _one_line_error(c.get(f"/api/images/1?size={size}"), 422, "size")
+    _ok(c)
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"id": "1", "top": "0"}, "top"),
+    ({"id": "1", "top": "1001"}, "top"),
+    ({"id": "1", "top": "x"}, "top"),
+    ({"id": "1", "box": "0,0,65,10"}, "box"),
+    ({"id": "1", "box": "-1,0,10,10"}, "box"),
+    ({"id": "1", "box": "10,10,5,20"}, "box"),
+    ({"id": "1", "box": "1,2,3"}, "box"),
+    ({"id": "1", "box": "a,b,c,d"}, "box"),
+    ({"id": "1", "box": "1,1,nan,9"}, "box"),
+    ({"id": "1", "box": "1,1,1.2,9"}, "box"),
+    ({"id": "1", "qe": "-1"}, "qe"),
+    ({"id": "1", "alpha": "-2"}, "alpha"),
+    ({"id": "1", "nprobe": "0"}, "nprobe"),
+    ({}, "exactly one"),
+])
+def test_bad_parameters_are_422(served, data, needle):
+    _one_line_error(served["client"].post("/api/search", data=data), 422, needle)
+    _ok(served["client"])
+
+
+def test_unknown_ids_and_both_queries(served):
+    c = served["client"]
+    for bad in ("8", "../../etc/passwd", "/etc/passwd", "-3"):
+        _one_line_error(c.post("/api/search", data={"id": bad}), 404, "id")
+    _one_line_error(c.post("/api/search", files=_upload(served["paths"][0]), data={"id": "1"}), 422, "exactly one")
+    _one_line_error(c.get("/api/nothing"), 404)
+    _ok(c)
+
+
+def _bomb_png(w: int, h: int) -> bytes:
+    """A PNG whose header announces w×h pixels, with almost no data (never decodable in full)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_uploads_are_400_and_the_server_keeps_serving(served):
+    c = served["client"]
+    good = served["paths"][0].read_bytes()
+    cases = [(b"not an image at all", "not an image"), (b"", "empty"), (good[: len(good) // 2], "corrupt"),
+             (_bomb_png(100_000, 100_000), "too large"), (_bomb_png(12_000, 9_000), "too large")]
+    for data, needle in cases:
+        _one_line_error(c.post("/api/search", files={"image": ("x.jpg", data, "image/jpeg")}), 400, needle)
+        _ok(c)
+    strict = TestClient(create_app(service=served["service"], max_pixels=1000))  # 64×48 = 3072 pixels
+    _one_line_error(strict.post("/api/search", files=_upload(served["paths"][0])), 400, "decompression bomb")
+
+
+def test_uploads_over_the_limit_are_413(served):
+    c = TestClient(create_app(service=served["service"], max_upload_mb=0.05))
+    big = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="PNG")
+    assert len(buf.getvalue()) > 0.05 * 2 ** 20 + 64 * 1024
+    _one_line_error(c.post("/api/search", files={"image": ("big.png", buf.getvalue(), "image/png")}), 413, "limit")
+
+    def chunks():  # no Content-Length: the limit is counted while the body streams in
+        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+        for _ in range(40):
+            yield b"\0" * 4096
+    r = c.post("/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    _one_line_error(r, 413, "limit")
+    _ok(c)
+
+
+def test_coseg_of_indexed_images_and_an_upload(served):
+    c = served["client"]
+    r = c.post("/api/coseg", json={"ids": [0, 1, 2], "k": 2})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert [im["id"] for im in doc["images"]] == [0, 1, 2] and doc["k"] == 2 and doc["layer"] == "layer4"
+    assert doc["object_factors"] and all(0 <= j < 2 for j in doc["object_factors"])
+    for im in doc["images"]:
+        overlay = Image.open(io.BytesIO(_png(im["overlay"])))
+        mask = np.asarray(Image.open(io.BytesIO(_png(im["mask"]))))
+        assert overlay.size == (64, 48) and overlay.mode == "RGB"
+        assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
+    r = c.post("/api/coseg", files=_upload(served["paths"][4], "mine.jpg"), data={"ids": "0,1", "k": "2"})
+    assert r.status_code == 200, r.text
+    assert [(im["id"], im["name"]) for im in r.json()["images"]][0] == (None, "mine.jpg")
+    assert [im["id"] for im in r.json()["images"]][1:] == [0, 1]
+
+
+def _png(data_url: str) -> bytes:
+    head, b64 = data_url.split(",", 1)
+    assert head == "data:image/png;base64"
+    return base64.b64decode(b64)
+
+
+def test_coseg_bad_requests(served):
+    c = served["client"]
+    _one_line_error(c.post("/api/coseg", json={"ids": [0, 1], "k": 0}), 422, "k")
+    _one_line_error(c.post("/api/coseg", json={"ids": [0, 1], "k": "3"}), 422)
+    _one_line_error(c.post("/api/coseg", json={"ids": "0,1", "k": 2}), 422, "ids")
+    _one_line_error(c.post("/api/coseg", json={"ids": [], "k": 2}), 422, "images")
+    _one_line_error(c.post("/api/coseg", json={"ids": list(range(N)) * 2, "k": 2}), 422, "images")
+    _one_line_error(c.post("/api/coseg", json={"ids": [0, "../../etc/passwd"], "k": 2}), 404)
+    _one_line_error(c.post("/api/coseg", content=b"{nope", headers={"content-type": "application/json"}), 422, "json")
+    _one_line_error(c.post("/api/coseg", files={"image": ("x.jpg", b"junk", "image/jpeg")}, data={"ids": "0"}), 400)
+    _one_line_error(c.post("/api/coseg", content=b"ids=1", headers={"content-type": "text/plain"}), 422)
+    _ok(c)
+
+
+def test_the_page_is_served_by_the_server_itself(served):
+    c = served["client"]
+    r = c.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert 'src="/app.js"' in r.text and 'href="/style.css"' in r.text
+    for name in ("/", "/app.js", "/style.css"):
+        assert "://" not in c.get(name).text  # no CDN: nothing is loaded from elsewhere
+    assert c.get("/app.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_approximate_index_nprobe_is_per_request(served, tmp_path):
+    """On an IVF index a request's nprobe changes its own search only."""
+    idx = ImageIndex.load(served["index"])
+    ivf = ImageIndex(idx.dim, "IVF4,Flat", idx.model_config, idx.fingerprint)
+    ivf.add(idx.descriptors(), idx.paths)
+    ivf.save(tmp_path / "ivf")
+    c = TestClient(create_app(tmp_path / "ivf"))
+    svc_ivf = ImageIndex.load(tmp_path / "ivf")
+    q = idx.descriptors()[3]
+    for nprobe in (1, 4, None):
+        doc = c.post("/api/search", data={"id": "3", "top": "8", **({"nprobe": str(nprobe)} if nprobe else {})}).json()
+        scores, ids = svc_ivf.search(q, 8, nprobe=nprobe or 1)
+        assert [h["id"] for h in doc["hits"]] == [int(i) for i in ids[0] if i >= 0]
+    assert len(c.post("/api/search", data={"id": "3", "top": "8", "nprobe": "4"}).json()["hits"]) == 8
+    assert len(c.post("/api/search", data={"id": "3", "top": "8"}).json()["hits"]) == len(
+        [i for i in svc_ivf.search(q, 8, nprobe=1)[1][0] if i >= 0])  # default restored

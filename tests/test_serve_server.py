@@ -1,0 +1,16 @@
+"""retrieval.serve.server: only a loopback address is served without a warning."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from retrieval.serve.server import exposure_warning, is_loopback  # noqa: E402
+
+
+def test_only_loopback_is_quiet():
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert is_loopback(host) and exposure_warning(host) is None
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
+        assert not is_loopback(host) and "warning" in exposure_warning(host)

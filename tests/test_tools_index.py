@@ -1,0 +1,248 @@
+"""tools/index.py as a user runs it: odd images, bad input, --json; concepts, compaction, indexes built
+from descriptor shards (also by two ranks under torchrun), changed and vanished files, a compressed
+factory refused before any image is described."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import (
+    _tool_module,
+    assert_one_line_error,
+    fake_shards,
+    grown_index,
+    random_images,
+    run_tool,
+    torchrun,
+    unit_rows,
+)
+from PIL import Image
+
+import retrieval.search.collection as collection_mod
+from cosegment.concept_file import save_concepts
+from retrieval.core.cli import main_wrapper
+from retrieval.search.build import build_index_from_shards
+from retrieval.search.index import ImageIndex
+
+D = 16
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory) -> Path:
+    """Every image mode a user may have, plus three files that are not usable images."""
+    d = tmp_path_factory.mktemp("odd")
+    random_images(d / "plain", 3, size=(40, 56))
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    rgb.convert("CMYK").save(d / "cmyk.jpg")
+    Image.fromarray((rng.random((40, 56)) * 65535).astype(np.uint16)).save(d / "sixteen.png")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(d / "alpha.png")
+    rgb.convert("L").save(d / "gray.png")
+    rgb.convert("P", palette=Image.ADAPTIVE).save(d / "palette.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb.save(d / "rotated.jpg", exif=exif)
+    rgb.transpose(Image.Transpose.ROTATE_270).save(d / "upright.png")  # what rotated.png shows
+    rgb.save(d / "rotated.png", exif=exif)
+    buf = (d / "plain" / "img000.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(buf[: len(buf) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.jpg").write_text("this is not an image\n")
+    return d
+
+
+def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tiny_config, run_tool):
+    out = tmp_path / "ix"
+    proc = run_tool("index", "--images", odd_folder, "--config", tiny_config, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["added"] == 11 and rep["skipped"] == 3 and rep["total"] == 11
+    assert {Path(f["path"]).name for f in rep["failures"]} == {"truncated.jpg", "empty.jpg", "notes.jpg"}
+    assert (rep["image_size"], rep["scales"], rep["whitening"]) == (64, [1.0], "none")  # the config's model
+
+    # a second run adds nothing and keeps the index; a new image is added
+    shutil.copy(odd_folder / "plain" / "img001.jpg", tmp_path / "extra.jpg")
+    proc = run_tool("index", "--images", tmp_path / "extra.jpg", "--config", tiny_config, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["total"] == 12
+
+    # the EXIF-rotated file is described as the upright image it shows
+    proc = run_tool("search", "--query", odd_folder / "upright.png", "--index", out, "--top", "2", "--json")
+    hits = json.loads(proc.stdout)["results"][0]["hits"]
+    assert {Path(h["path"]).name for h in hits} == {"upright.png", "rotated.png"}
+    assert min(h["score"] for h in hits) > 1 - 1e-5
+
+    q = odd_folder / "cmyk.jpg"
+    html = tmp_path / "hits.html"
+    proc = run_tool("search", "--query", q, "--index", out, "--top", "3", "--json", "--html", html,
+                    "--png", tmp_path / "hits.png")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)["results"][0]
+    assert res["query"] == str(q) and [h["rank"] for h in res["hits"]] == [1, 2, 3]
+    assert Path(res["hits"][0]["path"]).name == "cmyk.jpg" and res["hits"][0]["score"] > 0.999
+    assert html.read_text().count("<img") == 4 and Image.open(tmp_path / "hits.png").width > 100
+
+    # a bad query image: one line, exit 2
+    assert_one_line_error(run_tool("search", "--query", odd_folder / "truncated.jpg", "--index", out),
+                          "truncated.jpg")
+    # an index built by another model refuses to be extended by this one; nothing is lost
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_config.read_text().replace("image_size: 64", "image_size: 48"))
+    before = (out / "paths.sqlite").read_bytes()
+    assert_one_line_error(run_tool("index", "--images", odd_folder, "--config", other, "--out", out),
+                          "another model")
+    assert (out / "paths.sqlite").read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "missing", "typo", "not_index"])
+def test_bad_input_is_one_line_exit_2(case, tmp_path, tiny_config, run_tool):
+    if case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        proc = run_tool("index", "--images", tmp_path / "empty", "--config", tiny_config, "--out", tmp_path / "ix")
+        assert_one_line_error(proc, "no images")
+    elif case == "missing":
+        proc = run_tool("search", "--query", tmp_path / "nope.jpg", "--index", tmp_path / "noindex")
+        assert_one_line_error(proc, "not found")
+    elif case == "typo":
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("model:\n  backbone: resnet18\n  pooling: gem\n  scale: [1.0]\n")
+        proc = run_tool("index", "--images", tmp_path, "--config", bad)
+        assert_one_line_error(proc, "scale", "scales")
+    else:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "keep.txt").write_text("mine")
+        random_images(tmp_path / "imgs", 2)
+        proc = run_tool("index", "--images", tmp_path / "imgs", "--config", tiny_config, "--out", tmp_path / "data")
+        assert_one_line_error(proc, "not a gemseg index")
+        assert (tmp_path / "data" / "keep.txt").read_text() == "mine"
+
+
+def _tool_main(name: str):
+    """``tools/<name>.py``'s ``main(argv)`` (what it returns, not run through ``main_wrapper``)."""
+    return _tool_module(name).main
+
+
+def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
+    imgs = tmp_path / "imgs"
+    random_images(imgs, 3, size=(48, 64))
+    H = np.abs(np.random.default_rng(2).normal(size=(2, 512))).astype(np.float32)
+    good = save_concepts(tmp_path / "c.pt", H, small_net.backbone.fingerprint(), "layer4", object_factors=[0])
+    out = tmp_path / "ix"
+    assert _tool_main("index")(["--images", str(imgs), "--config", str(tiny_config), "--out", str(out),
+                                "--concepts", str(good), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["added"] == 3
+    meta = json.loads((out / "meta.json").read_text())
+    assert json.dumps(meta).count(str(good.resolve())) >= 1  # the index records its concept file
+    q = sorted(imgs.rglob("*.jpg"))[0]
+    assert _tool_main("search")(["--query", str(q), "--index", str(out), "--top", "1", "--json"]) == 0
+    hit = json.loads(capsys.readouterr().out)["results"][0]["hits"][0]
+    assert hit["path"].endswith(q.name) and hit["score"] > 1 - 1e-4  # same (masked) descriptor
+    bad = save_concepts(tmp_path / "bad.pt", H, "0123456789abcdef", "layer4", object_factors=[0])
+    index_main = _tool_main("index")
+    with pytest.raises(SystemExit) as ex:  # what the tool does when run: one line, exit code 2
+        main_wrapper(lambda _: index_main(["--images", str(imgs), "--config", str(tiny_config),
+                                            "--out", str(tmp_path / "ix2"), "--concepts", str(bad)]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "another backbone" in err[0]
+
+
+def test_index_tool_compacts(tmp_path, run_tool):
+    grown_index(tmp_path / "ix", "IVF4,Flat", unit_rows(400, D), np.arange(10))
+    proc = run_tool("index", "--compact", "--out", tmp_path / "ix", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert (rep["before"], rep["removed"], rep["live"], rep["segments_before"]) == (400, 10, 390, 3)
+    proc = run_tool("index", "--compact", "--out", tmp_path / "ix")
+    assert proc.returncode == 0 and "400" not in proc.stdout and "390 ids → 390 (0 removed)" in proc.stdout
+    assert ImageIndex.load(tmp_path / "ix").paths[0] == "/p/10.jpg"
+    assert_one_line_error(run_tool("index", "--compact", "--out", tmp_path / "nothing"), "not found")
+    proc = run_tool("index", "--compact", "--images", tmp_path, "--out", tmp_path / "ix")  # argparse's usage
+    assert proc.returncode == 2 and "--images: not allowed with argument --compact" in proc.stderr
+
+
+@pytest.mark.slow
+def test_index_tool_builds_from_descriptors_and_search_uses_it(photos, tmp_path, tiny_config, run_tool):
+    desc = tmp_path / "desc"
+    assert run_tool("extract", "--images", photos, "--out", desc, "--config", tiny_config, "--shard-size", "3",
+                    "--quiet").returncode == 0
+    out = tmp_path / "ix"
+    proc = run_tool("index", "--descriptors", desc, "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["factory"] == "Flat" and rep["count"] == 7
+    q = photos / "b" / "img001.jpg"
+    proc = run_tool("search", "--query", q, "--index", out, "--top", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["hits"][0]["path"] == str(q)
+    assert_one_line_error(run_tool("index", "--descriptors", desc, "--out", tmp_path / "ix2", "--factory", "HNSW32",
+                                   "--on-disk"), "ivf")
+    (desc / "shards" / "000001" / "skipped.json").unlink()  # an unfinished extraction
+    assert_one_line_error(run_tool("index", "--descriptors", desc, "--out", tmp_path / "ix3"), "1 of 3 shards missing")
+
+
+@pytest.mark.slow
+def test_changed_file_is_described_again_and_prune_drops_vanished_ones(tmp_path, tiny_config, run_tool):
+    src = tmp_path / "src"
+    paths = random_images(src, 4)
+    out = tmp_path / "ix"
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json").stdout)
+    assert rep["added"] == 4 and rep["total"] == 4
+
+    # the content of img001 is replaced by another picture (img002's, re-encoded: another size)
+    from PIL import Image
+    Image.open(paths[2]).save(paths[1], quality=70)
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json")
+    rep = json.loads(proc.stdout)
+    assert rep["added"] == 0 and rep["updated"] == 1 and rep["already_indexed"] == 3 and rep["total"] == 4
+    hits = json.loads(run_tool("search", "--query", paths[1], "--index", out, "--top", "4",
+                               "--json").stdout)["results"][0]["hits"]
+    assert [Path(h["path"]).name for h in hits].count("img001.jpg") == 1  # the old descriptor is gone
+    assert {Path(h["path"]).name for h in hits[:2]} == {"img001.jpg", "img002.jpg"}  # same picture now
+    assert hits[0]["score"] > 0.99
+
+    # a deleted file is marked missing in the hits, and --prune drops it
+    paths[3].unlink()
+    proc = run_tool("search", "--query", paths[0], "--index", out, "--top", "4")
+    assert "(file missing)" in proc.stdout and "--prune" in proc.stderr
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--prune",
+                              "--json").stdout)
+    assert rep["pruned"] == 1 and rep["total"] == 3 and rep["added"] == 0 and rep["updated"] == 0
+    hits = json.loads(run_tool("search", "--query", paths[0], "--index", out, "--top", "4",
+                               "--json").stdout)["results"][0]["hits"]
+    assert len(hits) == 3 and not any(h.get("missing") for h in hits)
+
+
+@pytest.mark.slow
+def test_two_ranks_build_the_same_index_as_one(tmp_path):
+    X, Q = unit_rows(2000, 16), unit_rows(10, 16, 1)
+    fake_shards(tmp_path / "desc", X, 300)
+    build_index_from_shards(tmp_path / "desc", tmp_path / "one", factory="IVF8,Flat", on_disk=True, progress=False)
+    proc = torchrun("tools/index.py", "--descriptors", tmp_path / "desc", "--out", tmp_path / "two",
+                    "--factory", "IVF8,Flat", "--on-disk", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(json.loads(x)["rank"] for x in proc.stdout.replace("}\n{", "}\x00{").split("\x00")) == [0, 1]
+    assert not list(tmp_path.glob(".two.build*"))  # the work folder is gone
+    a, b = ImageIndex.load(tmp_path / "one"), ImageIndex.load(tmp_path / "two")
+    assert len(b) == 2000 and b.paths == a.paths
+    for kw in ({"rerank": False}, {"nprobe": 8}):
+        sa, ia = a.search(Q, 10, **kw)
+        sb, ib = b.search(Q, 10, **kw)
+        np.testing.assert_array_equal(ia, ib)
+
+
+def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_index, monkeypatch):
+    _, photos, cfg = tiny_index
+
+    def never(*a, **k):
+        raise AssertionError("images were described before the factory was checked")
+
+    monkeypatch.setattr(collection_mod, "extract_descriptors", never)
+    proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
+    assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
+    assert not (tmp_path / "ix").exists()
