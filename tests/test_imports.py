@@ -29,6 +29,7 @@ FLOORS: List[Tuple[str, ...]] = [
     ("retrieval.evaluation",),
     ("retrieval.training",),
     ("retrieval", "retrieval.demo", "retrieval.jobs", "retrieval.serve"),
+    ("retrieval.commands",),
 ]
 TOOL_MAX_LINES = 110
 
