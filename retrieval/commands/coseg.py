@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, print_json
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, print_json
 from retrieval.evaluation.metrics import format_table

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import EXIT_OK, add_common_flags, notice, print_json
 from retrieval.evaluation.metrics import format_table

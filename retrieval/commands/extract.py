@@ -14,7 +14,7 @@ desc/manifest.json records the model; another model is refused. See docs/scale.m
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, print_json
 

@@ -16,7 +16,7 @@ described again. A compressed --factory is checked against the collection size f
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, notice, print_json
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, notice, parse_box, print_json
 from retrieval.search.rerank.registry import reranker_names

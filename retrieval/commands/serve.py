@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
-
+from typing import Any, Callable, Dict
 
 JOB = "retrieval.serve.server:serve"
 
