@@ -21,7 +21,8 @@ The rooms (docs/design.md), floor by floor from the ground:
 * :mod:`retrieval.training` — pairs, mining, losses, the engine and its two drivers;
 * :mod:`retrieval.serve` — the HTTP API and the page;
 * :mod:`retrieval.demo` — the built-in demo;
-* :mod:`retrieval.jobs` — what each tool runs, one function per tool.
+* :mod:`retrieval.jobs` — what each tool runs, one function per tool;
+* :mod:`retrieval.commands` — the ``gemseg`` command: each subcommand's flags and printing (``tools/*.py`` run the same).
 
 The names below are resolved on first use (PEP 562), so ``import retrieval.core.images`` stays as
 light as that module (the toy-data generator, for one, never loads torch).

@@ -1,12 +1,14 @@
 """retrieval.jobs: the one place where a tool's arguments become its job.
 
-``tools/train_gem.py``, ``tools/coseg.py`` and ``tools/demo.py`` call :func:`~retrieval.jobs.run_train`,
+``tools/train_gem.py``, ``tools/coseg.py`` and ``tools/demo.py`` (their commands,
+:mod:`retrieval.commands.train`, ``coseg`` and ``demo``) call :func:`~retrieval.jobs.run_train`,
 :func:`~retrieval.jobs.run_coseg` and :func:`~retrieval.jobs.run_demo` and nothing else of the library
 but printing helpers; what they print in-process (``conftest.run_tool``) equals what the library path
 they ran before gives (the drivers, ``cosegment.cosegment``, ``retrieval.demo.demo`` called directly)."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import math
 import re
@@ -15,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_UNSUP_YAML, _tool_module, assert_one_line_error, run_tool
+from conftest import REPO, TINY_UNSUP_YAML, assert_one_line_error, run_tool
 from PIL import Image
 
 import retrieval
 from cosegment.config import load_coseg_config
 from cosegment.pipeline import cosegment
 from retrieval import jobs
+from retrieval.commands.main import job_of
 from retrieval.core.config import from_dict
 from retrieval.core.errors import ConfigError
 from retrieval.demo import demo
@@ -36,10 +39,10 @@ from retrieval.training.supervised import load_training_pairs, train
 from retrieval.training.unsupervised import load_unlabeled_data, train_unsupervised
 
 QUIET = dict(progress=False, log=lambda s: None)
-#: each tool, its jobs function, and the library modules it may import besides retrieval.core.cli and
-#: retrieval.jobs (names for argparse choices, printing helpers)
-TOOLS = {"train_gem": ("run_train", set()), "coseg": ("run_coseg", {"cosegment.factorizers"}),
-         "demo": ("run_demo", {"retrieval.evaluation.metrics"})}
+#: each tool, its command, its jobs function, and the library modules its command module may import
+#: besides retrieval.core.cli (printing helpers); none imports retrieval.jobs (loaded once parsed)
+TOOLS = {"train_gem": ("train", "run_train", set()), "coseg": ("coseg", "run_coseg", set()),
+         "demo": ("demo", "run_demo", {"retrieval.evaluation.metrics"})}
 SUP_YAML = """\
 model: {{backbone: resnet18, weights: none, image_size: 32, scales: [1.0]}}
 train: {{data: {data}, epochs: 1, qsize: 4, nnum: 1, batch: 2, workers: 0, val_fraction: 0.25, whitening: none,
@@ -89,17 +92,19 @@ def classes(tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------------------------
 # The tools call one jobs function
 # ----------------------------------------------------------------------------------------------
+def _project_imports(path: Path) -> set:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+            and n.module.split(".")[0] in ("retrieval", "cosegment")}
+
+
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_the_tool_calls_its_jobs_function_and_nothing_else(tool):
-    job, extra = TOOLS[tool]
-    assert getattr(_tool_module(tool), job) is getattr(jobs, job)
-    tree = ast.parse((REPO / "tools" / f"{tool}.py").read_text(encoding="utf-8"))
-    project = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-               and n.module.split(".")[0] in ("retrieval", "cosegment")}
-    assert project - {"retrieval.core.cli", "retrieval.jobs"} == extra
-    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-             and n.func.id.startswith("run_")}
-    assert calls == {job}
+    command, job, extra = TOOLS[tool]
+    module = importlib.import_module(f"retrieval.commands.{command}")
+    assert module.JOB == f"retrieval.jobs:{job}" and job_of(module.JOB) is getattr(jobs, job)
+    assert _project_imports(REPO / "tools" / f"{tool}.py") == {"retrieval.commands.main", "retrieval.core.cli"}
+    assert _project_imports(Path(module.__file__)) - {"retrieval.core.cli"} == extra
 
 
 def test_retrieval_train_is_run_train():
@@ -114,7 +119,7 @@ def test_train_tool_prints_on_rank_0_only(monkeypatch, tmp_path):
         seen.append((config, kw["out"], kw["epochs"], kw["progress"]))
         return TrainResult(tmp_path, [], 0, 0.5, tmp_path / "best.pt", tmp_path / "last.pt", rank=len(seen) - 1)
 
-    monkeypatch.setattr(_tool_module("train_gem"), "run_train", fake)
+    monkeypatch.setattr(jobs, "run_train", fake)
     first = run_tool("train_gem", "--config", "c.yaml", "--out", tmp_path, "--epochs", "3", "--json")
     assert first.returncode == 0 and json.loads(first.stdout)["best_epoch"] == 0
     second = run_tool("train_gem", "--config", "c.yaml", "--out", tmp_path, "--epochs", "3", "--json")

@@ -1,94 +1,15 @@
 #!/usr/bin/env python
 """Evaluate a descriptor model on a retrieval benchmark (revisited Oxford/Paris protocol).
 
-Examples:
-  python tools/evaluate.py --dataset roxford5k --data-root data
-  python tools/evaluate.py --dataset toy --qe 2 --dba 2 --multiscale
-  python tools/evaluate.py --dataset toy --rerank qe:k=2,coseg:K=20:k=3
-  python tools/evaluate.py --dataset folder:photos/labeled --model runs/gem.pt --json
-
-Prints mAP and mP@10 for the Easy / Medium / Hard setups (in percent), the layout papers use; a
-"-" is a setup with no positives. Under the table: what the columns mean for this dataset (a folder
-of classes has no Hard set and Medium = Easy) and every file that is not a query, with the reason.
+The same command as ``gemseg evaluate`` (``retrieval/commands/evaluate.py``: its flags, its help and what it
+prints); ``python tools/evaluate.py --help`` lists the flags.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Optional, Sequence
+from retrieval.commands.main import tool_main
+from retrieval.core.cli import main_wrapper
 
-from retrieval.core.cli import EXIT_OK, add_common_flags, main_wrapper, notice, print_json
-from retrieval.evaluation.metrics import format_table
-from retrieval.jobs import run_evaluation
-from retrieval.search.rerank.registry import reranker_names
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Evaluate retrieval: mAP and mP@10, Easy/Medium/Hard (revisited protocol).",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples:")[1]
-        if "Examples:" in (__doc__ or "") else None)
-    p.add_argument("--dataset", required=True, metavar="NAME",
-                   help="roxford5k | rparis6k | folder:DIR (DIR/<class>/*.jpg) | toy")
-    p.add_argument("--data-root", metavar="DIR", default=None,
-                   help="roxford5k/rparis6k: folder holding <name>/gnd_<name>.pkl and <name>/jpg/ "
-                        "(default: data); toy: where the collection is generated "
-                        "(default: $GEMSEG_CACHE/toy or ~/.cache/gemseg/toy)")
-    p.add_argument("--model", metavar="SPEC", default=None,
-                   help="checkpoint .pt or YAML config (default: --config's model, else the default)")
-    add_common_flags(p, config="")
-    p.add_argument("--qe", type=int, default=0, metavar="K", help="α-QE with K neighbours (0: off)")
-    p.add_argument("--alpha", type=float, default=3.0, metavar="A",
-                   help="α of α-QE and DBA (0: average expansion; default 3)")
-    p.add_argument("--dba", type=int, default=0, metavar="K", help="DBA with K neighbours (0: off)")
-    p.add_argument("--rerank", action="append", metavar="STEPS",
-                   help=f"re-ranking steps in order after --qe/--coseg-rerank, e.g. qe:k=2,coseg:K=20 "
-                        f"(names: {', '.join(reranker_names())})")
-    p.add_argument("--coseg-rerank", type=int, default=0, metavar="K",
-                   help="re-rank each query's top K by co-segmentation (0: off; after DBA and α-QE)")
-    p.add_argument("--coseg-k", type=int, default=3, help="DFF factors of --coseg-rerank (default 3)")
-    p.add_argument("--coseg-weight", type=float, help="share of the masked score (1: replace; default 0.5)")
-    sc = p.add_mutually_exclusive_group()
-    sc.add_argument("--multiscale", action="store_true",
-                    help="describe at scales 1, 1/√2, 1/2 (default: the model's configured scales)")
-    sc.add_argument("--single-scale", action="store_true", help="describe at scale 1 only")
-    p.add_argument("--index", metavar="DIR", default=None,
-                   help="cache of database descriptors: reused when built by the same model, "
-                        "written there otherwise")
-    p.add_argument("--search-index", action="store_true",
-                   help="rank with the --index folder's own index (its factory, nprobe) instead of exactly")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    report = run_evaluation(args.dataset, data_root=args.data_root, config=args.config, model=args.model,
-                            qe=args.qe, alpha=args.alpha, dba=args.dba,
-                            scales="multi" if args.multiscale else "single" if args.single_scale else None,
-                            index=args.index, device=args.device,
-                            progress=sys.stderr.isatty() and not args.quiet, coseg_rerank=args.coseg_rerank,
-                            coseg_k=args.coseg_k, coseg_weight=args.coseg_weight, steps=args.rerank,
-                            search_index=args.search_index)
-    if args.json:
-        print_json(report)
-        return EXIT_OK
-    scales_txt = ",".join(f"{s:g}" for s in report["scales"])
-    rerank = ([f"DBA k={args.dba} α={args.alpha:g}"] if args.dba else []) + report["rerank"]
-    print(f"{report['dataset']}: {report['n_queries']} queries, {report['n_db']} images; "
-          f"model {report['backbone']} ({report['fingerprint']}), size {report['image_size']}, "
-          f"scales {scales_txt}; re-ranking: {', '.join(rerank) or 'none'}")
-    label = "+".join(["base"] + (["DBA"] if args.dba else []) + [s.split(":")[0].replace("qe", "QE") for s in report["rerank"]])
-    print(format_table(report, label))
-    for note in report["notes"]:
-        notice(f"note: {note}", args)
-    if report["left_out"]:
-        notice(f"not queries ({len(report['left_out'])}):", args)
-        for item in report["left_out"][:20]:
-            notice(f"  {item['path']}: {item['why']}", args)
-        if len(report["left_out"]) > 20:
-            notice(f"  … and {len(report['left_out']) - 20} more (--json lists them all)", args)
-    return EXIT_OK
-
+main = tool_main("evaluate")
 
 if __name__ == "__main__":
     main_wrapper(main)

@@ -1,55 +1,15 @@
 #!/usr/bin/env python
 """Describe a collection into resumable descriptor shards, on one process, torchrun or Slurm.
 
-  python tools/extract.py --images photos/ --out desc/                       # one process
-  torchrun --nproc_per_node 4 tools/extract.py --images list.txt --out desc/ # one GPU per rank
-  srun python tools/extract.py --images list.txt --out desc/ --device cuda   # under Slurm
-  python tools/index.py --descriptors desc/ --out index/ --on-disk            # then build the index
-
-SRC is a folder or a .txt list of paths (streamed: millions of lines are fine), cut into shards of
---shard-size consecutive paths; shard k belongs to rank k mod world size. Each shard is written
-atomically to desc/shards/NNNNNN/ (descriptors.npy, paths.json, stats.npy, skipped.json); a re-run
-with the same arguments skips the complete shards, so a killed job resumes where it stopped.
-desc/manifest.json records the model; another model is refused. See docs/scale.md.
+The same command as ``gemseg extract`` (``retrieval/commands/extract.py``: its flags, its help and what it
+prints); ``python tools/extract.py --help`` lists the flags.
 """
 from __future__ import annotations
 
-import argparse
-from typing import Optional, Sequence
+from retrieval.commands.main import tool_main
+from retrieval.core.cli import main_wrapper
 
-from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.jobs import run_extract
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", required=True, help="folder of images (recursive) or a .txt list of paths")
-    ap.add_argument("--out", required=True, help="descriptor folder (created, or resumed)")
-    ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
-    ap.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
-    ap.add_argument("--batch-size", type=int, help="images per forward pass")
-    ap.add_argument("--workers", type=int, help="image decoding processes")
-    add_common_flags(ap, config="")  # --config, --device (cuda:LOCAL_RANK per rank under torchrun), --quiet, --json (this rank's report)
-    args = ap.parse_args(argv)
-    if args.shard_size < 1:
-        ap.error("--shard-size must be ≥ 1")
-    return args
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    r = run_extract(args.images, args.out, config=args.config, model=args.model, shard_size=args.shard_size,
-                    batch_size=args.batch_size, workers=args.workers, device=args.device,
-                    progress=not (args.quiet or args.json))
-    if args.json:
-        print_json(r.as_dict())
-        return 0
-    print(f"rank {r.rank}/{r.world}: {r.shards_written} shards written ({r.images} images, "
-          f"{r.images_per_second:.1f} img/s, {r.skipped_files} files skipped), {r.shards_skipped} already done; "
-          f"{r.listed} images in {r.shards} shards in {r.out}: "
-          f"{'complete' if r.complete else 'not complete yet (other ranks, or re-run to resume)'}")
-    return 0
-
+main = tool_main("extract")
 
 if __name__ == "__main__":
     main_wrapper(main)

@@ -1,61 +1,15 @@
 #!/usr/bin/env python
 """Fine-tune a GeM descriptor on matching pairs (contrastive loss, hard negatives re-mined each epoch).
 
-  python tools/train_gem.py --config configs/train_toy.yaml               # generated toy collection
-  python tools/train_gem.py --config configs/train_toy.yaml --data my_classes/ --out runs/mine
-  python tools/train_gem.py --config configs/train_toy.yaml --out runs/mine --resume
-  python tools/index.py --images photos/ --model runs/mine/best.pt         # index with the result
-  python tools/train_gem.py --config configs/train_unsupervised.yaml --data my_photos/   # no labels
-  torchrun --nproc_per_node 4 tools/train_gem.py --config configs/train_toy.yaml --out runs/ddp  # 4 GPUs
-
-Training data (``train.data`` in the config, or --data): a folder of classes DIR/<class>/*.jpg (any
-two images of a class match), a .csv of query,positive[,cluster] rows, the SfM-120k .pkl, or
-``toy``. The run folder gets last.pt (every epoch; --resume continues from it), best.pt (best
-validation mAP, with learned whitening: use it with tools/index.py and tools/search.py) and log.csv.
-A config with an ``unsupervised:`` section trains on unlabeled images (cluster-then-train periods).
-Under torchrun or srun, supervised training runs with DistributedDataParallel (one GPU per local
-rank; gloo on CPU) and rank 0 alone writes the run folder and prints (docs/training.md).
-The work is :func:`retrieval.jobs.run_train`.
+The same command as ``gemseg train`` (``retrieval/commands/train.py``: its flags, its help and what it
+prints); ``python tools/train_gem.py --help`` lists the flags.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Optional, Sequence
+from retrieval.commands.main import tool_main
+from retrieval.core.cli import main_wrapper
 
-from retrieval.core.cli import add_common_flags, main_wrapper, print_json
-from retrieval.jobs import run_train
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="YAML with model: and train: sections (configs/train_*.yaml)")
-    ap.add_argument("--data", help="training data, overrides train.data: class folders, pairs .csv, SfM .pkl, toy")
-    ap.add_argument("--out", help="run folder (default: runs/<config name>)")
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    ap.add_argument("--epochs", type=int, help="train up to this epoch (overrides train.epochs)")
-    ap.add_argument("--workers", type=int, help="image decoding processes (overrides train.workers)")
-    add_common_flags(ap)  # --device, --quiet, --json (epoch lines then go to stderr)
-    return ap.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    out_stream = sys.stderr if args.json else sys.stdout
-
-    def log(msg: str) -> None:
-        print(msg, file=out_stream, flush=True)
-
-    result = run_train(args.config, data=args.data, out=args.out, resume=args.resume, epochs=args.epochs,
-                       device=args.device, workers=args.workers, progress=not (args.quiet or args.json), log=log)
-    if result.rank != 0:  # rank 0 alone prints
-        return 0
-    if args.json:
-        print_json(result.to_json())
-    else:
-        print(result.summary())
-    return 0
-
+main = tool_main("train")
 
 if __name__ == "__main__":
     main_wrapper(main)

@@ -1,4 +1,4 @@
-"""Run the search server: what ``tools/serve.py`` calls.
+"""Run the search server: what ``gemseg serve`` (``tools/serve.py``) calls.
 
 :func:`serve` loads the index and its model, binds the socket (so the port is known and taken
 before it says where it serves), calls ``on_ready(url, info)`` and serves with uvicorn until stopped.
@@ -56,12 +56,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(index: PathLike, host: str = "127.0.0.1", port: int = 8000, *, model: Optional[PathLike] = None,
           concepts: Optional[PathLike] = None, max_upload_mb: float = 20.0, forward_workers: int = 1,
-          device: Optional[str] = None, on_ready: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> None:
+          device: Optional[str] = None, on_ready: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+          warn: Optional[Callable[[str], None]] = None) -> None:
     """Serve the index folder ``index`` on ``host:port`` until interrupted.
 
-    The model and the index are loaded first; then the socket is bound and ``on_ready(url, info)``
-    is called (``info``: ``/api/info``'s document), then requests are answered.
+    ``warn(line)`` is told first when ``host`` exposes the server to other machines
+    (:func:`exposure_warning`). The model and the index are loaded; then the socket is bound and
+    ``on_ready(url, info)`` is called (``info``: ``/api/info``'s document), then requests are answered.
     """
+    warning = exposure_warning(host)
+    if warning and warn is not None:
+        warn(warning)
     app = create_app(index, model, concepts, max_upload_mb, forward_workers=forward_workers, device=device)
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host

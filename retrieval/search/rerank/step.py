@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
-import torch
-from PIL import Image
 
 from retrieval.core.errors import DataError
-from retrieval.model.network import DescriptorNet
-from retrieval.search.index import ImageIndex
+
+if TYPE_CHECKING:  # types only: the registry (and ``--help``) reads this module without torch
+    import torch
+    from PIL import Image
+
+    from retrieval.model.network import DescriptorNet
+    from retrieval.search.index import ImageIndex
 
 Box = Optional[Sequence[float]]
 

@@ -1,0 +1,84 @@
+"""Index a folder of images (or a .txt list of paths) for search.
+
+  gemseg index --images photos/                      # default model, writes index/
+  gemseg index --images photos/ --model runs/toy/best.pt --out index_ft/
+  gemseg index --images more_photos/ --out index/    # adds new images to an existing index
+  gemseg index --images photos/ --concepts concepts.pt --out index_obj/   # concept-masked GeM
+  gemseg index --images photos/ --out index/ --prune  # also drop files that no longer exist
+  gemseg index --descriptors desc/ --out index/ --memory-budget 4G --on-disk   # from shards
+
+Files that are not indexed (unreadable, or of a format that is not read: "unsupported format .heic";
+pip install 'gemseg[heif]' reads HEIC) are listed at the end with the reason. A new index is written
+to a temporary folder and renamed; adding to an index writes only what is new; a changed file is
+described again. A compressed --factory is checked against the collection size first. With
+--descriptors (shards of tools/extract.py) the factory defaults to auto (docs/scale.md).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from retrieval.core.cli import add_common_flags, notice, print_json
+
+JOB = "retrieval.jobs:run_index"
+
+SHOWN = 20
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images (recursive) or a .txt list of paths")
+    src.add_argument("--descriptors", help="descriptor folder written by tools/extract.py: build from its shards")
+    src.add_argument("--compact", action="store_true",
+                     help="rewrite the --out index without its removed ids (changed, pruned files), in one segment")
+    add_common_flags(ap, config="")
+    ap.add_argument("--model", help="model checkpoint (.pt from tools/train_gem.py); overrides the config's model")
+    ap.add_argument("--out", default="index", help="index folder (default: index/)")
+    ap.add_argument("--concepts", help="concept file from tools/coseg.py --save-concepts (same backbone): "
+                                       "pool with concept-masked GeM")
+    ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use, numbered from 0 (default: its own)")
+    ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq, "
+                                      "or auto (chosen from N, D and --memory-budget; default with --descriptors)")
+    ap.add_argument("--memory-budget", default="4G", help="with --descriptors: memory the index may use (default 4G)")
+    ap.add_argument("--on-disk", action="store_true", help="with --descriptors: inverted lists on disk, memory-mapped")
+    ap.add_argument("--prune", action="store_true", help="drop indexed files that no longer exist")
+    ap.add_argument("--batch-size", type=int, help="images per forward pass")
+    ap.add_argument("--workers", type=int, help="image decoding processes")
+    ap.add_argument("--dba", type=int, default=0, metavar="K",
+                    help="database-side augmentation with K neighbours after indexing (0: off); "
+                         "augments every stored descriptor, so use it on a fresh --out folder")
+    ap.add_argument("--alpha", type=float, default=3.0, help="α of DBA (default 3)")
+
+
+def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
+    report = job(args.images, args.out, config=args.config, model=args.model, concepts=args.concepts,
+                 object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
+                 workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
+                 progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
+                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact)
+    if args.json:
+        print_json(report.as_dict())
+        return 0
+    if args.compact:
+        print(f"compacted {report.out}: {report.before} ids → {report.live} ({report.removed} removed), "
+              f"{report.segments_before} segments → 1, {report.bytes_before / 2 ** 20:.1f} → "
+              f"{report.bytes_after / 2 ** 20:.1f} MiB in {report.seconds:.1f}s")
+        return 0
+    if args.descriptors:
+        if report.rank == 0:
+            print(f"built {report.out} from {report.shards} shards: {report.count} descriptors, {report.factory}"
+                  f"{' (lists on disk)' if report.on_disk else ''}, {report.bytes_per_vector or 0:.1f} bytes/vector, "
+                  f"in {report.seconds:.1f}s (train {report.train_seconds:.1f}s, add {report.add_seconds:.1f}s)")
+        return 0
+    rate = report.added / report.seconds if report.seconds > 0 else 0.0
+    print(f"indexed {report.added} new images ({report.already_indexed} already in the index, "
+          f"{report.updated} changed and described again, {report.pruned} pruned) "
+          f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
+          f"[{report.factory}, model {report.fingerprint}]; described at {report.described}")
+    if report.failures:
+        notice(f"skipped {len(report.failures)} files (not indexed):", args)
+        for path, reason in report.failures[:SHOWN]:
+            notice(f"  {path}: {reason}", args)
+        if len(report.failures) > SHOWN:
+            notice(f"  … and {len(report.failures) - SHOWN} more (--json lists them all)", args)
+    return 0
