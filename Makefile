@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Re-installs only when pyproject.toml or this file changes, so the second run is quick.
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,demo,serve,heif]'
+	$(BIN)/pip install -q -e '.[test,demo,serve,heif,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[test,demo,serve,heif,bench]'
+	$(BIN)/pip install -q -e '.[test,demo,serve,heif,onnx,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
