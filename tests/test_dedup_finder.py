@@ -12,6 +12,7 @@ from PIL import Image
 from retrieval.core.errors import DataError
 from retrieval.dedup.finder import find_duplicates
 from retrieval.dedup.thresholds import Thresholds
+from retrieval.search.verify import Verification
 
 T = Thresholds(near=0.9, similar=0.7, slack=0.05, min_inliers=10)
 
@@ -75,7 +76,8 @@ def test_verification_demotes_a_near_pair_it_cannot_confirm(collection):
     def verifier(a, b):
         calls.append((Path(a).name, Path(b).name))
         ok = "a_small.jpg" not in (Path(a).name, Path(b).name)
-        return (40 if ok else 2), np.zeros((40 if ok else 2, 4), np.float32)
+        n = 40 if ok else 30  # 30 inliers of 60: too few a share
+        return Verification(n, np.eye(3), np.zeros((n, 4), np.float32), 40 if ok else 60)
 
     r = find_duplicates(paths, X, T, verifier=verifier)
     assert ("a.png", "a_copy.png") not in calls  # exact copies need no verification

@@ -5,7 +5,7 @@ import pytest
 
 from retrieval.core.errors import DataError
 from retrieval.dedup.edits import EDIT_KINDS
-from retrieval.dedup.planted import photo, write_planted
+from retrieval.dedup.planted import edit_metrics, photo, prf, write_planted
 
 
 def test_planted_truth(tmp_path):
@@ -38,3 +38,16 @@ def test_bad_requests(tmp_path):
         write_planted(tmp_path, names=["lena"])
     with pytest.raises(DataError, match="at most"):
         write_planted(tmp_path, n_originals=20, n_distinct=20)
+
+
+def test_metrics_per_edit_kind(tmp_path):
+    pytest.importorskip("skimage")
+    p = write_planted(tmp_path, n_originals=2, n_distinct=1, kinds=("jpeg",), crops=(0.1, 0.3), long_side=96)
+    o0, o1 = "orig_00_astronaut.jpg", "orig_01_chelsea.jpg"
+    predicted = {tuple(sorted(x)) for x in [(o0, "edit_00_jpeg.jpg"), (o1, "edit_00_jpeg.jpg"),
+                                            (o0, "edit_00_crop30.jpg")]}
+    m = edit_metrics(p, predicted)
+    assert m["jpeg"] == prf(1, 2, 2) == (0.5, 0.5, 0.5)
+    assert m["crop>20%"] == prf(1, 1, 2)
+    assert m["crop≤20%"] == (1.0, 0.0, 0.0)  # nothing predicted: precision 1 by convention, recall 0
+    assert set(m) == {"jpeg", "crop≤20%", "crop>20%"}

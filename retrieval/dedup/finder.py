@@ -5,8 +5,9 @@ Given the images' paths and descriptors ((N, D) float32, L2-normalised), :func:`
 1. hashes every file (:mod:`retrieval.dedup.exact`): equal bytes or equal pixels are ``exact``;
 2. finds every pair at or above the ``similar`` threshold (:mod:`retrieval.dedup.pairs`);
 3. takes the pairs at or above ``near`` as near candidates; when a verifier is given (spatial
-   verification of local features), a candidate is confirmed only with at least ``min_inliers``
-   inliers, else it is demoted to ``similar``;
+   verification of local features), a candidate is confirmed only when its inliers are at least
+   ``min_inliers`` and ``min_share`` of its tentative matches
+   (:meth:`~retrieval.dedup.thresholds.Thresholds.confirms`), else it is demoted to ``similar``;
 4. groups exact and near pairs together (:mod:`retrieval.dedup.groups`, the chain cap of the
    near tier): a group whose members are all exact copies of each other is ``exact``, else ``near``;
 5. groups the ``similar`` pairs among what is left — the images in no group and the keepers of
@@ -32,9 +33,10 @@ from retrieval.dedup.groups import group
 from retrieval.dedup.keeper import FileFacts, choose_keeper, file_facts
 from retrieval.dedup.pairs import Pairs, range_pairs
 from retrieval.dedup.thresholds import Thresholds
+from retrieval.search.verify import Verification
 
-#: ``verifier(path_a, path_b) -> (inliers, matches (m, 4) float32 [xa, ya, xb, yb] or None)``
-Verifier = Callable[[str, str], Tuple[int, Optional[np.ndarray]]]
+#: ``verifier(path_a, path_b) -> Verification`` (inliers, tentative, matches (m, 4) float32 [xa, ya, xb, yb])
+Verifier = Callable[[str, str], Verification]
 KINDS = ("exact", "near", "similar")
 
 
@@ -98,14 +100,14 @@ class DedupResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def _verify(pairs: Pairs, paths: Sequence[str], verifier: Verifier, need: int,
-            progress: bool) -> Tuple[np.ndarray, Dict[Tuple[int, int], Tuple[int, Optional[np.ndarray]]]]:
+def _verify(pairs: Pairs, paths: Sequence[str], verifier: Verifier, thresholds: Thresholds,
+            progress: bool) -> Tuple[np.ndarray, Dict[Tuple[int, int], Verification]]:
     ok = np.zeros(len(pairs), bool)
-    seen: Dict[Tuple[int, int], Tuple[int, Optional[np.ndarray]]] = {}
+    seen: Dict[Tuple[int, int], Verification] = {}
     for t, (a, b) in enumerate(tqdm(list(zip(pairs.i.tolist(), pairs.j.tolist())), desc="dedup: verify",
                                     unit="pair", disable=not progress)):
-        seen[(a, b)] = verifier(paths[a], paths[b])
-        ok[t] = seen[(a, b)][0] >= need
+        v = seen[(a, b)] = verifier(paths[a], paths[b])
+        ok[t] = thresholds.confirms(v.inliers, v.tentative)
     return ok, seen
 
 
@@ -133,14 +135,14 @@ def find_duplicates(paths: Sequence[str], X: np.ndarray, thresholds: Thresholds,
     exact_of = {m: k for k, g in enumerate(exact) for m in g}
     cand = range_pairs(X, thresholds.similar, progress=progress, **search)
     is_near = cand.score >= thresholds.near
-    checks: Dict[Tuple[int, int], Tuple[int, Optional[np.ndarray]]] = {}
+    checks: Dict[Tuple[int, int], Verification] = {}
     if verifier is not None and is_near.any():
         idx = np.flatnonzero(is_near)
         both_exact = np.array([exact_of.get(int(a), -1) == exact_of.get(int(b), -2)
                                for a, b in zip(cand.i[idx], cand.j[idx])], bool)
         todo = idx[~both_exact]
         ok, checks = _verify(cand.select(np.isin(np.arange(len(cand)), todo)), paths, verifier,
-                             thresholds.min_inliers, progress)
+                             thresholds, progress)
         is_near[todo] = ok
     near = cand.select(is_near)
     ex_i = [g[0] for g in exact for _ in g[1:]]
@@ -182,7 +184,7 @@ def find_duplicates(paths: Sequence[str], X: np.ndarray, thresholds: Thresholds,
 
 
 def _member(paths: Sequence[str], X: np.ndarray, keep: int, m: int, exact_of: Dict[int, int],
-            checks: Dict[Tuple[int, int], Tuple[int, Optional[np.ndarray]]], verifier: Optional[Verifier],
+            checks: Dict[Tuple[int, int], Verification], verifier: Optional[Verifier],
             thresholds: Thresholds, tier: str) -> Member:
     s = float(np.dot(np.asarray(X[keep], np.float32), np.asarray(X[m], np.float32)))
     if exact_of.get(m, -1) == exact_of.get(keep, -2):
@@ -193,13 +195,16 @@ def _member(paths: Sequence[str], X: np.ndarray, keep: int, m: int, exact_of: Di
     inliers, matches = None, None
     if verifier is not None:
         key = (min(keep, m), max(keep, m))
-        got = checks.get(key) or verifier(paths[keep], paths[m])
-        inliers, matches = got
-        if matches is not None and key[0] != keep:  # stored as (a=lower id, b=higher): make a the keeper
-            matches = matches[:, [2, 3, 0, 1]]
+        if key in checks:  # verified as (a = lower id, b = higher): make a the keeper
+            v = checks[key]
+            matches = v.matches if key[0] == keep else v.matches[:, [2, 3, 0, 1]]
+        else:
+            v = verifier(paths[keep], paths[m])
+            matches = v.matches
+        inliers = v.inliers
     text = f"near: similarity {s:.3f} to the keeper"
     if inliers is not None:
-        text += f", {inliers} matches verified"
+        text += f", {inliers} of {v.tentative} matches verified"
     return Member(paths[m], s, text, inliers, matches)
 
 

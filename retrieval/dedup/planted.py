@@ -151,3 +151,39 @@ def write_planted(folder: PathLike, n_originals: int = 8, n_distinct: int = 6,
             out.origin[rel] = (i, "crop")
             out.lost[rel] = f
     return out
+
+
+def prf(tp: int, n_pred: int, n_true: int) -> Tuple[float, float, float]:
+    """Precision, recall and F1 from counts (1.0 for an empty prediction or an empty truth)."""
+    p = tp / n_pred if n_pred else 1.0
+    r = tp / n_true if n_true else 1.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def edit_metrics(planted: Planted, predicted: Set[Tuple[str, str]]) -> Dict[str, Tuple[float, float, float]]:
+    """Precision, recall, F1 per edit kind of a set of predicted duplicate pairs (sorted file
+    pairs): for kind k, the pairs of an edit of kind k with a photo that is no edit (an original, a
+    distinct photo, a twin), true when the photo is the edit's original. Crops are split by the
+    share of area lost: ``crop≤20%`` and ``crop>20%``."""
+    photos = [f for f in planted.files if planted.origin[f][1] in ("original", "distinct", "twin")]
+    out: Dict[str, Tuple[float, float, float]] = {}
+    groups: Dict[str, List[str]] = {}
+    for f in planted.files:
+        i, k = planted.origin[f]
+        if k in ("original", "distinct", "twin"):
+            continue
+        if k == "crop":
+            k = "crop≤20%" if planted.lost.get(f, 0.0) <= NEAR_CROP else "crop>20%"
+        groups.setdefault(k, []).append(f)
+    for k, edits in groups.items():
+        tp = n_pred = n_true = 0
+        for e in edits:
+            for x in photos:
+                pair = tuple(sorted((e, x)))
+                true = planted.origin[x] == (planted.origin[e][0], "original")
+                hit = pair in predicted
+                n_true += true
+                n_pred += hit
+                tp += hit and true
+        out[k] = prf(tp, n_pred, n_true)
+    return out

@@ -12,7 +12,11 @@ only for one model, so thresholds are calibrated per model and stored under its 
 * **slack** — how far below its tier's threshold a pair inside one group may fall (the chain
   cap, :mod:`retrieval.dedup.groups`): the gap between ``near`` and the 0.5 % quantile of edit
   pairs, clipped to [0, 0.1].
-* **min_inliers** — matches a spatial verification must keep to confirm a ``near`` pair.
+* **min_inliers** — matches a spatial verification must keep to confirm a ``near`` pair, and
+  **min_share** — the share of the tentative matches they must be (not calibrated: 0.8). A copy of
+  one photo is one homography, every correct match obeys it to a pixel or two; a second shot of a
+  scene with depth or motion is not, and a homography explains only part of its matches (measured
+  in ``docs/dedup.md``: 0.89–1.0 for edits, 0.51–0.75 for the other frame of a stereo pair).
 
 The file (``dedup_thresholds.json``, :data:`FILENAME`) maps model fingerprints to thresholds; it
 sits in the index folder (``--index``) or beside the checkpoint (``<checkpoint>.dedup.json``), or
@@ -52,7 +56,8 @@ class Thresholds:
     near: pairs at or above it are the same photo edited (confirmed by verification when it is on).
     similar: pairs at or above it (and below ``near``) are the same scene or object again.
     slack: how far below its tier's threshold a pair inside one group may fall (chain cap).
-    min_inliers: verified matches that confirm a near pair.
+    min_inliers: verified matches that confirm a near pair; min_share: the least share of the
+    tentative matches they must be.
     source: where they come from (``"default"``, ``"calibrated on ... pairs"``, a file).
     """
 
@@ -61,6 +66,7 @@ class Thresholds:
     slack: float = 0.055
     min_inliers: int = 15
     source: str = "default"
+    min_share: float = 0.8
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similar <= self.near <= 1.0:
@@ -70,6 +76,12 @@ class Thresholds:
             raise ConfigError(f"slack must be in [0, 1], got {self.slack:g}")
         if self.min_inliers < 0:
             raise ConfigError(f"min_inliers must be ≥ 0, got {self.min_inliers}")
+        if not 0.0 <= self.min_share <= 1.0:
+            raise ConfigError(f"min_share must be in [0, 1], got {self.min_share:g}")
+
+    def confirms(self, inliers: int, tentative: int) -> bool:
+        """Whether a verification with ``inliers`` of ``tentative`` matches confirms a near pair."""
+        return inliers >= self.min_inliers and inliers >= self.min_share * tentative
 
     def cap(self, tier: str) -> float:
         """The least similarity of any two members of one group of ``tier``."""
