@@ -71,7 +71,7 @@ def range_pairs(X: np.ndarray, threshold: float, *, exact_up_to: int = EXACT_UP_
     """Every pair ``i < j`` of rows of ``X`` ((N, D) float32, L2-normalised; a memory map is
     fine) with ``X[i] · X[j] ≥ threshold``. Exact up to ``exact_up_to`` rows; beyond, an IVF-SQ8
     index with ``nlist`` lists (default :func:`n_lists_for`) searched with ``nprobe`` (default
-    ``max(16, nlist // 64)``), its pairs re-scored exactly."""
+    ``max(16, nlist // 128)``), its pairs re-scored exactly."""
     import faiss
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"range search needs an (N, D) descriptor matrix with N ≥ 1, got shape {X.shape}")
@@ -83,7 +83,7 @@ def range_pairs(X: np.ndarray, threshold: float, *, exact_up_to: int = EXACT_UP_
     else:
         nlist = nlist or n_lists_for(n)
         index = _ivf(X, nlist, seed, progress)
-        index.nprobe = nprobe or max(16, nlist // 64)
+        index.nprobe = nprobe or max(16, nlist // 128)
         approx = True
     out_i, out_j, out_s = [], [], []
     # approximate codes may score a true pair a little low: search a margin below, then re-score exactly
