@@ -14,12 +14,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_tool
+from conftest import TINY_CONFIG, assert_one_line_error, random_images, run_tool
 
 from retrieval.commands import dedup as dedup_command
 from retrieval.dedup.calibration import calibrate_model
 from retrieval.dedup.planted import PHOTO_NAMES, edit_metrics, prf, write_planted
-from retrieval.dedup.thresholds import save_thresholds
+from retrieval.dedup.thresholds import FILENAME, save_thresholds
 from retrieval.loading import load_model
 
 FAST = """\
@@ -41,7 +41,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dedup")
     (root / "fast.yaml").write_text(FAST)
     planted = write_planted(root / "photos", n_originals=N_ORIGINALS, n_distinct=N_DISTINCT, crops=(0.1, 0.3))
-    held_out = PHOTO_NAMES[N_ORIGINALS + N_DISTINCT:]  # calibration never sees the collection's photos
+    held_out = PHOTO_NAMES[N_ORIGINALS + N_DISTINCT:][:8]  # calibration never sees the collection's photos
     net = load_model(root / "fast.yaml")
     save_thresholds(root / "thresholds.json", net.fingerprint(), calibrate_model(net, held_out))
     proc = run_tool("dedup", "--images", root / "photos", "--config", root / "fast.yaml", "--thresholds",
@@ -168,3 +168,27 @@ def test_bad_input_is_one_line(tmp_path):
     proc = run_tool("dedup", "--index", tmp_path / "p", "--move-kinds", "exact,blurry")
     assert_one_line_error(proc, "blurry")
     assert dedup_command.JOB == "retrieval.jobs:run_dedup"
+
+
+def test_an_index_is_reused_and_calibration_is_kept_in_it(tmp_path):
+    """--index: the stored descriptors and the index's model; --calibrate stores the thresholds in
+    the index folder under the model's fingerprint, and the next run reads them back."""
+    pytest.importorskip("skimage")
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
+    photos = tmp_path / "photos"
+    random_images(photos, 4, size=(48, 64))
+    shutil.copyfile(photos / sorted(p.name for p in photos.iterdir())[0], photos / "copy.jpg")
+    assert run_tool("index", "--images", photos, "--config", tmp_path / "tiny.yaml", "--out", tmp_path / "ix",
+                    "--quiet").returncode == 0
+    proc = run_tool("dedup", "--index", tmp_path / "ix", "--calibrate", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    stored = json.loads((tmp_path / "ix" / FILENAME).read_text())
+    assert list(stored) == [out["fingerprint"]] and "built-in photos" in stored[out["fingerprint"]]["source"]
+    assert [g["kind"] for g in out["groups"]][:1] == ["exact"]
+    assert {Path(i["path"]).name for i in out["groups"][0]["images"]} >= {"copy.jpg"}
+    (photos / "copy.jpg").unlink()  # indexed, gone: reported, not grouped
+    again = json.loads(run_tool("dedup", "--index", tmp_path / "ix", "--json", "--quiet").stdout)
+    assert again["thresholds"]["source"] == stored[out["fingerprint"]]["source"]
+    assert any("file missing" in f["reason"] for f in again["failures"])
+    assert not [g for g in again["groups"] if g["kind"] == "exact"]
