@@ -130,7 +130,9 @@ def test_the_page_in_a_browser(run):
             sections = page.locator("section")
             assert sections.count() == len(run["out"]["groups"])
             assert page.locator("section.near figure.keep img").count() == run["out"]["counts"]["groups"]["near"]
-            assert page.locator("figure.matches img").count() > 0  # the matches that confirmed near pairs
+            assert page.locator("details figure.matches img").count() > 0  # the matches that confirmed near pairs
+            page.locator("details summary").first.click()
+            assert page.locator("details figure.matches img").first.is_visible()
             widths = page.eval_on_selector_all("figure.keep img", "els => els.map(e => e.naturalWidth)")
             assert widths and min(widths) > 0  # thumbnails decoded
             href = page.locator("section figure a").first.get_attribute("href")

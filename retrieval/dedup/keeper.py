@@ -102,7 +102,7 @@ def _rank_key(f: FileFacts) -> Tuple:
 
 
 def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _reason(best: FileFacts, other: FileFacts) -> str:

@@ -1,9 +1,9 @@
 """What ``gemseg dedup`` writes for people: a CSV, an HTML page of the groups and a PNG contact sheet.
 
 The page shows one section per group (its kind, the keeper outlined in green, each copy
-captioned with its similarity to the keeper and why it is there); a ``near`` copy confirmed by
-spatial verification also shows the matches that confirmed it, keeper and copy side by side with
-a line per match. Thumbnails are inlined (one file to send around) and link to the originals.
+captioned with its similarity to the keeper and why it is there); below a ``near`` group, a
+folded "the matches that confirmed ..." shows, per verified copy, keeper and copy side by side
+with a line per match. Thumbnails are inlined (one file to send around) and link to the originals.
 The contact sheet has a row per group (wrapped after ``columns`` images). Files are written to a
 temporary path and renamed.
 """
@@ -29,6 +29,8 @@ CSV_HEADER = ("group", "kind", "keep", "path", "score", "reason")
 COLOURS = {"exact": (0, 110, 200), "near": (200, 90, 0), "similar": (120, 120, 120)}
 #: Most match lines drawn per pair.
 MAX_LINES = 60
+#: Height (px) of a keeper | copy match picture on the page.
+MATCH_HEIGHT = 140
 
 
 def csv_rows(result: DedupResult) -> List[Sequence[object]]:
@@ -86,12 +88,16 @@ def _section(g_no: int, g: Group, page: Path, size: int) -> str:
              f"{len(g.members)} images · keep {html.escape(Path(g.keep).name)}</h2><div class='imgs'>"]
     parts += [_figure(m, page, size, k == 0) for k, m in enumerate(g.members)]
     parts.append("</div>")
+    shown = []
     for m in g.members[1:]:
         if m.matches is not None and len(m.matches):
-            img = matches_image(g.keep, m.path, m.matches)
+            img = matches_image(g.keep, m.path, m.matches, height=MATCH_HEIGHT)
             if img is not None:
-                parts.append(f"<figure class='matches'><img src='{_uri(img)}' alt='matches'><figcaption>"
+                shown.append(f"<figure class='matches'><img src='{_uri(img)}' alt='matches'><figcaption>"
                              f"{m.inliers} matches confirm {html.escape(Path(m.path).name)}</figcaption></figure>")
+    if shown:
+        parts.append(f"<details><summary>the matches that confirmed {len(shown)} near "
+                     f"cop{'y' if len(shown) == 1 else 'ies'}</summary><div class='imgs'>{''.join(shown)}</div></details>")
     parts.append("</section>")
     return "".join(parts)
 
@@ -107,7 +113,7 @@ def write_html(path: PathLike, result: DedupResult, title: str = "gemseg dedup",
         "h2{font-size:15px;margin:.2em 0 .5em}.imgs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}"
         f"figure{{margin:0;width:{size}px;text-align:center;font-size:12px;overflow-wrap:anywhere}}"
         f"figure img{{max-width:{size}px;max-height:{size}px;display:block;margin:0 auto}}"
-        "figure.keep img{outline:4px solid #1a1}figure.matches{width:auto;margin-top:.6em}"
+        "figure.keep img{outline:4px solid #1a1}figure.matches{width:auto}details{margin-top:.5em}"
         "figure.matches img{max-width:none;max-height:none}"
         ".exact .kind{color:#06c}.near .kind{color:#c50}.similar .kind{color:#777}a{color:inherit}</style>",
         f"<h1>{html.escape(title)}</h1>",
