@@ -16,7 +16,7 @@ only for one model, so thresholds are calibrated per model and stored under its 
   **min_share** — the share of the tentative matches they must be (not calibrated: 0.8). A copy of
   one photo is one homography, every correct match obeys it to a pixel or two; a second shot of a
   scene with depth or motion is not, and a homography explains only part of its matches (measured
-  in ``docs/dedup.md``: 0.89–1.0 for edits, 0.51–0.75 for the other frame of a stereo pair).
+  in ``docs/benchmarks.md``: 0.93–1.0 for edits, 0.51–0.75 for the other frame of a stereo pair).
 
 The file (``dedup_thresholds.json``, :data:`FILENAME`) maps model fingerprints to thresholds; it
 sits in the index folder (``--index``) or beside the checkpoint (``<checkpoint>.dedup.json``), or
