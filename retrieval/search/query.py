@@ -122,11 +122,14 @@ def _reason(e: GemsegError) -> str:
 
 class Records(List[Dict[str, Any]]):
     """``[{"query", "hits"}]`` in query order (a plain list), with ``failed``: ``[{"query",
-    "reason"}]`` for the queries that could not be searched (``skip_bad``)."""
+    "reason"}]`` for the queries that could not be searched (``skip_bad``), and ``boxes``: each
+    record's query box (or None), for the hit pages."""
 
-    def __init__(self, items: Sequence[Dict[str, Any]] = (), failed: Sequence[Dict[str, str]] = ()) -> None:
+    def __init__(self, items: Sequence[Dict[str, Any]] = (), failed: Sequence[Dict[str, str]] = (),
+                 boxes: Optional[Sequence[Box]] = None) -> None:
         super().__init__(items)
         self.failed: List[Dict[str, str]] = list(failed)
+        self.boxes: List[Box] = list(boxes) if boxes is not None else [None] * len(self)
 
 
 @dataclass
@@ -152,7 +155,7 @@ class QueryResults:
     labels: Q query names; ids: (Q, top) int64 database ids, best first (−1 pads); scores: (Q, top)
     float32; descriptors: (Q, D) float32, the queries as searched (after α-QE, the expanded ones);
     notes: per step, its summary; hit_fields: extra fields of the hit of (query, id); failed:
-    (label, reason) of the queries left out (``skip_bad``), not counted in Q."""
+    (label, reason) of the queries left out (``skip_bad``), not counted in Q; boxes: the Q queries' boxes."""
 
     labels: List[str]
     ids: np.ndarray
@@ -162,6 +165,7 @@ class QueryResults:
     notes: Dict[str, Any] = field(default_factory=dict)
     hit_fields: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
     failed: List[Tuple[str, str]] = field(default_factory=list)
+    boxes: List[Box] = field(default_factory=list)
 
     def hits(self, q: int) -> List[Dict[str, Any]]:
         """Query ``q``'s hit records, best first: ``{"rank", "id", "path", "score", "missing"}``
@@ -179,7 +183,8 @@ class QueryResults:
         """``[{"query": label, "hits": [...]}]`` in query order (:class:`Records`: its ``failed``
         lists the queries left out)."""
         return Records([{"query": label, "hits": self.hits(q)} for q, label in enumerate(self.labels)],
-                       [{"query": label, "reason": reason} for label, reason in self.failed])
+                       [{"query": label, "reason": reason} for label, reason in self.failed],
+                       self.boxes if len(self.boxes) == len(self.labels) else None)
 
 
 def query_steps(qe: int = 0, alpha: float = 3.0, coseg: Optional[Any] = None,
@@ -343,7 +348,7 @@ class QueryPath:
         for step in self.steps:
             ids, scores = step.rerank(ctx, ids, scores)
         return QueryResults(described.labels, ids[:, :top], scores[:, :top], ctx.descriptors, self._paths,
-                            ctx.notes, ctx.hit_fields, list(described.failed))
+                            ctx.notes, ctx.hit_fields, list(described.failed), list(described.boxes))
 
     def run(self, queries: Union[QueryLike, Sequence[QueryLike]], top: int = 10,
             skip_bad: bool = False) -> QueryResults:
