@@ -127,7 +127,10 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
     may list several, comma-separated). ``rerank``: exact re-ranking of an approximate index
     (default on). Hit pages go to ``html`` / ``png``. ``config``: a settings file whose
     ``extract.device`` and ``index:`` search settings (nprobe, ef_search, rerank) are the defaults.
-    Returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order."""
+    Returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order,
+    for the queries that could be searched: a bad one (unreadable, its box outside the image, an
+    unknown id) is left out and listed in the result's ``failed`` (``[{"query", "reason"}]``;
+    :class:`~retrieval.search.query.Records`); when none can be searched, its error is raised."""
     if top < 1:
         raise DataError(f"top must be ≥ 1, got {top}")
     if qe < 0 or alpha < 0:
@@ -155,7 +158,7 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
     boxes = list(boxes) if boxes is not None else [None] * n
     asked = [Query(image=q, box=b) for q, b in zip(queries, boxes)] + \
             [Query(id=i, box=b) for i, b in zip(query_ids, boxes[len(queries):])]
-    results = path.run(asked, top).records()
+    results = path.run(asked, top, skip_bad=True).records()
     if html:
         write_hits_html(html, results)
     if png:

@@ -1,15 +1,21 @@
 """tools/index.py as a user runs it: odd images, bad input, --json; concepts, compaction, indexes built
 from descriptor shards (also by two ranks under torchrun), changed and vanished files, a compressed
-factory refused before any image is described."""
+factory refused before any image is described, an interrupted first index resumed (a real subprocess
+interrupted or killed), vanished files counted at index time."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import (
+    REPO,
     _tool_module,
     assert_one_line_error,
     fake_shards,
@@ -26,6 +32,7 @@ from cosegment.concept_file import save_concepts
 from retrieval.core.cli import main_wrapper
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.index import ImageIndex
+from retrieval.search.resumable_extract import FIRST_CHUNK, PAUSE_AFTER_ENV, work_dir
 
 D = 16
 
@@ -242,7 +249,59 @@ def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_inde
     def never(*a, **k):
         raise AssertionError("images were described before the factory was checked")
 
-    monkeypatch.setattr(collection_mod, "extract_descriptors", never)
+    monkeypatch.setattr(collection_mod, "extract_resumably", never)
     proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
     assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
     assert not (tmp_path / "ix").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
+    """Ctrl-C (SIGINT) or a kill after the first chunk: no index folder, and the re-run describes
+    only the rest. Before issue 27 the re-run described all 40 images again."""
+    src, out = tmp_path / "src", tmp_path / "ix"
+    random_images(src, FIRST_CHUNK + 8, size=(40, 48))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GEMSEG_THREADS="2", PYTHONPATH=str(REPO), **{PAUSE_AFTER_ENV: "1"})
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
+                             str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "paused after 1 chunks"  # one chunk is on disk
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if sig == "SIGINT" else -9), err
+    assert not out.exists() and (work_dir(out) / "shards" / "000000").is_dir()
+    again = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed an interrupted run: {FIRST_CHUNK} of the images were already described" in again.stdout
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json").stdout)
+    assert rep["total"] == FIRST_CHUNK + 8 and rep["already_indexed"] == FIRST_CHUNK + 8 and rep["resumed"] == 0
+    assert not work_dir(out).exists()  # deleted once the index is written
+    fresh = tmp_path / "fresh"
+    assert run_tool("index", "--images", src, "--config", tiny_config, "--out", fresh, "--quiet").returncode == 0
+    a, b = ImageIndex.load(out), ImageIndex.load(fresh)
+    order = np.argsort(list(a.paths)), np.argsort(list(b.paths))
+    assert sorted(a.paths) == sorted(b.paths)
+    np.testing.assert_allclose(a.descriptors()[order[0]], b.descriptors()[order[1]], atol=1e-5)
+
+
+def test_index_counts_vanished_files_and_names_prune(tmp_path, tiny_config):
+    """Before issue 27 a re-index said only "4 in index" after a file was renamed away."""
+    src = tmp_path / "src"
+    paths = random_images(src, 4)
+    out = tmp_path / "ix"
+    assert run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--quiet").returncode == 0
+    paths[1].rename(tmp_path / "elsewhere.jpg")
+    paths[2].unlink()
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert proc.returncode == 0 and "warning: 2 indexed file(s) no longer exist" in proc.stderr and "--prune" in proc.stderr
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json").stdout)
+    assert rep["vanished"] == 2 and rep["pruned"] == 0
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--prune",
+                              "--json").stdout)
+    assert rep["pruned"] == 2 and rep["vanished"] == 0
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert "no longer exist" not in proc.stderr

@@ -10,12 +10,15 @@
 Files that are not indexed (unreadable, or of a format that is not read: "unsupported format .heic";
 pip install 'gemseg[heif]' reads HEIC) are listed at the end with the reason. A new index is written
 to a temporary folder and renamed; adding to an index writes only what is new; a changed file is
-described again. A compressed --factory is checked against the collection size first. With
+described again; indexed files that no longer exist are counted ("vanished" in --json) and --prune
+drops them. An interrupted first index (Ctrl-C, a kill) resumes: the re-run describes only what is
+left. A compressed --factory is checked against the collection size first. With
 --descriptors (shards of tools/extract.py) the factory defaults to auto (docs/scale.md).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, notice, print_json
@@ -75,6 +78,11 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
           f"{report.updated} changed and described again, {report.pruned} pruned) "
           f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
           f"[{report.factory}, model {report.fingerprint}]; described at {report.described}")
+    if report.resumed:
+        notice(f"resumed an interrupted run: {report.resumed} of the images were already described", args)
+    if report.vanished:
+        print(f"warning: {report.vanished} indexed file(s) no longer exist (searches mark them missing); "
+              f"drop them with --prune", file=sys.stderr)
     if report.failures:
         notice(f"skipped {len(report.failures)} files (not indexed):", args)
         for path, reason in report.failures[:SHOWN]:

@@ -9,10 +9,13 @@
   gemseg search --query-id 17                            # a stored image: its stored descriptor
 
 A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
+A query that cannot be searched (unreadable, its --box not inside the image, an unknown id) does
+not stop the others: they are answered, the bad ones are listed on stderr with the reason
+("failed": [{"query", "reason"}] in --json) and the exit code is 1; 2 when no query could be.
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused. --json prints one document, {"results": [...]}, one entry per query in
 order, each {"query", "hits": [{"rank", "id", "path", "score", "missing"}]}, whatever the number of
-queries; notices ("wrote hits.html") then go to stderr.
+queries, and "failed"; notices ("wrote hits.html") then go to stderr.
 
 Re-ranking steps (--rerank NAME[:key=value...][,NAME...], in order; --qe K and --coseg-rerank K
 are spellings of qe:k=K and coseg:K=K, run first): %(rerankers)s.
@@ -27,6 +30,8 @@ from retrieval.core.cli import add_common_flags, notice, parse_box, print_json
 from retrieval.search.rerank.registry import reranker_names
 
 JOB = "retrieval.jobs:run_search"
+#: exit code when some queries could not be searched and the others were answered (2: none was)
+EXIT_SOME_FAILED = 1
 
 
 def description() -> str:
@@ -83,8 +88,9 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                   device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config,
                   coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight,
                   query_ids=args.query_id, steps=args.rerank)
+    failed = list(getattr(results, "failed", []))
     if args.json:
-        print_json({"results": results})
+        print_json({"results": results, "failed": failed})
     else:
         for r in results:
             print(f"query: {r['query']}")
@@ -97,4 +103,10 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
     for written in (args.html, args.png):
         if written:
             notice(f"wrote {written}", args)
+    if failed:
+        print(f"error: {len(failed)} of {len(results) + len(failed)} queries could not be searched "
+              f"(the others were answered; exit code {EXIT_SOME_FAILED}):", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['query']}: {f['reason']}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0

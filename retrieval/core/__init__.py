@@ -11,5 +11,6 @@
 * :mod:`~retrieval.core.io` — atomic writes, safe ``torch.load``;
 * :mod:`~retrieval.core.errors` — one-line user errors;
 * :mod:`~retrieval.core.ranks` — which process of a parallel job this is (torchrun, srun) and its barrier;
+* :mod:`~retrieval.core.fonts` — the TrueType font (with CJK fallbacks) of every PNG the project writes;
 * :mod:`~retrieval.core.cli` — the tools' plumbing: one-line errors, exit codes, ``--json``.
 """

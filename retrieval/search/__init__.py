@@ -18,7 +18,9 @@
 * :mod:`~retrieval.search.local_features` — local features of an image (RootSIFT): positions in its pixels, descriptors;
 * :mod:`~retrieval.search.verify` — spatial verification: mutual ratio-test matches, a robust fit (OpenCV MAGSAC/RANSAC), inliers;
 * :mod:`~retrieval.search.rerank` — the re-ranking steps of the query path, one module each (``qe``, ``coseg``);
+* :mod:`~retrieval.search.query_box` — the one rule for a query's box (inside the image once rounded, else refused);
 * :mod:`~retrieval.search.query` — the one query path: describe, search, re-rank, hit records;
+* :mod:`~retrieval.search.resumable_extract` — an index run's descriptions kept in shards beside it, so an interrupted run resumes;
 * :mod:`~retrieval.search.collection` — :func:`index_images` and :func:`search_images` (``tools/index.py``, ``tools/search.py``);
 * :mod:`~retrieval.search.hit_pages` — the HTML page and PNG contact sheet of hits.
 """
