@@ -40,6 +40,8 @@ from retrieval.search.index_config import IndexConfig
 from retrieval.search.index_folder import (
     DESCRIPTORS,
     IndexInfo,
+    graph_record_valid,
+    read_graph,
     SavedFolder,
     Segment,
     check_index_target,
@@ -51,6 +53,7 @@ from retrieval.search.index_folder import (
     write_index,
 )
 from retrieval.search.ivf_training import train_index
+from retrieval.search.knn_graph import DEFAULT_K, KnnGraph, build_knn_graph, grow_knn_graph
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import exact_knn, merge_topk, search_without
 
@@ -137,6 +140,8 @@ class ImageIndex:
         self._removed = np.zeros(0, np.int64)  # sorted ids never returned again
         self._new_removed: List[int] = []
         self._template: Any = None  # the trained, empty faiss index
+        self._graph_record: Optional[Dict[str, Any]] = None  # the folder's stored k-NN graph, if any
+        self._graph: Optional[KnnGraph] = None  # the k-NN graph in memory (covers ntotal when current)
         if not is_exact(factory) and "{" not in factory and factory.strip().lower() not in ALIASES:
             self._template = make_faiss_index(factory, self.dim)  # a bad string fails here, early
 
@@ -389,6 +394,54 @@ class ImageIndex:
             ids.append(np.where(i >= 0, i + seg.offset, -1))
         return merge_topk(scores, ids, k)
 
+    # -- the k-NN graph ------------------------------------------------------------------------------
+    @property
+    def has_stored_graph(self) -> bool:
+        """Whether the folder holds a k-NN graph of its saved ids (``tools/index.py --graph``)."""
+        return self._graph_record is not None
+
+    def knn_graph(self, k: Optional[int] = None, progress: bool = False) -> KnnGraph:
+        """The k-NN graph of the index as it is now (:mod:`retrieval.search.knn_graph`), with at
+        least ``k`` neighbours a row: the folder's stored graph (grown in memory for what was added
+        or removed since), or one built now on first use (kept in memory, not written: a search
+        never writes the folder; ``tools/index.py --graph`` stores one). ``k``: default the stored
+        graph's, else :data:`~retrieval.search.knn_graph.DEFAULT_K`."""
+        if k is None:
+            k = int(self._graph_record["k"]) if self._graph_record is not None else DEFAULT_K
+        g = self._graph
+        if (g is None or g.k < k) and self._graph_record is not None and int(self._graph_record.get("k", 0)) >= k:
+            g = read_graph(self._folder, self._graph_record)  # type: ignore[arg-type]
+            if g is not None and g.n != self._saved:
+                g = None
+        if g is None or g.k < k:
+            g = build_knn_graph(self.descriptors(), k, self._removed, progress=progress)
+        elif g.n != self.ntotal or not np.array_equal(g.removed, self._removed):
+            g = grow_knn_graph(g, self.descriptors(), self._removed, progress=progress)
+        self._graph = g
+        return g
+
+    def store_graph(self, k: int = DEFAULT_K, progress: bool = False) -> KnnGraph:
+        """Build (or reuse) the k-NN graph with ``k`` neighbours and store it in the saved folder
+        this index was loaded from (nothing pending: save first)."""
+        if self._folder is None or self._legacy:
+            raise DataError("the k-NN graph is stored in a saved index folder: save the index first")
+        if self._new_paths or self._new_removed:
+            raise DataError("the index has unsaved additions or removals: save it before storing its graph")
+        if self._graph_record is not None and int(self._graph_record.get("k", 0)) == k:
+            return self.knn_graph(k, progress)
+        g = self._graph if self._graph is not None and self._graph.k == k and self._graph.n == self.ntotal \
+            else build_knn_graph(self.descriptors(), k, self._removed, progress=progress)
+        write_index(self._folder, self.info(), base=self._folder, graph=g)
+        self._graph_record, self._graph = self._stored_graph_record(), g
+        return g
+
+    def _stored_graph_record(self) -> Optional[Dict[str, Any]]:
+        """The path store's ``graph`` record, when it covers the saved ids."""
+        if self._store is None:
+            return None
+        record = self._store.info("graph")
+        return record if graph_record_valid(record, self._saved, self._removed.size) else None
+
     # -- persistence -------------------------------------------------------------------------------
     def info(self) -> IndexInfo:
         """What this index's ``meta.json`` says besides its counts."""
@@ -425,6 +478,7 @@ class ImageIndex:
                     trained=self._trained_template() if new_seg is not None else None)
         if in_place:
             self._settle()
+            self._graph_record = self._stored_graph_record()
         else:
             self._attach(folder)
         return folder
@@ -466,6 +520,7 @@ class ImageIndex:
         else:
             obj._store, obj._saved, obj._stored = saved.store, saved.count, saved.descriptors
             obj._removed, obj._segments = saved.removed, saved.segments
+            obj._graph_record = saved.graph
         return obj
 
     def _hold_v1(self, saved: SavedFolder) -> None:
