@@ -57,7 +57,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
               batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
               dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
               descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
-              on_disk: bool = False, compact: bool = False) -> Union[IndexReport, BuildReport, CompactReport]:
+              on_disk: bool = False, compact: bool = False,
+              graph: int = 0) -> Union[IndexReport, BuildReport, CompactReport]:
     """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
     (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
     (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
@@ -67,7 +68,17 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
     applies database-side augmentation with ``dba`` neighbours afterwards. ``compact``: rewrite the
     index at ``out`` without its removed ids, in one segment (no images or descriptors then).
+    ``graph > 0``: then store the k-NN graph with ``graph`` neighbours (:func:`store_index_graph`).
     """
+    if isinstance(graph, bool) or not isinstance(graph, int) or graph < 0:
+        raise DataError(f"--graph takes the neighbours per image (≥ 1), got {graph}")
+    if graph:
+        report = run_index(images, out, config=config, model=model, concepts=concepts, object_factor=object_factor,
+                           factory=factory, batch_size=batch_size, workers=workers, device=device, dba=dba,
+                           alpha=alpha, progress=progress, prune=prune, descriptors=descriptors,
+                           memory_budget=memory_budget, on_disk=on_disk, compact=compact)
+        store_index_graph(out, graph, progress=progress)
+        return report
     if compact:
         if images is not None or descriptors is not None:
             raise DataError("--compact rewrites the index given by --out; give no --images or --descriptors")
@@ -321,3 +332,19 @@ def run_demo(out: PathLike = "demo_out", *, net: Optional[DescriptorNet] = None,
     net = net or (load_model(config) if config else build_network())
     return demo(net, out, n_objects=n_objects, views=views, distractors=distractors, image_size=image_size,
                 top=top, source=source, seed=seed, progress=progress, device=device)
+
+
+def store_index_graph(out: PathLike, k: int, progress: bool = True) -> Dict[str, Any]:
+    """Build the k-NN graph (``k`` neighbours) of the index at ``out`` and store it there
+    (``tools/index.py --graph K``; kept up to date by later additions, prunes and compactions):
+    ``{"k", "count", "bytes", "bytes_per_image", "seconds"}``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DataError(f"--graph takes the neighbours per image (≥ 1), got {k}")
+    t0 = time.perf_counter()
+    index = ImageIndex.load(out)
+    try:
+        g = index.store_graph(k, progress=progress)
+    finally:
+        index.close()
+    return {"k": g.k, "count": g.n, "bytes": g.nbytes(), "bytes_per_image": g.nbytes() / max(g.n, 1),
+            "seconds": time.perf_counter() - t0}

@@ -246,3 +246,23 @@ def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_inde
     proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
     assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
     assert not (tmp_path / "ix").exists()
+
+
+def test_index_graph_flag_stores_the_knn_graph_and_keeps_it(tmp_path, tiny_config, run_tool):
+    from retrieval.search.knn_graph import build_knn_graph
+
+    random_images(tmp_path / "a", 6, size=(40, 56))
+    random_images(tmp_path / "b", 3, size=(40, 56), seed=4)
+    out = tmp_path / "ix"
+    proc = run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out, "--graph", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    idx = ImageIndex.load(out)
+    assert idx.has_stored_graph and idx.knn_graph().k == 3
+    proc = run_tool("index", "--images", tmp_path / "b", "--config", tiny_config, "--out", out, "--quiet")  # grown
+    assert proc.returncode == 0, proc.stderr
+    idx = ImageIndex.load(out)
+    assert idx.has_stored_graph
+    want = build_knn_graph(idx.descriptors(), 3)
+    np.testing.assert_array_equal(idx.knn_graph().ids, want.ids)
+    assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
+                                   "--graph", "-1", "--quiet"), "graph")
