@@ -56,6 +56,7 @@ class KnnGraph:
     sims: np.ndarray
     removed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _affinity: Dict[Tuple[int, float], sp.csr_matrix] = field(default_factory=dict, repr=False, compare=False)
+    _degrees: Dict[Tuple[int, float], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -91,6 +92,14 @@ class KnnGraph:
             W = sp.csr_matrix((w, (rows[mutual], cols[mutual])), shape=(N, N))
             self._affinity[key] = W.maximum(W.T).tocsr()  # equal already up to float rounding
         return self._affinity[key]
+
+    def degrees(self, k: Optional[int] = None, gamma: float = 3.0) -> np.ndarray:
+        """(N,) float64 row sums of :meth:`affinity` (cached)."""
+        k = self.k if k is None else min(int(k), self.k)
+        key = (k, float(gamma))
+        if key not in self._degrees:
+            self._degrees[key] = np.asarray(self.affinity(k, gamma).sum(axis=1), np.float64).reshape(-1)
+        return self._degrees[key]
 
     def save(self, path: PathLike) -> None:
         """Write the graph to ``path`` (an ``.npz``; through a temporary file and a rename)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,10 +62,11 @@ class DiffusionParams:
         return self
 
 
-def normalized_affinity(W: sp.csr_matrix, nodes: np.ndarray) -> sp.csr_matrix:
+def normalized_affinity(W: sp.csr_matrix, nodes: np.ndarray, degrees: Optional[np.ndarray] = None) -> sp.csr_matrix:
     """``S`` restricted to ``nodes`` ((T,) int64): ``D^{-1/2} W D^{-1/2}`` with the degrees of the
-    whole graph ``W`` (N, N) → (T, T) float64 CSR."""
-    d = np.asarray(W.sum(axis=1)).reshape(-1)[nodes] + 1e-12
+    whole graph ``W`` (N, N) (``degrees``: its (N,) row sums, when known) → (T, T) float64 CSR."""
+    full = np.asarray(W.sum(axis=1)).reshape(-1) if degrees is None else degrees
+    d = full[nodes] + 1e-12
     inv = 1.0 / np.sqrt(d)
     sub = W[nodes][:, nodes]
     return sp.diags(inv) @ sub @ sp.diags(inv)
@@ -87,6 +88,7 @@ def diffusion_rerank(graph: KnnGraph, ids: np.ndarray, scores: np.ndarray, param
     ids = np.array(ids, np.int64, copy=True)
     scores = np.array(scores, np.float32, copy=True)
     W = graph.affinity(params.k, params.gamma)
+    deg = graph.degrees(params.k, params.gamma)
     for q in range(ids.shape[0]):
         valid = np.flatnonzero(ids[q] >= 0)
         T = min(params.K, valid.size)
@@ -99,7 +101,7 @@ def diffusion_rerank(graph: KnnGraph, ids: np.ndarray, scores: np.ndarray, param
         y[:kq] = np.maximum(scores[q, head[:kq]].astype(np.float64), 0.0) ** params.gamma
         if not y.any():
             continue
-        f = diffuse(normalized_affinity(W, nodes), y, params.alpha, params.iters, params.tol)
+        f = diffuse(normalized_affinity(W, nodes, deg), y, params.alpha, params.iters, params.tol)
         top = f.max()
         if not np.isfinite(top) or top <= 0:
             continue
