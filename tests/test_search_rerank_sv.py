@@ -6,6 +6,7 @@ hits through the CLI, the Python API and the evaluation."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -202,3 +203,22 @@ def test_the_stack_gives_the_same_hits_through_cli_api_and_evaluation(tmp_path, 
                      gnd=[{"easy": np.array([0]), "hard": np.array([], np.int64), "junk": np.array([], np.int64)}])
     ev = rank_dataset(net, ds, idx, idx.descriptors(), query_steps(rerank=STACK)).records()[0]["hits"][:6]
     assert ev == cli
+
+
+def test_stored_local_features_are_used(collection, tmp_path):
+    idx, q, paths = collection
+    copies = []
+    for p in paths:
+        copies.append(str(tmp_path / ("c" + p.rsplit("/", 1)[1])))
+        shutil.copy(p, copies[-1])
+    saved = ImageIndex(16, "Flat", fingerprint="fp")
+    saved.add(idx.rows(np.arange(7)), copies)
+    saved.save(tmp_path / "ix")
+    saved.store_local_features()
+    loaded = ImageIndex.load(tmp_path / "ix")
+    (tmp_path / copies[6].rsplit("/", 1)[1]).unlink()  # the warped copy's file is gone: only its stored features remain
+    got = QueryPath(loaded, steps="sv:K=7").run(Query(id=0), top=7)
+    hits = {h["id"]: h for h in got.hits(0)}
+    assert list(got.ids[0, :2]) == [0, 6] and hits[6]["verified"] and hits[6]["missing"]
+    off = QueryPath(loaded, steps="sv:K=7:stored=0").run(Query(id=0), top=7)
+    assert got.notes["sv"]["unreadable"] == 0 and off.notes["sv"]["unreadable"] == 1

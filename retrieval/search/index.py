@@ -24,8 +24,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
-from retrieval.core.errors import DataError, ModelMismatchError
+from retrieval.core.errors import DataError, ImageError, ModelMismatchError
+from retrieval.core.images import load_image
 from retrieval.search import descriptor_file
 from retrieval.search.factory import (
     ALIASES,
@@ -42,6 +44,7 @@ from retrieval.search.index_folder import (
     IndexInfo,
     graph_record_valid,
     read_graph,
+    read_local_packs,
     SavedFolder,
     Segment,
     check_index_target,
@@ -54,6 +57,7 @@ from retrieval.search.index_folder import (
 )
 from retrieval.search.ivf_training import train_index
 from retrieval.search.knn_graph import DEFAULT_K, KnnGraph, build_knn_graph, grow_knn_graph
+from retrieval.search.local_features import LocalFeatures, PackedFeatures, sift_features
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import exact_knn, merge_topk, search_without
 
@@ -142,6 +146,8 @@ class ImageIndex:
         self._template: Any = None  # the trained, empty faiss index
         self._graph_record: Optional[Dict[str, Any]] = None  # the folder's stored k-NN graph, if any
         self._graph: Optional[KnnGraph] = None  # the k-NN graph in memory (covers ntotal when current)
+        self._local_record: Optional[Dict[str, Any]] = None  # the folder's stored local features, if any
+        self._local_packs: Optional[List[Tuple[int, PackedFeatures]]] = None
         if not is_exact(factory) and "{" not in factory and factory.strip().lower() not in ALIASES:
             self._template = make_faiss_index(factory, self.dim)  # a bad string fails here, early
 
@@ -396,6 +402,21 @@ class ImageIndex:
 
     # -- the k-NN graph ------------------------------------------------------------------------------
     @property
+    def has_local_features(self) -> bool:
+        """Whether the folder stores local features (``tools/index.py --local-features``)."""
+        return bool(self._local_record)
+
+    def packed_live_local_features(self) -> Optional[PackedFeatures]:
+        """The stored local features of the live ids, in id order, packed again (for compaction;
+        ``None``: none stored)."""
+        rec = self._local_record
+        if not rec:
+            return None
+        live = [i for i in range(self.ntotal) if not self._is_removed(i)]
+        feats = [self.stored_local_features(i, int(rec["max_features"]), int(rec["max_side"])) for i in live]
+        return PackedFeatures.pack(feats, int(rec["max_features"]), int(rec["max_side"]))
+
+    @property
     def has_stored_graph(self) -> bool:
         """Whether the folder holds a k-NN graph of its saved ids (``tools/index.py --graph``)."""
         return self._graph_record is not None
@@ -441,6 +462,58 @@ class ImageIndex:
             return None
         record = self._store.info("graph")
         return record if graph_record_valid(record, self._saved, self._removed.size) else None
+
+    # -- stored local features ----------------------------------------------------------------------
+    def _packs(self) -> List[Tuple[int, PackedFeatures]]:
+        if self._local_packs is None:
+            self._local_packs = read_local_packs(self._folder, self._local_record) if self._folder else []
+        return self._local_packs
+
+    def stored_local_features(self, i: int, max_features: int, max_side: int) -> Optional[LocalFeatures]:
+        """The stored local features of id ``i`` (``tools/index.py --local-features``), its strongest
+        ``max_features``, when they were computed at ``max_side`` with at least that many; else ``None``
+        (then they are computed from the file)."""
+        rec = self._local_record
+        if not rec or rec.get("max_side") != max_side or int(rec.get("max_features", 0)) < max_features:
+            return None
+        for first, pack in self._packs():
+            if first <= i < first + len(pack):
+                return pack.get(i - first, max_features)
+        return None
+
+    def local_features_bytes(self) -> int:
+        """Bytes of the stored local features."""
+        return sum(p.nbytes() for _, p in self._packs())
+
+    def local_features_end(self) -> int:
+        """One past the last id whose local features the folder stores (0: none)."""
+        return max([first + len(p) for first, p in self._packs()] + [0])
+
+    def store_local_features(self, max_features: int = 1000, max_side: int = 640, progress: bool = False) -> int:
+        """Compute the RootSIFT features of the saved ids that have none stored yet (all of them
+        when the stored ones were computed otherwise) and store them in the folder; returns how many
+        ids were described. Unreadable files and removed ids are stored as having none."""
+        if self._folder is None or self._legacy or self._new_paths or self._new_removed:
+            raise DataError("local features are stored in a saved index folder with nothing pending: save it first")
+        rec = self._local_record
+        same = bool(rec) and rec.get("max_side") == max_side and rec.get("max_features") == max_features
+        first = self.local_features_end() if same else 0
+        feats: List[Optional[LocalFeatures]] = []
+        for i in tqdm(range(first, self.ntotal), desc="local features", unit="img", disable=not progress, leave=False):
+            if self._is_removed(i):
+                feats.append(None)
+                continue
+            try:
+                feats.append(sift_features(load_image(self.paths[i]), max_features, max_side))
+            except (ImageError, OSError):
+                feats.append(None)
+        if not feats:
+            return 0
+        pack = PackedFeatures.pack(feats, max_features, max_side)
+        write_index(self._folder, self.info(), base=self._folder, local_features=(first, pack))
+        self._local_record = self._store.info("local_features") if self._store is not None else None
+        self._local_packs = None
+        return len(feats)
 
     # -- persistence -------------------------------------------------------------------------------
     def info(self) -> IndexInfo:
@@ -521,6 +594,7 @@ class ImageIndex:
             obj._store, obj._saved, obj._stored = saved.store, saved.count, saved.descriptors
             obj._removed, obj._segments = saved.removed, saved.segments
             obj._graph_record = saved.graph
+            obj._local_record = saved.local
         return obj
 
     def _hold_v1(self, saved: SavedFolder) -> None:

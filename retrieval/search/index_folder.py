@@ -13,6 +13,8 @@ Folder layout (format version 2)::
                          memory-mapped at search time)
       graph/*.npz        optional (tools/index.py --graph): the k-NN graph of the descriptors
                          (:mod:`retrieval.search.knn_graph`), the file the path store names
+      local/<first id>/  optional (tools/index.py --local-features): RootSIFT features of the ids
+                         from <first id> on, packed (:class:`retrieval.search.local_features.PackedFeatures`)
 
 :func:`write_index` is the only code that writes a folder: saving an index
 (:meth:`retrieval.search.index.ImageIndex.save`), building one from shards
@@ -36,7 +38,7 @@ import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import faiss
 import numpy as np
@@ -48,14 +50,15 @@ from retrieval.search import descriptor_file
 from retrieval.search.factory import is_exact
 from retrieval.search.index_config import IndexConfig
 from retrieval.search.knn_graph import KnnGraph, grow_knn_graph
+from retrieval.search.local_features import PackedFeatures
 from retrieval.search.ondisk import lists_to_disk, read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
 
 PathLike = Union[str, Path]
 INDEX_FORMAT = "gemseg-index"
 INDEX_VERSION = 2
-META, STORE, DESCRIPTORS, TRAINED, SEGMENTS, GRAPH = (
-    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments", "graph")
+META, STORE, DESCRIPTORS, TRAINED, SEGMENTS, GRAPH, LOCAL = (
+    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments", "graph", "local")
 #: a segment to write: a faiss index, or a function of its on-disk lists file (``None`` when the
 #: lists stay in memory) that returns the index (lists merged straight into that file)
 SegmentSource = Union[Any, Callable[[Optional[Path]], Any]]
@@ -106,6 +109,20 @@ class SavedFolder:
     store: Optional[PathStore] = None
     paths: Optional[List[str]] = None
     graph: Optional[Dict[str, Any]] = None
+    local: Optional[Dict[str, Any]] = None
+
+
+def read_local_packs(folder: PathLike, record: Optional[Dict[str, Any]]) -> List[Tuple[int, PackedFeatures]]:
+    """The folder's stored local-feature packs named by ``record``: ``[(first id, pack)]``
+    (memory-mapped; a pack that cannot be read is left out: its ids are described at query time)."""
+    out: List[Tuple[int, PackedFeatures]] = []
+    for p in (record or {}).get("packs", []):
+        try:
+            out.append((int(p["offset"]), PackedFeatures.load(Path(folder) / p["dir"], record["max_features"],
+                                                              record["max_side"])))
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
 
 
 def graph_record_valid(record: Optional[Dict[str, Any]], count: int, n_removed: int) -> bool:
@@ -209,7 +226,8 @@ def read_index_folder(folder: PathLike) -> SavedFolder:
     removed = store.removed_ids()
     graph = store.info("graph")
     return SavedFolder(info, count, descriptor_file.open_rows(folder / DESCRIPTORS, count), removed,
-                       segments, store, graph=graph if graph_record_valid(graph, count, removed.size) else None)
+                       segments, store, graph=graph if graph_record_valid(graph, count, removed.size) else None,
+                       local=store.info("local_features"))
 
 
 def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
@@ -232,7 +250,8 @@ def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
 def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = None,
                 descriptors: Iterable[np.ndarray] = (), paths: Iterable[str] = (), stats: Iterable[Stat] = (),
                 removed: Iterable[int] = (), segment: Optional[SegmentSource] = None, ondisk: bool = False,
-                trained: Any = None, graph: Optional[KnnGraph] = None) -> Dict[str, Any]:
+                trained: Any = None, graph: Optional[KnnGraph] = None,
+                local_features: Optional[Tuple[int, PackedFeatures]] = None) -> Dict[str, Any]:
     """Write the index folder ``out``: the new ids' descriptors, their segment, their rows of the
     path store and ``meta.json``; the store's transaction commits them (module doc).
 
@@ -252,6 +271,8 @@ def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = No
         trained: the trained, empty faiss index every segment copies (written if the folder has none).
         graph: the k-NN graph of the folder after this write (all ids, removed ones left out) to
             store; ``None``: a graph the folder has is grown and dropped to match (module doc).
+        local_features: ``(first id, pack)``: local features of the ids from ``first id`` on to store
+            (added to those the folder has when computed the same way, else replacing them).
     Returns:
         the content of the ``meta.json`` written.
     """
@@ -263,13 +284,15 @@ def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = No
         if base is not None and not in_place:
             for f in Path(base).iterdir():  # a copy of the saved part, then what is new
                 (shutil.copytree if f.is_dir() else shutil.copy2)(f, folder / f.name)
-        meta = _commit(folder, info, descriptors, paths, stats, removed, segment, ondisk, trained, graph)
+        meta = _commit(folder, info, descriptors, paths, stats, removed, segment, ondisk, trained, graph,
+                       local_features)
     return meta
 
 
 def _commit(folder: Path, info: IndexInfo, descriptors: Iterable[np.ndarray], paths: Iterable[str],
             stats: Iterable[Stat], removed: Iterable[int], segment: Optional[SegmentSource], ondisk: bool,
-            trained: Any, graph: Optional[KnnGraph] = None) -> Dict[str, Any]:
+            trained: Any, graph: Optional[KnnGraph] = None,
+            local_features: Optional[Tuple[int, PackedFeatures]] = None) -> Dict[str, Any]:
     """Add to ``folder`` (a new one when it has no path store yet) and commit (:func:`write_index`)."""
     created = not (folder / STORE).is_file()
     store = PathStore(folder / STORE, create=created)
@@ -284,9 +307,13 @@ def _commit(folder: Path, info: IndexInfo, descriptors: Iterable[np.ndarray], pa
             segments.append(_write_segment(folder, name, segment, ondisk, start, n))
         removed = sorted({int(i) for i in removed})
         extra = _write_graph(folder, store, start, n, removed, graph, created)
+        if local_features is not None:
+            extra["local_features"] = _write_local(folder, None if created else store.info("local_features"),
+                                                   *local_features)
         store.commit(start, paths, stats, removed, info={"segments": segments, **extra})  # the commit point
         count, live = store.count(), store.count() - store.removed_ids().size
         _drop_stale_graphs(folder, store.info("graph"))
+        _drop_stale_local(folder, store.info("local_features"))
     finally:
         store.close()
     bpv = None if count == 0 else (segment_bytes(folder) / count if segments else 4.0 * info.dim)
@@ -318,6 +345,25 @@ def _write_graph(folder: Path, store: PathStore, start: int, n: int, removed: Li
     name = f"{GRAPH}/{start + n:012d}-{all_removed.size:012d}.npz"
     graph.save(folder / name)
     return {"graph": {"file": name, "k": graph.k, "count": start + n, "removed": int(all_removed.size)}}
+
+
+def _write_local(folder: Path, record: Optional[Dict[str, Any]], first: int, pack: PackedFeatures) -> Dict[str, Any]:
+    """Before the commit: write ``pack`` (ids from ``first`` on) → the store's new
+    ``local_features`` record (the old packs kept when computed the same way and below ``first``)."""
+    same = bool(record) and record.get("max_features") == pack.max_features and record.get("max_side") == pack.max_side
+    packs = [p for p in (record or {}).get("packs", []) if same and p["offset"] + p["count"] <= first]
+    name = f"{LOCAL}/{first:012d}-{first + len(pack):012d}"
+    pack.save(folder / name)
+    packs.append({"dir": name, "offset": int(first), "count": len(pack)})
+    return {"max_features": pack.max_features, "max_side": pack.max_side, "packs": packs}
+
+
+def _drop_stale_local(folder: Path, record: Optional[Dict[str, Any]]) -> None:
+    """After the commit: delete local-feature packs the store does not name."""
+    keep = {(folder / p["dir"]).resolve() for p in (record or {}).get("packs", [])}
+    for d in (folder / LOCAL).iterdir() if (folder / LOCAL).is_dir() else ():
+        if d.resolve() not in keep:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _drop_stale_graphs(folder: Path, record: Optional[Dict[str, Any]]) -> None:

@@ -20,9 +20,11 @@ with ``inliers`` (int), ``verified`` (bool) and ``matches``: at most 64 inlier p
 given (its box offset added back), the hit's in the hit's own pixels — what a page draws as lines
 between the two.
 
-The hits' local features are computed at query time from their files, and kept in a process-wide
-cache (:class:`FeatureCache`, least recently used first out, by path, size and modification time)
-so a hit seen again is not described again. A hit whose file is unreadable keeps its score
+The hits' local features are read from the index folder when it stores them (``tools/index.py
+--local-features``, computed with the same ``max_side`` and at least ``max_features``); otherwise
+they are computed at query time from their files and kept in a process-wide cache
+(:class:`FeatureCache`, least recently used first out, by path, size and modification time) so a
+hit seen again is not described again. A hit whose file is unreadable keeps its score
 (counted in ``context.notes["sv"]["unreadable"]``).
 """
 from __future__ import annotations
@@ -54,7 +56,8 @@ class SVParams:
     size. ratio: Lowe's ratio. model / method / threshold_px: the robust fit
     (:func:`retrieval.search.verify.verify_pair`). min_inliers: inliers that make a hit verified.
     saturation: inliers of a full bonus. weight: the bonus of a fully verified hit (added to the
-    score). cache: database images whose features stay in memory (0: none)."""
+    score). cache: database images whose features stay in memory (0: none). stored: use the
+    features the index folder stores (``tools/index.py --local-features``) when it has them."""
 
     K: int = 20
     max_features: int = 1000
@@ -67,6 +70,7 @@ class SVParams:
     saturation: int = 40
     weight: float = 1.0
     cache: int = 512
+    stored: bool = True
 
     def validate(self) -> "SVParams":
         for name in ("K", "max_features", "min_inliers", "saturation"):
@@ -131,9 +135,18 @@ class FeatureCache:
 CACHE = FeatureCache()
 
 
-def hit_features(path: str, params: SVParams, cache: FeatureCache = CACHE) -> Optional[LocalFeatures]:
-    """Local features of the database image at ``path`` (cached); ``None``: unreadable. Features
-    are of the image as indexed (decoded upright, RGB), so hit coordinates are its pixels."""
+def hit_features(path: str, params: SVParams, cache: Optional[FeatureCache] = None, index: Any = None,
+                 i: int = -1) -> Optional[LocalFeatures]:
+    """Local features of the database image ``i`` at ``path``: stored in the index folder
+    (``tools/index.py --local-features``, computed the same way), else from the cache, else computed
+    from the file (and cached); ``None``: unreadable. Features are of the image as indexed (decoded
+    upright, RGB), so hit coordinates are its pixels."""
+    cache = CACHE if cache is None else cache
+    stored = getattr(index, "stored_local_features", None)
+    if stored is not None and i >= 0 and params.stored:
+        f = stored(int(i), params.max_features, params.max_side)
+        if f is not None:
+            return f
     try:
         st = os.stat(path)
     except OSError:
@@ -214,7 +227,7 @@ class SpatialVerification(Reranker):
                 [ctx.index.paths[int(i)] for i in row]
             inl = np.zeros(head.size, np.int64)
             for j, (i, path) in enumerate(zip(row, paths)):
-                fh = hit_features(path, p)
+                fh = hit_features(path, p, index=ctx.index, i=int(i))
                 if fh is None:
                     unreadable += 1
                     continue
