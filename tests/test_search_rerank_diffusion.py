@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import unit_rows
 
+import retrieval.search.rerank.diffusion as diffusion_mod
 from retrieval.core.errors import DataError
 from retrieval.search.index import ImageIndex
 from retrieval.search.knn_graph import build_knn_graph
@@ -118,3 +119,13 @@ def test_bad_parameters_are_one_line_errors(params, needle):
     with pytest.raises(DataError, match=needle) as e:
         DiffusionParams(**params).validate()
     assert "\n" not in str(e.value)
+
+
+def test_a_large_index_without_a_stored_graph_is_refused(monkeypatch):
+    idx, X = chain_index()
+    monkeypatch.setattr(diffusion_mod, "FIRST_USE_MAX", 50)
+    with pytest.raises(DataError, match="--graph") as e:
+        QueryPath(idx, steps="diffusion").run(Query(vector=X[0]), top=5)
+    assert "\n" not in str(e.value)
+    idx.knn_graph(50)  # once a graph is in memory (or stored), it is used
+    assert QueryPath(idx, steps="diffusion").run(Query(vector=X[0]), top=5).ids.shape == (1, 5)

@@ -417,6 +417,11 @@ class ImageIndex:
         return PackedFeatures.pack(feats, int(rec["max_features"]), int(rec["max_side"]))
 
     @property
+    def has_graph_in_memory(self) -> bool:
+        """Whether a k-NN graph was already read or built in this process."""
+        return self._graph is not None
+
+    @property
     def has_stored_graph(self) -> bool:
         """Whether the folder holds a k-NN graph of its saved ids (``tools/index.py --graph``)."""
         return self._graph_record is not None
