@@ -57,7 +57,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
               batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
               dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
               descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
-              on_disk: bool = False, compact: bool = False) -> Union[IndexReport, BuildReport, CompactReport]:
+              on_disk: bool = False, compact: bool = False,
+              graph: int = 0, local_features: int = 0) -> Union[IndexReport, BuildReport, CompactReport]:
     """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
     (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
     (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
@@ -67,7 +68,24 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
     applies database-side augmentation with ``dba`` neighbours afterwards. ``compact``: rewrite the
     index at ``out`` without its removed ids, in one segment (no images or descriptors then).
+    ``graph > 0``: then store the k-NN graph with ``graph`` neighbours (:func:`store_index_graph`);
+    ``local_features > 0``: then store at most that many RootSIFT features per image
+    (:func:`store_index_local_features`).
     """
+    if isinstance(graph, bool) or not isinstance(graph, int) or graph < 0:
+        raise DataError(f"--graph takes the neighbours per image (≥ 1), got {graph}")
+    if isinstance(local_features, bool) or not isinstance(local_features, int) or local_features < 0:
+        raise DataError(f"--local-features takes the features kept per image (≥ 1), got {local_features}")
+    if graph or local_features:
+        report = run_index(images, out, config=config, model=model, concepts=concepts, object_factor=object_factor,
+                           factory=factory, batch_size=batch_size, workers=workers, device=device, dba=dba,
+                           alpha=alpha, progress=progress, prune=prune, descriptors=descriptors,
+                           memory_budget=memory_budget, on_disk=on_disk, compact=compact)
+        if graph:
+            store_index_graph(out, graph, progress=progress)
+        if local_features:
+            store_index_local_features(out, local_features, progress=progress)
+        return report
     if compact:
         if images is not None or descriptors is not None:
             raise DataError("--compact rewrites the index given by --out; give no --images or --descriptors")
@@ -324,3 +342,38 @@ def run_demo(out: PathLike = "demo_out", *, net: Optional[DescriptorNet] = None,
     net = net or (load_model(config) if config else build_network())
     return demo(net, out, n_objects=n_objects, views=views, distractors=distractors, image_size=image_size,
                 top=top, source=source, seed=seed, progress=progress, device=device)
+
+
+def store_index_graph(out: PathLike, k: int, progress: bool = True) -> Dict[str, Any]:
+    """Build the k-NN graph (``k`` neighbours) of the index at ``out`` and store it there
+    (``tools/index.py --graph K``; kept up to date by later additions, prunes and compactions):
+    ``{"k", "count", "bytes", "bytes_per_image", "seconds"}``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DataError(f"--graph takes the neighbours per image (≥ 1), got {k}")
+    t0 = time.perf_counter()
+    index = ImageIndex.load(out)
+    try:
+        g = index.store_graph(k, progress=progress)
+    finally:
+        index.close()
+    return {"k": g.k, "count": g.n, "bytes": g.nbytes(), "bytes_per_image": g.nbytes() / max(g.n, 1),
+            "seconds": time.perf_counter() - t0}
+
+
+def store_index_local_features(out: PathLike, max_features: int = 1000, max_side: int = 640,
+                               progress: bool = True) -> Dict[str, Any]:
+    """Compute and store the RootSIFT features (at most ``max_features`` per image, detected at a
+    long side of ``max_side``) of the ids of the index at ``out`` that have none stored
+    (``tools/index.py --local-features N``; ``--rerank sv`` reads them instead of the files):
+    ``{"described", "bytes", "bytes_per_image", "seconds"}``."""
+    t0 = time.perf_counter()
+    index = ImageIndex.load(out)
+    try:
+        n = index.store_local_features(max_features, max_side, progress=progress)
+        index = ImageIndex.load(out)
+        size = index.local_features_bytes()
+        total = index.ntotal
+    finally:
+        index.close()
+    return {"described": n, "bytes": size, "bytes_per_image": size / max(total, 1),
+            "seconds": time.perf_counter() - t0}

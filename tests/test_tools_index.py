@@ -305,3 +305,35 @@ def test_index_counts_vanished_files_and_names_prune(tmp_path, tiny_config):
     assert rep["pruned"] == 2 and rep["vanished"] == 0
     proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
     assert "no longer exist" not in proc.stderr
+def test_index_graph_flag_stores_the_knn_graph_and_keeps_it(tmp_path, tiny_config, run_tool):
+    from retrieval.search.knn_graph import build_knn_graph
+
+    random_images(tmp_path / "a", 6, size=(40, 56))
+    random_images(tmp_path / "b", 3, size=(40, 56), seed=4)
+    out = tmp_path / "ix"
+    proc = run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out, "--graph", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    idx = ImageIndex.load(out)
+    assert idx.has_stored_graph and idx.knn_graph().k == 3
+    proc = run_tool("index", "--images", tmp_path / "b", "--config", tiny_config, "--out", out, "--quiet")  # grown
+    assert proc.returncode == 0, proc.stderr
+    idx = ImageIndex.load(out)
+    assert idx.has_stored_graph
+    want = build_knn_graph(idx.descriptors(), 3)
+    np.testing.assert_array_equal(idx.knn_graph().ids, want.ids)
+    assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
+                                   "--graph", "-1", "--quiet"), "graph")
+
+
+def test_index_local_features_flag_stores_rootsift(tmp_path, tiny_config, run_tool):
+    random_images(tmp_path / "a", 4, size=(64, 80))
+    out = tmp_path / "ix"
+    proc = run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
+                    "--local-features", "30", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    idx = ImageIndex.load(out)
+    assert idx.has_local_features and idx.local_features_end() == 4
+    f = idx.stored_local_features(0, 30, 640)
+    assert f is not None and len(f) <= 30 and f.size == (80, 64)
+    assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
+                                   "--local-features", "-3", "--quiet"), "local-features")

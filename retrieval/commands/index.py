@@ -6,6 +6,8 @@
   gemseg index --images photos/ --concepts concepts.pt --out index_obj/   # concept-masked GeM
   gemseg index --images photos/ --out index/ --prune  # also drop files that no longer exist
   gemseg index --descriptors desc/ --out index/ --memory-budget 4G --on-disk   # from shards
+  gemseg index --images photos/ --out index/ --graph       # also store the k-NN graph (--rerank diffusion)
+  gemseg index --images photos/ --out index/ --local-features   # and RootSIFT features (--rerank sv)
 
 Files that are not indexed (unreadable, or of a format that is not read: "unsupported format .heic";
 pip install 'gemseg[heif]' reads HEIC) are listed at the end with the reason. A new index is written
@@ -51,6 +53,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="database-side augmentation with K neighbours after indexing (0: off); "
                          "augments every stored descriptor, so use it on a fresh --out folder")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of DBA (default 3)")
+    # re-ranking data stored in the index folder (diffusion's k-NN graph, sv's local features)
+    ap.add_argument("--graph", type=int, nargs="?", const=50, default=0, metavar="K",
+                    help="also store the k-NN graph with K neighbours (default 50) that --rerank diffusion "
+                         "walks on; kept up to date by later additions, --prune and --compact "
+                         "(without it, diffusion builds the graph in memory on first use)")
+    ap.add_argument("--local-features", type=int, nargs="?", const=1000, default=0, metavar="N",
+                    help="also store at most N RootSIFT features per image (default 1000; float16, about "
+                         "264 bytes a feature) that --rerank sv reads instead of describing the hits' files")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
@@ -58,7 +68,8 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                  object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
                  workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
                  progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
-                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact)
+                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
+                 graph=args.graph, local_features=args.local_features)
     if args.json:
         print_json(report.as_dict())
         return 0

@@ -15,10 +15,11 @@
 * :mod:`~retrieval.search.build` — an index folder built from shards under a memory budget;
 * :mod:`~retrieval.search.compaction` — an index rewritten without its removed ids, in one segment;
 * :mod:`~retrieval.search.expansion` — α-QE and DBA arithmetic, and the DBA index;
+* :mod:`~retrieval.search.knn_graph` — the database's k-NN graph (exact, faiss), kept equal to brute force on add / remove / compact;
 * :mod:`~retrieval.search.local_features` — local features of an image (RootSIFT): positions in its pixels, descriptors;
 * :mod:`~retrieval.search.verify` — spatial verification: mutual ratio-test matches, a robust fit (OpenCV MAGSAC/RANSAC), inliers;
-* :mod:`~retrieval.search.rerank` — the re-ranking steps of the query path, one module each (``qe``, ``coseg``);
 * :mod:`~retrieval.search.query_box` — the one rule for a query's box (inside the image once rounded, else refused);
+* :mod:`~retrieval.search.rerank` — the re-ranking steps of the query path, one module each (``qe``, ``coseg``, ``diffusion``, ``superglobal``, ``sv``);
 * :mod:`~retrieval.search.query` — the one query path: describe, search, re-rank, hit records;
 * :mod:`~retrieval.search.resumable_extract` — an index run's descriptions kept in shards beside it, so an interrupted run resumes;
 * :mod:`~retrieval.search.collection` — :func:`index_images` and :func:`search_images` (``tools/index.py``, ``tools/search.py``);
