@@ -259,3 +259,80 @@ def test_approximate_index_nprobe_is_per_request(served, tmp_path):
     assert len(c.post("/api/search", data={"id": "3", "top": "8", "nprobe": "4"}).json()["hits"]) == 8
     assert len(c.post("/api/search", data={"id": "3", "top": "8"}).json()["hits"]) == len(
         [i for i in svc_ivf.search(q, 8, nprobe=1)[1][0] if i >= 0])  # default restored
+
+
+# -- queries without a forward pass: by vector (JSON), by id (JSON), the vectors returned ----------------
+def test_search_by_vector_equals_the_search_tool_by_id(served, run_tool):
+    """A stored row sent as a JSON vector finds what ``tools/search.py --query-id`` finds."""
+    svc, c = served["service"], served["client"]
+    idx = ImageIndex.load(served["index"])
+    for i in (2, 6):
+        row = idx.descriptors()[i].astype(float).tolist()
+        doc = c.post("/api/search", json={"vector": row, "top": 5}).json()
+        proc = run_tool("search", "--query-id", str(i), "--index", served["index"], "--top", "5", "--json")
+        assert proc.returncode == 0, proc.stderr
+        ref = json.loads(proc.stdout)["results"][0]["hits"]
+        _same_hits(doc["hits"], ref, svc.index.paths)
+        assert doc["query_id"] is None and doc["size"] is None and doc["hits"][0]["id"] == i
+        by_id = c.post("/api/search", json={"id": i, "top": 5}).json()
+        assert [h["id"] for h in by_id["hits"]] == [h["id"] for h in doc["hits"]]
+        np.testing.assert_allclose([h["score"] for h in by_id["hits"]], [h["score"] for h in doc["hits"]], atol=1e-6)
+    # a vector of any length is normalised first: 3 × the row is the same query
+    tripled = c.post("/api/search", json={"vector": [3 * v for v in row], "top": 5}).json()
+    assert [h["id"] for h in tripled["hits"]] == [h["id"] for h in doc["hits"]]
+    assert "lookup" in doc["stages"] and "search" in doc["stages"] and "forward" not in doc["stages"]
+
+
+def test_return_vectors_gives_the_query_s_and_the_hits_descriptors(served):
+    c = served["client"]
+    idx = ImageIndex.load(served["index"])
+    X = idx.descriptors()
+    doc = c.post("/api/search", data={"id": "3", "top": "4", "return_vectors": "true"}).json()
+    np.testing.assert_array_equal(np.asarray(doc["query_vector"], np.float32), X[3])
+    for h in doc["hits"]:
+        np.testing.assert_array_equal(np.asarray(h["vector"], np.float32), X[h["id"]])
+        assert abs(float(np.dot(X[3], X[h["id"]])) - h["score"]) < 1e-5  # the score is the inner product
+    up = c.post("/api/search", files=_upload(served["paths"][3]), data={"top": "2", "return_vectors": "1"}).json()
+    q = np.asarray(up["query_vector"], np.float32)
+    assert q.shape == (512,) and abs(np.linalg.norm(q) - 1) < 1e-5
+    assert abs(float(q @ np.asarray(up["hits"][0]["vector"], np.float32)) - up["hits"][0]["score"]) < 1e-4
+    # sent back as a vector, the upload's descriptor gives the upload's hits
+    again = c.post("/api/search", json={"vector": up["query_vector"], "top": 2}).json()
+    assert [h["id"] for h in again["hits"]] == [h["id"] for h in up["hits"]]
+    assert "vector" not in c.post("/api/search", json={"id": 3, "top": 2}).json()["hits"][0]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"vector": [0.1] * 511}, "511 values"),
+    ({"vector": [0.1] * 513}, "513 values"),
+    ({"vector": []}, "0 values"),
+    ({"vector": [0.0] * 512}, "zeros"),
+    ({"vector": [1e39] + [0.0] * 511}, "finite"),
+    ({"vector": "0.1,0.2"}, "list"),
+    ({"vector": [[0.1] * 512]}, "list"),
+    ({"vector": [True] * 512}, "list"),
+    ({"vector": [0.1] * 512, "box": [0, 0, 4, 4]}, "box"),
+    ({"vector": [0.1] * 512, "id": 1}, "exactly one"),
+    ({"vector": [0.1] * 512, "top": "x"}, "top"),
+    ({"vector": [0.1] * 512, "top": True}, "top"),
+    ({"vector": [0.1] * 512, "topk": 3}, "unknown field 'topk'"),
+    ({"id": [1]}, "id"),
+    ({"id": 1, "return_vectors": "maybe"}, "return_vectors"),
+])
+def test_bad_vector_queries_are_422(served, body, needle):
+    _one_line_error(served["client"].post("/api/search", json=body), 422, needle)
+    _ok(served["client"])
+
+
+def test_non_finite_json_values_are_422(served):
+    """Python's json reads NaN and Infinity: refused as values, not searched."""
+    c = served["client"]
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = '{"vector": [' + ",".join([token] + ["0.1"] * 511) + "]}"
+        _one_line_error(c.post("/api/search", content=body, headers={"content-type": "application/json"}),
+                        422, "finite")
+    _one_line_error(c.post("/api/search", content=b"[1, 2", headers={"content-type": "application/json"}), 422, "json")
+    _one_line_error(c.post("/api/search", content=b"[1, 2]", headers={"content-type": "application/json"}), 422, "object")
+    _one_line_error(c.post("/api/search", content=b"id=1", headers={"content-type": "text/plain"}), 422, "json")
+    _one_line_error(c.post("/api/search", json={"id": 99}), 404, "id")
+    _ok(c)

@@ -68,3 +68,21 @@ def test_an_indexed_file_that_vanished_is_not_found(service, tmp_path):
         assert doc["size"] is None and doc["hits"][0]["id"] == 1
     finally:
         svc.close()
+
+
+def test_check_vector(service):
+    v = service.check_vector([0.5] * 512)
+    assert v.dtype == np.float32 and v.shape == (512,)
+    for bad, needle in (([0.5] * 3, "3 values"), ([float("nan")] * 512, "finite"), ([0] * 512, "zeros"),
+                        ("x" * 512, "list"), ([None] * 512, "list")):
+        with pytest.raises(BadParameterError, match=needle):
+            service.check_vector(bad)
+
+
+def test_a_search_by_vector_is_the_query_path_s(service):
+    row = service.index.descriptors()[4]
+    doc = service.search(Query(vector=service.check_vector(row.tolist())), top=3, return_vectors=True)
+    ref = QueryPath(service.index, service.net).run(Query(id=4), top=3)
+    assert [h["id"] for h in doc["hits"]] == [h["id"] for h in ref.hits(0)]
+    np.testing.assert_allclose(doc["query_vector"], row, atol=1e-7)
+    assert doc["commit"] == service.info()["commit"] and len(doc["commit"]) == 12
