@@ -336,3 +336,99 @@ def test_non_finite_json_values_are_422(served):
     _one_line_error(c.post("/api/search", content=b"id=1", headers={"content-type": "text/plain"}), 422, "json")
     _one_line_error(c.post("/api/search", json={"id": 99}), 404, "id")
     _ok(c)
+
+
+# -- probes, metrics, token ---------------------------------------------------------------------------------
+def _metric_samples(text: str):
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_probes_and_metrics_move_by_what_was_sent(served):
+    c = TestClient(create_app(service=served["service"], max_upload_mb=0.05))
+    assert c.get("/healthz").json() == {"status": "ok"}
+    ready = c.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "commit": served["service"].info()["commit"]}
+    before = _metric_samples(c.get("/metrics").text)
+    assert c.get("/metrics").headers["content-type"].startswith("text/plain")
+    for _ in range(3):
+        assert c.post("/api/search", data={"id": "1", "top": "2"}).status_code == 200
+    assert c.post("/api/search", json={"vector": [0.0] * 512}).status_code == 422
+    assert c.post("/api/search", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
+    assert c.post("/api/search", files=_upload(served["paths"][2]), data={"top": "2"}).status_code == 200
+    assert c.post("/api/search", content=b"\0" * 200_000,
+                  headers={"content-type": "multipart/form-data; boundary=b"}).status_code == 413
+    assert c.get("/api/images/1?size=32").status_code == 200
+    assert c.get("/api/images/999").status_code == 404
+    after = _metric_samples(c.get("/metrics").text)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("gemseg_requests_total", route="/api/search", status="200") == 4
+    assert moved("gemseg_requests_total", route="/api/search", status="422") == 1
+    assert moved("gemseg_requests_total", route="/api/search", status="400") == 1
+    assert moved("gemseg_requests_total", route="/api/search", status="413") == 1
+    assert moved("gemseg_requests_total", route="/api/images/{id}", status="200") == 1
+    assert moved("gemseg_requests_total", route="/api/images/{id}", status="404") == 1
+    assert moved("gemseg_requests_total", route="/metrics", status="200") == 2
+    assert moved("gemseg_request_seconds_count", route="/api/search") == 7
+    assert moved("gemseg_stage_seconds_count", stage="lookup") == 3
+    assert moved("gemseg_stage_seconds_count", stage="search") == 4
+    assert moved("gemseg_stage_seconds_count", stage="forward") == 1
+    assert moved("gemseg_stage_seconds_count", stage="decode") == 1
+    assert moved("gemseg_uploads_refused_total", reason="not_image") == 1
+    assert moved("gemseg_uploads_refused_total", reason="too_large") == 1
+    assert after[("gemseg_index_images", ())] == N
+    assert after[("gemseg_index_commit_info", (("commit", served["service"].info()["commit"]),))] == 1
+
+
+def test_a_rerank_step_is_timed_as_its_own_stage(served):
+    c = TestClient(create_app(service=served["service"]))
+    doc = c.post("/api/search", data={"id": "2", "top": "3", "rerank": "qe:k=2"}).json()
+    assert doc["rerank"] and set(doc["stages"]) == {"lookup", "search", "rerank:qe"}
+    s = _metric_samples(c.get("/metrics").text)
+    assert s[("gemseg_stage_seconds_count", (("stage", "rerank:qe"),))] == 1
+
+
+TOKEN = "tok-0123456789abcdef"
+
+
+def test_a_token_guards_every_data_route(served):
+    c = TestClient(create_app(service=served["service"], token=TOKEN))
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    for bad in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
+                {"Authorization": f"Basic {TOKEN}"}):
+        for method, path in (("get", "/api/info"), ("get", "/api/images/1"), ("get", "/metrics"),
+                             ("post", "/api/search"), ("post", "/api/coseg"), ("get", "/api/nothing")):
+            r = getattr(c, method)(path, headers=bad)
+            _one_line_error(r, 401, "token")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    r = c.post("/api/search", files=_upload(served["paths"][1]), data={"top": "2"})  # an upload, no token
+    _one_line_error(r, 401, "token")
+    for path in ("/healthz", "/readyz", "/", "/app.js", "/style.css"):
+        assert c.get(path).status_code == 200, path
+    assert c.get("/api/info", headers=good).json()["token_required"] is True
+    assert c.post("/api/search", data={"id": "1", "top": "2"}, headers=good).status_code == 200
+    assert c.get("/api/images/1?size=32", headers=good).status_code == 200
+    assert c.get("/metrics", headers=good).status_code == 200
+    assert TestClient(create_app(service=served["service"])).get("/api/info").json()["token_required"] is False
+
+
+def test_removed_ids_are_not_found(served, tmp_path):
+    """A pruned image: never a hit, its id not found for search, thumbnail and co-segmentation."""
+    idx = ImageIndex.load(served["index"])
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), list(idx.paths))
+    mine.remove([4])
+    mine.save(tmp_path / "ix")
+    c = TestClient(create_app(tmp_path / "ix", reload_interval=0))
+    hits = c.post("/api/search", data={"id": "3", "top": str(N)}).json()["hits"]
+    assert 4 not in [h["id"] for h in hits] and len(hits) == N - 1
+    _one_line_error(c.post("/api/search", data={"id": "4"}), 404, "removed")
+    _one_line_error(c.get("/api/images/4"), 404, "removed")
+    _one_line_error(c.post("/api/coseg", json={"ids": [3, 4], "k": 2}), 404, "removed")
+    info = c.get("/api/info").json()
+    assert info["images"] == N and info["live_images"] == N - 1

@@ -49,7 +49,8 @@ def test_two_apps_do_not_share_counters():
 
 
 def test_route_labels_are_bounded_and_reasons_named():
-    routes = (("/api/info", "/api/info"), ("/api/images/", "/api/images/{id}"))
+    routes = (("/", "/"), ("/api/info", "/api/info"), ("/api/images/", "/api/images/{id}"))
+    assert route_of("/", routes) == "/" and route_of("/api/search", routes) == "other"
     assert route_of("/api/images/17", routes) == "/api/images/{id}"
     assert route_of("/api/info", routes) == "/api/info"
     assert route_of("/api/info/x", routes) == "other" and route_of("/../etc/passwd", routes) == "other"

@@ -9,11 +9,16 @@ docs/figures/serve_page.png was made that way over the demo's index (see docs/se
 """
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +36,37 @@ from retrieval.search.index import ImageIndex  # noqa: E402
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def start_server(index, *args, env=None):
+    """``(process, url)`` of ``tools/serve.py --index INDEX --port 0 ARGS`` once it says where it serves."""
+    extra = dict(env or {})
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", GEMSEG_THREADS="2")
+    env.pop("GEMSEG_TOKEN", None)
+    env.update(extra)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", str(index), "--port", "0",
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(180)
+    if not lines or "serving http://" not in lines[0]:
+        proc.kill()
+        pytest.fail(f"server did not start: {lines} {proc.stderr.read()[-2000:]}")
+    url = re.search(r"serving (http://\S+)", lines[0]).group(1)
+    assert url.startswith("http://127.0.0.1:")  # loopback by default
+    return proc, url
+
+
+def stop_server(proc) -> str:
+    """Stop the server; what it wrote on stderr."""
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """``(url, index paths, query file)`` of a server started with ``tools/serve.py --port 0``."""
@@ -42,25 +78,10 @@ def live(tmp_path_factory):
         run_index(root / "images", root / "index", config=root / "tiny.yaml", progress=False)
         index = str(root / "index")
     paths = list(ImageIndex.load(index).paths)
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", GEMSEG_THREADS="2")
-    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", index, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(180)
-    if not lines or "serving http://" not in lines[0]:
-        proc.kill()
-        pytest.fail(f"server did not start: {lines} {proc.stderr.read()[-2000:]}")
-    url = re.search(r"serving (http://\S+)", lines[0]).group(1)
-    assert url.startswith("http://127.0.0.1:")  # loopback by default
+    proc, url = start_server(index)
     query = os.environ.get("GEMSEG_SERVE_QUERY") or paths[0]
     yield url, paths, query
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 def _search(url: str, **fields):
@@ -165,3 +186,127 @@ def test_the_page_in_a_real_browser(live, tmp_path):
 def test_the_tool_refuses_a_missing_index(run_tool, tmp_path):
     proc = run_tool("serve", "--index", tmp_path / "none", "--port", "0")
     assert proc.returncode == 2 and "index not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- an operator's server: a token, a small upload limit, metrics; real sockets, real clients -------------------
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """``(url, index folder, paths)`` of ``tools/serve.py`` with a token (from GEMSEG_TOKEN) and a 1 MiB limit."""
+    root = tmp_path_factory.mktemp("guarded")
+    (root / "tiny.yaml").write_text(TINY_CONFIG)
+    random_images(root / "images", 8, size=(48, 64))
+    run_index(root / "images", root / "index", config=root / "tiny.yaml", progress=False)
+    proc, url = start_server(root / "index", "--max-upload-mb", "1", env={"GEMSEG_TOKEN": TOKEN})
+    yield url, root / "index", list(ImageIndex.load(root / "index").paths)
+    stop_server(proc)
+
+
+def _post_json(url: str, body, headers=AUTH):
+    return httpx.post(f"{url}/api/search", json=body, headers=headers, timeout=60)
+
+
+def test_by_vector_and_by_id_over_http_equal_the_cli(guarded, run_tool):
+    url, index, paths = guarded
+    X = ImageIndex.load(index).descriptors()
+    for i in (1, 5):
+        proc = run_tool("search", "--query-id", str(i), "--index", index, "--top", "4", "--json")
+        assert proc.returncode == 0, proc.stderr
+        ref = json.loads(proc.stdout)["results"][0]["hits"]
+        for body in ({"vector": X[i].astype(float).tolist(), "top": 4}, {"id": i, "top": 4}):
+            doc = _post_json(url, body).json()
+            assert [h["id"] for h in doc["hits"]] == [paths.index(h["path"]) for h in ref]
+            np.testing.assert_allclose([h["score"] for h in doc["hits"]], [h["score"] for h in ref], atol=1e-5)
+    r = _post_json(url, {"vector": [0.1] * 100})
+    assert r.status_code == 422 and "100 values" in r.json()["error"]
+
+
+def test_401_without_the_token_200_with_it(guarded):
+    url, _, _ = guarded
+    for path in ("/api/info", "/api/images/0", "/metrics"):
+        r = httpx.get(url + path, timeout=30)
+        assert r.status_code == 401 and "token" in r.json()["error"] and r.headers["www-authenticate"]
+        assert httpx.get(url + path, headers={"Authorization": "Bearer not-the-token-012345"}, timeout=30).status_code == 401
+        assert httpx.get(url + path, headers=AUTH, timeout=30).status_code == 200
+    assert httpx.get(url + "/healthz", timeout=30).json() == {"status": "ok"}
+    assert httpx.get(url + "/readyz", timeout=30).status_code == 200
+    assert httpx.get(url + "/", timeout=30).status_code == 200  # the page shell: no data, asks for the token
+    # a refused upload without a token is read and answered, not reset
+    req = urllib.request.Request(f"{url}/api/search", data=b"x" * (8 * 2 ** 20), method="POST",
+                                 headers={"Content-Type": "application/octet-stream"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 401 and "token" in json.loads(e.value.read())["error"]
+
+
+def _multipart(name: str, data: bytes):
+    b = "gemsegboundary"
+    body = (f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={b}"
+
+
+def test_413_is_read_by_urllib_and_a_streaming_client(guarded):
+    url, _, _ = guarded
+    body, ctype = _multipart("big.jpg", b"\0" * (16 * 2 ** 20))
+    req = urllib.request.Request(f"{url}/api/search", data=body, method="POST",
+                                 headers={"Content-Type": ctype, **AUTH})
+    for _ in range(3):  # urllib sends the whole body before it reads: it reads the 413, not a reset
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=60)
+        assert e.value.code == 413
+        assert json.loads(e.value.read()) == {"error": "request body over the upload limit of 1 MiB"}
+    # no Content-Length: chunked, refused once past the limit, the rest discarded
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/api/search", body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                 headers={"Content-Type": ctype, **AUTH}, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 413 and "limit" in json.loads(r.read())["error"]
+    conn.close()
+    # curl waits for 100-continue: answered at once, the body never sent
+    if shutil.which("curl"):
+        big = Path(guarded[1]).parent / "big.bin"
+        big.write_bytes(b"\0" * (3 * 2 ** 20))
+        out = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {TOKEN}",
+                              "-F", f"image=@{big}", f"{url}/api/search"], capture_output=True, text=True, timeout=60)
+        text, code = out.stdout.rsplit("\n", 1)
+        assert code == "413" and "limit" in json.loads(text)["error"]
+    assert _post_json(url, {"id": 0, "top": 2}).status_code == 200  # still serving
+
+
+def test_metrics_over_http_parse_and_move_by_what_was_sent(guarded):
+    from prometheus_client.parser import text_string_to_metric_families
+    url, _, paths = guarded
+
+    def scrape():
+        text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=30).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    before = scrape()
+    for i in range(5):
+        assert _post_json(url, {"id": i % len(paths), "top": 3}).status_code == 200
+    assert _post_json(url, {"id": 0, "top": 0}).status_code == 422
+    assert httpx.get(f"{url}/api/info", timeout=30).status_code == 401
+    r = httpx.post(f"{url}/api/search", headers=AUTH, timeout=30,
+                   files={"image": ("a.jpg", Path(paths[0]).read_bytes(), "image/jpeg")}, data={"top": "2"})
+    assert r.status_code == 200
+    after = scrape()
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("gemseg_requests_total", route="/api/search", status="200") == 6
+    assert moved("gemseg_requests_total", route="/api/search", status="422") == 1
+    assert moved("gemseg_requests_total", route="/api/info", status="401") == 1
+    assert moved("gemseg_stage_seconds_count", stage="lookup") == 5
+    assert moved("gemseg_stage_seconds_count", stage="forward") == 1
+    assert moved("gemseg_stage_seconds_count", stage="decode") == 1
+    assert after[("gemseg_index_images", ())] == len(paths)
+    commit = httpx.get(f"{url}/api/info", headers=AUTH, timeout=30).json()["commit"]
+    assert after[("gemseg_index_commit_info", (("commit", commit),))] == 1

@@ -103,9 +103,9 @@ class ServerMetrics:
 
 
 def route_of(path: str, routes: Iterable[Tuple[str, str]]) -> str:
-    """The route pattern of ``path`` among ``routes`` = ``[(prefix or exact path, pattern)]`` (a
-    prefix ends with ``/``), or ``"other"``: a label of bounded cardinality."""
+    """The route pattern of ``path`` among ``routes`` = ``[(path, pattern)]`` (a pattern with a
+    ``{parameter}`` matches every path under its key), or ``"other"``: a label of bounded cardinality."""
     for key, pattern in routes:
-        if path == key or (key.endswith("/") and path.startswith(key)):
+        if path == key or ("{" in pattern and path.startswith(key)):
             return pattern
     return "other"
