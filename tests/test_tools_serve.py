@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -310,3 +311,146 @@ def test_metrics_over_http_parse_and_move_by_what_was_sent(guarded):
     assert after[("gemseg_index_images", ())] == len(paths)
     commit = httpx.get(f"{url}/api/info", headers=AUTH, timeout=30).json()["commit"]
     assert after[("gemseg_index_commit_info", (("commit", commit),))] == 1
+
+
+# -- a live index: another process grows, prunes, compacts (and dies mid-write) while clients query ----------
+_WRITER = """
+import sys, time
+from retrieval.jobs import run_index
+images, index, config, what = sys.argv[1:5]
+if what == "stuck":  # dies inside the path store's transaction: rows written, never committed
+    import json
+    from retrieval.search.paths_store import PathStore
+    def commit(self, start, paths, stats, removed=(), info=None):
+        rows = [(start + n, p, None, None) for n, p in enumerate(paths)]
+        self._db.execute("DELETE FROM images WHERE id>=?", (start,))
+        self._db.executemany("INSERT INTO images (id, path, size, mtime_ns) VALUES (?, ?, ?, ?)", rows)
+        self._db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('count', ?)", (json.dumps(start + len(rows)),))
+        print("writing", flush=True)
+        time.sleep(600)
+    PathStore.commit = commit
+run_index(None if what == "compact" else images, index, config=config, progress=False,
+          prune=what == "prune", compact=what == "compact")
+print("done", flush=True)
+"""
+
+
+class Clients:
+    """Threads querying the server without pause; every answer kept as (status, commit, hit ids)."""
+
+    def __init__(self, url: str, bodies, n: int = 3) -> None:
+        self.url, self.bodies, self.stop = url, bodies, threading.Event()
+        self.answers, self.lock = [], threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, k: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            j = k
+            while not self.stop.is_set():
+                r = c.post(f"{self.url}/api/search", json=self.bodies[j % len(self.bodies)])
+                doc = r.json()
+                with self.lock:
+                    self.answers.append((r.status_code, doc.get("commit"), [h["id"] for h in doc.get("hits", [])],
+                                         [h["path"] for h in doc.get("hits", [])]))
+                j += 1
+
+    def since(self, n: int):
+        with self.lock:
+            return list(self.answers[n:])
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def _wait_commit(url: str, old: str, seconds: float = 60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        info = httpx.get(f"{url}/api/info", timeout=30).json()
+        if info["commit"] != old:
+            return info
+        time.sleep(0.1)
+    pytest.fail(f"the server still serves {old} after {seconds} s")
+
+
+@pytest.mark.slow
+def test_a_live_index_grown_pruned_compacted_and_a_writer_killed(tmp_path):
+    images = tmp_path / "images"
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
+    random_images(images, 6, size=(48, 64))
+    run_index(images, tmp_path / "index", config=tmp_path / "tiny.yaml", progress=False)
+    X = ImageIndex.load(tmp_path / "index").descriptors()
+    proc, url = start_server(tmp_path / "index", "--reload-interval", "0.2")
+    env = dict(os.environ, PYTHONPATH=str(REPO), GEMSEG_THREADS="1")
+
+    def writer(what: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", _WRITER, str(images), str(tmp_path / "index"),
+                                 str(tmp_path / "tiny.yaml"), what], stdout=subprocess.PIPE, text=True, env=env)
+
+    bodies = [{"vector": X[i].astype(float).tolist(), "top": 20} for i in (0, 3)]
+    clients = Clients(url, bodies)
+    try:
+        info0 = httpx.get(f"{url}/api/info", timeout=30).json()
+        assert info0["images"] == 6
+        # 1. grown: new images appear within a bounded time
+        for p in random_images(tmp_path / "more", 3, size=(48, 64), seed=7):
+            shutil.copy(p, images / f"new_{p.name}")
+        w = writer("grow")
+        assert w.wait(240) == 0
+        t0 = time.monotonic()
+        info1 = _wait_commit(url, info0["commit"], 30)
+        grown_after = time.monotonic() - t0
+        assert info1["images"] == 9 and info1["live_images"] == 9
+        n = len(clients.answers)
+        time.sleep(1.0)
+        assert any(len(ids) == 9 for _, c, ids, _ in clients.since(n) if c == info1["commit"])
+        # 2. pruned: once the new commit is served, the pruned images never come back
+        gone = sorted(images.glob("img00[12].jpg"))
+        gone_paths = {str(p.resolve()) for p in gone} | {str(p) for p in gone}
+        for p in gone:
+            p.unlink()
+        w = writer("prune")
+        assert w.wait(240) == 0
+        info2 = _wait_commit(url, info1["commit"], 30)
+        assert info2["live_images"] == 7
+        mark = len(clients.answers)
+        time.sleep(1.0)
+        # 3. compacted (rewritten and renamed over the folder): ids renumbered, still no pruned image
+        w = writer("compact")
+        assert w.wait(240) == 0
+        info3 = _wait_commit(url, info2["commit"], 30)
+        assert info3["images"] == 7 and info3["live_images"] == 7
+        time.sleep(1.0)
+        # 4. a writer killed inside its commit: the server stays on the state it has
+        for p in random_images(tmp_path / "more2", 2, size=(48, 64), seed=11):
+            shutil.copy(p, images / f"late_{p.name}")
+        w = writer("stuck")
+        assert w.stdout.readline().strip() == "writing"
+        time.sleep(1.0)  # several reload intervals while the transaction is open
+        w.kill()
+        w.wait(30)
+        time.sleep(1.5)
+        info4 = httpx.get(f"{url}/api/info", timeout=30).json()
+        assert info4["commit"] == info3["commit"] and info4["images"] == 7
+        # the next writer completes the interrupted addition: served
+        w = writer("grow")
+        assert w.wait(240) == 0
+        info5 = _wait_commit(url, info3["commit"], 30)
+        assert info5["images"] == 9
+        time.sleep(0.5)
+    finally:
+        clients.close()
+        err = stop_server(proc)
+    answers = clients.answers
+    assert answers and all(s == 200 for s, _, _, _ in answers), [a for a in answers if a[0] != 200][:3]
+    after_prune = {info2["commit"], info3["commit"], info5["commit"]}
+    assert any(gone_paths & set(paths) for _, c, _, paths in answers if c == info1["commit"])  # the check can fail
+    for status, commit, ids, paths in answers:
+        if commit in after_prune:
+            assert not gone_paths & set(paths), (commit, paths)
+    assert any(c == info5["commit"] for _, c, _, _ in answers)
+    assert len({c for _, c, _, _ in answers}) >= 4, "the clients saw the successive states"
+    assert grown_after < 30 and "Traceback" not in err, err[-2000:]
