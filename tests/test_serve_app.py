@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import struct
+import threading
+import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ from retrieval.jobs import run_index  # noqa: E402
 from retrieval.loading import search_model  # noqa: E402
 from retrieval.search.collection import search_images  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
+from retrieval.search.rerank.step import Reranker  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
 from retrieval.serve.service import SearchService  # noqa: E402
 
@@ -432,3 +437,189 @@ def test_removed_ids_are_not_found(served, tmp_path):
     _one_line_error(c.post("/api/coseg", json={"ids": [3, 4], "k": 2}), 404, "removed")
     info = c.get("/api/info").json()
     assert info["images"] == N and info["live_images"] == N - 1
+
+
+# -- the page in a real browser, against a real server (uvicorn on 127.0.0.1 in a thread) ------------------
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class _MatchParams:
+    n: int = 3
+
+
+class _FakeVerifier(Reranker):
+    """A stand-in for the spatial verification step: keeps the order, marks each hit with
+    ``inliers`` and ``matches`` (query corners → hit corners, in each image's pixels)."""
+
+    name = "fakesv"
+    summary = "test double of sv"
+    Params = _MatchParams
+
+    def rerank(self, ctx, ids, scores):
+        for q in range(ids.shape[0]):
+            for i in ids[q]:
+                if i >= 0:
+                    ctx.annotate(q, int(i), inliers=self.params.n,
+                                 matches=[[2.0, 2.0, 3.0, 3.0], [60.0, 4.0, 58.0, 6.0], [30.0, 44.0, 31.0, 40.0]][: self.params.n])
+        return ids, scores
+
+
+@pytest.fixture(scope="module")
+def page_server(served, tmp_path_factory):
+    """``(url, index paths, folder)``: a token, a 0.2 MiB limit, an index over copies of the images
+    whose last file is then deleted (a hit with ``missing``), the fake verifier registered."""
+    import uvicorn
+
+    from retrieval.search.rerank.registry import register_reranker, unregister_reranker
+    from retrieval.serve.server import bind
+
+    root = tmp_path_factory.mktemp("page")
+    idx = ImageIndex.load(served["index"])
+    (root / "photos").mkdir()
+    copies = [shutil.copy(p, root / "photos") for p in idx.paths]
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), copies)
+    mine.save(root / "ix")
+    Path(copies[-1]).unlink()
+    register_reranker(_FakeVerifier)
+    app = create_app(root / "ix", token=TOKEN, max_upload_mb=0.2, reload_interval=0)
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", copies, root
+    server.should_exit = True
+    thread.join(20)
+    unregister_reranker("fakesv")
+
+
+def _browser_page(pw):
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page, errors
+
+
+def _hit_ids(page):
+    return page.eval_on_selector_all("#hits figure", "els => els.map(e => Number(e.dataset.id))")
+
+
+@pytest.mark.slow
+def test_the_page_with_a_token_errors_missing_files_heic_legend_and_matches(page_server, served, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, copies, root = page_server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    import httpx
+    with sync_api.sync_playwright() as pw:
+        browser, page, errors = _browser_page(pw)
+        page.goto(url)
+        # 401 → the page asks for the token once; a wrong one is refused, the right one kept for the tab
+        page.wait_for_selector("#token-panel:not([hidden])")
+        page.fill("#token", "wrong-token-0123456789")
+        page.click("#token-form button")
+        page.wait_for_function("() => document.getElementById('token-message').textContent.includes('refused')")
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_function("() => document.getElementById('info').textContent.includes('images')")
+        assert page.evaluate("() => sessionStorage.getItem('gemseg-token')") == TOKEN
+
+        # a good upload: hits as the API's; the missing file is marked and has no thumbnail
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(copies[0]))
+        page.wait_for_selector("#hits figure")
+        api = httpx.post(f"{url}/api/search", headers=auth, timeout=60, data={"top": "12"},
+                         files={"image": (Path(copies[0]).name, Path(copies[0]).read_bytes(), "image/jpeg")}).json()
+        assert _hit_ids(page) == [h["id"] for h in api["hits"]]
+        gone = N - 1
+        assert [h["missing"] for h in api["hits"] if h["id"] == gone] == [True]
+        fig = page.locator(f"#hits figure[data-id='{gone}']")
+        assert fig.get_attribute("class").split().count("missing") == 1 and fig.locator("img").count() == 0
+        assert "file missing" in fig.inner_text()
+        page.wait_for_function("() => [...document.querySelectorAll('#hits img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.evaluate("() => document.getElementById('share').disabled") is False
+
+        # co-segmentation: a colour legend with the factors, the object factors marked
+        with page.expect_response(lambda r: r.url.endswith("/api/coseg"), timeout=180_000):
+            page.click("#share")
+        page.wait_for_selector("#coseg-legend .swatch")
+        legend = page.eval_on_selector_all("#coseg-legend .swatch", "els => els.map(e => e.textContent)")
+        assert len(legend) == 3 and any("(object)" in t for t in legend)
+        colours = page.eval_on_selector_all("#coseg-legend .swatch i", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+        assert len(set(colours)) == 3
+
+        # a failed upload (400: not an image): the old hits are gone, the error shown, nothing to share
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not an image")
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#results-error")
+        assert page.locator("#hits figure").count() == 0
+        assert "not an image" in page.text_content("#results-error")
+        assert page.evaluate("() => document.getElementById('share').disabled") is True
+        assert page.locator("#coseg figure").count() == 0
+
+        # over the limit: refused before sending, naming the limit (and no request made)
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG" + b"\0" * 300_000)
+        sent = []
+        page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/api/search") else None)
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(copies[1]))  # a good query first: hits again
+        page.wait_for_selector("#hits figure")
+        sent.clear()
+        page.set_input_files("#file", str(big))
+        page.wait_for_selector("#results-error")
+        assert "0.2 MiB" in page.text_content("#results-error") and page.locator("#hits figure").count() == 0
+        assert page.evaluate("() => document.getElementById('share').disabled") is True and sent == []
+        # and the browser itself reads the server's 413 (sent anyway, by fetch)
+        status, body = page.evaluate("""async (t) => {
+            const f = new FormData(); f.append('image', new Blob([new Uint8Array(2 * 2 ** 20)]), 'x.png');
+            const r = await fetch('/api/search', {method: 'POST', body: f, headers: {Authorization: 'Bearer ' + t}});
+            return [r.status, await r.json()]; }""", TOKEN)
+        assert status == 413 and "limit of 0.2 MiB" in body["error"]
+
+        # HEIC: the browser cannot decode it; the page shows the server's decoded JPEG
+        heic = tmp_path / "photo.heic"
+        Image.open(copies[2]).save(heic, quality=90)
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(heic))
+        page.wait_for_function("() => document.getElementById('query-img').src.startsWith('data:image/jpeg')")
+        page.wait_for_function("() => document.getElementById('query-img').naturalWidth > 0")
+        assert page.evaluate("() => [document.getElementById('query-img').naturalWidth, "
+                             "document.getElementById('query-img').naturalHeight]") == [64, 48]
+
+        # why did it match: a hit with matches gets the lines view
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.fill("#rerank", "fakesv")
+            page.press("#rerank", "Enter")
+        page.wait_for_selector("#hits figure .why")
+        first = _hit_ids(page)[0]
+        page.click(f"#hits figure[data-id='{first}'] .why")
+        page.wait_for_selector("#why:not([hidden])")
+        assert "3 inlier matches" in page.text_content("#why-text")
+        drawn = page.evaluate("""() => { const c = document.getElementById('why-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [c.width, c.height, n]; }""")
+        assert drawn[1] == 240 and drawn[0] > 240 and drawn[2] > 0.9 * drawn[0] * drawn[1]
+        assert "re-ranked: fakesv" in page.text_content("#status")
+        assert not errors, errors
+        browser.close()
+
+
+def test_hits_with_matches_carry_their_size(page_server):
+    import httpx
+    url, copies, _ = page_server
+    doc = httpx.post(f"{url}/api/search", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+                     data={"id": "0", "top": "3", "rerank": "fakesv:n=2"}).json()
+    assert doc["rerank"] == ["fakesv:n=2"]
+    for h in doc["hits"]:
+        assert h["inliers"] == 2 and h["matches"] == [[2.0, 2.0, 3.0, 3.0], [60.0, 4.0, 58.0, 6.0]]
+        assert h["size"] == [64, 48]

@@ -137,7 +137,7 @@ def test_the_page_in_a_real_browser(live, tmp_path):
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
-        page.wait_for_function("document.getElementById('info').textContent.includes('images')")
+        page.wait_for_function("() => document.getElementById('info').textContent.includes('images')")
 
         # upload a query: the grid shows the API's hits for that image
         with page.expect_response(lambda r: r.url.endswith("/api/search")):
@@ -153,7 +153,7 @@ def test_the_page_in_a_real_browser(live, tmp_path):
             page.mouse.down()
             page.mouse.move(bb["x"] + bb["width"] * 0.8, bb["y"] + bb["height"] * 0.85, steps=6)
             page.mouse.up()
-        page.wait_for_function("document.getElementById('status').textContent.includes('hits in')")
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('hits in')")
         box = [int(v) for v in re.findall(r"\d+", page.text_content("#box-text"))[:4]]
         assert box[0] < box[2] and box[1] < box[3]
         ref = _search(url, image=query, top=top, box=",".join(map(str, box))).json()
@@ -166,8 +166,8 @@ def test_the_page_in_a_real_browser(live, tmp_path):
         page.wait_for_selector("#coseg figure")
         n = page.locator("#coseg figure").count()
         assert n == 1 + min(4, len([i for i, _ in _grid(page)]))
-        page.wait_for_function("[...document.querySelectorAll('#coseg img')].every(i => i.complete && i.naturalWidth > 0)")
-        page.wait_for_function("[...document.querySelectorAll('#hits img')].slice(0, 8).every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function("() => [...document.querySelectorAll('#coseg img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function("() => [...document.querySelectorAll('#hits img')].slice(0, 8).every(i => i.complete && i.naturalWidth > 0)")
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
 
@@ -175,7 +175,7 @@ def test_the_page_in_a_real_browser(live, tmp_path):
         second = _grid(page)[1][0]
         with page.expect_response(lambda r: r.url.endswith("/api/search")):
             page.click(f"#hits figure[data-id='{second}']")
-        page.wait_for_function("document.getElementById('status').textContent.includes('hits in')")
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('hits in')")
         _same(_grid(page), _search(url, id=second, top=top).json()["hits"])
         assert page.text_content("#query-name") == Path(paths[second]).name
         assert page.text_content("#box-text") == ""  # a new query starts without a box

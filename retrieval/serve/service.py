@@ -380,6 +380,7 @@ class SearchService:
         Returns ``{"query", "query_id", "size": [W, H] (None for a vector or when an indexed file
         is gone), "box", "rerank": [steps], "hits": [{"rank", "id", "path", "score", "missing",
         ...fields the steps add}], "commit", "stages": {stage: ms}, "ms"}``; hits best first,
+        a hit with verified ``matches`` also carries its ``size`` [W, H];
         scores are inner products (float). ``return_vectors``: also ``"query_vector"`` (the
         query's descriptor, (D,) floats, before any expansion) and each hit's ``"vector"`` (its
         stored row).
@@ -415,6 +416,13 @@ class SearchService:
         for name, sec in res.timings.items():
             stages[name if name == "search" else f"rerank:{name}"] = sec
         hits = res.hits(0)
+        for h in hits:  # verified matches ([xq, yq, xh, yh] in each image's pixels): the hit's size to draw them
+            if "matches" in h:
+                h["matches"] = np.asarray(h["matches"], dtype=np.float64).reshape(-1, 4).round(2).tolist()
+                try:
+                    h.setdefault("size", list(self.indexed_size(int(h["id"]), st)))
+                except NotFoundError:
+                    h.setdefault("size", None)
         out: Dict[str, Any] = {"query": res.labels[0], "query_id": query.id}
         if return_vectors:
             out["query_vector"] = [float(x) for x in described.descriptors[0]]
