@@ -623,3 +623,44 @@ def test_hits_with_matches_carry_their_size(page_server):
     for h in doc["hits"]:
         assert h["inliers"] == 2 and h["matches"] == [[2.0, 2.0, 3.0, 3.0], [60.0, 4.0, 58.0, 6.0]]
         assert h["size"] == [64, 48]
+
+
+# -- re-ranking through the API, from the one query path; co-segmentation boxes in image pixels -------------
+def test_coseg_rerank_through_the_api_equals_the_search_tool(served, run_tool):
+    svc, c = served["service"], served["client"]
+    steps = "coseg:K=4:k=2"
+    doc = c.post("/api/search", data={"id": "2", "top": "4", "rerank": steps}).json()
+    assert doc["rerank"] == [steps] and "rerank:coseg" in doc["stages"]
+    proc = run_tool("search", "--query-id", "2", "--index", served["index"], "--top", "4", "--rerank", steps, "--json")
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads(proc.stdout)["results"][0]["hits"]
+    _same_hits(doc["hits"], ref, svc.index.paths)
+    plain = c.post("/api/search", data={"id": "2", "top": "4"}).json()["hits"]
+    assert [h["score"] for h in plain] != [h["score"] for h in doc["hits"]]  # the step did something
+    same = c.post("/api/search", json={"id": 2, "top": 4, "rerank": steps}).json()
+    assert [h["id"] for h in same["hits"]] == [h["id"] for h in doc["hits"]]
+    _one_line_error(c.post("/api/search", data={"id": "2", "rerank": "cosegg"}), 422, "did you mean")
+    _one_line_error(c.post("/api/search", json={"vector": [0.1] * 512, "rerank": "coseg"}), 422, "vector")
+
+
+def test_coseg_boxes_are_in_the_image_s_own_pixels(served):
+    """An 880×650 upload: overlays are 320 px wide, the box is in the upload's pixels."""
+    c = served["client"]
+    big = Image.open(served["paths"][1]).resize((880, 650), Image.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    r = c.post("/api/coseg", files={"image": ("big.jpg", buf.getvalue(), "image/jpeg")}, data={"ids": "0,2", "k": "2"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert len(doc["colours"]) == 2 and all(col.startswith("#") and len(col) == 7 for col in doc["colours"])
+    first = doc["images"][0]
+    assert first["size"] == [880, 650] and doc["images"][1]["size"] == [64, 48]
+    mask = np.asarray(Image.open(io.BytesIO(_png(first["mask"])))) > 0
+    assert mask.shape == (236, 320)
+    ys, xs = np.nonzero(mask)
+    if first["box"] is not None and xs.size:
+        x1, y1, x2, y2 = first["box"]
+        assert 0 <= x1 < x2 <= 880 and 0 <= y1 < y2 <= 650
+        # the mask's box scaled up to the image contains the largest component's box sent back
+        assert x1 >= int(np.floor(xs.min() * 880 / 320)) - 1 and x2 <= int(np.ceil((xs.max() + 1) * 880 / 320)) + 1
+        assert y1 >= int(np.floor(ys.min() * 650 / 236)) - 1 and y2 <= int(np.ceil((ys.max() + 1) * 650 / 236)) + 1

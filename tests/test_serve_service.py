@@ -181,3 +181,11 @@ def test_the_watcher_follows_the_folder(service, tmp_path):
         assert svc.state.commit != commit and svc.info()["images"] == 4
     finally:
         svc.close()
+
+
+def test_image_box_scales_from_the_picture_to_the_image():
+    from retrieval.serve.service import image_box
+    assert image_box((0, 52, 320, 192), (320, 236), (880, 650)) == [0, 143, 880, 529]
+    assert image_box((10, 10, 20, 20), (100, 100), (100, 100)) == [10, 10, 20, 20]
+    assert image_box((1, 1, 3, 3), (4, 4), (10, 10)) == [2, 2, 8, 8]  # rounded outwards
+    assert image_box((0, 0, 4, 4), (4, 4), (10, 10)) == [0, 0, 10, 10]
