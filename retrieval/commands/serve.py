@@ -2,7 +2,7 @@
 
   gemseg serve --index index/                 # http://127.0.0.1:8000 : drop an image, draw a box
   gemseg serve --index index/ --port 0        # any free port (printed)
-  gemseg serve --index index/ --host 0.0.0.0 --token "$(cat token.txt)"
+  GEMSEG_TOKEN=$(cat token.txt) gemseg serve --index index/ --host 0.0.0.0
                                               # reachable from other machines, with a token
 
 Loads the model that built the index (or --model) and the index once, prints
