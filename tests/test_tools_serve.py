@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -268,6 +269,15 @@ def test_413_is_read_by_urllib_and_a_streaming_client(guarded):
     r = conn.getresponse()
     assert r.status == 413 and "limit" in json.loads(r.read())["error"]
     conn.close()
+    # a raw client streaming 16 MiB of JSON sends it all, then reads the 413 (the server read it)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(f"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b" " * 65536
+        for _ in range(256):
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        assert sock.recv(4096).split(b"\r\n")[0].endswith(b"413 Request Entity Too Large")
     # curl waits for 100-continue: answered at once, the body never sent
     if shutil.which("curl"):
         big = Path(guarded[1]).parent / "big.bin"

@@ -363,6 +363,8 @@ def create_app(index_dir: Optional[PathLike] = None, model: Optional[PathLike] =
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, UploadTooLarge):
+            raise exc  # to BodyLimit, which discards the rest of the body before answering
         return _error(exc)
 
     @app.exception_handler(RequestValidationError)
