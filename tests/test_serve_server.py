@@ -22,3 +22,15 @@ def test_the_warning_says_what_the_token_does_not_cover():
     assert "without a token" in no_token and "--token" in no_token
     with_token = exposure_warning("0.0.0.0", "t" * 20)
     assert "without a token" not in with_token and "TLS" in with_token
+
+
+def test_the_listening_socket_sends_at_once():
+    import socket
+
+    from retrieval.serve.server import bind
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+    finally:
+        sock.close()
