@@ -6,8 +6,8 @@ Protocol:
 1. **Indexes.** ``--index DIR`` (e.g. the demo's, ``python tools/demo.py --out /tmp/demo``; by
    default a toy collection, ``retrieval.toy``, 96 px, indexed with the default model into
    ``bench_out/serve/``), and a **synthetic** index of ``--synthetic N`` (default 10⁵) random
-   unit descriptors of the same model (Flat; its paths name files that do not exist: no image is
-   read, the hits say ``missing``), written to ``bench_out/serve/synthetic-N/``.
+   unit descriptors of the same model (``--synthetic-factory``, default Flat; its paths name files
+   that do not exist: no image is read, the hits say ``missing``), in ``bench_out/serve/``.
 2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
    index; its RSS (``/proc/PID/status``) read after a warm-up and again after the load.
 3. **Load.** ``K`` threads (``--clients``, default 1 and 8), each with its own keep-alive
@@ -22,7 +22,7 @@ Protocol:
    with the most clients × CLI seconds (queries the server answers in the time the CLI answers one).
 
     python benchmarks/bench_serve.py                                     # toy index + 10^5 synthetic
-    python benchmarks/bench_serve.py --index /tmp/demo/index --seconds 8 --json out.json
+    python benchmarks/bench_serve.py --index /tmp/demo/index --synthetic-factory Flat IVF256,Flat --json out.json
 """
 from __future__ import annotations
 
@@ -63,15 +63,15 @@ def toy_index() -> Path:
     return index
 
 
-def synthetic_index(model_index: Path, n: int, seed: int = 0) -> Path:
-    """``n`` random unit descriptors under ``model_index``'s model (Flat), cached by ``n``."""
-    out = OUT / f"synthetic-{n}"
+def synthetic_index(model_index: Path, n: int, factory: str = "Flat", seed: int = 0) -> Path:
+    """``n`` random unit descriptors under ``model_index``'s model in a ``factory`` index, cached."""
+    out = OUT / f"synthetic-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
     ref = ImageIndex.load(model_index)
     if (out / "meta.json").is_file():
         have = ImageIndex.load(out)
         if have.ntotal == n and have.fingerprint == ref.fingerprint:
             return out
-    idx = ImageIndex(ref.dim, "Flat", ref.model_config, ref.fingerprint)
+    idx = ImageIndex(ref.dim, factory, ref.model_config, ref.fingerprint)
     idx.model_source = ref.model_source
     rng = np.random.default_rng(seed)
     for a in range(0, n, 20_000):
@@ -211,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", help="index folder of images (default: a toy index built in bench_out/serve/)")
     ap.add_argument("--synthetic", type=int, default=100_000, help="stored descriptors of the synthetic index (0: none)")
+    ap.add_argument("--synthetic-factory", nargs="+", default=["Flat"], metavar="FACTORY",
+                    help="faiss factories of the synthetic index (default Flat; e.g. also IVF256,Flat)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="load per row (bounded)")
     ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed per index")
@@ -219,9 +221,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     index = Path(args.index) if args.index else toy_index()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env)]
-    if args.synthetic:
-        syn = synthetic_index(index, args.synthetic)
-        results.append(bench_index("synthetic", syn, ("id", "vector"), args.clients, args.seconds, args.cli_runs, env))
+    for factory in args.synthetic_factory if args.synthetic else []:
+        syn = synthetic_index(index, args.synthetic, factory)
+        results.append(bench_index(f"synthetic {factory}", syn, ("id", "vector"), args.clients, args.seconds,
+                                   args.cli_runs, env))
     for res in results:
         print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")
         print(markdown_table(["query", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
