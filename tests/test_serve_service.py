@@ -189,3 +189,22 @@ def test_image_box_scales_from_the_picture_to_the_image():
     assert image_box((10, 10, 20, 20), (100, 100), (100, 100)) == [10, 10, 20, 20]
     assert image_box((1, 1, 3, 3), (4, 4), (10, 10)) == [2, 2, 8, 8]  # rounded outwards
     assert image_box((0, 0, 4, 4), (4, 4), (10, 10)) == [0, 0, 10, 10]
+
+
+def test_a_cached_thumbnail_is_not_served_once_its_file_is_gone(service, tmp_path):
+    idx = service.index
+    (tmp_path / "photos").mkdir()
+    copies = [shutil.copy(p, tmp_path / "photos") for p in idx.paths]
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), copies)
+    mine.save(tmp_path / "ix")
+    svc = SearchService.open(tmp_path / "ix", reload_interval=0)
+    try:
+        first = svc.thumbnail(2, 32)
+        assert svc.thumbnail(2, 32) == first  # cached
+        Path(copies[2]).unlink()
+        with pytest.raises(NotFoundError, match="missing"):
+            svc.thumbnail(2, 32)
+        assert [h["missing"] for h in svc.search(Query(id=2), top=6)["hits"] if h["id"] == 2] == [True]
+    finally:
+        svc.close()

@@ -481,7 +481,7 @@ def create_app(index_dir: Optional[PathLike] = None, model: Optional[PathLike] =
             raise BadParameterError(f"size must be {THUMB_SIZES[0]} … {THUMB_SIZES[1]}, got {size}")
         # no-cache: an id can name another image after a compaction, and a file can vanish
         return Response(svc.thumbnail(i, size, st), media_type="image/jpeg",
-                        headers=dict(_HEADERS, **{"Cache-Control": "no-cache", "ETag": f'"{st.commit}-{i}-{size}"'}))
+                        headers=dict(_HEADERS, **{"Cache-Control": "no-cache"}))
 
     @app.post("/api/coseg")
     async def coseg(request: Request) -> Dict[str, Any]:
