@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -155,7 +156,8 @@ class QueryResults:
     labels: Q query names; ids: (Q, top) int64 database ids, best first (−1 pads); scores: (Q, top)
     float32; descriptors: (Q, D) float32, the queries as searched (after α-QE, the expanded ones);
     notes: per step, its summary; hit_fields: extra fields of the hit of (query, id); failed:
-    (label, reason) of the queries left out (``skip_bad``), not counted in Q; boxes: the Q queries' boxes."""
+    (label, reason) of the queries left out (``skip_bad``), not counted in Q; boxes: the Q queries' boxes;
+    timings: seconds spent in the index search (``"search"``) and in each step (by its name)."""
 
     labels: List[str]
     ids: np.ndarray
@@ -166,6 +168,7 @@ class QueryResults:
     hit_fields: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
     failed: List[Tuple[str, str]] = field(default_factory=list)
     boxes: List[Box] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
 
     def hits(self, q: int) -> List[Dict[str, Any]]:
         """Query ``q``'s hit records, best first: ``{"rank", "id", "path", "score", "missing"}``
@@ -241,6 +244,15 @@ class QueryPath:
         for s in other.steps:
             if s.needs_network and self.net is None:
                 raise DataError(f"re-ranking step '{s.name}' runs the network: open the query path with the model")
+        return other
+
+    def with_index(self, index: ImageIndex) -> "QueryPath":
+        """The same path (network, device, steps) over another ``index`` (a new state of the same
+        folder: a server that follows its index), checked against the fingerprint already known."""
+        if self.fingerprint is not None and self.net is not None:
+            index.check_model(self.fingerprint, self.net.dim)
+        other = copy.copy(self)
+        other.index = index
         return other
 
     @property
@@ -344,11 +356,16 @@ class QueryPath:
         ctx = RerankContext(described.descriptors.copy(), self.index, self.net, self.device, described.self_ids,
                             described.boxes, described.image_loaders, dict(self.search_kwargs), self.progress)
         ctx._images.update(described.images)
+        t0 = time.perf_counter()
         scores, ids = ctx.search(ctx.descriptors, self.depth(top))
+        timings = {"search": time.perf_counter() - t0}
         for step in self.steps:
+            t0 = time.perf_counter()
             ids, scores = step.rerank(ctx, ids, scores)
+            timings[step.name] = timings.get(step.name, 0.0) + time.perf_counter() - t0
         return QueryResults(described.labels, ids[:, :top], scores[:, :top], ctx.descriptors, self._paths,
-                            ctx.notes, ctx.hit_fields, list(described.failed), list(described.boxes))
+                            ctx.notes, ctx.hit_fields, list(described.failed), list(described.boxes),
+                            timings)
 
     def run(self, queries: Union[QueryLike, Sequence[QueryLike]], top: int = 10,
             skip_bad: bool = False) -> QueryResults:
