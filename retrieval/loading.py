@@ -3,6 +3,11 @@ model an index was built with.
 
 This stands above :mod:`retrieval.settings` (which reads the whole YAML file) and the model, so the
 model package itself never needs to know the configuration file.
+
+A checkpoint is read once with ``torch.load(weights_only=True)`` (numpy arrays and PCA objects of
+other toolkits allowed: :mod:`retrieval.core.foreign_weights`) and opened by its layout: gemseg's
+(:mod:`retrieval.model.checkpoint`), cirtorch's (:mod:`retrieval.model.cirtorch`) or dirtorch's
+(:mod:`retrieval.model.dirtorch`); any other file is one line.
 """
 from __future__ import annotations
 
@@ -10,7 +15,12 @@ from pathlib import Path
 from typing import Optional, Union
 
 from retrieval.core.config import from_dict
-from retrieval.model.checkpoint import load_checkpoint
+from retrieval.core.errors import WeightsError
+from retrieval.core.foreign_weights import foreign_layout, foreign_loading
+from retrieval.core.io import torch_load
+from retrieval.model.checkpoint import CHECKPOINT_FORMAT, network_from_checkpoint
+from retrieval.model.cirtorch import cirtorch_network
+from retrieval.model.dirtorch import dirtorch_network
 from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import DescriptorNet, ModelConfig, build_network
 from retrieval.search.index import ImageIndex
@@ -19,15 +29,37 @@ from retrieval.settings import load_settings
 PathLike = Union[str, Path]
 
 
+def load_checkpoint_file(path: PathLike) -> DescriptorNet:
+    """The network in checkpoint ``path``: gemseg's (``tools/train_gem.py``), cirtorch's
+    (``retrievalSfM120k-resnet101-gem-b80fb85.pth`` …) or dirtorch's (``Resnet-101-AP-GeM.pt``).
+
+    Raises:
+        WeightsError: a missing or unreadable file, or one of another layout (one line).
+    """
+    src = str(path)
+    with foreign_loading():
+        obj = torch_load(Path(path), "model checkpoint", WeightsError)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return network_from_checkpoint(obj, source=src)
+    layout = foreign_layout(obj)
+    if layout == "cirtorch":
+        return cirtorch_network(obj, source=src)
+    if layout == "dirtorch":
+        return dirtorch_network(obj, source=src)
+    raise WeightsError(f"{src} is not a gemseg, cirtorch or dirtorch model checkpoint "
+                       f"(gemseg: tools/train_gem.py; cirtorch: {{'meta', 'state_dict'}}; "
+                       f"dirtorch: {{'model_options', 'state_dict'}})")
+
+
 def load_model(spec: Optional[PathLike] = None) -> DescriptorNet:
     """The model a tool uses: ``None`` → the default config; a ``.yaml``/``.yml`` → its ``model:``
-    section; anything else → a checkpoint written by :func:`retrieval.model.checkpoint.save_checkpoint`."""
+    section; anything else → a checkpoint (:func:`load_checkpoint_file`: gemseg, cirtorch or dirtorch)."""
     if spec is None:
         return build_network(ModelConfig())
     s = str(spec)
     if s.endswith((".yaml", ".yml")):
         return build_network(load_settings(s).model)
-    return load_checkpoint(s)
+    return load_checkpoint_file(s)
 
 
 def model_for_index(index: ImageIndex, spec: Optional[PathLike] = None) -> DescriptorNet:
