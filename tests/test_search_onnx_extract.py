@@ -67,3 +67,23 @@ def test_not_a_gemseg_onnx_model_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(WeightsError, match="not found"):
         OnnxDescriptorNet(tmp_path / "missing.onnx")
+
+
+def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
+    """cirtorch's multi-scale rule (plain bilinear scales, msp) and its ms / ss Lw survive the export."""
+    from test_model_cirtorch import cirtorch_state, features_of, random_lw, save_like_cirtorch
+
+    from retrieval.core.errors import ConfigError
+    from retrieval.loading import load_model, with_input
+
+    save_like_cirtorch(cirtorch_state("vgg16", features_of("vgg16", 3), None, 3.3, random_lw(512, 6)),
+                       tmp_path / "v.pth")
+    net = load_model(tmp_path / "v.pth")
+    onet = OnnxDescriptorNet(export_onnx(net, tmp_path / "v.onnx").path)
+    assert onet.resize == "plain" and onet.msp == pytest.approx(3.3) and onet.head_scales == "ms"
+    x = torch.randn(2, 3, 75, 60, generator=torch.Generator().manual_seed(2))
+    np.testing.assert_allclose(onet.describe(x), describe_batch(net, x, net.config.scales).numpy(), atol=1e-4)
+    with pytest.raises(ConfigError, match="multi-scale Lw"):
+        onet.describe(x, [1.0])
+    one = OnnxDescriptorNet(export_onnx(with_input(net, scales=[1.0]), tmp_path / "v1.onnx").path)
+    np.testing.assert_allclose(one.describe(x), describe_batch(net, x, [1.0]).numpy(), atol=1e-4)

@@ -48,6 +48,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="database-side augmentation with K neighbours after indexing (0: off); "
                          "augments every stored descriptor, so use it on a fresh --out folder")
     ap.add_argument("--alpha", type=float, default=3.0, help="α of DBA (default 3)")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's)")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                  object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
                  workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
                  progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
-                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact)
+                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
+                 image_size=args.image_size, scales=args.scales)
     if args.json:
         print_json(report.as_dict())
         return 0

@@ -192,7 +192,17 @@ def onnx_metadata(net: DescriptorNet) -> Dict[str, str]:
         "gemseg.msp_signed": "1" if signed else "0",
         "gemseg.dim": str(int(net.dim)),
         "gemseg.whitened": "1" if net.has_whitening else "0",
+        "gemseg.head_scales": head_scales(net),
     }
+
+
+def head_scales(net: DescriptorNet) -> str:
+    """Which scale counts the exported whitening is for: ``"any"``, or ``"ms"`` / ``"ss"`` for a
+    cirtorch network whose precomputed Lw differs between several scales and one."""
+    lw_for = getattr(net, "lw_for", None)
+    if lw_for is None or not net.has_whitening:
+        return "any"
+    return "ms" if len(net.config.scales) > 1 else "ss"
 
 
 def export_onnx(net: DescriptorNet, path: PathLike, *, opset: int = OPSET) -> ExportReport:
@@ -212,6 +222,8 @@ def export_onnx(net: DescriptorNet, path: PathLike, *, opset: int = OPSET) -> Ex
     if net.concepts is not None:
         raise ConfigError("a network with concept-masked pooling cannot be exported to ONNX; export it without --concepts")
     t0 = time.perf_counter()
+    if hasattr(net, "use_lw_for"):  # a cirtorch network: the Lw of its configured scales
+        net.use_lw_for(len(net.config.scales))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = net.training

@@ -8,8 +8,13 @@ made from the batch by the network's resize rule (:func:`retrieval.search.extrac
 cirtorch's plain bilinear resize), run through the graph for its ``pooled`` output, the scales are
 combined by the generalised mean with the network's exponent, L2-normalised, whitened with the
 whitening stored in the file, and L2-normalised again. ``extract(paths)`` describes image files
-(decoded as :class:`retrieval.core.images.ImageDataset` does). Used by ``benchmarks/bench_onnx.py``;
-which engine the tools use by default is decided there (docs/benchmarks.md).
+(decoded as :class:`retrieval.core.images.ImageDataset` does).
+
+:class:`OnnxNetwork` stands where a :class:`~retrieval.model.network.DescriptorNet` does in
+extraction, indexing and search (``--model model.onnx`` of the tools, through
+:func:`retrieval.loading.load_model`); its fingerprint is the torch model's, so an index built on
+either engine is searched by the other. Concept-masked pooling and co-segmentation re-ranking need
+the torch model. The speed of the two engines: ``benchmarks/bench_onnx.py`` (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -18,13 +23,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import hashlib
+
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from retrieval.core.errors import ResourceError, WeightsError, first_line
+from retrieval.core.config import from_dict, to_dict
+from retrieval.core.errors import ConfigError, ResourceError, WeightsError, first_line
 from retrieval.core.images import ImageDataset
+from retrieval.model.network import ModelConfig
 from retrieval.model.cirtorch import generalized_mean, plain_rescale
 from retrieval.model.onnx_export import HEAD_M, HEAD_PT, INPUT, ONNX_FORMAT, OUTPUTS
 from retrieval.search.extract import Extracted, rescale
@@ -83,6 +93,7 @@ class OnnxDescriptorNet:
         self.resize = self.meta["gemseg.resize"]
         self.msp = float(self.meta["gemseg.msp"])
         self.msp_signed = self.meta.get("gemseg.msp_signed") == "1"
+        self.head_scales = self.meta.get("gemseg.head_scales", "any")
         self.dim = int(self.meta["gemseg.dim"])
         self.fingerprint = self.meta["gemseg.fingerprint"]
         self.config: Dict[str, Any] = json.loads(self.meta["gemseg.config"])
@@ -123,6 +134,9 @@ class OnnxDescriptorNet:
         t = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x, dtype=np.float32))
         t = t.detach().float().cpu()
         scales = list(scales or self.scales)
+        if self.head_scales != ("ms" if len(scales) > 1 else "ss") and self.head_scales != "any":
+            raise ConfigError(f"{self.path} holds the {'multi' if self.head_scales == 'ms' else 'single'}-scale Lw "
+                              f"of its cirtorch model; export it again with the scales you use")
         pooled = [self.pooled(self._rescale(t, s)) for s in scales]
         v = generalized_mean(pooled, self.msp if len(scales) > 1 else 1.0, self.msp_signed)
         return self.head(v).numpy().astype(np.float32, copy=False)
@@ -147,3 +161,57 @@ class OnnxDescriptorNet:
             ok.append(paths[i])
         X = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
         return Extracted(np.ascontiguousarray(X), ok, failures, time.perf_counter() - t0)
+
+
+class _BackboneInfo:
+    """What tools read of a backbone: its name, normalisation and channel count."""
+
+    def __init__(self, name: str, mean: Sequence[float], std: Sequence[float], out_channels: int) -> None:
+        self.name, self.mean, self.std, self.out_channels = name, tuple(mean), tuple(std), int(out_channels)
+
+
+class OnnxNetwork(nn.Module):
+    """An exported model where a DescriptorNet goes (see the module docstring): ``config`` (the
+    exported model's :class:`~retrieval.model.network.ModelConfig`, image size and scales
+    changeable), ``dim``, ``fingerprint()``, ``backbone`` (name, mean, std only) and
+    ``describe_scales(x, scales)``, which :func:`retrieval.search.extract.describe_batch` calls."""
+
+    def __init__(self, path: PathLike, *, threads: Optional[int] = None,
+                 providers: Optional[Sequence[str]] = None) -> None:
+        super().__init__()
+        self.onnx = OnnxDescriptorNet(path, threads=threads, providers=providers)
+        cfg = dict(self.onnx.config)
+        cfg.update(weights=str(path), concepts=None, object_factor=None)
+        self.config: ModelConfig = from_dict(ModelConfig, cfg, where=f"{path}: gemseg.config")
+        self._exported = json.dumps(to_dict(self.config), sort_keys=True)
+        self.backbone = _BackboneInfo(self.config.backbone, self.onnx.mean, self.onnx.std, self.onnx.dim)
+        self.concepts = None
+
+    @property
+    def dim(self) -> int:
+        return self.onnx.dim
+
+    @property
+    def has_whitening(self) -> bool:
+        return self.onnx.head_Pt is not None
+
+    def fingerprint(self) -> str:
+        """The torch model's fingerprint; changed image size or scales change it (as for torch)."""
+        now = json.dumps(to_dict(self.config), sort_keys=True)
+        if now == self._exported:
+            return self.onnx.fingerprint
+        return hashlib.sha1(f"{self.onnx.fingerprint}:{now}".encode()).hexdigest()[:16]
+
+    def set_concepts(self, concepts: Any) -> None:
+        if concepts is not None:
+            raise ConfigError("concept-masked pooling needs the torch model, not an ONNX file")
+
+    def describe_scales(self, x: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+        """x (B, 3, H, W) float32 → (B, D) float32 unit rows, on x's device."""
+        return torch.from_numpy(self.onnx.describe(x.detach().cpu(), scales)).to(x.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.describe_scales(x, [1.0])
+
+    def extra_repr(self) -> str:
+        return f"onnx={self.onnx.path}, dim={self.dim}"
