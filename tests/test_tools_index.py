@@ -337,3 +337,33 @@ def test_index_local_features_flag_stores_rootsift(tmp_path, tiny_config, run_to
     assert f is not None and len(f) <= 30 and f.size == (80, 64)
     assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
                                    "--local-features", "-3", "--quiet"), "local-features")
+def test_index_with_a_cirtorch_checkpoint_gives_cirtorch_descriptors(tmp_path):
+    """tools/index.py --model <cirtorch .pth> --image-size --scales: the index holds the descriptors
+    of cirtorch's forward (tests/test_model_cirtorch.py's reference) on the images as gemseg
+    resizes them; a search without the flags describes the query as the index was described."""
+    import math
+
+    import torch
+    from test_model_cirtorch import MEAN, STD, cirtorch_state, features_of, make_whiten, random_lw, reference, save_like_cirtorch
+
+    feats, whiten, lw = features_of("resnet50", 0), make_whiten(2048, 3), random_lw(2048, 4)
+    save_like_cirtorch(cirtorch_state("resnet50", feats, whiten, 3.0, lw), tmp_path / "r50.pth")
+    paths = random_images(tmp_path / "images", 3, size=(60, 80), seed=4)
+    scales = [1.0, 1 / math.sqrt(2)]
+    done = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "index", "--model",
+                    tmp_path / "r50.pth", "--image-size", "72", "--scales", *map(str, scales), "--json")
+    assert done.returncode == 0, done.stderr
+    idx = ImageIndex.load(tmp_path / "index")
+    assert idx.model_config["image_size"] == 72 and idx.model_config["scales"] == scales
+    got = {p: idx.descriptors()[i] for i, p in enumerate(idx.paths.many(range(3)))}
+    for p in paths:
+        img = Image.open(p).convert("RGB").resize((72, 54), Image.Resampling.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+        np.testing.assert_allclose(got[str(p.resolve())], reference(feats, whiten, 3.0, lw, x[None], scales)[0], atol=1e-4)
+    res = run_tool("search", "--index", tmp_path / "index", "--query", paths[1], "--top", "1", "--json")
+    hit = json.loads(res.stdout)["results"][0]["hits"][0]
+    assert hit["path"] == str(paths[1].resolve()) and hit["score"] > 0.9999
+    bad = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "i2", "--model", tmp_path / "r50.pth",
+                   "--scales", "1", "-0.5")
+    assert_one_line_error(bad, "--scales")

@@ -61,6 +61,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--local-features", type=int, nargs="?", const=1000, default=0, metavar="N",
                     help="also store at most N RootSIFT features per image (default 1000; float16, about "
                          "264 bytes a feature) that --rerank sv reads instead of describing the hits' files")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's)")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
@@ -69,7 +74,8 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                  workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
                  progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
                  memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
-                 graph=args.graph, local_features=args.local_features)
+                 graph=args.graph, local_features=args.local_features,
+                 image_size=args.image_size, scales=args.scales)
     if args.json:
         print_json(report.as_dict())
         return 0

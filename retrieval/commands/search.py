@@ -67,6 +67,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--coseg-weight", type=float, help="share of the masked score (1: replace; default 0.5)")
     ap.add_argument("--html", help="write an HTML page of the queries and their hits (links to the originals)")
     ap.add_argument("--png", help="write a contact sheet PNG of the queries and their hits")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's, as the index was described)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's, as the index was described)")
 
 
 def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                   ef_search=args.ef_search, rerank=False if args.no_rerank else None,
                   device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config,
                   coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight,
-                  query_ids=args.query_id, steps=args.rerank)
+                  query_ids=args.query_id, steps=args.rerank, image_size=args.image_size, scales=args.scales)
     failed = list(getattr(results, "failed", []))
     if args.json:
         print_json({"results": results, "failed": failed})

@@ -4,6 +4,7 @@
 * :mod:`~retrieval.core.backbone_registry` — the name → builder table (``@register_backbone``);
 * :mod:`~retrieval.core.backbone_builders` — the built-in backbones (EfficientNet-Lite0, ResNets, VGGs), one builder each;
 * :mod:`~retrieval.core.backbone_weights` — weights: ImageNet, a state-dict file, a gemseg checkpoint's backbone;
+* :mod:`~retrieval.core.foreign_weights` — cirtorch / dirtorch checkpoints: safe reading (numpy, PCA), their weights under torchvision's names;
 * :mod:`~retrieval.core.feature_extractor` — :class:`Backbone`: named stages, layer taps, fingerprint;
 * :mod:`~retrieval.core.images` — decoding any image a user has (EXIF, modes, HEIC) into a tensor;
 * :mod:`~retrieval.core.image_listing` — which image files a folder or a list names, streamed or with what was left out;

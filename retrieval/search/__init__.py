@@ -1,6 +1,7 @@
 """Describing, indexing and searching a collection.
 
 * :mod:`~retrieval.search.extract` — batched, multi-scale descriptors of image files;
+* :mod:`~retrieval.search.onnx_extract` — descriptors on onnxruntime from an exported model, multi-scale around the graph;
 * :mod:`~retrieval.search.shards` — a folder of descriptor shards with its manifest;
 * :mod:`~retrieval.search.sharded_extract` — sharded, resumable extraction (one shard a task, ranks of torchrun / srun);
 * :mod:`~retrieval.search.factory` — which faiss index: factory strings, templates, ``auto``, the one IVF check;
