@@ -129,3 +129,22 @@ def test_tool_trains_without_labels(tmp_path):
     assert net.config.whitening == best["whitening"] and net.has_whitening == (best["whitening"] != "none")
     last = read_checkpoint(tmp_path / "run" / "last.pt")["extra"]
     assert last["period"] == 2 and last["epoch"] == 2 and "optimizer" not in last
+
+
+def test_tool_says_once_that_best_is_the_starting_network(tmp_path):
+    """Issue 27 item 11: "best.pt is the starting network" was printed twice (the log's report and
+    the summary). A run that cannot improve (lr 1e-12; 3 validation classes, too few to call a gain)
+    says it once, with the reason, and ``--json`` carries the same sentence."""
+    data = pattern_classes(tmp_path / "d", n_classes=6, per_class=3)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_TRAIN_YAML.format(data=data).replace("val_fraction: 0.0", "val_fraction: 0.5, lr: 1.0e-12")
+                   .replace("whitening: false", "whitening: none"))
+    proc = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("best.pt is the starting network") == 1, proc.stdout
+    assert "best.pt is the starting network with no whitening: fine-tuning did not improve validation mAP" \
+        in proc.stdout
+    js = run_tool("train_gem", "--config", cfg, "--out", tmp_path / "run2", "--json")
+    doc = json.loads(js.stdout)
+    assert doc["best_epoch"] == 0 and doc["selection"]["why"].startswith("best.pt is the starting network")
+    assert doc["selection"]["classes"] == 3 and doc["selection"]["classes_needed"] == 5

@@ -56,6 +56,7 @@ from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.io import write_log_csv
 from retrieval.model.checkpoint import read_checkpoint, save_checkpoint
+from retrieval.model.network import ModelConfig
 from retrieval.model.whitening import Whitening
 from retrieval.training.config import TrainConfig
 from retrieval.training.distributed import DistContext, current
@@ -182,7 +183,8 @@ class Engine:
         self.image_size = int(cfg.image_size or net.config.image_size)
         #: how best.pt will describe images (the model's settings): validation and whitening use them
         self.extraction = dict(image_size=int(net.config.image_size), scales=[float(s) for s in net.config.scales])
-        self.selection = ModelSelection(cfg.whitening, unit=unit, log=log)
+        self.selection = ModelSelection(cfg.whitening, unit=unit, log=log, steps=self.total,
+                                        with_start=cfg.validate_before, seed=cfg.seed)
         sc = ", ".join(f"{x:g}" for x in self.extraction["scales"])
         log(f"best.pt will describe images at {self.extraction['image_size']} px, scales {sc} (model.image_size, "
             f"model.scales: what tools/index.py and tools/search.py use, and what validation and whitening "
@@ -202,8 +204,14 @@ class Engine:
 
     def check_extraction(self, paths: Sequence[PathLike], sample: int = 32) -> None:
         """Warn when the training images are much larger than ``model.image_size`` (median long
-        side of up to ``sample`` image headers ≥ 2×): best.pt would describe them at a fraction of
-        their detail."""
+        side of up to ``sample`` image headers ≥ 2×) *and* ``model.image_size`` is below the default
+        model's (:class:`~retrieval.model.network.ModelConfig`: 320 px): best.pt would describe
+        them at a fraction of their detail. At the default size or above nothing is said: that is
+        the photo setting already, and larger photos are described at it by design."""
+        size = self.extraction["image_size"]
+        default = ModelConfig()
+        if size >= default.image_size:
+            return
         sides = []
         for p in list(paths)[:: max(1, len(paths) // sample)][:sample]:
             try:
@@ -211,11 +219,11 @@ class Engine:
                     sides.append(max(im.size))
             except Exception:  # unreadable files are reported elsewhere
                 continue
-        size = self.extraction["image_size"]
         if sides and float(np.median(sides)) >= 2 * size:
+            sc = ", ".join(f"{x:g}" for x in default.scales)
             self.log(f"warning: the training images are about {int(np.median(sides))} px but best.pt will describe "
-                     f"them at {size} px (model.image_size); for photos set model.image_size (the default "
-                     f"model's is 320, scales [1.0, 0.7071, 0.5]) and keep train.image_size small for speed")
+                     f"them at {size} px (model.image_size: {size}); for photos raise model.image_size to the "
+                     f"default model's {default.image_size} (scales [{sc}]) and keep train.image_size small for speed")
 
     @property
     def common(self) -> Dict[str, Any]:
@@ -421,4 +429,5 @@ class Engine:
         return TrainResult(self.out, self.history, self.best_step, self.best_score if validated else float("nan"),
                            self.best_path, self.last_path, unit=self.unit, whitening_map=whitening_map,
                            whitening=kept.kind if kept else "none", extraction=dict(self.extraction),
-                           rank=self.dist.rank, **driver)
+                           rank=self.dist.rank,
+                           selection=self.selection.summary() if validated and self.selection.base else {}, **driver)

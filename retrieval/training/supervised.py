@@ -36,6 +36,7 @@ from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import PairSet, drop_unreadable, load_pairs
 from retrieval.training.results import COLUMNS, StepStats, TrainResult, val_columns
+from retrieval.training.selection import split_for_selection
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
@@ -53,7 +54,9 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
     """Load, check and split the training data: ``(train, val, skipped)``.
 
     ``data`` overrides ``cfg.data``. Unreadable images are dropped (``cfg.check_images``) and listed
-    in ``skipped``; the validation set is ``cfg.val_data`` or ``cfg.val_fraction`` of the classes.
+    in ``skipped``; the validation set is ``cfg.val_data`` or ``cfg.val_fraction`` of the classes
+    (at least the classes the choice of ``best.pt`` needs, when the data has twice as many:
+    :func:`~retrieval.training.selection.split_for_selection`).
     """
     src = data if data is not None else cfg.data
     if not src:
@@ -74,7 +77,9 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
         train_pairs = pairs
     else:
         try:
-            train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+            train_pairs, val = split_for_selection(pairs, cfg.val_fraction, seed=cfg.seed, by=cfg.val_split,
+                                                   steps=cfg.epochs, mode=cfg.whitening,
+                                                   with_start=cfg.validate_before, log=log)
             if val.n_images and train_pairs.n_classes < 2 <= pairs.n_classes:
                 raise DataError(f"holding out {val.n_classes} of {pairs.n_classes} classes leaves fewer than 2 "
                                 "to train on")
