@@ -1,15 +1,23 @@
-"""Which model ``best.pt`` holds: the best *validated* (step, whitening) of a run.
+"""Which model ``best.pt`` holds: the simplest candidate, unless validation shows a real gain.
 
 ``train.whitening`` (``auto`` | ``lw`` | ``pca`` | ``none``) says which whitenings compete:
+``auto`` (the default) scores every step of the run, **the starting network (step 0) included**,
+with no whitening, PCA whitening (PCA-w) and learned whitening (Lw), each learned at that step on
+the training pairs; a forced value scores every step with that whitening only.
 
-* ``auto`` (the default): every step of the run, **the starting network (step 0) included**, is
-  scored with no whitening, PCA whitening (PCA-w) and learned whitening (Lw), each learned at that
-  step on the training pairs; ``best.pt`` is the candidate with the highest validation mAP. A
-  candidate must beat the best so far strictly, and candidates are met in the order (step 0: none,
-  Lw, PCA-w), (step 1: …), …, so a tie keeps the earlier step and the simpler whitening: fine-tuning
-  that does not raise validation mAP hands back the starting network;
-* ``lw`` / ``pca`` / ``none``: that whitening is forced; the step is still chosen by the validation
-  mAP *with* it (step 0 included).
+**The rule.** Candidates are met from simplest to most complex: (step 0: none, PCA-w, Lw),
+(step 1: …), … The first one met (the starting network with no whitening under ``auto``) is the
+*simplest*, and ``best.pt`` holds it unless another candidate's gain over it is significant
+(:class:`ModelSelection`): the one-sided lower bound of the paired, class-resampled bootstrap of
+the per-query AP difference (:func:`retrieval.evaluation.significance.paired_bootstrap`) above 0 at
+confidence :data:`CONFIDENCE` **over the run** — each of the run's :func:`comparisons` tested at
+``1 − (1 − CONFIDENCE) / comparisons`` (Bonferroni), so a verdict is final when the candidate is
+scored and ``best.pt`` is written as the run goes. Among significant candidates the highest
+validation mAP is kept. With fewer validation classes than :func:`classes_needed` no call is
+made (:func:`~retrieval.evaluation.significance.min_groups`) and the simplest is kept;
+:func:`split_for_selection` sizes the validation split so the call can be made where the data
+allows. :meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
+is ``--json``'s ``selection``.
 
 **Whitening from few pairs.** Both whitenings are learned from a sample of at most
 ``train.whiten_pairs`` training pairs (:func:`~retrieval.training.validation.sample_pairs`) and
@@ -22,16 +30,15 @@ sample, since the other directions have no variance there and whitening them mul
 With fewer pairs than descriptor dimensions a warning says so (:meth:`ModelSelection.check_pairs`).
 
 **With no validation** (``train.val_fraction: 0``, or too few classes to hold any out) nothing
-measures the candidates, and :func:`fallback` applies a fixed rule instead: ``best.pt`` is the last
-step, with Lw under ``auto`` when the training pairs number at least the descriptor dimension (a
-full-rank covariance: the regime where Lw is known to help) and no whitening otherwise; a forced
-value is kept.
+measures the candidates, and :meth:`ModelSelection.fallback` applies a fixed rule instead:
+``best.pt`` is the last step, with Lw under ``auto`` when the training pairs number at least the
+descriptor dimension (a full-rank covariance: the regime where Lw is known to help) and no
+whitening otherwise; a forced value is kept.
 
 **Validation that cannot choose.** :meth:`ModelSelection.check_validation` warns when the
-validation set is too small to rank models (fewer than :data:`MIN_VAL_CLASSES` classes or
-:data:`MIN_VAL_QUERIES` queries) and when the starting network already scores
-≥ :data:`SATURATED` (no step can beat it); :meth:`ModelSelection.report` says when the validation
-mAP never moved.
+validation set has too few classes to make the call, :meth:`ModelSelection.check_start` when the
+starting network already scores ≥ :data:`SATURATED` (no step can beat it);
+:meth:`ModelSelection.report` says when the validation mAP never moved.
 """
 from __future__ import annotations
 
