@@ -206,14 +206,39 @@ def test_training_that_hurts_hands_back_the_starting_network(tmp_path):
 
 
 @pytest.mark.slow
-def test_no_validation_falls_back_to_the_documented_rule(tmp_path):
+def test_validation_that_cannot_be_held_out_keeps_the_start(tmp_path):
+    """3 classes: none can be held out and still train on 2. Validation was asked for
+    (val_fraction 0.5), so best.pt is the starting network with no whitening, and the run says
+    why, once in the log and once (shorter) in the summary; a resumed run keeps it so."""
     data = _noise_classes(tmp_path / "d", n_classes=3)
     lines: List[str] = []
-    cfg = TrainConfig(data=str(data), val_fraction=0.5, val_split="classes", lr=1e-4, epochs=1, qsize=4, nnum=1,
+    cfg = TrainConfig(data=str(data), val_fraction=0.5, val_split="classes", lr=1e-3, epochs=1, qsize=4, nnum=1,
                       batch=4, workers=0, mine_batch=32)
-    tr, va, _ = load_training_pairs(cfg, log=lines.append)  # 3 classes: none can be held out
+    tr, va, _ = load_training_pairs(cfg, log=lines.append)
     assert va.n_images == 0 and tr.n_images == 12
     assert any(line.startswith("no validation split is possible") for line in lines)
+    net = build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]), seed=0)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    res = train(net, tr, cfg, tmp_path / "run", val=va, progress=False, log=lines.append)
+    assert res.best_epoch == 0 and res.whitening == "none"
+    ck = read_checkpoint(res.best_path)
+    assert all(torch.equal(v, ck["state_dict"][k]) for k, v in start.items())
+    assert not all(torch.equal(v, net.state_dict()[k]) for k, v in start.items())  # training did change it
+    assert sum("no validation: nothing can show that fine-tuning gains, so best.pt is the starting network" in line
+               for line in lines) == 1
+    assert "best.pt is the starting network with no whitening: no validation" in res.summary()
+    res2 = train(net, tr, cfg, tmp_path / "run", val=va, epochs=2, resume=True, progress=False, log=lines.append)
+    assert res2.best_epoch == 0 and all(torch.equal(v, read_checkpoint(res.best_path)["state_dict"][k])
+                                        for k, v in start.items())
+
+
+@pytest.mark.slow
+def test_no_validation_asked_for_falls_back_to_the_documented_rule(tmp_path):
+    data = _noise_classes(tmp_path / "d", n_classes=3)
+    lines: List[str] = []
+    cfg = TrainConfig(data=str(data), val_fraction=0.0, lr=1e-4, epochs=1, qsize=4, nnum=1, batch=4, workers=0,
+                      mine_batch=32)
+    tr, va, _ = load_training_pairs(cfg, log=lines.append)
     net = build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]), seed=0)
     res = train(net, tr, cfg, tmp_path / "run", val=va, progress=False, log=lines.append)
     # 36 pairs < 512 dimensions: auto keeps no whitening, the last epoch

@@ -84,8 +84,7 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
                 raise DataError(f"holding out {val.n_classes} of {pairs.n_classes} classes leaves fewer than 2 "
                                 "to train on")
         except DataError as e:  # too few classes (or views) to hold any out: train on all, say so
-            log(f"no validation split is possible ({e}); training on all of it, best.pt follows the "
-                "no-validation rule (the last epoch; see docs/training.md)")
+            log(f"no validation split is possible ({e}); training on all of it")
             train_pairs, val = pairs, pairs.subset(np.zeros(pairs.n_images, dtype=bool))
     if skipped:
         first = f"{skipped[0][0]} ({skipped[0][1]})"
@@ -134,6 +133,10 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         run.check_extraction(pairs.paths)
         if val is not None:
             run.selection.check_validation(val)
+        elif cfg.val_fraction > 0 or cfg.val_data:  # validation asked for, but there is none
+            run.keep_start("no validation: nothing can show that fine-tuning gains, so best.pt is the starting "
+                           "network with no whitening (the simplest candidate); give train.val_data, or set "
+                           "train.val_fraction: 0 to keep the last epoch instead (docs/training.md)")
     if start == 1 and val is not None and cfg.validate_before and not run.history:
         t0 = time.perf_counter()
         s0 = run.validate_step(0, val, pairs)
