@@ -101,7 +101,8 @@ def test_two_rank_run_resumes_and_its_best_pt_indexes(tmp_path):
 @pytest.mark.slow
 def test_tool_trains_without_labels(tmp_path):
     """``tools/train_gem.py`` with an ``unsupervised:`` section: a quarter of the classes held out
-    for validation, two cluster–train periods, Lw in best.pt, one cluster per training image."""
+    for validation, two cluster–train periods, the selection rule of supervised runs, one cluster
+    per training image."""
     for c in range(4):
         random_images(tmp_path / "data" / f"class{c}", 5, size=(40, 40), seed=c)
     cfg = tmp_path / "u.yaml"
@@ -118,13 +119,13 @@ def test_tool_trains_without_labels(tmp_path):
     assert [int(r["period"]) for r in rows] == [0, 1, 2]
     assert all(not math.isnan(float(r["val_map"])) for r in rows)  # the held-out class validates
     assert len({r["cluster"] for r in clusters}) == 4  # final_clusters
-    # best.pt is the best validated (period, whitening), period 0 included: no period that lowers
-    # validation mAP is kept
-    col = {"none": "val_map", "pca": "val_map_pca", "lw": "val_map_lw"}
-    cands = [(float(r[col[k]]), int(r["period"]), k) for r in rows for k in col if r[col[k]] not in ("", "nan")]
-    top = max(c[0] for c in cands)
-    kept = float(rows[best["period"]][col[best["whitening"]]])
-    assert kept == top, (cands, best["period"], best["whitening"])
+    # best.pt: the simplest candidate unless a gain is significant; two held-out classes cannot show
+    # one (the call needs 8 for 2 periods × 3 whitenings), so the unsupervised run keeps period 0
+    # with no whitening and says why, as supervised runs do
+    assert (best["period"], best["whitening"]) == (0, "none")
+    assert f"warning: validation has 2 class(es) and {n_val} queries: too few to tell a real gain from noise " \
+           "(at least 8 classes" in proc.stdout
+    assert "best.pt is the starting network with no whitening: " in proc.stdout
     net = load_checkpoint(tmp_path / "run" / "best.pt")
     assert net.config.whitening == best["whitening"] and net.has_whitening == (best["whitening"] != "none")
     last = read_checkpoint(tmp_path / "run" / "last.pt")["extra"]
