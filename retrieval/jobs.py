@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
+
 from cosegment.config import load_coseg_config, parse_factors
 from cosegment.pipeline import CosegReport, cosegment
 from retrieval.core.backbone import resolve_device, set_threads
@@ -43,6 +45,19 @@ from retrieval.training.results import TrainResult
 from retrieval.training.supervised import load_training_pairs
 from retrieval.training.supervised import train as train_supervised
 from retrieval.training.unsupervised import load_unlabeled_data, train_unsupervised
+from retrieval.core.image_listing import scan_images
+from retrieval.dedup.calibration import calibrate_model
+from retrieval.dedup.confirm import near_verifier
+from retrieval.dedup.finder import KINDS as DEDUP_KINDS
+from retrieval.dedup.finder import find_duplicates
+from retrieval.dedup.moves import move_files
+from retrieval.dedup.moves import undo as undo_moves
+from retrieval.dedup.report import write_csv as write_dedup_csv
+from retrieval.dedup.report import write_html as write_dedup_html
+from retrieval.dedup.report import write_png as write_dedup_png
+from retrieval.dedup.thresholds import DEFAULT_FINGERPRINT, Thresholds, load_thresholds, save_thresholds, thresholds_file
+from retrieval.loading import model_for_index
+from retrieval.search.extract import extract_descriptors
 
 PathLike = Union[str, Path]
 
@@ -400,3 +415,93 @@ def run_export(onnx: PathLike, *, model: Optional[PathLike] = None, config: Opti
     if not isinstance(net, DescriptorNet):
         raise ConfigError(f"{model} is already an ONNX model")
     return export_onnx(net, onnx, opset=opset)
+def run_dedup(images: Optional[PathLike] = None, index: Optional[PathLike] = None, *,
+              model: Optional[PathLike] = None, config: Optional[PathLike] = None, device: Optional[str] = None,
+              thresholds: Optional[PathLike] = None, near: Optional[float] = None,
+              similar: Optional[float] = None, slack: Optional[float] = None,
+              min_inliers: Optional[int] = None, calibrate: bool = False, verify: bool = True,
+              html: Optional[PathLike] = None, png: Optional[PathLike] = None, csv: Optional[PathLike] = None,
+              move_to: Optional[PathLike] = None, move_kinds: Sequence[str] = ("exact", "near"),
+              undo: Optional[PathLike] = None, progress: bool = True,
+              batch_size: Optional[int] = None, workers: Optional[int] = None) -> Dict[str, Any]:
+    """Find the duplicates of a collection (``tools/dedup.py``, :mod:`retrieval.dedup`).
+
+    The images are ``images`` (a folder or list file, described now; with ``index`` too, added
+    to that index first, incrementally) or the index folder ``index`` (its stored descriptors, its
+    model). Thresholds: ``thresholds`` (a file), else the one the index or checkpoint keeps, else
+    the defaults; ``calibrate`` measures them now on generated edits of the built-in photos
+    (:mod:`retrieval.dedup.calibration`) and stores them there; ``near`` / ``similar`` / ``slack`` / ``min_inliers`` override. ``verify``: confirm
+    near pairs by spatial verification when it is available. Writes ``html`` / ``png`` / ``csv``;
+    ``move_to``: moves the copies of the groups of ``move_kinds`` there, with a manifest;
+    ``undo``: moves the files of that manifest back (nothing else is done then).
+    Returns ``{"groups": [{"kind", "keep", "images": [{"path", "score", "reason"}]}], "counts", ...}``.
+    """
+    if undo is not None:
+        if images is not None or index is not None or move_to is not None:
+            raise DataError("--undo MANIFEST moves files back and does nothing else; give no --images/--index/--move-to")
+        return {"undo": undo_moves(undo, progress=progress).as_dict()}
+    if images is None and index is None:
+        raise DataError("give --images DIR (a folder or list of images) or --index DIR (an index folder)")
+    bad = sorted(set(move_kinds) - set(DEDUP_KINDS))
+    if bad:
+        raise DataError(f"--move-kinds: unknown kind {bad[0]}; choose from {', '.join(DEDUP_KINDS)}")
+    if move_to is not None and images is not None and Path(images).is_dir() and \
+            Path(images).resolve() in [Path(move_to).resolve(), *Path(move_to).resolve().parents]:
+        raise DataError("--move-to must be outside the --images folder (the copies would be found again)")
+    settings = load_settings(config)
+    device = device or settings.extract.device
+    resolve_device(device)
+    failures: List[Any] = []
+    root: Optional[Path] = Path(images).resolve() if images is not None and Path(images).is_dir() else None
+    if index is not None:
+        if images is not None:
+            run_index(images, index, config=config, model=model, device=device, batch_size=batch_size,
+                      workers=workers, progress=progress)
+        idx = ImageIndex.load(index)
+        net = model_for_index(idx, model)
+        removed = set(idx.removed_ids.tolist())
+        live = [i for i in range(idx.ntotal) if i not in removed]
+        paths_all = idx.paths.many(live)
+        there = [k for k, p in enumerate(paths_all) if Path(p).is_file()]
+        failures += [(paths_all[k], "file missing (indexed, no longer on disk)") for k in range(len(live))
+                     if k not in set(there)]
+        paths = [paths_all[k] for k in there]
+        X = idx.rows(np.asarray([live[k] for k in there], np.int64))
+    else:
+        net = _model(settings, model)
+        listing = scan_images(images)
+        ex = extract_descriptors(net, [str(p.resolve()) for p in listing.paths], device=device, progress=progress,
+                                 batch_size=batch_size or settings.extract.batch_size,
+                                 workers=workers if workers is not None else settings.extract.workers,
+                                 desc="dedup: describe")
+        paths, X = ex.paths, ex.descriptors
+        failures += list(listing.skipped) + list(ex.failures)
+    fp = net.fingerprint()
+    where = thresholds_file(thresholds, index, model)
+    if calibrate:
+        chosen = calibrate_model(net, device=device, progress=progress,
+                                 min_inliers=min_inliers if min_inliers is not None else Thresholds().min_inliers)
+        if where is None:
+            raise DataError("--calibrate stores the thresholds with the model: give --index DIR, a checkpoint "
+                            "(--model), or --thresholds FILE")
+        save_thresholds(where, fp, chosen)
+    else:
+        stored = load_thresholds(where, fp) if where is not None else None
+        chosen = stored or Thresholds(source="default" if fp == DEFAULT_FINGERPRINT else
+                                      "default of another model: run --calibrate for thresholds of this one")
+    chosen = chosen.with_overrides(near=near, similar=similar, slack=slack, min_inliers=min_inliers)
+    verifier = near_verifier() if verify else None
+    result = find_duplicates(paths, X, chosen, verifier=verifier, progress=progress, failures=failures)
+    out = result.as_dict()
+    out["thresholds"]["file"] = str(where) if where is not None else None
+    out["fingerprint"] = fp
+    written = []
+    for target, write in ((html, write_dedup_html), (png, write_dedup_png), (csv, write_dedup_csv)):
+        if target:
+            written.append(str(write(target, result)))
+    out["written"] = written
+    if move_to is not None:
+        copies = [m.path for g in result.groups if g.kind in move_kinds for m in g.members[1:]]
+        out["moves"] = move_files(sorted(set(copies)), move_to, root=root, progress=progress,
+                                  note=f"gemseg dedup: copies of {', '.join(move_kinds)} groups").as_dict()
+    return out
