@@ -21,7 +21,8 @@ search holds in RAM or, on disk, in the page cache); gemseg's folder also keeps 
 descriptors (memory-mapped, for exact re-ranking) and the paths (SQLite), given as "folder".
 
 Search is measured in this process for every index alike (faiss 1.15 reads autofaiss's files;
-same threads, same 1,000 queries in one batch, best of 3): recall@10 against exact search
+same threads, same 1,000 queries in one batch; 5 interleaved rounds over every setting, the best
+round of each): recall@10 against exact search
 (``retrieval.search.tuning.knn_recall``) and queries/s, first with each index's own search
 settings (gemseg: its defaults, exact re-ranking of 100 candidates; autofaiss: the parameters it
 tuned for ``max_index_query_time_ms=10``), then at **matched recall**: on each side the cheapest
@@ -64,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_scale import _PEAK  # noqa: E402  (the VmHWM wrapper: one child, its own peak)
-from benchmarks.common import best_time, markdown_table  # noqa: E402
+from benchmarks.common import markdown_table  # noqa: E402
 from retrieval.search.shards import ShardDir  # noqa: E402
 from retrieval.search.tuning import knn_recall, smallest_reaching  # noqa: E402
 
@@ -289,42 +290,57 @@ class Searcher:
         return s + (", re-rank 100" if self.row["side"] == "gemseg" and rerank is None and self.knob else "")
 
 
-def qps(s: Searcher, Q: np.ndarray, value: Optional[int], rerank: Optional[bool], repeat: int = 5) -> float:
-    """Queries/s of one setting: best of ``repeat`` searches of all of ``Q`` at once (the best, so
-    that a passing load on this shared machine is not counted)."""
-    return Q.shape[0] / best_time(lambda: s.search(Q, value, rerank), repeat=repeat, warmup=1)
+def measure(rows: List[Dict[str, Any]], Q: np.ndarray, truth: np.ndarray, targets: List[float],
+            rounds: int = 5) -> None:
+    """Fill each row's own recall and queries/s and, per target, the fastest setting reaching it.
 
-
-def measure(rows: List[Dict[str, Any]], Q: np.ndarray, truth: np.ndarray, targets: List[float]) -> None:
-    """Fill each row's own recall / queries/s and, per target, the fastest setting reaching it."""
-    for row in rows:
-        s = Searcher(row)
-        row["recall"] = knn_recall(s.search(Q), truth, K)
-        row["qps"] = qps(s, Q, None, None)
-        row["setting"] = s.setting(None, None)
-        row["matched"] = {}
-        cache: Dict[Tuple[int, Optional[bool]], float] = {}
-        speed: Dict[Tuple[int, Optional[bool]], float] = {}
+    Recall first (deterministic): each index's own settings, then per target and re-ranking mode
+    the cheapest knob value reaching it. Then speed, in ``rounds`` interleaved rounds over every
+    setting of every index (one search of all of ``Q`` at once each), keeping each setting's best
+    round, so that a passing load on this shared machine hits every side alike and is not counted.
+    """
+    searchers = [Searcher(r) for r in rows]
+    plans: List[Dict[float, List[Tuple[Optional[int], Optional[bool]]]]] = []
+    recalls: List[Dict[Tuple[Optional[int], Optional[bool]], float]] = []
+    for row, s in zip(rows, searchers):
+        cache: Dict[Tuple[Optional[int], Optional[bool]], float] = {(None, None): knn_recall(s.search(Q), truth, K)}
+        plan: Dict[float, List[Tuple[Optional[int], Optional[bool]]]] = {}
         for t in targets:
-            best = None
+            plan[t] = []
             for mode in s.rerank_modes:
-                def recall_of(v: int, mode=mode) -> float:
-                    if (v, mode) not in cache:
-                        cache[(v, mode)] = knn_recall(s.search(Q, v if s.knob else None, mode), truth, K)
-                    return cache[(v, mode)]
+                def recall_of(v: int, mode: Optional[bool] = mode) -> float:
+                    key = (v if s.knob else None, mode) if s.knob else (None, None)
+                    if key not in cache:
+                        cache[key] = knn_recall(s.search(Q, key[0], mode), truth, K)
+                    return cache[key]
                 v, _ = smallest_reaching(s.ladder(), recall_of, t)
-                if v is None:
-                    continue
-                if (v, mode) not in speed:
-                    speed[(v, mode)] = qps(s, Q, v if s.knob else None, mode)
-                q = speed[(v, mode)]
-                if best is None or q > best[0]:
-                    best = (q, cache[(v, mode)], s.setting(v if s.knob else None, mode))
-            row["matched"][t] = best
+                if v is not None:
+                    plan[t].append((v, mode) if s.knob else (None, None))
+        plans.append(plan)
+        recalls.append(cache)
+    settings = [sorted({(None, None)} | {x for xs in plan.values() for x in xs}, key=str) for plan in plans]
+    best: List[Dict[Tuple[Optional[int], Optional[bool]], float]] = [dict() for _ in rows]
+    for r in range(rounds):
+        for i, s in enumerate(searchers):
+            for v, mode in settings[i]:
+                if r == 0:
+                    s.search(Q, v, mode)  # warm-up: pages in, caches filled
+                t0 = time.perf_counter()
+                s.search(Q, v, mode)
+                best[i][(v, mode)] = min(best[i].get((v, mode), float("inf")), time.perf_counter() - t0)
+        print(f"  timing round {r + 1}/{rounds} (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    for i, (row, s) in enumerate(zip(rows, searchers)):
+        speed = {k: Q.shape[0] / t for k, t in best[i].items()}
+        row["recall"], row["qps"], row["setting"] = recalls[i][(None, None)], speed[(None, None)], s.setting(None, None)
+        row["matched"] = {}
+        for t, options in plans[i].items():
+            fastest = max(options, key=lambda o: speed[o], default=None)
+            row["matched"][t] = None if fastest is None else \
+                (speed[fastest], recalls[i][fastest], s.setting(*fastest) if s.knob else "exact")
         print(f"  {row['label']}: {row['factory']}, R@10 {row['recall']:.3f} at {row['qps']:.0f} q/s; matched: "
               + ", ".join(f"{t}: {b[0]:.0f} q/s ({b[2]})" if b else f"{t}: not reached"
                           for t, b in row["matched"].items()), file=sys.stderr)
-        del s
+    del searchers
 
 
 def index_tables(name: str, rows: List[Dict[str, Any]], targets: List[float], gib: Callable[[int], str]) -> str:
