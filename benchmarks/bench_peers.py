@@ -9,8 +9,9 @@ budget; a plain torch loop and onnxruntime for extraction. One run per table, ra
 * autofaiss: ``autofaiss.build_index(max_index_memory_usage=B, metric_type="ip")`` with its other
   defaults, and with ``should_be_memory_mappable=True`` (its counterpart of ``--on-disk``), each in
   a child process of its own virtual environment (``benchmarks/.peers-venv``, created on first
-  use: autofaiss pins numpy < 2, which the project's environment cannot hold; pyarrow < 20 is
-  pinned there because later ones need numpy ≥ 2). ``current_memory_available`` is
+  use: autofaiss pins numpy < 2, which the project's environment cannot hold; pinned there too:
+  pyarrow < 20, as later ones need numpy ≥ 2, and faiss-cpu < 1.13, as autofaiss 2.18 calls
+  ``faiss.OPQMatrix(d, M=…, d2=…)`` with keywords, which the bindings of faiss 1.13+ refuse). ``current_memory_available`` is
   ``--peer-build-memory`` (default 8G: autofaiss refuses a build budget under 1.1× the index
   budget, and its default of 32G is more than this machine has).
 
@@ -37,9 +38,9 @@ queries the query views.
 
 **Extraction** (``--only extract``): images/s of the default model on the demo photos: gemseg's
 ``extract_descriptors`` vs a plain torch loop (``bench_extract.plain_loop``: open → resize →
-forward → GeM, batch 1) vs onnxruntime when the project has its ONNX export
-(``retrieval.model.onnx_export``; the column says "not measured" otherwise); interleaved rounds,
-medians.
+forward → GeM, batch 1) vs onnxruntime when the checkout has the ONNX export
+(``OnnxDescriptorNet.extract`` of ``retrieval/search/onnx_extract.py``, the model exported once;
+the row says "not measured" otherwise); the same paths, interleaved rounds, medians.
 
     python benchmarks/bench_peers.py --only index --n 100000
     nice python benchmarks/bench_peers.py --only index --n 1000000
@@ -72,7 +73,7 @@ from retrieval.search.tuning import knn_recall, smallest_reaching  # noqa: E402
 D = 128
 K = 10
 PEER_VENV = ROOT / "benchmarks" / ".peers-venv"
-PEER_PACKAGES = ["autofaiss", "faiss-cpu", "pyarrow<20"]
+PEER_PACKAGES = ["autofaiss", "faiss-cpu<1.13", "pyarrow<20"]
 EF_LADDER = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
 TARGETS = [0.90, 0.95, 0.99]
 
@@ -101,20 +102,21 @@ def peer_versions(py: Path) -> str:
 
 def run_peak(python: Path, script_and_args: List[str], work: Path) -> Tuple[float, str, float]:
     """Run a Python script in a child; returns (wall seconds, stdout, the child's own peak RSS in GiB)."""
-    out = work / "peak_rss.txt"
-    out.unlink(missing_ok=True)
+    out = work / f"peak_rss_{os.getpid()}_{time.monotonic_ns()}.txt"  # one per child: runs may overlap
     t0 = time.perf_counter()
     p = subprocess.run([str(python), "-c", _PEAK, str(out), *script_and_args], cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(f"{script_and_args[0]} failed:\n{p.stderr[-3000:]}")
-    return wall, p.stdout, int(out.read_text()) / 2 ** 20
+    kib = int(out.read_text())
+    out.unlink()
+    return wall, p.stdout, kib / 2 ** 20
 
 
 def import_floor(python: Path, modules: str, work: Path) -> float:
     """Peak RSS (GiB) of a child that only imports ``modules``."""
-    script = work / "imports_only.py"
+    script = work / f"imports_only_{python.parent.parent.name}.py"
     script.write_text(f"import {modules}\n")
     return run_peak(python, [str(script)], work)[2]
 
@@ -432,15 +434,22 @@ def setup(py: Path) -> str:
 
 # ---------------------------------------------------------------- extraction
 
-def onnx_extractor() -> Optional[Callable[..., Any]]:
-    """The project's onnxruntime extraction, when it has one (the interop issue), else None."""
-    for mod, fn in (("retrieval.model.onnx_export", "extract_with_onnxruntime"),
-                    ("retrieval.search.onnx_extract", "extract_descriptors_onnx")):
-        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
-            m = __import__(mod, fromlist=[fn])
-            if hasattr(m, fn):
-                return getattr(m, fn)
-    return None
+def onnx_extractor(net: Any, work: Path) -> Optional[Callable[[List[str]], float]]:
+    """onnxruntime extraction of ``net`` (exported once to ``work/default.onnx``) as a function of
+    the paths returning its seconds, when this checkout has the ONNX export (the interop issue:
+    ``retrieval.model.onnx_export.export_onnx``, ``retrieval.search.onnx_extract.OnnxDescriptorNet``);
+    else None."""
+    if importlib.util.find_spec("retrieval.search.onnx_extract") is None or \
+            importlib.util.find_spec("onnxruntime") is None:
+        return None
+    from retrieval.model.onnx_export import export_onnx
+    from retrieval.search.onnx_extract import OnnxDescriptorNet
+
+    path = work / "default.onnx"
+    if not path.is_file():
+        export_onnx(net, path)
+    model = OnnxDescriptorNet(path)
+    return lambda paths: model.extract(paths).seconds
 
 
 def bench_extraction(work: Path, rounds: int, batch: int) -> str:
@@ -456,24 +465,24 @@ def bench_extraction(work: Path, rounds: int, batch: int) -> str:
     paths = [str(p) for p in coll.db_paths + coll.query_paths]
     dev = resolve_device(None)
     net = build_network(ModelConfig()).to(dev).eval()
-    onnx = onnx_extractor()
-    plain_loop(net, paths[:2], dev)
+    onnx = onnx_extractor(net, work)
+    plain_loop(net, paths[:2], dev)  # warm-up of each
+    if onnx is not None:
+        onnx(paths[:2])
     extract_descriptors(net, paths[:2], batch_size=batch, workers=0, device=dev, progress=False)
     times: Dict[str, List[float]] = {"plain": [], "gemseg": [], "onnxruntime": []}
     for r in range(rounds):
         times["plain"].append(plain_loop(net, paths, dev)[0])
         times["gemseg"].append(extract_descriptors(net, paths, batch_size=batch, device=dev, progress=False).seconds)
         if onnx is not None:
-            t0 = time.perf_counter()
-            onnx(net, paths, batch_size=batch)
-            times["onnxruntime"].append(time.perf_counter() - t0)
+            times["onnxruntime"].append(onnx(paths))
         print(f"  round {r + 1}/{rounds}: " + "  ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items() if v),
               file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     rows = [["gemseg extract_descriptors (batch %d)" % batch, f"{med['plain'] / med['gemseg']:.2f}",
              f"{len(paths) / med['gemseg']:.2f}"],
             ["plain torch loop (batch 1)", "1.00", f"{len(paths) / med['plain']:.2f}"],
-            ["onnxruntime", f"{med['plain'] / med['onnxruntime']:.2f}" if "onnxruntime" in med else "not measured",
+            ["onnxruntime (batch 1, decoding in this process)", f"{med['plain'] / med['onnxruntime']:.2f}" if "onnxruntime" in med else "not measured",
              f"{len(paths) / med['onnxruntime']:.2f}" if "onnxruntime" in med else
              "not measured (no ONNX export in this checkout)"]]
     return (f"Default model ({net.config.backbone}, {net.config.image_size} px, scales {net.config.scales}) on "
