@@ -7,6 +7,7 @@
 * :mod:`~retrieval.search.factory` — which faiss index: factory strings, templates, ``auto``, the one IVF check;
 * :mod:`~retrieval.search.ivf_training` — training coarse quantizers of many lists (two-level k-means);
 * :mod:`~retrieval.search.topk` — exact top-k over blocks, merging top-k lists, skipping removed ids;
+* :mod:`~retrieval.search.tuning` — recall@k against exact search, the cheapest knob value reaching a recall;
 * :mod:`~retrieval.search.ondisk` — IVF lists merged into a file (on-disk inverted lists);
 * :mod:`~retrieval.search.paths_store` — ids ↔ paths, file stats and removed flags in SQLite;
 * :mod:`~retrieval.search.descriptor_file` — the float32 descriptor file that grows in place;
