@@ -31,6 +31,7 @@ SKIP = {
     "gemseg train": "minutes of training on a CPU; runs/mine/best.pt is stood in for by the default model",
     "tools/train_gem.py": "the same training under torchrun",
     "pip install": "installs the package (make test has installed it)",
+    "--move-to": "moves the sandbox's photos (tests/test_tools_dedup.py moves and undoes on a planted collection)",
 }
 
 #: ``gemseg <command>`` → the ``tools/<tool>.py`` that runs the same command module.

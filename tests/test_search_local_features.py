@@ -1,12 +1,16 @@
 """retrieval.search.local_features: RootSIFT against its definition, SIFT positions mapped back to
-the original image's pixels, grayscale input, the cap on features, compact storage."""
+the original image's pixels, grayscale input, the cap on features, compact storage; packed features
+stored in the index folder and kept through add / remove / compact."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import unit_rows
 from PIL import Image, ImageDraw
 
-from retrieval.search.local_features import LocalFeatures, root_sift, sift_features
+from retrieval.search.compaction import compact_index
+from retrieval.search.index import ImageIndex
+from retrieval.search.local_features import LocalFeatures, PackedFeatures, root_sift, sift_features
 
 
 def textured(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
@@ -83,3 +87,52 @@ def test_compact_keeps_the_strongest_as_float16():
     assert f.compact(10 ** 6)[0].shape[0] == len(f)
     with pytest.raises(ValueError):
         LocalFeatures(np.zeros((3, 2)), np.zeros((2, 128)), (10, 10))
+
+
+def test_packed_features_round_trip(tmp_path):
+    fs = [sift_features(textured(seed=s), max_features=80) for s in (1, 2)]
+    pack = PackedFeatures.pack([fs[0], None, fs[1]], max_features=50, max_side=640)
+    assert len(pack) == 3 and pack.get(1) is None and list(pack.offsets) == [0, 50, 50, 100]
+    pack.save(tmp_path / "p")
+    back = PackedFeatures.load(tmp_path / "p", 50, 640)
+    for j, f in ((0, fs[0]), (2, fs[1])):
+        g = back.get(j)
+        assert g.size == f.size and len(g) == 50
+        np.testing.assert_array_equal(g.xy, f.xy[:50])
+        np.testing.assert_allclose(g.desc, f.desc[:50], atol=1e-3)
+        assert len(back.get(j, max_features=10)) == 10
+    sel = back.select(np.array([2, 1]))
+    np.testing.assert_array_equal(sel.get(0).xy, back.get(2).xy)
+    assert sel.get(1) is None
+    assert pack.nbytes() == 100 * (128 * 2 + 8) + 4 * 8 + 3 * 8
+
+
+def test_the_index_folder_stores_them_through_add_remove_compact(tmp_path):
+    paths = []
+    for s in range(5):
+        p = tmp_path / f"{s}.png"
+        textured(seed=30 + s).save(p)
+        paths.append(str(p))
+    X = unit_rows(5, 8, seed=1)
+    idx = ImageIndex(8, "Flat", fingerprint="fp")
+    idx.add(X[:3], paths[:3])
+    idx.save(tmp_path / "ix")
+    assert idx.store_local_features(max_features=60) == 3
+    idx = ImageIndex.load(tmp_path / "ix")
+    assert idx.has_local_features and idx.local_features_end() == 3
+    want = [sift_features(Image.open(p).convert("RGB"), 60) for p in paths]
+    np.testing.assert_array_equal(idx.stored_local_features(1, 60, 640).xy, want[1].xy)
+    assert idx.stored_local_features(1, 100, 640) is None  # fewer stored than asked: computed instead
+    assert idx.stored_local_features(1, 60, 320) is None  # detected at another size
+    idx.add(X[3:], paths[3:])
+    idx.remove([0])
+    idx.save(tmp_path / "ix")
+    assert idx.store_local_features(max_features=60) == 2  # only the new ids
+    idx = ImageIndex.load(tmp_path / "ix")
+    assert idx.local_features_end() == 5 and len(list((tmp_path / "ix" / "local").iterdir())) == 2
+    np.testing.assert_array_equal(idx.stored_local_features(4, 60, 640).xy, want[4].xy)
+    compact_index(tmp_path / "ix", progress=False)
+    c = ImageIndex.load(tmp_path / "ix")
+    assert c.ntotal == 4 and c.local_features_end() == 4 and len(list((tmp_path / "ix" / "local").iterdir())) == 1
+    for new, old in enumerate([1, 2, 3, 4]):
+        np.testing.assert_array_equal(c.stored_local_features(new, 60, 640).xy, want[old].xy)
