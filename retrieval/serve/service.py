@@ -32,7 +32,6 @@ import base64
 import hashlib
 import io
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
