@@ -23,6 +23,20 @@ they count all K + 1 backbone passes of a single query.
 
     nice .venv/bin/python benchmarks/bench_rerank.py                  # the docs/benchmarks.md table
     nice .venv/bin/python benchmarks/bench_rerank.py --collections "synthetic, clutter 1.0" --K 20 --json
+
+**The re-ranking steps of the query path** (``--part steps``; issue 21): on the same collections and
+the demo's (``demo``: photos, clutter 0, 8 objects × 6 views + 12 distractors, 256 px), the
+database indexed (Flat) and every query run through :class:`retrieval.search.query.QueryPath` with
+each step alone and stacked (``qe``, ``superglobal``, ``diffusion``, ``sv``, with their defaults
+unless the method's name says otherwise): revisited E/M/H mAP and milliseconds per query that
+the steps add (CPU, ``--threads`` threads; ``sv`` at query time, its feature cache cleared before
+each method; ``sv (cached)``: the same run again with the hits' features in the cache).
+``--part speed``: ``superglobal`` and ``diffusion`` on ``--big`` synthetic descriptors
+(clustered, ``--big-dim``-d): ms per query, graph build seconds and bytes per image; and the
+bytes per image of cached local features.
+
+    nice .venv/bin/python benchmarks/bench_rerank.py --part steps      # the issue-21 table
+    nice .venv/bin/python benchmarks/bench_rerank.py --part speed --big 100000
 """
 from __future__ import annotations
 
@@ -41,9 +55,17 @@ from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
 from retrieval.model.concepts import ConceptMask
 from retrieval.model.network import ModelConfig, build_network
-from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_summary, rerank_ranks
 from retrieval.search.extract import describe_pil, extract_descriptors
-from retrieval.search.qe import alpha_qe
+from retrieval.search.index import ImageIndex
+from retrieval.search.knn_graph import KnnGraph, build_knn_graph
+from retrieval.search.local_features import sift_features
+from retrieval.search.query import Described, QueryPath
+from retrieval.search.rerank import sv as sv_module
+from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_summary, rerank_ranks
+from retrieval.search.rerank.diffusion import DiffusionParams, diffusion_rerank
+from retrieval.search.rerank.step import RerankContext
+from retrieval.search.rerank.superglobal import SuperGlobal
+from retrieval.search.expansion import alpha_qe
 from retrieval.toy.collection import make_retrieval_collection
 
 COLLECTIONS = {
@@ -52,6 +74,29 @@ COLLECTIONS = {
     "photos, clutter 1.0": dict(source="photos", clutter=1.0),
     "photos, clutter 0.0": dict(source="photos", clutter=0.0),
 }
+#: the demo's collection (retrieval/demo.py defaults), for --part steps
+DEMO = dict(source="photos", clutter=0.0, n_objects=8, views=6, distractors=12, image_size=256)
+#: --part steps: (label, steps as the CLI writes them)
+#: small-collection settings (a query has ~5 relevant images here, hundreds on ROxford): ``DS``, ``SG``
+DS = "diffusion:k=10:alpha=0.9:kq=3"
+SG = "superglobal:M=20:K=1"
+STEP_METHODS = [
+    ("plain", ""),
+    ("qe", "qe:k=2"),
+    ("superglobal", "superglobal"),
+    (SG, SG),
+    ("diffusion", "diffusion"),
+    (DS, DS),
+    ("sv", "sv"),
+    ("sv (cached)", "sv"),
+    ("sv:K=50", "sv:K=50"),
+    ("superglobal,diffusion", "superglobal,diffusion"),
+    (f"{SG},sv:K=50", f"{SG},sv:K=50"),
+    (f"sv:K=50,{DS}", f"sv:K=50,{DS}"),
+    ("qe:k=2,sv:K=50", "qe:k=2,sv:K=50"),
+    (f"qe:k=2,{DS}", f"qe:k=2,{DS}"),
+    (f"{SG},{DS}", f"{SG},{DS}"),
+]
 
 
 def _map(ranks: np.ndarray, gnd: List[Dict[str, np.ndarray]]) -> Dict[str, float]:
@@ -132,6 +177,143 @@ def run_collection(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
     return rows
 
 
+def run_steps(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """--part steps on one collection (module docstring)."""
+    spec = dict(DEMO) if name == "demo" else dict(COLLECTIONS[name], n_objects=args.n_objects, views=args.views,
+                                                   distractors=args.distractors, image_size=args.image_size)
+    root = Path(args.out) / ("steps_" + name.replace(", ", "_").replace(" ", ""))
+    col = make_retrieval_collection(root, seed=0, **spec)
+    gnd = [{k: np.asarray(g[k], np.int64) for k in ("easy", "hard", "junk")} for g in col.gnd]
+    net = build_network(ModelConfig(image_size=args.size, scales=[1.0]))
+    X = extract_descriptors(net, col.db_paths, progress=False).descriptors
+    images = [load_image(p) for p in col.query_paths]
+    if args.crop:
+        images = [crop_box(im, g["bbx"]) for im, g in zip(images, col.gnd)]
+    Q = np.stack([describe_pil(net, im) for im in images]).astype(np.float32)
+    index = ImageIndex(X.shape[1], "Flat", fingerprint=net.fingerprint())
+    index.add(X, col.db_paths)
+    nq, N = len(images), X.shape[0]
+    rows: List[Dict[str, Any]] = []
+    plain_t = None
+    for label, steps in STEP_METHODS:
+        if label in args.skip:
+            continue
+        if not label.endswith("(cached)"):
+            sv_module.CACHE = sv_module.FeatureCache()  # query-time features, nothing cached before
+        path = QueryPath(index, net, steps)
+        described = Described(Q.copy(), [str(p) for p in col.query_paths], np.full(nq, -1, np.int64),
+                              [None] * nq, [(lambda im=im: im) for im in images], dict(enumerate(images)))
+        t0 = time.perf_counter()
+        res = path.search(described, top=N)
+        t = time.perf_counter() - t0
+        plain_t = t if label == "plain" else plain_t
+        r = {"collection": name, "method": label, **_map(res.ids, gnd),
+             "ms_per_query": 1000 * (t - (plain_t or 0.0)) / nq, "notes": res.notes}
+        rows.append(r)
+        print(f"  {name:24s} {label:24s} E/M/H {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f}  "
+              f"{r['ms_per_query']:.1f} ms/query", file=sys.stderr, flush=True)
+    return rows
+
+
+def clustered(n: int, d: int, seed: int = 0, clusters: int = 2000) -> np.ndarray:
+    """(n, d) float32 unit rows around ``clusters`` random centres (a collection of many objects)."""
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(clusters, d)).astype(np.float32)
+    X = C[rng.integers(0, clusters, n)] + 0.7 * rng.normal(size=(n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def run_speed(args: argparse.Namespace) -> Dict[str, Any]:
+    """--part speed (module docstring)."""
+    out: Dict[str, Any] = {"big": args.big, "dim": args.big_dim}
+    X = clustered(args.big, args.big_dim)
+    index = ImageIndex(args.big_dim, "Flat")
+    index.add(X, [f"/synthetic/{i}.jpg" for i in range(args.big)])
+    nq = args.speed_queries
+    Q = clustered(nq, args.big_dim, seed=1)
+    gfile = Path(args.out) / f"graph_{args.big}_{args.big_dim}.npz"
+    t0 = time.perf_counter()
+    if gfile.is_file() and args.reuse_graph:  # timing the steps again: the graph of the same descriptors
+        g = KnnGraph.load(gfile)
+    else:
+        g = build_knn_graph(X, 50, progress=True)
+        out["graph_seconds"] = time.perf_counter() - t0
+        out["graph_ms_per_image"] = 1000 * out["graph_seconds"] / args.big
+        g.save(gfile)
+    out["graph_bytes_per_image"] = g.nbytes() / args.big
+    index._graph = g
+    t0 = time.perf_counter()
+    scores, ids = index.search(Q, 1000)
+    out["search_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq  # the baseline of the ratios
+    g.affinity(50, 3.0), g.degrees(50, 3.0)  # once per index (cached with the graph)
+    t0 = time.perf_counter()
+    diffusion_rerank(g, ids, scores, DiffusionParams())
+    out["diffusion_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq
+    ctx = RerankContext(Q, index, None, None, np.full(nq, -1), [None] * nq, [None] * nq)
+    t0 = time.perf_counter()
+    SuperGlobal().rerank(ctx, ids, scores)
+    out["superglobal_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq
+    # SuperGlobal reads only the top M rows: its cost is that of M = 400 rows of the model's dimension
+    Xd = clustered(5000, args.model_dim, seed=2)
+    small = ImageIndex(args.model_dim, "Flat")
+    small.add(Xd, [f"/s/{i}.jpg" for i in range(5000)])
+    Qd = clustered(nq, args.model_dim, seed=3)
+    sd, idd = small.search(Qd, 400)
+    ctx = RerankContext(Qd, small, None, None, np.full(nq, -1), [None] * nq, [None] * nq)
+    t0 = time.perf_counter()
+    SuperGlobal().rerank(ctx, idd, sd)
+    out["superglobal_ms_per_query_model_dim"] = 1000 * (time.perf_counter() - t0) / nq
+    # local features: compact cache bytes per image (float16 RootSIFT + float32 positions) and SIFT time
+    col = make_retrieval_collection(Path(args.out) / "steps_demo", seed=0, **DEMO)
+    t0 = time.perf_counter()
+    feats = [sift_features(load_image(p)) for p in col.db_paths[:40]]
+    out["sift_ms_per_image"] = 1000 * (time.perf_counter() - t0) / len(feats)
+    out["local_features_per_image"] = float(np.mean([len(f) for f in feats]))
+    out["local_bytes_per_image"] = float(np.mean([sum(a.nbytes for a in f.compact(len(f))) for f in feats]))
+    for k, v in out.items():
+        print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}", file=sys.stderr, flush=True)
+    return out
+
+
+def steps_table(rows: List[Dict[str, Any]]) -> None:
+    print("| collection | method | mAP E / M / H | × plain M / H | ms / query added |")
+    print("|---|---|---|---:|---:|")
+    plain = {r["collection"]: r for r in rows if r["method"] == "plain"}
+    for r in rows:
+        p = plain[r["collection"]]
+        fm = r["medium"] / p["medium"] if p["medium"] else float("nan")
+        fh = r["hard"] / p["hard"] if p["hard"] else float("nan")
+        print(f"| {r['collection']} | {r['method']} | {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f} | "
+              f"{fm:.2f} / {fh:.2f} | {r['ms_per_query']:.0f} |")
+
+
+def main_parts(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    result: Dict[str, Any] = {"config": vars(args)}
+    if "steps" in args.part:
+        names = [c for c in args.collections if c in COLLECTIONS] + (["demo"] if args.demo else [])
+        result["steps"] = [r for c in names for r in run_steps(c, args)]
+    if "speed" in args.part:
+        result["speed"] = run_speed(args)
+    result["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    if "steps" in result:
+        print(f"EfficientNet-Lite0 (ImageNet), {args.size} px single scale; {args.n_objects} objects × {args.views} "
+              f"views + {args.distractors} distractors, {args.image_size} px (demo: its defaults); "
+              f"{'cropped' if args.crop else 'whole'} queries; {result['seconds']:.0f} s in all")
+        steps_table(result["steps"])
+    if "speed" in result:
+        sp = result["speed"]
+        print(f"\n{sp['big']} synthetic {sp['dim']}-d descriptors, {args.speed_queries} queries, top 1000:")
+        print("| what | value |\n|---|---:|")
+        for k, v in sp.items():
+            if k not in ("big", "dim"):
+                print(f"| {k} | {v:.2f} |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out/rerank", help="where the collections are generated")
@@ -152,8 +334,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--part", nargs="+", default=["coseg"], choices=["coseg", "steps", "speed"],
+                    help="coseg: the co-segmentation table (default); steps: the query-path steps' table; "
+                         "speed: superglobal / diffusion at --big descriptors")
+    ap.add_argument("--demo", type=int, default=1, help="--part steps: also the demo's collection (default 1)")
+    ap.add_argument("--skip", nargs="*", default=[], help="--part steps: methods (labels) left out")
+    ap.add_argument("--big", type=int, default=100000, help="--part speed: synthetic descriptors (default 10^5)")
+    ap.add_argument("--big-dim", type=int, default=128, help="--part speed: their dimension (default 128)")
+    ap.add_argument("--model-dim", type=int, default=1280, help="--part speed: SuperGlobal also at this dimension")
+    ap.add_argument("--speed-queries", type=int, default=50, help="--part speed: queries timed (default 50)")
+    ap.add_argument("--reuse-graph", action="store_true", help="--part speed: load the graph a previous run saved")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if "coseg" not in args.part:
+        return main_parts(args)
     t0 = time.perf_counter()
     rows = [r for c in args.collections for r in run_collection(c, args)]
     if args.json:

@@ -14,7 +14,11 @@ visits. :func:`compact_index` rewrites the folder without them:
   when the index had its lists on disk. Search results are those of the
   old index, renumbered, to the last bit of their scores;
 * other compressed indexes (HNSW, PQ without IVF) cannot drop entries, so the live descriptors
-  are added to a copy of the trained index; exact (``Flat``) indexes have no segment.
+  are added to a copy of the trained index; exact (``Flat``) indexes have no segment;
+* the k-NN graph, when the folder stores one (``tools/index.py --graph``): its removed rows
+  deleted and its ids renumbered (:func:`retrieval.search.knn_graph.renumber_graph`; it already
+  left the removed ids out, so it stays the brute-force graph of the live ids);
+* the stored local features (``tools/index.py --local-features``): those of the live ids, packed again.
 
 The new folder is written to a temporary folder and renamed over ``out`` (by default the folder
 itself); the old one stays readable until the rename.
@@ -35,6 +39,7 @@ from retrieval.search import descriptor_file
 from retrieval.search.factory import ivf_of
 from retrieval.search.index import ImageIndex
 from retrieval.search.index_folder import DESCRIPTORS, check_index_target, read_trained, write_index
+from retrieval.search.knn_graph import renumber_graph
 
 PathLike = Union[str, Path]
 BLOCK = 65536  # descriptor rows per block when streaming
@@ -146,10 +151,13 @@ def compact_index(folder: PathLike, out: Optional[PathLike] = None, *, progress:
     if trained is not None:
         segment = (_copy_lists(index, removed, trained, progress) if ivf_of(trained) is not None
                    else _readded(trained, _live_blocks(folder, index.ntotal, removed)))
+    graph = renumber_graph(index.knn_graph(progress=progress)) if index.has_stored_graph else None
+    packed = index.packed_live_local_features()
     by_path, by_stat = itertools.tee(index.saved_rows(live_only=True))  # consumed in step: a row at a time
     write_index(out, index.info(), descriptors=_live_blocks(folder, index.ntotal, removed),
                 paths=(p for _, p, _ in by_path), stats=(st for _, _, st in by_stat), segment=segment,
-                ondisk=index.on_disk, trained=trained)
+                ondisk=index.on_disk, trained=trained, graph=graph,
+                local_features=None if packed is None else (0, packed))
     index.close()
     return CompactReport(str(out), index.factory, before, int(removed.size), live, segments_before, bytes_before,
                          folder_bytes(out), time.perf_counter() - t0)

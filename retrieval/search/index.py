@@ -24,8 +24,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
-from retrieval.core.errors import DataError, ModelMismatchError
+from retrieval.core.errors import DataError, ImageError, ModelMismatchError
+from retrieval.core.images import load_image
 from retrieval.search import descriptor_file
 from retrieval.search.factory import (
     ALIASES,
@@ -40,6 +42,9 @@ from retrieval.search.index_config import IndexConfig
 from retrieval.search.index_folder import (
     DESCRIPTORS,
     IndexInfo,
+    graph_record_valid,
+    read_graph,
+    read_local_packs,
     SavedFolder,
     Segment,
     check_index_target,
@@ -51,6 +56,8 @@ from retrieval.search.index_folder import (
     write_index,
 )
 from retrieval.search.ivf_training import train_index
+from retrieval.search.knn_graph import DEFAULT_K, KnnGraph, build_knn_graph, grow_knn_graph
+from retrieval.search.local_features import LocalFeatures, PackedFeatures, sift_features
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import exact_knn, merge_topk, search_without
 
@@ -137,6 +144,10 @@ class ImageIndex:
         self._removed = np.zeros(0, np.int64)  # sorted ids never returned again
         self._new_removed: List[int] = []
         self._template: Any = None  # the trained, empty faiss index
+        self._graph_record: Optional[Dict[str, Any]] = None  # the folder's stored k-NN graph, if any
+        self._graph: Optional[KnnGraph] = None  # the k-NN graph in memory (covers ntotal when current)
+        self._local_record: Optional[Dict[str, Any]] = None  # the folder's stored local features, if any
+        self._local_packs: Optional[List[Tuple[int, PackedFeatures]]] = None
         if not is_exact(factory) and "{" not in factory and factory.strip().lower() not in ALIASES:
             self._template = make_faiss_index(factory, self.dim)  # a bad string fails here, early
 
@@ -389,6 +400,126 @@ class ImageIndex:
             ids.append(np.where(i >= 0, i + seg.offset, -1))
         return merge_topk(scores, ids, k)
 
+    # -- the k-NN graph ------------------------------------------------------------------------------
+    @property
+    def has_local_features(self) -> bool:
+        """Whether the folder stores local features (``tools/index.py --local-features``)."""
+        return bool(self._local_record)
+
+    def packed_live_local_features(self) -> Optional[PackedFeatures]:
+        """The stored local features of the live ids, in id order, packed again (for compaction;
+        ``None``: none stored)."""
+        rec = self._local_record
+        if not rec:
+            return None
+        live = [i for i in range(self.ntotal) if not self._is_removed(i)]
+        feats = [self.stored_local_features(i, int(rec["max_features"]), int(rec["max_side"])) for i in live]
+        return PackedFeatures.pack(feats, int(rec["max_features"]), int(rec["max_side"]))
+
+    @property
+    def has_graph_in_memory(self) -> bool:
+        """Whether a k-NN graph was already read or built in this process."""
+        return self._graph is not None
+
+    @property
+    def has_stored_graph(self) -> bool:
+        """Whether the folder holds a k-NN graph of its saved ids (``tools/index.py --graph``)."""
+        return self._graph_record is not None
+
+    def knn_graph(self, k: Optional[int] = None, progress: bool = False) -> KnnGraph:
+        """The k-NN graph of the index as it is now (:mod:`retrieval.search.knn_graph`), with at
+        least ``k`` neighbours a row: the folder's stored graph (grown in memory for what was added
+        or removed since), or one built now on first use (kept in memory, not written: a search
+        never writes the folder; ``tools/index.py --graph`` stores one). ``k``: default the stored
+        graph's, else :data:`~retrieval.search.knn_graph.DEFAULT_K`."""
+        if k is None:
+            k = int(self._graph_record["k"]) if self._graph_record is not None else DEFAULT_K
+        g = self._graph
+        if (g is None or g.k < k) and self._graph_record is not None and int(self._graph_record.get("k", 0)) >= k:
+            g = read_graph(self._folder, self._graph_record)  # type: ignore[arg-type]
+            if g is not None and g.n != self._saved:
+                g = None
+        if g is None or g.k < k:
+            g = build_knn_graph(self.descriptors(), k, self._removed, progress=progress)
+        elif g.n != self.ntotal or not np.array_equal(g.removed, self._removed):
+            g = grow_knn_graph(g, self.descriptors(), self._removed, progress=progress)
+        self._graph = g
+        return g
+
+    def store_graph(self, k: int = DEFAULT_K, progress: bool = False) -> KnnGraph:
+        """Build (or reuse) the k-NN graph with ``k`` neighbours and store it in the saved folder
+        this index was loaded from (nothing pending: save first)."""
+        if self._folder is None or self._legacy:
+            raise DataError("the k-NN graph is stored in a saved index folder: save the index first")
+        if self._new_paths or self._new_removed:
+            raise DataError("the index has unsaved additions or removals: save it before storing its graph")
+        if self._graph_record is not None and int(self._graph_record.get("k", 0)) == k:
+            return self.knn_graph(k, progress)
+        g = self._graph if self._graph is not None and self._graph.k == k and self._graph.n == self.ntotal \
+            else build_knn_graph(self.descriptors(), k, self._removed, progress=progress)
+        write_index(self._folder, self.info(), base=self._folder, graph=g)
+        self._graph_record, self._graph = self._stored_graph_record(), g
+        return g
+
+    def _stored_graph_record(self) -> Optional[Dict[str, Any]]:
+        """The path store's ``graph`` record, when it covers the saved ids."""
+        if self._store is None:
+            return None
+        record = self._store.info("graph")
+        return record if graph_record_valid(record, self._saved, self._removed.size) else None
+
+    # -- stored local features ----------------------------------------------------------------------
+    def _packs(self) -> List[Tuple[int, PackedFeatures]]:
+        if self._local_packs is None:
+            self._local_packs = read_local_packs(self._folder, self._local_record) if self._folder else []
+        return self._local_packs
+
+    def stored_local_features(self, i: int, max_features: int, max_side: int) -> Optional[LocalFeatures]:
+        """The stored local features of id ``i`` (``tools/index.py --local-features``), its strongest
+        ``max_features``, when they were computed at ``max_side`` with at least that many; else ``None``
+        (then they are computed from the file)."""
+        rec = self._local_record
+        if not rec or rec.get("max_side") != max_side or int(rec.get("max_features", 0)) < max_features:
+            return None
+        for first, pack in self._packs():
+            if first <= i < first + len(pack):
+                return pack.get(i - first, max_features)
+        return None
+
+    def local_features_bytes(self) -> int:
+        """Bytes of the stored local features."""
+        return sum(p.nbytes() for _, p in self._packs())
+
+    def local_features_end(self) -> int:
+        """One past the last id whose local features the folder stores (0: none)."""
+        return max([first + len(p) for first, p in self._packs()] + [0])
+
+    def store_local_features(self, max_features: int = 1000, max_side: int = 640, progress: bool = False) -> int:
+        """Compute the RootSIFT features of the saved ids that have none stored yet (all of them
+        when the stored ones were computed otherwise) and store them in the folder; returns how many
+        ids were described. Unreadable files and removed ids are stored as having none."""
+        if self._folder is None or self._legacy or self._new_paths or self._new_removed:
+            raise DataError("local features are stored in a saved index folder with nothing pending: save it first")
+        rec = self._local_record
+        same = bool(rec) and rec.get("max_side") == max_side and rec.get("max_features") == max_features
+        first = self.local_features_end() if same else 0
+        feats: List[Optional[LocalFeatures]] = []
+        for i in tqdm(range(first, self.ntotal), desc="local features", unit="img", disable=not progress, leave=False):
+            if self._is_removed(i):
+                feats.append(None)
+                continue
+            try:
+                feats.append(sift_features(load_image(self.paths[i]), max_features, max_side))
+            except (ImageError, OSError):
+                feats.append(None)
+        if not feats:
+            return 0
+        pack = PackedFeatures.pack(feats, max_features, max_side)
+        write_index(self._folder, self.info(), base=self._folder, local_features=(first, pack))
+        self._local_record = self._store.info("local_features") if self._store is not None else None
+        self._local_packs = None
+        return len(feats)
+
     # -- persistence -------------------------------------------------------------------------------
     def info(self) -> IndexInfo:
         """What this index's ``meta.json`` says besides its counts."""
@@ -425,6 +556,7 @@ class ImageIndex:
                     trained=self._trained_template() if new_seg is not None else None)
         if in_place:
             self._settle()
+            self._graph_record = self._stored_graph_record()
         else:
             self._attach(folder)
         return folder
@@ -466,6 +598,8 @@ class ImageIndex:
         else:
             obj._store, obj._saved, obj._stored = saved.store, saved.count, saved.descriptors
             obj._removed, obj._segments = saved.removed, saved.segments
+            obj._graph_record = saved.graph
+            obj._local_record = saved.local
         return obj
 
     def _hold_v1(self, saved: SavedFolder) -> None:

@@ -11,6 +11,10 @@ Folder layout (format version 2)::
       segments/*.index   faiss indexes over consecutive id ranges (one built from shards with
                          --on-disk keeps its inverted lists beside it, in segments/*.ivfdata,
                          memory-mapped at search time)
+      graph/*.npz        optional (tools/index.py --graph): the k-NN graph of the descriptors
+                         (:mod:`retrieval.search.knn_graph`), the file the path store names
+      local/<first id>/  optional (tools/index.py --local-features): RootSIFT features of the ids
+                         from <first id> on, packed (:class:`retrieval.search.local_features.PackedFeatures`)
 
 :func:`write_index` is the only code that writes a folder: saving an index
 (:meth:`retrieval.search.index.ImageIndex.save`), building one from shards
@@ -19,6 +23,11 @@ new folder is written to a temporary folder and renamed. **Adding** to a saved f
 what is new: the new descriptor rows (appended), one new segment, the new rows of ``paths.sqlite``
 and ``meta.json``; the SQLite transaction is the commit point (it records the row count and the
 segments), so an interrupted addition leaves the index as it was.
+A folder with a k-NN graph keeps it equal to the brute-force graph of its live ids: every write
+grows it for the added ids and drops the removed ones (:func:`retrieval.search.knn_graph.grow_knn_graph`)
+before the commit, under a new file name that the same transaction records; a graph whose record
+does not match the committed rows (written by a version that did not keep it) is forgotten and
+built again on first use.
 Folders of version 1 (``paths.json``, ``faiss.index``) are still read (:func:`read_index_folder`).
 """
 from __future__ import annotations
@@ -29,7 +38,7 @@ import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import faiss
 import numpy as np
@@ -40,14 +49,16 @@ from retrieval.core.io import atomic_dir, atomic_path, read_json
 from retrieval.search import descriptor_file
 from retrieval.search.factory import is_exact
 from retrieval.search.index_config import IndexConfig
+from retrieval.search.knn_graph import KnnGraph, grow_knn_graph
+from retrieval.search.local_features import PackedFeatures
 from retrieval.search.ondisk import lists_to_disk, read_ondisk
 from retrieval.search.paths_store import PathStore, Stat
 
 PathLike = Union[str, Path]
 INDEX_FORMAT = "gemseg-index"
 INDEX_VERSION = 2
-META, STORE, DESCRIPTORS, TRAINED, SEGMENTS = (
-    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments")
+META, STORE, DESCRIPTORS, TRAINED, SEGMENTS, GRAPH, LOCAL = (
+    "meta.json", "paths.sqlite", "descriptors.npy", "trained.index", "segments", "graph", "local")
 #: a segment to write: a faiss index, or a function of its on-disk lists file (``None`` when the
 #: lists stay in memory) that returns the index (lists merged straight into that file)
 SegmentSource = Union[Any, Callable[[Optional[Path]], Any]]
@@ -97,6 +108,36 @@ class SavedFolder:
     segments: List[Segment]
     store: Optional[PathStore] = None
     paths: Optional[List[str]] = None
+    graph: Optional[Dict[str, Any]] = None
+    local: Optional[Dict[str, Any]] = None
+
+
+def read_local_packs(folder: PathLike, record: Optional[Dict[str, Any]]) -> List[Tuple[int, PackedFeatures]]:
+    """The folder's stored local-feature packs named by ``record``: ``[(first id, pack)]``
+    (memory-mapped; a pack that cannot be read is left out: its ids are described at query time)."""
+    out: List[Tuple[int, PackedFeatures]] = []
+    for p in (record or {}).get("packs", []):
+        try:
+            out.append((int(p["offset"]), PackedFeatures.load(Path(folder) / p["dir"], record["max_features"],
+                                                              record["max_side"])))
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def graph_record_valid(record: Optional[Dict[str, Any]], count: int, n_removed: int) -> bool:
+    """Whether a path store's ``graph`` record covers ``count`` rows with ``n_removed`` removed."""
+    return bool(record) and int(record.get("count", -1)) == count and int(record.get("removed", -1)) == n_removed
+
+
+def read_graph(folder: PathLike, record: Optional[Dict[str, Any]]) -> Optional[KnnGraph]:
+    """The folder's stored k-NN graph named by ``record`` (``None``: none, or its file unreadable)."""
+    if not record:
+        return None
+    try:
+        return KnnGraph.load(Path(folder) / record["file"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 # -- files -------------------------------------------------------------------------------------------
@@ -182,8 +223,11 @@ def read_index_folder(folder: PathLike) -> SavedFolder:
         if seg.index.ntotal != seg.count:
             raise DataError(f"index {folder} is damaged: {s['file']} holds {seg.index.ntotal} of {seg.count} vectors")
         segments.append(seg)
-    return SavedFolder(info, count, descriptor_file.open_rows(folder / DESCRIPTORS, count), store.removed_ids(),
-                       segments, store)
+    removed = store.removed_ids()
+    graph = store.info("graph")
+    return SavedFolder(info, count, descriptor_file.open_rows(folder / DESCRIPTORS, count), removed,
+                       segments, store, graph=graph if graph_record_valid(graph, count, removed.size) else None,
+                       local=store.info("local_features"))
 
 
 def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
@@ -206,7 +250,8 @@ def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
 def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = None,
                 descriptors: Iterable[np.ndarray] = (), paths: Iterable[str] = (), stats: Iterable[Stat] = (),
                 removed: Iterable[int] = (), segment: Optional[SegmentSource] = None, ondisk: bool = False,
-                trained: Any = None) -> Dict[str, Any]:
+                trained: Any = None, graph: Optional[KnnGraph] = None,
+                local_features: Optional[Tuple[int, PackedFeatures]] = None) -> Dict[str, Any]:
     """Write the index folder ``out``: the new ids' descriptors, their segment, their rows of the
     path store and ``meta.json``; the store's transaction commits them (module doc).
 
@@ -224,6 +269,10 @@ def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = No
         ondisk: the segment's inverted lists go to a lists file beside it (an index's in-memory
             lists are moved there).
         trained: the trained, empty faiss index every segment copies (written if the folder has none).
+        graph: the k-NN graph of the folder after this write (all ids, removed ones left out) to
+            store; ``None``: a graph the folder has is grown and dropped to match (module doc).
+        local_features: ``(first id, pack)``: local features of the ids from ``first id`` on to store
+            (added to those the folder has when computed the same way, else replacing them).
     Returns:
         the content of the ``meta.json`` written.
     """
@@ -235,13 +284,15 @@ def write_index(out: PathLike, info: IndexInfo, *, base: Optional[PathLike] = No
         if base is not None and not in_place:
             for f in Path(base).iterdir():  # a copy of the saved part, then what is new
                 (shutil.copytree if f.is_dir() else shutil.copy2)(f, folder / f.name)
-        meta = _commit(folder, info, descriptors, paths, stats, removed, segment, ondisk, trained)
+        meta = _commit(folder, info, descriptors, paths, stats, removed, segment, ondisk, trained, graph,
+                       local_features)
     return meta
 
 
 def _commit(folder: Path, info: IndexInfo, descriptors: Iterable[np.ndarray], paths: Iterable[str],
             stats: Iterable[Stat], removed: Iterable[int], segment: Optional[SegmentSource], ondisk: bool,
-            trained: Any) -> Dict[str, Any]:
+            trained: Any, graph: Optional[KnnGraph] = None,
+            local_features: Optional[Tuple[int, PackedFeatures]] = None) -> Dict[str, Any]:
     """Add to ``folder`` (a new one when it has no path store yet) and commit (:func:`write_index`)."""
     created = not (folder / STORE).is_file()
     store = PathStore(folder / STORE, create=created)
@@ -254,14 +305,73 @@ def _commit(folder: Path, info: IndexInfo, descriptors: Iterable[np.ndarray], pa
         if segment is not None:
             name = f"{SEGMENTS}/{'000000' if created else f'{start:012d}'}.index"
             segments.append(_write_segment(folder, name, segment, ondisk, start, n))
-        store.commit(start, paths, stats, removed, info={"segments": segments})  # the commit point
+        removed = sorted({int(i) for i in removed})
+        extra = _write_graph(folder, store, start, n, removed, graph, created)
+        if local_features is not None:
+            extra["local_features"] = _write_local(folder, None if created else store.info("local_features"),
+                                                   *local_features)
+        store.commit(start, paths, stats, removed, info={"segments": segments, **extra})  # the commit point
         count, live = store.count(), store.count() - store.removed_ids().size
+        _drop_stale_graphs(folder, store.info("graph"))
+        _drop_stale_local(folder, store.info("local_features"))
     finally:
         store.close()
     bpv = None if count == 0 else (segment_bytes(folder) / count if segments else 4.0 * info.dim)
     meta = index_meta(info, count, live, bpv)
     write_meta(folder, meta)
     return meta
+
+
+def _write_graph(folder: Path, store: PathStore, start: int, n: int, removed: List[int],
+                 graph: Optional[KnnGraph], created: bool) -> Dict[str, Any]:
+    """Before the commit: the k-NN graph of the folder after it (``graph``, or the folder's own,
+    grown and dropped), written under a new name → the store's ``graph`` record (``{}``: no change)."""
+    old_removed = np.zeros(0, np.int64) if created else store.removed_ids()
+    all_removed = np.union1d(old_removed, np.asarray(removed, np.int64)).astype(np.int64)
+    record = None if created else store.info("graph")
+    if graph is None:
+        if not graph_record_valid(record, start, old_removed.size):
+            return {"graph": None} if record else {}
+        if n == 0 and all_removed.size == old_removed.size:
+            return {}
+        g = read_graph(folder, record)
+        if g is None or g.n != start:
+            return {"graph": None}
+        X = descriptor_file.open_rows(folder / DESCRIPTORS, start + n)
+        graph = grow_knn_graph(g, X, all_removed)
+    if graph.n != start + n or not np.array_equal(graph.removed, all_removed):
+        raise ValueError(f"a k-NN graph of {graph.n} ids ({graph.removed.size} removed) for a folder of "
+                         f"{start + n} ({all_removed.size} removed)")
+    name = f"{GRAPH}/{start + n:012d}-{all_removed.size:012d}.npz"
+    graph.save(folder / name)
+    return {"graph": {"file": name, "k": graph.k, "count": start + n, "removed": int(all_removed.size)}}
+
+
+def _write_local(folder: Path, record: Optional[Dict[str, Any]], first: int, pack: PackedFeatures) -> Dict[str, Any]:
+    """Before the commit: write ``pack`` (ids from ``first`` on) → the store's new
+    ``local_features`` record (the old packs kept when computed the same way and below ``first``)."""
+    same = bool(record) and record.get("max_features") == pack.max_features and record.get("max_side") == pack.max_side
+    packs = [p for p in (record or {}).get("packs", []) if same and p["offset"] + p["count"] <= first]
+    name = f"{LOCAL}/{first:012d}-{first + len(pack):012d}"
+    pack.save(folder / name)
+    packs.append({"dir": name, "offset": int(first), "count": len(pack)})
+    return {"max_features": pack.max_features, "max_side": pack.max_side, "packs": packs}
+
+
+def _drop_stale_local(folder: Path, record: Optional[Dict[str, Any]]) -> None:
+    """After the commit: delete local-feature packs the store does not name."""
+    keep = {(folder / p["dir"]).resolve() for p in (record or {}).get("packs", [])}
+    for d in (folder / LOCAL).iterdir() if (folder / LOCAL).is_dir() else ():
+        if d.resolve() not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _drop_stale_graphs(folder: Path, record: Optional[Dict[str, Any]]) -> None:
+    """After the commit: delete graph files the store does not name."""
+    keep = (folder / record["file"]).resolve() if record else None
+    for f in (folder / GRAPH).glob("*.npz") if (folder / GRAPH).is_dir() else ():
+        if f.resolve() != keep:
+            f.unlink(missing_ok=True)
 
 
 def _write_descriptors(folder: Path, dim: int, blocks: Iterable[np.ndarray], start: int, created: bool) -> int:
