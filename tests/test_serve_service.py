@@ -208,3 +208,28 @@ def test_a_cached_thumbnail_is_not_served_once_its_file_is_gone(service, tmp_pat
         assert [h["missing"] for h in svc.search(Query(id=2), top=6)["hits"] if h["id"] == 2] == [True]
     finally:
         svc.close()
+
+
+def test_concurrent_searches_share_a_search_and_get_their_own_hits(service, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    X = service.index.descriptors()
+    jobs = [Query(id=i % 6) for i in range(8)] + [Query(vector=X[i].copy()) for i in range(4)]
+    alone = [service.search(q, top=4) for q in jobs]
+    original = QueryPath.search
+
+    def slow(self, described, top=10):  # a search long enough for the others to queue behind it
+        time.sleep(0.05)
+        return original(self, described, top)
+
+    monkeypatch.setattr(QueryPath, "search", slow)
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda q: service.search(q, top=4), jobs))
+    assert max(d["batch"] for d in together) > 1
+    for a, b in zip(alone, together):  # the same hits (a batch is a matrix product: scores to float rounding)
+        assert [(h["id"], h["path"], h["rank"]) for h in a["hits"]] == [(h["id"], h["path"], h["rank"]) for h in b["hits"]]
+        np.testing.assert_allclose([h["score"] for h in a["hits"]], [h["score"] for h in b["hits"]], atol=1e-6)
+        assert a["query"] == b["query"] and a["query_id"] == b["query_id"]
+    # another top is another kind: never in the same search
+    with ThreadPoolExecutor(4) as pool:
+        mixed = list(pool.map(lambda k: service.search(Query(id=1), top=k), [2, 3, 2, 3]))
+    assert [len(d["hits"]) for d in mixed] == [2, 3, 2, 3]

@@ -4,7 +4,8 @@
 
 ``GEMSEG_SERVE_INDEX=DIR`` runs these against an existing index instead of a tiny generated one,
 ``GEMSEG_SERVE_QUERY=FILE`` picks the query the browser uploads (default: the first indexed image)
-and ``GEMSEG_SCREENSHOT=FILE`` saves the page's screenshot there (default: the test's tmp folder).
+and ``GEMSEG_SCREENSHOT=FILE`` saves the page's screenshot there (default: the test's tmp folder);
+``GEMSEG_WHY_SCREENSHOT=FILE`` also re-ranks with ``sv`` and saves the "why did it match" view.
 docs/figures/serve_page.png was made that way over the demo's index (see docs/serve.md).
 """
 from __future__ import annotations
@@ -180,6 +181,16 @@ def test_the_page_in_a_real_browser(live, tmp_path):
         _same(_grid(page), _search(url, id=second, top=top).json()["hits"])
         assert page.text_content("#query-name") == Path(paths[second]).name
         assert page.text_content("#box-text") == ""  # a new query starts without a box
+        why_shot = os.environ.get("GEMSEG_WHY_SCREENSHOT")
+        if why_shot:  # "why did it match" with the real spatial verification (docs/figures/serve_why.png)
+            with page.expect_response(lambda r: r.url.endswith("/api/search"), timeout=300_000):
+                page.fill("#rerank", "sv:K=8")
+                page.press("#rerank", "Enter")
+            page.wait_for_selector("#hits figure .why", timeout=300_000)
+            page.locator("#hits figure .why").nth(1).click()
+            page.wait_for_selector("#why:not([hidden])")
+            page.wait_for_function("() => document.getElementById('why-text').textContent.includes('inlier')")
+            page.locator("#why").screenshot(path=why_shot)
         assert not errors, errors
         browser.close()
     assert shot.stat().st_size > 10_000

@@ -2,6 +2,7 @@
 
 * :mod:`~retrieval.serve.service` — :class:`SearchService`: index and model loaded once, searches through the query path,
   the index folder followed as other processes change it (a live index);
+* :mod:`~retrieval.serve.batching` — :class:`SearchBatcher`: concurrent searches answered by one search;
 * :mod:`~retrieval.serve.uploads` — an upload decoded safely (decompression bombs refused), a box read;
 * :mod:`~retrieval.serve.errors` — the service's errors and the HTTP status of each;
 * :mod:`~retrieval.serve.access` — the bearer token: which paths need it, compared in constant time;

@@ -16,7 +16,8 @@ every request; the index followed as other processes change it.
   stays open until its last request lets it go); a folder that cannot be read (half written, being
   renamed, made by another model) leaves the server on the state it has, and is tried again at
   the next change. :attr:`IndexState.commit` names the state served.
-* **Concurrency**: forward passes run in a bounded thread pool (``forward_workers``, one on a GPU:
+* **Concurrency**: concurrent searches by id or vector share one pass over the database
+  (:mod:`~retrieval.serve.batching`); forward passes run in a bounded thread pool (``forward_workers``, one on a GPU:
   forward passes are serialised there); faiss searches run concurrently in the callers' threads
   (faiss CPU search only reads the index). On an approximate index, a search that sets its own
   ``nprobe`` runs alone and restores the default afterwards, so concurrent searches never see
@@ -32,7 +33,6 @@ import base64
 import hashlib
 import io
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +54,7 @@ from retrieval.loading import search_model
 from retrieval.model.network import DescriptorNet
 from retrieval.search.index import ImageIndex, is_exact
 from retrieval.search.query import Query, QueryPath, query_steps
+from retrieval.serve.batching import SearchBatcher
 from retrieval.serve.errors import BadParameterError, NotFoundError
 
 PathLike = Union[str, Path]
@@ -196,12 +197,14 @@ class SearchService:
             co-segmentation size, :func:`retrieval.core.backbone.default_image_size`).
         reload_interval: seconds between looks at the index folder (0: never reload).
         on_reload: told ``(ok, commit or error line)`` after each attempt to open a new state.
+        batch_searches: concurrent searches by id or vector without re-ranking steps share one
+            search (:mod:`retrieval.serve.batching`).
     """
 
     def __init__(self, index: ImageIndex, net: DescriptorNet, *, device: Optional[str] = None,
                  forward_workers: int = 1, thumb_cache: int = 512, model_name: Optional[str] = None,
                  coseg_size: Optional[int] = None, reload_interval: float = 1.0,
-                 on_reload: Optional[Callable[[bool, str], None]] = None) -> None:
+                 on_reload: Optional[Callable[[bool, str], None]] = None, batch_searches: bool = True) -> None:
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
         self.fingerprint = net.fingerprint()
@@ -215,6 +218,7 @@ class SearchService:
         self._state = IndexState(index, self._base_path, folder_signature(self.folder) if self.folder else None,
                                  thumb_cache)
         self.coseg_size = int(coseg_size or default_image_size(net.backbone.name))
+        self._batcher: Optional[SearchBatcher] = SearchBatcher() if batch_searches else None
         self.on_reload = on_reload
         self.reloads = {"ok": 0, "failed": 0}
         self.last_reload_error: Optional[str] = None
@@ -379,8 +383,9 @@ class SearchService:
 
         Returns ``{"query", "query_id", "size": [W, H] (None for a vector or when an indexed file
         is gone), "box", "rerank": [steps], "hits": [{"rank", "id", "path", "score", "missing",
-        ...fields the steps add}], "commit", "stages": {stage: ms}, "ms"}``; hits best first,
-        a hit with verified ``matches`` also carries its ``size`` [W, H];
+        ...fields the steps add}], "commit", "stages": {stage: ms}, "batch", "ms"}``; hits best first,
+        a hit with verified ``matches`` also carries its ``size`` [W, H]; ``batch``: how many
+        concurrent queries shared its search (:mod:`retrieval.serve.batching`);
         scores are inner products (float). ``return_vectors``: also ``"query_vector"`` (the
         query's descriptor, (D,) floats, before any expansion) and each hit's ``"vector"`` (its
         stored row).
@@ -407,15 +412,22 @@ class SearchService:
         forward = path.needs_forward([query])
         described = self._forward(path.describe, [query]) if forward else path.describe([query])
         stages["forward" if forward else "lookup"] = time.perf_counter() - t1
+        row, batched = 0, 1
         with (st.gate.exclusive() if own else st.gate.shared()):
             try:
-                res = self._forward(path.search, described, top) if path.needs_network else path.search(described, top)
+                if path.needs_network:
+                    res = self._forward(path.search, described, top)
+                elif self._batcher is not None and not path.steps and not described.images and not own:
+                    key = (id(st), top, tuple(sorted(path.search_kwargs.items())))
+                    res, row, batched = self._batcher.search(key, described, lambda d: path.search(d, top))
+                else:
+                    res = path.search(described, top)
             finally:
                 if own:
                     st.index.search(described.descriptors[:1], 1, nprobe=st.nprobe)  # restores the default
         for name, sec in res.timings.items():
             stages[name if name == "search" else f"rerank:{name}"] = sec
-        hits = res.hits(0)
+        hits = res.hits(row)
         for h in hits:  # verified matches ([xq, yq, xh, yh] in each image's pixels): the hit's size to draw them
             if "matches" in h:
                 h["matches"] = np.asarray(h["matches"], dtype=np.float64).reshape(-1, 4).round(2).tolist()
@@ -423,7 +435,7 @@ class SearchService:
                     h.setdefault("size", list(self.indexed_size(int(h["id"]), st)))
                 except NotFoundError:
                     h.setdefault("size", None)
-        out: Dict[str, Any] = {"query": res.labels[0], "query_id": query.id}
+        out: Dict[str, Any] = {"query": res.labels[row], "query_id": query.id}
         if return_vectors:
             out["query_vector"] = [float(x) for x in described.descriptors[0]]
             rows = st.index.rows(np.array([h["id"] for h in hits], np.int64)) if hits else []
@@ -432,7 +444,7 @@ class SearchService:
         size = self._size(query, st)
         out.update({"size": None if size is None else list(size),
                     "box": None if query.box is None else list(query.box), "rerank": [s.spec() for s in path.steps],
-                    "hits": hits, "commit": st.commit,
+                    "hits": hits, "commit": st.commit, "batch": batched,
                     "stages": {k: round(v * 1000, 3) for k, v in stages.items()},
                     "ms": round((time.perf_counter() - t0) * 1000, 2)})
         return out
