@@ -141,6 +141,7 @@ def test_an_unreadable_hit_keeps_its_score(collection, tmp_path):
     ctx = context(small, q)
     ids, sc = step.rerank(ctx, np.array([[1, 2, 0]]), np.array([[0.9, 0.8, 0.7]], np.float32))
     assert list(ids[0]) == [0, 1, 2] and ctx.notes["sv"]["unreadable"] == 2
+    assert ctx.hit_fields[(0, 1)] == {"inliers": 0, "verified": False, "matches": []}
     np.testing.assert_allclose(sc[0, 1:], [0.9, 0.8])
 
 

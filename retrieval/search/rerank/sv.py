@@ -228,8 +228,9 @@ class SpatialVerification(Reranker):
             inl = np.zeros(head.size, np.int64)
             for j, (i, path) in enumerate(zip(row, paths)):
                 fh = hit_features(path, p, index=ctx.index, i=int(i))
-                if fh is None:
+                if fh is None:  # unreadable: keeps its score, shown as not verified
                     unreadable += 1
+                    ctx.annotate(q, int(i), inliers=0, verified=False, matches=[])
                     continue
                 v = verify_pair(fq, fh, ratio=p.ratio, model=p.model, threshold_px=p.threshold_px, method=p.method)
                 inl[j] = v.inliers
