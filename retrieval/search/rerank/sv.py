@@ -24,8 +24,8 @@ The hits' local features are read from the index folder when it stores them (``t
 --local-features``, computed with the same ``max_side`` and at least ``max_features``); otherwise
 they are computed at query time from their files and kept in a process-wide cache
 (:class:`FeatureCache`, least recently used first out, by path, size and modification time) so a
-hit seen again is not described again. A hit whose file is unreadable keeps its score
-(counted in ``context.notes["sv"]["unreadable"]``).
+hit seen again is not described again. A hit whose file is unreadable keeps its score and is
+annotated as not verified (counted in ``context.notes["sv"]["unreadable"]``).
 """
 from __future__ import annotations
 
