@@ -83,6 +83,8 @@ SG = "superglobal:M=20:K=1"
 #: sv with the backbone's own local features (DELG-like) instead of RootSIFT
 BB = "sv:features=backbone:threshold_px=20"
 BB50 = "sv:K=50:features=backbone:threshold_px=20"
+#: the same with a looser ratio test and inlier rule (feature-map cells are less distinctive than SIFT)
+BB9 = "sv:features=backbone:threshold_px=20:ratio=0.9:min_inliers=5:saturation=15"
 STEP_METHODS = [
     ("plain", ""),
     ("qe", "qe:k=2"),
@@ -101,6 +103,7 @@ STEP_METHODS = [
     (f"{SG},{DS}", f"{SG},{DS}"),
     (BB, BB),
     (BB50, BB50),
+    (BB9, BB9),
 ]
 
 
