@@ -3,22 +3,26 @@
 
 Protocol:
 
-1. **Index.** ``--index DIR`` (e.g. the demo's, ``python tools/demo.py --out /tmp/demo``), or by
-   default a toy collection (``retrieval.toy``, 96 px) indexed with the default model into
-   ``bench_out/serve/``.
-2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback; its RSS
-   (``/proc/PID/status``) is read after a warm-up and again after the load.
-3. **Load.** ``--clients K`` threads, each with its own keep-alive connection, send searches for
-   ``--seconds T`` per kind: by id (a random indexed image, top 10) and by upload (the bytes of an
-   indexed image, top 10). Requests/s, p50 / p99 latency and errors (any status ≠ 200) per kind.
-4. **Baseline.** ``tools/search.py --query FILE --index DIR --json`` as a new process, ``--cli-runs``
-   times (median wall time): what answering one query cost before the server.
-   Then one client alone by id for T/2 seconds: the latency of a query when nothing queues.
-5. **Ratios** (same run): CLI seconds / server p50 latency by id with one client, and requests/s by
-   id with K clients × CLI seconds (queries the server answers in the time the CLI answers one).
+1. **Indexes.** ``--index DIR`` (e.g. the demo's, ``python tools/demo.py --out /tmp/demo``; by
+   default a toy collection, ``retrieval.toy``, 96 px, indexed with the default model into
+   ``bench_out/serve/``), and a **synthetic** index of ``--synthetic N`` (default 10⁵) random
+   unit descriptors of the same model (``--synthetic-factory``, default Flat; its paths name files
+   that do not exist: no image is read, the hits say ``missing``), in ``bench_out/serve/``.
+2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
+   index; its RSS (``/proc/PID/status``) read after a warm-up and again after the load.
+3. **Load.** ``K`` threads (``--clients``, default 1 and 8), each with its own keep-alive
+   connection, send searches for ``--seconds T`` per row: by id (JSON ``{"id": random, "top":
+   10}``: the stored row, no forward pass), by vector (JSON ``{"vector": a stored row, "top": 10}``)
+   and, on the image index, by upload (the bytes of an indexed image, top 10: decode + forward
+   pass). Requests/s, p50 / p99 latency and errors (any status ≠ 200) per row.
+4. **Baseline.** ``tools/search.py --query-id I --index DIR --json`` as a new process,
+   ``--cli-runs`` times per index (median wall time): what answering one query by id costs without
+   a server (start Python, import, load the model and the index, search).
+5. **Ratios** (same run): CLI seconds / server p50 by id with one client, and requests/s by id
+   with the most clients × CLI seconds (queries the server answers in the time the CLI answers one).
 
-    python benchmarks/bench_serve.py                                   # toy index, 4 clients, 10 s per kind
-    python benchmarks/bench_serve.py --index /tmp/demo/index --clients 4 --seconds 20 --json out.json
+    python benchmarks/bench_serve.py                                     # toy index + 10^5 synthetic
+    python benchmarks/bench_serve.py --index /tmp/demo/index --synthetic-factory Flat IVF256,Flat --json out.json
 """
 from __future__ import annotations
 
@@ -35,12 +39,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
 from retrieval.jobs import run_index  # noqa: E402
+from retrieval.search.index import ImageIndex  # noqa: E402
 from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +61,25 @@ def toy_index() -> Path:
         coll = make_retrieval_collection(OUT / "collection", n_objects=6, views=4, distractors=12, image_size=96)
         run_index(coll.images_dir, index, progress=False)
     return index
+
+
+def synthetic_index(model_index: Path, n: int, factory: str = "Flat", seed: int = 0) -> Path:
+    """``n`` random unit descriptors under ``model_index``'s model in a ``factory`` index, cached."""
+    out = OUT / f"synthetic-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
+    ref = ImageIndex.load(model_index)
+    if (out / "meta.json").is_file():
+        have = ImageIndex.load(out)
+        if have.ntotal == n and have.fingerprint == ref.fingerprint:
+            return out
+    idx = ImageIndex(ref.dim, factory, ref.model_config, ref.fingerprint)
+    idx.model_source = ref.model_source
+    rng = np.random.default_rng(seed)
+    for a in range(0, n, 20_000):
+        X = rng.standard_normal((min(20_000, n - a), ref.dim)).astype(np.float32)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        idx.add(X, [f"/nonexistent/synthetic/{i:07d}.jpg" for i in range(a, a + X.shape[0])])
+    idx.save(out)
+    return out
 
 
 def rss_mb(pid: int) -> float:
@@ -70,24 +96,47 @@ def multipart(fields: Dict[str, str], file: Optional[Tuple[str, bytes]]) -> Tupl
     return b"".join(parts) + f"--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
 
 
-def load(host: str, port: int, kind: str, clients: int, seconds: float, n_images: int,
-         upload: Tuple[str, bytes]) -> Dict[str, Any]:
-    """K threads searching for ``seconds``: latencies (s) and error count."""
+class Server:
+    """``tools/serve.py`` on loopback, a free port."""
+
+    def __init__(self, index: Path, env: Dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", str(index),
+                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=env)
+        line = self.proc.stdout.readline()
+        m = re.search(r"serving http://([\d.]+):(\d+)", line)
+        if not m:
+            self.proc.kill()
+            raise SystemExit(f"server did not start: {line!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def load(server: Server, kind: str, clients: int, seconds: float, n_images: int,
+         vectors: Sequence[str], upload: Optional[Tuple[str, bytes]]) -> Dict[str, Any]:
+    """``clients`` threads searching for ``seconds``: requests/s, p50/p99 and errors."""
     lat: List[float] = []
     errors = [0]
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
+    def request(rng: random.Random) -> Tuple[bytes, str]:
+        if kind == "id":
+            return json.dumps({"id": rng.randrange(n_images), "top": 10}).encode(), "application/json"
+        if kind == "vector":
+            return vectors[rng.randrange(len(vectors))].encode(), "application/json"
+        return multipart({"top": "10"}, upload)
+
     def client(seed: int) -> None:
         rng = random.Random(seed)
-        conn = http.client.HTTPConnection(host, port, timeout=120)
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
         mine: List[float] = []
         bad = 0
         while time.perf_counter() < deadline:
-            if kind == "id":
-                body, ctype = multipart({"id": str(rng.randrange(n_images)), "top": "10"}, None)
-            else:
-                body, ctype = multipart({"top": "10"}, upload)
+            body, ctype = request(rng)
             t0 = time.perf_counter()
             try:
                 conn.request("POST", "/api/search", body, {"Content-Type": ctype})
@@ -97,7 +146,7 @@ def load(host: str, port: int, kind: str, clients: int, seconds: float, n_images
             except (OSError, http.client.HTTPException):
                 ok = False
                 conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=120)
+                conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
             mine.append(time.perf_counter() - t0)
             bad += not ok
         conn.close()
@@ -114,62 +163,81 @@ def load(host: str, port: int, kind: str, clients: int, seconds: float, n_images
     wall = time.perf_counter() - t0
     lat.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
-    return {"kind": kind, "requests": len(lat), "rps": len(lat) / wall, "p50_ms": q[49] * 1000,
+    return {"kind": kind, "clients": clients, "requests": len(lat), "rps": len(lat) / wall, "p50_ms": q[49] * 1000,
             "p99_ms": q[98] * 1000, "errors": errors[0]}
+
+
+def cli_seconds(index: Path, runs: int, env: Dict[str, str]) -> float:
+    """Median wall time of ``tools/search.py --query-id 0 --index INDEX --json`` as a new process."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / "tools" / "search.py"), "--query-id", "0", "--index", str(index),
+                        "--top", "10", "--json"], env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[int], seconds: float,
+                cli_runs: int, env: Dict[str, str]) -> Dict[str, Any]:
+    """Every row of one index, its RSS before and after, and its CLI baseline."""
+    idx = ImageIndex.load(index)
+    n = idx.ntotal
+    rng = np.random.default_rng(1)
+    rows_of = rng.choice(n, size=min(64, n), replace=False)
+    X = idx.rows(np.sort(rows_of))
+    vectors = [json.dumps({"vector": [float(v) for v in x], "top": 10}) for x in X]
+    first = Path(idx.paths[0])
+    upload = (first.name, first.read_bytes()) if first.is_file() else None
+    idx.close()
+    server = Server(index, env)
+    try:
+        for kind in kinds:  # warm-up: every code path once
+            load(server, kind, 1, 1.5, n, vectors, upload)
+        rss0 = rss_mb(server.proc.pid)
+        rows = [load(server, kind, k, seconds, n, vectors, upload) for kind in kinds for k in clients]
+        rss1 = rss_mb(server.proc.pid)
+    finally:
+        server.close()
+    cli = cli_seconds(index, cli_runs, env)
+    by_id_1 = next(r for r in rows if r["kind"] == "id" and r["clients"] == min(clients))
+    by_id_k = next(r for r in rows if r["kind"] == "id" and r["clients"] == max(clients))
+    return {"name": name, "index": str(index), "images": n, "dim": int(X.shape[1]), "rows": rows,
+            "rss_mb_before": rss0, "rss_mb_after": rss1, "cli_seconds": cli,
+            "ratio_latency_id": cli / (by_id_1["p50_ms"] / 1000), "ratio_throughput_id": by_id_k["rps"] * cli}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index", help="index folder (default: a toy index built in bench_out/serve/)")
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=10.0, help="load per kind of query (bounded)")
-    ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed")
+    ap.add_argument("--index", help="index folder of images (default: a toy index built in bench_out/serve/)")
+    ap.add_argument("--synthetic", type=int, default=100_000, help="stored descriptors of the synthetic index (0: none)")
+    ap.add_argument("--synthetic-factory", nargs="+", default=["Flat"], metavar="FACTORY",
+                    help="faiss factories of the synthetic index (default Flat; e.g. also IVF256,Flat)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--seconds", type=float, default=8.0, help="load per row (bounded)")
+    ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed per index")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     index = Path(args.index) if args.index else toy_index()
-    paths = json.loads((index / "paths.json").read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    server = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", str(index), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        line = server.stdout.readline()
-        m = re.search(r"serving http://([\d.]+):(\d+)", line)
-        if not m:
-            raise SystemExit(f"server did not start: {line!r}")
-        host, port = m.group(1), int(m.group(2))
-        upload = (Path(paths[0]).name, Path(paths[0]).read_bytes())
-        load(host, port, "id", 1, 2.0, len(paths), upload)  # warm-up
-        load(host, port, "upload", 1, 1.0, len(paths), upload)
-        rss0 = rss_mb(server.pid)
-        rows = [load(host, port, kind, args.clients, args.seconds, len(paths), upload) for kind in ("id", "upload")]
-        single = load(host, port, "id", 1, args.seconds / 2, len(paths), upload)
-        single["kind"] = "id, 1 client"
-        rows.append(single)
-        rss1 = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
-    cli = []
-    for _ in range(args.cli_runs):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "tools" / "search.py"), "--query", paths[0], "--index", str(index),
-                        "--json"], env=env, check=True, capture_output=True)
-        cli.append(time.perf_counter() - t0)
-    cli_s = statistics.median(cli)
-    by_id = rows[0]
-    doc = {"index": str(index), "images": len(paths), "clients": args.clients, "seconds": args.seconds,
-           "load": rows, "rss_mb_before": rss0, "rss_mb_after": rss1, "cli_seconds": cli_s,
-           "ratio_latency_id": cli_s / (single["p50_ms"] / 1000), "ratio_throughput_id": by_id["rps"] * cli_s}
-    print(f"index {index} ({len(paths)} images), {args.clients} clients, {args.seconds:g} s per kind")
-    print(markdown_table(["query", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
-                         [[r["kind"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]] for r in rows]))
-    print(f"\nserver RSS {rss0:.0f} MB before the load, {rss1:.0f} MB after")
-    print(f"tools/search.py, one process per query: {cli_s:.2f} s (median of {len(cli)})")
-    print(f"by id: {doc['ratio_latency_id']:.0f}x faster per query (CLI s / p50 with 1 client), "
-          f"{doc['ratio_throughput_id']:.0f} queries answered per CLI query ({args.clients} clients: req/s x CLI s)")
+    results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env)]
+    for factory in args.synthetic_factory if args.synthetic else []:
+        syn = synthetic_index(index, args.synthetic, factory)
+        results.append(bench_index(f"synthetic {factory}", syn, ("id", "vector"), args.clients, args.seconds,
+                                   args.cli_runs, env))
+    for res in results:
+        print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")
+        print(markdown_table(["query", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
+                             [[r["kind"], r["clients"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]]
+                              for r in res["rows"]]))
+        print(f"server RSS {res['rss_mb_before']:.0f} MB before the load, {res['rss_mb_after']:.0f} MB after")
+        print(f"tools/search.py --query-id, one process per query: {res['cli_seconds']:.2f} s (median of {args.cli_runs})")
+        print(f"by id: {res['ratio_latency_id']:.0f}x faster per query (CLI s / p50, 1 client), "
+              f"{res['ratio_throughput_id']:.0f} queries answered per CLI query ({max(args.clients)} clients)")
     if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2))
-    return 1 if any(r["errors"] for r in rows) else 0
+        Path(args.json).write_text(json.dumps({"clients": args.clients, "seconds": args.seconds, "results": results},
+                                              indent=2))
+    return 1 if any(r["errors"] for res in results for r in res["rows"]) else 0
 
 
 if __name__ == "__main__":

@@ -86,6 +86,15 @@ def split_notes(root: Optional[Path], sets: Mapping[str, Sequence[Path]]) -> Lis
             f"are sets of their own ({shown}); each set is factorised on its own (--joint: all images as one set)"]
 
 
+def single_image_notes(loaded: Mapping[str, int]) -> List[str]:
+    """One warning line per set of ``loaded`` (set name → images that loaded) holding a single
+    image: co-segmentation finds what the images of a set *share*, so one image has nothing to
+    share and its "object" is merely its strongest region (often the sky or the ground)."""
+    return [f"set '{name}' holds 1 image: co-segmentation finds what several images share, so its object "
+            f"mask is only the strongest region of that image; add images of the same object (or project on "
+            f"learned concepts with --concepts)" for name, n in loaded.items() if n == 1]
+
+
 def save_set_concepts(path: PathLike, backbone: Backbone, result: dff.DFFResult, object_factors: Sequence[int],
                       layer: str, image_size: int, n_images: int) -> Path:
     """Write a concept file of ``result.H (k, C)`` with the backbone's fingerprint, the layer, the
@@ -307,6 +316,8 @@ def cosegment(images: Images, *, backbone: Backbone, config: Optional[CosegConfi
     if not prepared:
         raise DataError(f"no image in {source} could be loaded ({len(failures)} failed, e.g. {failures[0][0]}: "
                         f"{failures[0][1]})" if failures else f"no images in {source}")
+    if saved is None:
+        notes += single_image_notes({n: len(p.acts) for n, p in prepared.items()})
     threshold = parse_threshold(cfg.threshold)
     scoring = masks is not None or part_masks is not None
 

@@ -1,7 +1,8 @@
 """Pictures of co-segmentation results: heat-map overlays (one colour per concept, as in the DFF
 paper's figures), part label overlays, mask/box previews, the k = 1…K figure and an HTML index.
 
-All images are (H, W, 3) uint8 numpy arrays; heat maps are (k, H, W) float32 in [0, 1].
+All images are (H, W, 3) uint8 numpy arrays; heat maps are (k, H, W) float32 in [0, 1]. Text is
+written in a TrueType font found on the machine (:mod:`retrieval.core.fonts`).
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from retrieval.core.fonts import face
 from retrieval.core.io import atomic_path
 
 PathLike = Union[str, Path]
@@ -66,14 +68,6 @@ def mask_preview(image: np.ndarray, mask: np.ndarray, box: Optional[Sequence[int
     return np.asarray(im)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    """Pillow's default font at ``size`` px (a scalable one where Pillow has FreeType)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one small bitmap font
-        return ImageFont.load_default()
-
-
 def add_legend(image: np.ndarray, k: int, object_factors: Sequence[int] = ()) -> np.ndarray:
     """``image`` (H, W, 3) uint8 with a white band below it: one swatch per factor in its
     :func:`palette` colour, numbered from 0 (``factor 0``, ``factor 1 (object)`` …); heat overlays
@@ -84,15 +78,15 @@ def add_legend(image: np.ndarray, k: int, object_factors: Sequence[int] = ()) ->
     im = Image.new("RGB", (w, h + band), (255, 255, 255))
     im.paste(Image.fromarray(image), (0, 0))
     d = ImageDraw.Draw(im)
-    font = _font(fs)
+    font = face(fs)
     obj = set(int(j) for j in object_factors)
     x, y = 6, h + 5
     cols = palette(k)
     for j in range(k):
         text = f"factor {j}" + (" (object)" if j in obj else "")
         d.rectangle([x, y, x + fs - 1, y + fs - 1], fill=tuple(int(c) for c in cols[j]), outline=(0, 0, 0))
-        d.text((x + fs + 4, y - 1), text, fill=(0, 0, 0), font=font)
-        x += fs + 4 + int(d.textlength(text, font=font)) + fs
+        font.draw(d, (x + fs + 4, y - 1), text)
+        x += fs + 4 + int(font.length(text)) + fs
     return np.asarray(im)
 
 
@@ -143,7 +137,7 @@ def heatmap_figure(images: Sequence[np.ndarray], heats: Dict[int, Sequence[np.nd
     d = ImageDraw.Draw(fig)
     for r, (row, lab) in enumerate(zip(rows, labels)):
         y = pad + r * (thumb + pad)
-        d.text((6, y + thumb // 2 - 6), lab, fill=(0, 0, 0))
+        face(12).draw(d, (6, y + thumb // 2 - 7), lab)
         for c, a in enumerate(row):
             fig.paste(_thumb(a, thumb), (lw + pad + c * (thumb + pad), y))
     return fig

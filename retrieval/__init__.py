@@ -15,6 +15,7 @@ The rooms (docs/design.md), floor by floor from the ground:
 * :mod:`retrieval.toy` — generated collections with known truth (no torch);
 * :mod:`retrieval.model` — pooling, whitening, the descriptor network, checkpoints, concept masks;
 * :mod:`retrieval.search` — extraction, indexes and their folder, the query path and its re-rankers;
+* :mod:`retrieval.dedup` — duplicates and groups of a collection: tiers, calibration, keepers, undoable moves;
 * :mod:`retrieval.evaluation` — datasets, metrics, an evaluation run;
 * :mod:`retrieval.settings` — the YAML settings file, one dataclass per section;
 * :mod:`retrieval.loading` — which model a tool uses (config, checkpoint, or the index's own);

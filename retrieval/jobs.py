@@ -1,7 +1,7 @@
 """What each tool runs, as one function a Python user can call with the tool's own options.
 
 ``tools/index.py`` → :func:`run_index`, ``tools/search.py`` → :func:`run_search`,
-``tools/evaluate.py`` → :func:`run_evaluation`, ``tools/extract.py`` → :func:`run_extract`. Each resolves the model (a YAML config, a checkpoint,
+``tools/evaluate.py`` → :func:`run_evaluation`, ``tools/extract.py`` → :func:`run_extract`, ``tools/export.py`` → :func:`run_export`. Each resolves the model (a YAML config, a checkpoint,
 or the model an index records) and the config's sections, then calls the library functions of its
 room; the tools only parse arguments and print what these return.
 ``tools/train_gem.py`` → :func:`run_train` (also ``retrieval.train``), ``tools/coseg.py`` →
@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
+
 from cosegment.config import load_coseg_config, parse_factors
 from cosegment.pipeline import CosegReport, cosegment
 from retrieval.core.backbone import resolve_device, set_threads
@@ -23,9 +25,10 @@ from retrieval.core.ranks import current_ranks
 from retrieval.demo import DemoResult, demo
 from retrieval.evaluation.datasets import load_dataset
 from retrieval.evaluation.run import evaluate_dataset, with_scales
-from retrieval.loading import load_model, search_model
+from retrieval.loading import load_model, search_model, with_input
 from retrieval.model.concepts import attach_concepts
 from retrieval.model.network import MULTISCALE, DescriptorNet, build_network
+from retrieval.model.onnx_export import ExportReport, export_onnx
 from retrieval.search.build import BuildReport, build_index_from_shards
 from retrieval.search.collection import IndexReport, index_images
 from retrieval.search.compaction import CompactReport, compact_index
@@ -42,6 +45,19 @@ from retrieval.training.results import TrainResult
 from retrieval.training.supervised import load_training_pairs
 from retrieval.training.supervised import train as train_supervised
 from retrieval.training.unsupervised import load_unlabeled_data, train_unsupervised
+from retrieval.core.image_listing import scan_images
+from retrieval.dedup.calibration import calibrate_model
+from retrieval.dedup.confirm import near_verifier
+from retrieval.dedup.finder import KINDS as DEDUP_KINDS
+from retrieval.dedup.finder import find_duplicates
+from retrieval.dedup.moves import move_files
+from retrieval.dedup.moves import undo as undo_moves
+from retrieval.dedup.report import write_csv as write_dedup_csv
+from retrieval.dedup.report import write_html as write_dedup_html
+from retrieval.dedup.report import write_png as write_dedup_png
+from retrieval.dedup.thresholds import DEFAULT_FINGERPRINT, Thresholds, load_thresholds, save_thresholds, thresholds_file
+from retrieval.loading import model_for_index
+from retrieval.search.extract import extract_descriptors
 
 PathLike = Union[str, Path]
 
@@ -57,8 +73,9 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
               batch_size: Optional[int] = None, workers: Optional[int] = None, device: Optional[str] = None,
               dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
               descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
-              on_disk: bool = False, compact: bool = False,
-              graph: int = 0, local_features: int = 0) -> Union[IndexReport, BuildReport, CompactReport]:
+              on_disk: bool = False, compact: bool = False, graph: int = 0, local_features: int = 0,
+              image_size: Optional[int] = None,
+              scales: Optional[Sequence[float]] = None) -> Union[IndexReport, BuildReport, CompactReport]:
     """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
     (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
     (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
@@ -70,7 +87,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     index at ``out`` without its removed ids, in one segment (no images or descriptors then).
     ``graph > 0``: then store the k-NN graph with ``graph`` neighbours (:func:`store_index_graph`);
     ``local_features > 0``: then store at most that many RootSIFT features per image
-    (:func:`store_index_local_features`).
+    (:func:`store_index_local_features`). ``image_size`` / ``scales``: describe at these instead of
+    the model's own.
     """
     if isinstance(graph, bool) or not isinstance(graph, int) or graph < 0:
         raise DataError(f"--graph takes the neighbours per image (≥ 1), got {graph}")
@@ -80,7 +98,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
         report = run_index(images, out, config=config, model=model, concepts=concepts, object_factor=object_factor,
                            factory=factory, batch_size=batch_size, workers=workers, device=device, dba=dba,
                            alpha=alpha, progress=progress, prune=prune, descriptors=descriptors,
-                           memory_budget=memory_budget, on_disk=on_disk, compact=compact)
+                           memory_budget=memory_budget, on_disk=on_disk, compact=compact,
+                           image_size=image_size, scales=scales)
         if graph:
             store_index_graph(out, graph, progress=progress)
         if local_features:
@@ -101,7 +120,7 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     if on_disk:
         raise DataError("--on-disk builds from --descriptors (run tools/extract.py first)")
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
-    net = _model(settings, model)
+    net = with_input(_model(settings, model), image_size, scales)
     attach_concepts(net, concepts, object_factor)
     report = index_images(
         net, images, out, index_config=settings.index, batch_size=batch_size or settings.extract.batch_size,
@@ -115,12 +134,14 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
 def run_extract(images: PathLike, out: PathLike, *, config: Optional[PathLike] = None,
                 model: Optional[PathLike] = None, shard_size: int = 10000, batch_size: Optional[int] = None,
                 workers: Optional[int] = None, device: Optional[str] = None,
-                progress: bool = True) -> ExtractReport:
+                progress: bool = True, image_size: Optional[int] = None,
+                scales: Optional[Sequence[float]] = None) -> ExtractReport:
     """Describe ``images`` (folder or list file) into descriptor shards in ``out``: this process's
-    shards under torchrun / srun, all of them otherwise; complete shards are skipped (resume)."""
+    shards under torchrun / srun, all of them otherwise; complete shards are skipped (resume).
+    ``image_size`` / ``scales``: describe at these instead of the model's own."""
     settings = load_settings(config)
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work
-    net = _model(settings, model)
+    net = with_input(_model(settings, model), image_size, scales)
     return extract_shards(net, images, out, shard_size=shard_size, batch_size=batch_size or settings.extract.batch_size,
                           workers=workers if workers is not None else settings.extract.workers,
                           device=device or settings.extract.device, progress=progress)
@@ -134,7 +155,8 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
                png: Optional[PathLike] = None, boxes: Optional[Sequence[Optional[Sequence[float]]]] = None,
                config: Optional[PathLike] = None, coseg_rerank: int = 0, coseg_k: int = 3,
                coseg_weight: Optional[float] = None, query_ids: Sequence[int] = (),
-               steps: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+               steps: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+               scales: Optional[Sequence[float]] = None) -> List[Dict[str, Any]]:
     """Search the index folder ``index`` with each query image and each stored id of
     ``query_ids`` (its stored descriptor: no forward pass), in that order, through the query path
     (:mod:`retrieval.search.query`), with the model that built it (or ``model``) and the concepts
@@ -145,7 +167,11 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
     may list several, comma-separated). ``rerank``: exact re-ranking of an approximate index
     (default on). Hit pages go to ``html`` / ``png``. ``config``: a settings file whose
     ``extract.device`` and ``index:`` search settings (nprobe, ef_search, rerank) are the defaults.
-    Returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order."""
+    ``image_size`` / ``scales``: describe the queries at these (default: as the index was described).
+    Returns ``[{"query", "hits": [{"rank", "id", "path", "score", "missing"}]}]`` in query order,
+    for the queries that could be searched: a bad one (unreadable, its box outside the image, an
+    unknown id) is left out and listed in the result's ``failed`` (``[{"query", "reason"}]``;
+    :class:`~retrieval.search.query.Records`); when none can be searched, its error is raised."""
     if top < 1:
         raise DataError(f"top must be ≥ 1, got {top}")
     if qe < 0 or alpha < 0:
@@ -167,13 +193,13 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
         raise DataError(f"{len(boxes)} boxes for {n} queries: give one box for all, or one per query")
     chosen = query_steps(qe, alpha, coseg_options(coseg_rerank, coseg_k, coseg_weight), steps)
     idx = ImageIndex.load(index)
-    net = search_model(idx, model, concepts, object_factor)
+    net = with_input(search_model(idx, model, concepts, object_factor), image_size, scales)
     path = QueryPath(idx, net, chosen, device=device,
                      search_kwargs={"nprobe": nprobe, "ef_search": ef_search, "rerank": rerank})
     boxes = list(boxes) if boxes is not None else [None] * n
     asked = [Query(image=q, box=b) for q, b in zip(queries, boxes)] + \
             [Query(id=i, box=b) for i, b in zip(query_ids, boxes[len(queries):])]
-    results = path.run(asked, top).records()
+    results = path.run(asked, top, skip_bad=True).records()
     if html:
         write_hits_html(html, results)
     if png:
@@ -183,16 +209,18 @@ def run_search(queries: Sequence[PathLike] = (), index: PathLike = "index", *, t
 
 def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config: Optional[PathLike] = None,
                    model: Optional[PathLike] = None, qe: int = 0, alpha: float = 3.0, dba: int = 0,
-                   scales: Optional[str] = None, index: Optional[PathLike] = None,
+                   scales: Union[str, Sequence[float], None] = None, index: Optional[PathLike] = None,
                    device: Optional[str] = None, progress: bool = False, coseg_rerank: int = 0,
                    coseg_k: int = 3, coseg_weight: Optional[float] = None,
-                   steps: Optional[Sequence[str]] = None, search_index: bool = False) -> Dict[str, Any]:
+                   steps: Optional[Sequence[str]] = None, search_index: bool = False,
+                   image_size: Optional[int] = None) -> Dict[str, Any]:
     """Evaluate a model on ``dataset`` (see :func:`retrieval.evaluation.datasets.load_dataset`)
     with the revisited protocol; ``scales``: ``"multi"`` (1, 1/√2, 1/2), ``"single"`` or ``None``
     (the model's own); ``index``: a folder caching the database descriptors (``search_index``: and
     searched as it is, not exactly); ``coseg_rerank`` / ``coseg_k`` / ``coseg_weight``:
     co-segmentation re-ranking of the top K; ``steps``: further re-ranking steps by name, after
-    α-QE and co-segmentation (:mod:`retrieval.search.rerank`). Returns the report of
+    α-QE and co-segmentation (:mod:`retrieval.search.rerank`); ``scales`` may also be a list of
+    scales, ``image_size`` a long side to describe at. Returns the report of
     :func:`retrieval.evaluation.run.evaluate_dataset`."""
     if qe < 0 or dba < 0:
         raise DataError("--qe and --dba take a number of neighbours ≥ 0")
@@ -204,6 +232,7 @@ def run_evaluation(dataset: str, *, data_root: Optional[PathLike] = None, config
     resolve_device(device or settings.extract.device)
     net = _model(settings, model)
     with_scales(net, MULTISCALE if scales == "multi" else (1.0,) if scales == "single" else None)
+    with_input(net, image_size, None if isinstance(scales, str) else scales)
     return evaluate_dataset(net, ds, qe_k=qe, alpha=alpha, dba_k=dba, cache=index,
                             batch_size=settings.extract.batch_size, workers=settings.extract.workers,
                             device=device or settings.extract.device, progress=progress, coseg=coseg,
@@ -374,3 +403,105 @@ def store_index_local_features(out: PathLike, max_features: int = 1000, max_side
         index.close()
     return {"described": n, "bytes": size, "bytes_per_image": size / max(total, 1),
             "seconds": time.perf_counter() - t0}
+def run_export(onnx: PathLike, *, model: Optional[PathLike] = None, config: Optional[PathLike] = None,
+               opset: int = 17, image_size: Optional[int] = None,
+               scales: Optional[Sequence[float]] = None) -> ExportReport:
+    """Write ``model`` (a checkpoint of gemseg, cirtorch or dirtorch, or a YAML config; default:
+    ``config``'s model, else the default model) to ``onnx``
+    (:func:`retrieval.model.onnx_export.export_onnx`); ``image_size`` / ``scales`` become the
+    exported model's defaults. Returns its :class:`~retrieval.model.onnx_export.ExportReport`."""
+    settings = load_settings(config)
+    net = with_input(_model(settings, model), image_size, scales)
+    if not isinstance(net, DescriptorNet):
+        raise ConfigError(f"{model} is already an ONNX model")
+    return export_onnx(net, onnx, opset=opset)
+def run_dedup(images: Optional[PathLike] = None, index: Optional[PathLike] = None, *,
+              model: Optional[PathLike] = None, config: Optional[PathLike] = None, device: Optional[str] = None,
+              thresholds: Optional[PathLike] = None, near: Optional[float] = None,
+              similar: Optional[float] = None, slack: Optional[float] = None,
+              min_inliers: Optional[int] = None, calibrate: bool = False, verify: bool = True,
+              html: Optional[PathLike] = None, png: Optional[PathLike] = None, csv: Optional[PathLike] = None,
+              move_to: Optional[PathLike] = None, move_kinds: Sequence[str] = ("exact", "near"),
+              undo: Optional[PathLike] = None, progress: bool = True,
+              batch_size: Optional[int] = None, workers: Optional[int] = None) -> Dict[str, Any]:
+    """Find the duplicates of a collection (``tools/dedup.py``, :mod:`retrieval.dedup`).
+
+    The images are ``images`` (a folder or list file, described now; with ``index`` too, added
+    to that index first, incrementally) or the index folder ``index`` (its stored descriptors, its
+    model). Thresholds: ``thresholds`` (a file), else the one the index or checkpoint keeps, else
+    the defaults; ``calibrate`` measures them now on generated edits of the built-in photos
+    (:mod:`retrieval.dedup.calibration`) and stores them there; ``near`` / ``similar`` / ``slack`` / ``min_inliers`` override. ``verify``: confirm
+    near pairs by spatial verification when it is available. Writes ``html`` / ``png`` / ``csv``;
+    ``move_to``: moves the copies of the groups of ``move_kinds`` there, with a manifest;
+    ``undo``: moves the files of that manifest back (nothing else is done then).
+    Returns ``{"groups": [{"kind", "keep", "images": [{"path", "score", "reason"}]}], "counts", ...}``.
+    """
+    if undo is not None:
+        if images is not None or index is not None or move_to is not None:
+            raise DataError("--undo MANIFEST moves files back and does nothing else; give no --images/--index/--move-to")
+        return {"undo": undo_moves(undo, progress=progress).as_dict()}
+    if images is None and index is None:
+        raise DataError("give --images DIR (a folder or list of images) or --index DIR (an index folder)")
+    bad = sorted(set(move_kinds) - set(DEDUP_KINDS))
+    if bad:
+        raise DataError(f"--move-kinds: unknown kind {bad[0]}; choose from {', '.join(DEDUP_KINDS)}")
+    if move_to is not None and images is not None and Path(images).is_dir() and \
+            Path(images).resolve() in [Path(move_to).resolve(), *Path(move_to).resolve().parents]:
+        raise DataError("--move-to must be outside the --images folder (the copies would be found again)")
+    settings = load_settings(config)
+    device = device or settings.extract.device
+    resolve_device(device)
+    failures: List[Any] = []
+    root: Optional[Path] = Path(images).resolve() if images is not None and Path(images).is_dir() else None
+    if index is not None:
+        if images is not None:
+            run_index(images, index, config=config, model=model, device=device, batch_size=batch_size,
+                      workers=workers, progress=progress)
+        idx = ImageIndex.load(index)
+        net = model_for_index(idx, model)
+        removed = set(idx.removed_ids.tolist())
+        live = [i for i in range(idx.ntotal) if i not in removed]
+        paths_all = idx.paths.many(live)
+        there = [k for k, p in enumerate(paths_all) if Path(p).is_file()]
+        failures += [(paths_all[k], "file missing (indexed, no longer on disk)") for k in range(len(live))
+                     if k not in set(there)]
+        paths = [paths_all[k] for k in there]
+        X = idx.rows(np.asarray([live[k] for k in there], np.int64))
+    else:
+        net = _model(settings, model)
+        listing = scan_images(images)
+        ex = extract_descriptors(net, [str(p.resolve()) for p in listing.paths], device=device, progress=progress,
+                                 batch_size=batch_size or settings.extract.batch_size,
+                                 workers=workers if workers is not None else settings.extract.workers,
+                                 desc="dedup: describe")
+        paths, X = ex.paths, ex.descriptors
+        failures += list(listing.skipped) + list(ex.failures)
+    fp = net.fingerprint()
+    where = thresholds_file(thresholds, index, model)
+    if calibrate:
+        chosen = calibrate_model(net, device=device, progress=progress,
+                                 min_inliers=min_inliers if min_inliers is not None else Thresholds().min_inliers)
+        if where is None:
+            raise DataError("--calibrate stores the thresholds with the model: give --index DIR, a checkpoint "
+                            "(--model), or --thresholds FILE")
+        save_thresholds(where, fp, chosen)
+    else:
+        stored = load_thresholds(where, fp) if where is not None else None
+        chosen = stored or Thresholds(source="default" if fp == DEFAULT_FINGERPRINT else
+                                      "default of another model: run --calibrate for thresholds of this one")
+    chosen = chosen.with_overrides(near=near, similar=similar, slack=slack, min_inliers=min_inliers)
+    verifier = near_verifier() if verify else None
+    result = find_duplicates(paths, X, chosen, verifier=verifier, progress=progress, failures=failures)
+    out = result.as_dict()
+    out["thresholds"]["file"] = str(where) if where is not None else None
+    out["fingerprint"] = fp
+    written = []
+    for target, write in ((html, write_dedup_html), (png, write_dedup_png), (csv, write_dedup_csv)):
+        if target:
+            written.append(str(write(target, result)))
+    out["written"] = written
+    if move_to is not None:
+        copies = [m.path for g in result.groups if g.kind in move_kinds for m in g.members[1:]]
+        out["moves"] = move_files(sorted(set(copies)), move_to, root=root, progress=progress,
+                                  note=f"gemseg dedup: copies of {', '.join(move_kinds)} groups").as_dict()
+    return out

@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TINY_CONFIG, random_images, run_tool
 
-from retrieval.commands import coseg, demo, evaluate, extract, index, search, serve, train
+from retrieval.commands import coseg, dedup, demo, evaluate, export, extract, index, search, serve, train
 from retrieval.commands.main import build_parser, command_names, dispatch, job_of, parse, run_command, summary
 from retrieval.core.errors import ConfigError
 
-MODULES = {"coseg": coseg, "demo": demo, "evaluate": evaluate, "extract": extract, "index": index,
-           "search": search, "serve": serve, "train": train}
+MODULES = {"coseg": coseg, "dedup": dedup, "demo": demo, "evaluate": evaluate, "extract": extract, "index": index,
+           "search": search, "serve": serve, "train": train, "export": export}
 #: per command, flags its own check() refuses (argparse alone would take them)
 REFUSED = {"search": ["--query", "q.jpg", "--top", "0"], "extract": ["--images", "d", "--out", "o", "--shard-size", "0"],
-           "serve": ["--port", "70000"], "coseg": ["--images", "d", "--k", "0"]}
+           "serve": ["--port", "70000"], "coseg": ["--images", "d", "--k", "0"], "export": ["--onnx", "m.txt"],
+           "dedup": ["--undo", "m.json", "--images", "d"]}
 TOOLS = {"index": "index", "search": "search", "serve": "serve", "extract": "extract", "train": "train_gem",
-         "coseg": "coseg", "evaluate": "evaluate", "demo": "demo"}
+         "coseg": "coseg", "evaluate": "evaluate", "demo": "demo", "export": "export", "dedup": "dedup"}
 
 
 def gemseg(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:

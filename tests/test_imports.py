@@ -30,7 +30,7 @@ FLOORS: List[Tuple[str, ...]] = [
     ("retrieval.core",),
     ("cosegment",),
     ("retrieval.model",),
-    ("retrieval.search", "retrieval.toy"),
+    ("retrieval.search", "retrieval.toy", "retrieval.dedup"),
     ("retrieval.settings", "retrieval.loading"),
     ("retrieval.evaluation",),
     ("retrieval.training",),

@@ -142,7 +142,7 @@ def test_train_tool_json_is_the_supervised_driver_s(classes, tmp_path):
                    skipped=skipped, **QUIET).to_json()
     doc = json.loads(proc.stdout)
     assert list(doc) == ["out_dir", "best_epoch", "best_map", "best_path", "last_path", "whitening", "whitening_map",
-                         "extraction", "skipped", "history"]
+                         "extraction", "selection", "skipped", "history"]
     assert [h["epoch"] for h in doc["history"]] == [0, 1] and doc["skipped"][0]["path"].endswith("bad.jpg")
     doc = json.loads(json.dumps(doc).replace(str(tmp_path / "tool"), "RUN"))
     direct = json.loads(json.dumps(direct).replace(str(tmp_path / "direct"), "RUN"))

@@ -46,3 +46,15 @@ def test_search_images_keeps_its_api(query_collection):
         as_queries([query_collection["query"]], boxes=[None, None])
     with pytest.raises(DataError, match="unknown re-ranker"):
         search_images(net, idx, query_collection["query"], steps="diffusionn")
+
+
+def test_search_images_refuses_a_box_outside_the_image(query_collection):
+    """Failed on the tree before issue 27: the box was dropped and the whole image searched."""
+    idx = ImageIndex.load(query_collection["root"] / "flat")
+    net = search_model(idx)
+    q = query_collection["query"]  # 64 x 48
+    for box in ((600, 500, 700, 600), (0, 0, 5000, 5000), (30, 30, 70, 40)):
+        with pytest.raises(DataError, match="not inside the 64x48 image"):
+            search_images(net, idx, [q], boxes=[box])
+    with pytest.raises(DataError, match="not inside"):
+        search_images(net, idx, [Query(id=2, box=(0, 0, 65, 48))])  # an indexed image's box: the same rule

@@ -64,3 +64,23 @@ def test_auto_factory_follows_size_and_budget():
     assert auto_factory(200_000, 128, "4G", on_disk=True) == f"IVF{n_lists(200_000)},Flat"
     assert auto_factory(10_000_000, 128, "4G").startswith("OPQ64,IVF65536_HNSW32,PQ64")  # 5 GB raw > 4G
     assert n_lists(1_000_000) == 4096 and n_lists(10_000_000) == 65536
+
+
+def test_hnsw_indexes_are_made_with_a_wider_beam_that_finds_more_neighbours():
+    from conftest import unit_rows
+
+    from retrieval.search.factory import HNSW_EF_SEARCH
+    from retrieval.search.tuning import knn_recall
+
+    X, Q = unit_rows(20000, D), unit_rows(100, D, 1)
+    truth = np.argsort(-(Q @ X.T), axis=1)[:, :10]
+    index = make_faiss_index("HNSW32", D)
+    assert faiss.downcast_index(index).hnsw.efSearch == HNSW_EF_SEARCH == 128
+    assert faiss.downcast_index(make_faiss_index("PCA16,HNSW32", D).index).hnsw.efSearch == 128
+    index.add(X)
+    copy = faiss.deserialize_index(faiss.serialize_index(index))  # what a saved segment reads back
+    assert faiss.downcast_index(copy).hnsw.efSearch == 128
+    wide = knn_recall(copy.search(Q, 10)[1], truth, 10)
+    faiss.downcast_index(copy).hnsw.efSearch = 16  # faiss's default
+    narrow = knn_recall(copy.search(Q, 10)[1], truth, 10)
+    assert wide >= 0.95 and wide > narrow + 0.05, (wide, narrow)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import struct
+import threading
+import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ from retrieval.jobs import run_index  # noqa: E402
 from retrieval.loading import search_model  # noqa: E402
 from retrieval.search.collection import search_images  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
+from retrieval.search.rerank.step import Reranker  # noqa: E402
 from retrieval.serve.app import create_app  # noqa: E402
 from retrieval.serve.service import SearchService  # noqa: E402
 
@@ -115,6 +120,7 @@ def test_thumbnails_of_indexed_images_only(served):
     c = served["client"]
     r = c.get("/api/images/2?size=32")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.headers["cache-control"] == "no-cache"  # an id may name another image after a compaction
     assert Image.open(io.BytesIO(r.content)).size == (32, 24)
     assert Image.open(io.BytesIO(c.get("/api/images/2").content)).size == (64, 48)  # never enlarged
     secret = served["root"] / "secret.jpg"
@@ -259,3 +265,403 @@ def test_approximate_index_nprobe_is_per_request(served, tmp_path):
     assert len(c.post("/api/search", data={"id": "3", "top": "8", "nprobe": "4"}).json()["hits"]) == 8
     assert len(c.post("/api/search", data={"id": "3", "top": "8"}).json()["hits"]) == len(
         [i for i in svc_ivf.search(q, 8, nprobe=1)[1][0] if i >= 0])  # default restored
+
+
+# -- queries without a forward pass: by vector (JSON), by id (JSON), the vectors returned ----------------
+def test_search_by_vector_equals_the_search_tool_by_id(served, run_tool):
+    """A stored row sent as a JSON vector finds what ``tools/search.py --query-id`` finds."""
+    svc, c = served["service"], served["client"]
+    idx = ImageIndex.load(served["index"])
+    for i in (2, 6):
+        row = idx.descriptors()[i].astype(float).tolist()
+        doc = c.post("/api/search", json={"vector": row, "top": 5}).json()
+        proc = run_tool("search", "--query-id", str(i), "--index", served["index"], "--top", "5", "--json")
+        assert proc.returncode == 0, proc.stderr
+        ref = json.loads(proc.stdout)["results"][0]["hits"]
+        _same_hits(doc["hits"], ref, svc.index.paths)
+        assert doc["query_id"] is None and doc["size"] is None and doc["hits"][0]["id"] == i
+        by_id = c.post("/api/search", json={"id": i, "top": 5}).json()
+        assert [h["id"] for h in by_id["hits"]] == [h["id"] for h in doc["hits"]]
+        np.testing.assert_allclose([h["score"] for h in by_id["hits"]], [h["score"] for h in doc["hits"]], atol=1e-6)
+    # a vector of any length is normalised first: 3 × the row is the same query
+    tripled = c.post("/api/search", json={"vector": [3 * v for v in row], "top": 5}).json()
+    assert [h["id"] for h in tripled["hits"]] == [h["id"] for h in doc["hits"]]
+    assert "lookup" in doc["stages"] and "search" in doc["stages"] and "forward" not in doc["stages"]
+
+
+def test_return_vectors_gives_the_query_s_and_the_hits_descriptors(served):
+    c = served["client"]
+    idx = ImageIndex.load(served["index"])
+    X = idx.descriptors()
+    doc = c.post("/api/search", data={"id": "3", "top": "4", "return_vectors": "true"}).json()
+    np.testing.assert_array_equal(np.asarray(doc["query_vector"], np.float32), X[3])
+    for h in doc["hits"]:
+        np.testing.assert_array_equal(np.asarray(h["vector"], np.float32), X[h["id"]])
+        assert abs(float(np.dot(X[3], X[h["id"]])) - h["score"]) < 1e-5  # the score is the inner product
+    up = c.post("/api/search", files=_upload(served["paths"][3]), data={"top": "2", "return_vectors": "1"}).json()
+    q = np.asarray(up["query_vector"], np.float32)
+    assert q.shape == (512,) and abs(np.linalg.norm(q) - 1) < 1e-5
+    assert abs(float(q @ np.asarray(up["hits"][0]["vector"], np.float32)) - up["hits"][0]["score"]) < 1e-4
+    # sent back as a vector, the upload's descriptor gives the upload's hits
+    again = c.post("/api/search", json={"vector": up["query_vector"], "top": 2}).json()
+    assert [h["id"] for h in again["hits"]] == [h["id"] for h in up["hits"]]
+    assert "vector" not in c.post("/api/search", json={"id": 3, "top": 2}).json()["hits"][0]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"vector": [0.1] * 511}, "511 values"),
+    ({"vector": [0.1] * 513}, "513 values"),
+    ({"vector": []}, "0 values"),
+    ({"vector": [0.0] * 512}, "zeros"),
+    ({"vector": [1e39] + [0.0] * 511}, "finite"),
+    ({"vector": "0.1,0.2"}, "list"),
+    ({"vector": [[0.1] * 512]}, "list"),
+    ({"vector": [True] * 512}, "list"),
+    ({"vector": [0.1] * 512, "box": [0, 0, 4, 4]}, "box"),
+    ({"vector": [0.1] * 512, "id": 1}, "exactly one"),
+    ({"vector": [0.1] * 512, "top": "x"}, "top"),
+    ({"vector": [0.1] * 512, "top": True}, "top"),
+    ({"vector": [0.1] * 512, "topk": 3}, "unknown field 'topk'"),
+    ({"id": [1]}, "id"),
+    ({"id": 1, "return_vectors": "maybe"}, "return_vectors"),
+])
+def test_bad_vector_queries_are_422(served, body, needle):
+    _one_line_error(served["client"].post("/api/search", json=body), 422, needle)
+    _ok(served["client"])
+
+
+def test_non_finite_json_values_are_422(served):
+    """Python's json reads NaN and Infinity: refused as values, not searched."""
+    c = served["client"]
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = '{"vector": [' + ",".join([token] + ["0.1"] * 511) + "]}"
+        _one_line_error(c.post("/api/search", content=body, headers={"content-type": "application/json"}),
+                        422, "finite")
+    _one_line_error(c.post("/api/search", content=b"[1, 2", headers={"content-type": "application/json"}), 422, "json")
+    _one_line_error(c.post("/api/search", content=b"[1, 2]", headers={"content-type": "application/json"}), 422, "object")
+    _one_line_error(c.post("/api/search", content=b"id=1", headers={"content-type": "text/plain"}), 422, "json")
+    _one_line_error(c.post("/api/search", json={"id": 99}), 404, "id")
+    _ok(c)
+
+
+# -- probes, metrics, token ---------------------------------------------------------------------------------
+def _metric_samples(text: str):
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_probes_and_metrics_move_by_what_was_sent(served):
+    c = TestClient(create_app(service=served["service"], max_upload_mb=0.05))
+    assert c.get("/healthz").json() == {"status": "ok"}
+    ready = c.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "commit": served["service"].info()["commit"]}
+    before = _metric_samples(c.get("/metrics").text)
+    assert c.get("/metrics").headers["content-type"].startswith("text/plain")
+    for _ in range(3):
+        assert c.post("/api/search", data={"id": "1", "top": "2"}).status_code == 200
+    assert c.post("/api/search", json={"vector": [0.0] * 512}).status_code == 422
+    assert c.post("/api/search", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
+    assert c.post("/api/search", files=_upload(served["paths"][2]), data={"top": "2"}).status_code == 200
+    assert c.post("/api/search", content=b"\0" * 200_000,
+                  headers={"content-type": "multipart/form-data; boundary=b"}).status_code == 413
+    assert c.get("/api/images/1?size=32").status_code == 200
+    assert c.get("/api/images/999").status_code == 404
+    after = _metric_samples(c.get("/metrics").text)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("gemseg_requests_total", route="/api/search", status="200") == 4
+    assert moved("gemseg_requests_total", route="/api/search", status="422") == 1
+    assert moved("gemseg_requests_total", route="/api/search", status="400") == 1
+    assert moved("gemseg_requests_total", route="/api/search", status="413") == 1
+    assert moved("gemseg_requests_total", route="/api/images/{id}", status="200") == 1
+    assert moved("gemseg_requests_total", route="/api/images/{id}", status="404") == 1
+    assert moved("gemseg_requests_total", route="/metrics", status="200") == 2
+    assert moved("gemseg_request_seconds_count", route="/api/search") == 7
+    assert moved("gemseg_stage_seconds_count", stage="lookup") == 3
+    assert moved("gemseg_stage_seconds_count", stage="search") == 4
+    assert moved("gemseg_stage_seconds_count", stage="forward") == 1
+    assert moved("gemseg_stage_seconds_count", stage="decode") == 1
+    assert moved("gemseg_uploads_refused_total", reason="not_image") == 1
+    assert moved("gemseg_uploads_refused_total", reason="too_large") == 1
+    assert after[("gemseg_index_images", ())] == N
+    assert after[("gemseg_index_commit_info", (("commit", served["service"].info()["commit"]),))] == 1
+
+
+def test_a_rerank_step_is_timed_as_its_own_stage(served):
+    c = TestClient(create_app(service=served["service"]))
+    doc = c.post("/api/search", data={"id": "2", "top": "3", "rerank": "qe:k=2"}).json()
+    assert doc["rerank"] and set(doc["stages"]) == {"lookup", "search", "rerank:qe"}
+    s = _metric_samples(c.get("/metrics").text)
+    assert s[("gemseg_stage_seconds_count", (("stage", "rerank:qe"),))] == 1
+
+
+TOKEN = "tok-0123456789abcdef"
+
+
+def test_a_token_guards_every_data_route(served):
+    c = TestClient(create_app(service=served["service"], token=TOKEN))
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    for bad in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN},
+                {"Authorization": f"Basic {TOKEN}"}):
+        for method, path in (("get", "/api/info"), ("get", "/api/images/1"), ("get", "/metrics"),
+                             ("post", "/api/search"), ("post", "/api/coseg"), ("get", "/api/nothing")):
+            r = getattr(c, method)(path, headers=bad)
+            _one_line_error(r, 401, "token")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    r = c.post("/api/search", files=_upload(served["paths"][1]), data={"top": "2"})  # an upload, no token
+    _one_line_error(r, 401, "token")
+    for path in ("/healthz", "/readyz", "/", "/app.js", "/style.css"):
+        assert c.get(path).status_code == 200, path
+    assert c.get("/api/info", headers=good).json()["token_required"] is True
+    assert c.post("/api/search", data={"id": "1", "top": "2"}, headers=good).status_code == 200
+    assert c.get("/api/images/1?size=32", headers=good).status_code == 200
+    assert c.get("/metrics", headers=good).status_code == 200
+    assert TestClient(create_app(service=served["service"])).get("/api/info").json()["token_required"] is False
+
+
+def test_removed_ids_are_not_found(served, tmp_path):
+    """A pruned image: never a hit, its id not found for search, thumbnail and co-segmentation."""
+    idx = ImageIndex.load(served["index"])
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), list(idx.paths))
+    mine.remove([4])
+    mine.save(tmp_path / "ix")
+    c = TestClient(create_app(tmp_path / "ix", reload_interval=0))
+    hits = c.post("/api/search", data={"id": "3", "top": str(N)}).json()["hits"]
+    assert 4 not in [h["id"] for h in hits] and len(hits) == N - 1
+    _one_line_error(c.post("/api/search", data={"id": "4"}), 404, "removed")
+    _one_line_error(c.get("/api/images/4"), 404, "removed")
+    _one_line_error(c.post("/api/coseg", json={"ids": [3, 4], "k": 2}), 404, "removed")
+    info = c.get("/api/info").json()
+    assert info["images"] == N and info["live_images"] == N - 1
+
+
+# -- the page in a real browser, against a real server (uvicorn on 127.0.0.1 in a thread) ------------------
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class _MatchParams:
+    n: int = 3
+
+
+class _FakeVerifier(Reranker):
+    """A stand-in for the spatial verification step: keeps the order, marks each hit with
+    ``inliers`` and ``matches`` (query corners → hit corners, in each image's pixels)."""
+
+    name = "fakesv"
+    summary = "test double of sv"
+    Params = _MatchParams
+
+    def rerank(self, ctx, ids, scores):
+        for q in range(ids.shape[0]):
+            for i in ids[q]:
+                if i >= 0:
+                    ctx.annotate(q, int(i), inliers=self.params.n,
+                                 matches=[[2.0, 2.0, 3.0, 3.0], [60.0, 4.0, 58.0, 6.0], [30.0, 44.0, 31.0, 40.0]][: self.params.n])
+        return ids, scores
+
+
+@pytest.fixture(scope="module")
+def page_server(served, tmp_path_factory):
+    """``(url, index paths, folder)``: a token, a 0.2 MiB limit, an index over copies of the images
+    whose last file is then deleted (a hit with ``missing``), the fake verifier registered."""
+    import uvicorn
+
+    from retrieval.search.rerank.registry import register_reranker, unregister_reranker
+    from retrieval.serve.server import bind
+
+    root = tmp_path_factory.mktemp("page")
+    idx = ImageIndex.load(served["index"])
+    (root / "photos").mkdir()
+    copies = [shutil.copy(p, root / "photos") for p in idx.paths]
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), copies)
+    mine.save(root / "ix")
+    Path(copies[-1]).unlink()
+    register_reranker(_FakeVerifier)
+    app = create_app(root / "ix", token=TOKEN, max_upload_mb=0.2, reload_interval=0)
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", copies, root
+    server.should_exit = True
+    thread.join(20)
+    unregister_reranker("fakesv")
+
+
+def _browser_page(pw):
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page, errors
+
+
+def _hit_ids(page):
+    return page.eval_on_selector_all("#hits figure", "els => els.map(e => Number(e.dataset.id))")
+
+
+@pytest.mark.slow
+def test_the_page_with_a_token_errors_missing_files_heic_legend_and_matches(page_server, served, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, copies, root = page_server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    import httpx
+    with sync_api.sync_playwright() as pw:
+        browser, page, errors = _browser_page(pw)
+        page.goto(url)
+        # 401 → the page asks for the token once; a wrong one is refused, the right one kept for the tab
+        page.wait_for_selector("#token-panel:not([hidden])")
+        page.fill("#token", "wrong-token-0123456789")
+        page.click("#token-form button")
+        page.wait_for_function("() => document.getElementById('token-message').textContent.includes('refused')")
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_function("() => document.getElementById('info').textContent.includes('images')")
+        assert page.evaluate("() => sessionStorage.getItem('gemseg-token')") == TOKEN
+
+        # a good upload: hits as the API's; the missing file is marked and has no thumbnail
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(copies[0]))
+        page.wait_for_selector("#hits figure")
+        api = httpx.post(f"{url}/api/search", headers=auth, timeout=60, data={"top": "12"},
+                         files={"image": (Path(copies[0]).name, Path(copies[0]).read_bytes(), "image/jpeg")}).json()
+        assert _hit_ids(page) == [h["id"] for h in api["hits"]]
+        gone = N - 1
+        assert [h["missing"] for h in api["hits"] if h["id"] == gone] == [True]
+        fig = page.locator(f"#hits figure[data-id='{gone}']")
+        assert fig.get_attribute("class").split().count("missing") == 1 and fig.locator("img").count() == 0
+        assert "file missing" in fig.inner_text()
+        page.wait_for_function("() => [...document.querySelectorAll('#hits img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.evaluate("() => document.getElementById('share').disabled") is False
+
+        # co-segmentation: a colour legend with the factors, the object factors marked
+        with page.expect_response(lambda r: r.url.endswith("/api/coseg"), timeout=180_000):
+            page.click("#share")
+        page.wait_for_selector("#coseg-legend .swatch")
+        legend = page.eval_on_selector_all("#coseg-legend .swatch", "els => els.map(e => e.textContent)")
+        assert len(legend) == 3 and any("(object)" in t for t in legend)
+        colours = page.eval_on_selector_all("#coseg-legend .swatch i", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+        assert len(set(colours)) == 3
+
+        # a failed upload (400: not an image): the old hits are gone, the error shown, nothing to share
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not an image")
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#results-error")
+        assert page.locator("#hits figure").count() == 0
+        assert "not an image" in page.text_content("#results-error")
+        assert page.evaluate("() => document.getElementById('share').disabled") is True
+        assert page.locator("#coseg figure").count() == 0
+
+        # over the limit: refused before sending, naming the limit (and no request made)
+        big = tmp_path / "big.png"
+        big.write_bytes(b"\x89PNG" + b"\0" * 300_000)
+        sent = []
+        page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/api/search") else None)
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(copies[1]))  # a good query first: hits again
+        page.wait_for_selector("#hits figure")
+        sent.clear()
+        page.set_input_files("#file", str(big))
+        page.wait_for_selector("#results-error")
+        assert "0.2 MiB" in page.text_content("#results-error") and page.locator("#hits figure").count() == 0
+        assert page.evaluate("() => document.getElementById('share').disabled") is True and sent == []
+        # and the browser itself reads the server's 413 (sent anyway, by fetch)
+        status, body = page.evaluate("""async (t) => {
+            const f = new FormData(); f.append('image', new Blob([new Uint8Array(2 * 2 ** 20)]), 'x.png');
+            const r = await fetch('/api/search', {method: 'POST', body: f, headers: {Authorization: 'Bearer ' + t}});
+            return [r.status, await r.json()]; }""", TOKEN)
+        assert status == 413 and "limit of 0.2 MiB" in body["error"]
+
+        # HEIC: the browser cannot decode it; the page shows the server's decoded JPEG
+        heic = tmp_path / "photo.heic"
+        Image.open(copies[2]).save(heic, quality=90)
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.set_input_files("#file", str(heic))
+        page.wait_for_function("() => document.getElementById('query-img').src.startsWith('data:image/jpeg')")
+        page.wait_for_function("() => document.getElementById('query-img').naturalWidth > 0")
+        assert page.evaluate("() => [document.getElementById('query-img').naturalWidth, "
+                             "document.getElementById('query-img').naturalHeight]") == [64, 48]
+
+        # why did it match: a hit with matches gets the lines view
+        with page.expect_response(lambda r: r.url.endswith("/api/search")):
+            page.fill("#rerank", "fakesv")
+            page.press("#rerank", "Enter")
+        page.wait_for_selector("#hits figure .why")
+        first = _hit_ids(page)[0]
+        page.click(f"#hits figure[data-id='{first}'] .why")
+        page.wait_for_selector("#why:not([hidden])")
+        assert "3 inlier matches" in page.text_content("#why-text")
+        drawn = page.evaluate("""() => { const c = document.getElementById('why-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [c.width, c.height, n]; }""")
+        assert drawn[1] == 240 and drawn[0] > 240 and drawn[2] > 0.9 * drawn[0] * drawn[1]
+        assert "re-ranked: fakesv" in page.text_content("#status")
+        assert not errors, errors
+        browser.close()
+
+
+def test_hits_with_matches_carry_their_size(page_server):
+    import httpx
+    url, copies, _ = page_server
+    doc = httpx.post(f"{url}/api/search", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+                     data={"id": "0", "top": "3", "rerank": "fakesv:n=2"}).json()
+    assert doc["rerank"] == ["fakesv:n=2"]
+    for h in doc["hits"]:
+        assert h["inliers"] == 2 and h["matches"] == [[2.0, 2.0, 3.0, 3.0], [60.0, 4.0, 58.0, 6.0]]
+        assert h["size"] == [64, 48]
+
+
+# -- re-ranking through the API, from the one query path; co-segmentation boxes in image pixels -------------
+def test_coseg_rerank_through_the_api_equals_the_search_tool(served, run_tool):
+    svc, c = served["service"], served["client"]
+    steps = "coseg:K=4:k=2"
+    doc = c.post("/api/search", data={"id": "2", "top": "4", "rerank": steps}).json()
+    assert doc["rerank"] == [steps] and "rerank:coseg" in doc["stages"]
+    proc = run_tool("search", "--query-id", "2", "--index", served["index"], "--top", "4", "--rerank", steps, "--json")
+    assert proc.returncode == 0, proc.stderr
+    ref = json.loads(proc.stdout)["results"][0]["hits"]
+    _same_hits(doc["hits"], ref, svc.index.paths)
+    plain = c.post("/api/search", data={"id": "2", "top": "4"}).json()["hits"]
+    assert [h["score"] for h in plain] != [h["score"] for h in doc["hits"]]  # the step did something
+    same = c.post("/api/search", json={"id": 2, "top": 4, "rerank": steps}).json()
+    assert [h["id"] for h in same["hits"]] == [h["id"] for h in doc["hits"]]
+    _one_line_error(c.post("/api/search", data={"id": "2", "rerank": "cosegg"}), 422, "did you mean")
+    _one_line_error(c.post("/api/search", json={"vector": [0.1] * 512, "rerank": "coseg"}), 422, "vector")
+
+
+def test_coseg_boxes_are_in_the_image_s_own_pixels(served):
+    """An 880×650 upload: overlays are 320 px wide, the box is in the upload's pixels."""
+    c = served["client"]
+    big = Image.open(served["paths"][1]).resize((880, 650), Image.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    r = c.post("/api/coseg", files={"image": ("big.jpg", buf.getvalue(), "image/jpeg")}, data={"ids": "0,2", "k": "2"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert len(doc["colours"]) == 2 and all(col.startswith("#") and len(col) == 7 for col in doc["colours"])
+    first = doc["images"][0]
+    assert first["size"] == [880, 650] and doc["images"][1]["size"] == [64, 48]
+    mask = np.asarray(Image.open(io.BytesIO(_png(first["mask"])))) > 0
+    assert mask.shape == (236, 320)
+    ys, xs = np.nonzero(mask)
+    if first["box"] is not None and xs.size:
+        x1, y1, x2, y2 = first["box"]
+        assert 0 <= x1 < x2 <= 880 and 0 <= y1 < y2 <= 650
+        # the mask's box scaled up to the image contains the largest component's box sent back
+        assert x1 >= int(np.floor(xs.min() * 880 / 320)) - 1 and x2 <= int(np.ceil((xs.max() + 1) * 880 / 320)) + 1
+        assert y1 >= int(np.floor(ys.min() * 650 / 236)) - 1 and y2 <= int(np.ceil((ys.max() + 1) * 650 / 236)) + 1

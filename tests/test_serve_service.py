@@ -3,6 +3,7 @@ parameters are one-line errors, a search by id equals the query path's, indexed 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,5 +67,144 @@ def test_an_indexed_file_that_vanished_is_not_found(service, tmp_path):
             svc.indexed_size(1)
         doc = svc.search(Query(id=1), top=2)  # the stored row still searches
         assert doc["size"] is None and doc["hits"][0]["id"] == 1
+    finally:
+        svc.close()
+
+
+def test_check_vector(service):
+    v = service.check_vector([0.5] * 512)
+    assert v.dtype == np.float32 and v.shape == (512,)
+    for bad, needle in (([0.5] * 3, "3 values"), ([float("nan")] * 512, "finite"), ([0] * 512, "zeros"),
+                        ("x" * 512, "list"), ([None] * 512, "list")):
+        with pytest.raises(BadParameterError, match=needle):
+            service.check_vector(bad)
+
+
+def test_a_search_by_vector_is_the_query_path_s(service):
+    row = service.index.descriptors()[4]
+    doc = service.search(Query(vector=service.check_vector(row.tolist())), top=3, return_vectors=True)
+    ref = QueryPath(service.index, service.net).run(Query(id=4), top=3)
+    assert [h["id"] for h in doc["hits"]] == [h["id"] for h in ref.hits(0)]
+    np.testing.assert_allclose(doc["query_vector"], row, atol=1e-7)
+    assert doc["commit"] == service.info()["commit"] and len(doc["commit"]) == 12
+
+
+def _own_index(service, folder: Path, n: int = 6) -> Path:
+    """A copy of the tiny index's first ``n`` rows in ``folder`` (its own files, to change)."""
+    idx = service.index
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors()[:n], list(idx.paths)[:n])
+    mine.save(folder)
+    return folder
+
+
+def test_a_new_commit_is_swapped_in_and_requests_in_flight_keep_theirs(service, tmp_path):
+    folder = _own_index(service, tmp_path / "ix", 4)
+    svc = SearchService(ImageIndex.load(folder), service.net, reload_interval=0)
+    X = service.index.descriptors()
+    try:
+        old = svc.state
+        assert svc.reload() is False  # nothing changed
+        # grown in place by another writer
+        other = ImageIndex.load(folder)
+        other.add(X[4:6], list(service.index.paths)[4:6])
+        other.save(folder)
+        other.close()
+        assert svc.reload() is True
+        new = svc.state
+        assert new is not old and new.commit != old.commit and svc.info()["images"] == 6
+        assert svc.search(Query(id=5), top=1)["hits"][0]["id"] == 5
+        assert svc.search(Query(id=5), top=1)["commit"] == new.commit
+        # a request that took the old state before the swap finishes on it
+        doc = svc.search(Query(id=1), top=10, state=old)
+        assert doc["commit"] == old.commit and {h["id"] for h in doc["hits"]} == {0, 1, 2, 3}
+        # pruned: never returned again, not found by id
+        other = ImageIndex.load(folder)
+        other.remove([2])
+        other.save(folder)
+        other.close()
+        assert svc.reload() is True
+        assert 2 not in [h["id"] for h in svc.search(Query(id=1), top=10)["hits"]]
+        with pytest.raises(NotFoundError, match="removed"):
+            svc.image_id("2")
+        with pytest.raises(NotFoundError, match="removed"):
+            svc.search(Query(id=2), top=1)
+        assert svc.info()["live_images"] == 5 and svc.reloads == {"ok": 2, "failed": 0}
+    finally:
+        svc.close()
+
+
+def test_a_folder_that_cannot_be_opened_leaves_the_old_state(service, tiny_config, tmp_path):
+    folder = _own_index(service, tmp_path / "ix", 3)
+    told = []
+    svc = SearchService(ImageIndex.load(folder), service.net, reload_interval=0,
+                        on_reload=lambda ok, line: told.append((ok, line)))
+    try:
+        commit = svc.state.commit
+        # renamed away (the instant between two renames): nothing to read, nothing reported
+        (tmp_path / "ix").rename(tmp_path / "away")
+        assert svc.reload() is False and svc.state.commit == commit and told == []
+        # an index of another model put in its place: refused, the old state still serves
+        idx = service.index
+        foreign = ImageIndex(idx.dim, "Flat", idx.model_config, "0123456789abcdef")
+        foreign.add(idx.descriptors()[:2], list(idx.paths)[:2])
+        foreign.save(tmp_path / "ix")
+        assert svc.reload() is False and svc.state.commit == commit
+        assert told and told[-1][0] is False and "not reloaded" in told[-1][1] and commit in told[-1][1]
+        assert svc.search(Query(id=2), top=3)["hits"][0]["id"] == 2
+        assert svc.reload() is False and len(told) == 1  # the same broken folder is not tried again
+        # a good folder again: served
+        shutil.rmtree(tmp_path / "ix")
+        (tmp_path / "away").rename(tmp_path / "ix")
+        other = ImageIndex.load(folder)
+        other.add(idx.descriptors()[3:5], list(idx.paths)[3:5])
+        other.save(folder)
+        other.close()
+        assert svc.reload() is True and svc.info()["images"] == 5 and svc.reloads["failed"] == 1
+    finally:
+        svc.close()
+
+
+def test_the_watcher_follows_the_folder(service, tmp_path):
+    folder = _own_index(service, tmp_path / "ix", 3)
+    svc = SearchService(ImageIndex.load(folder), service.net, reload_interval=0.05)
+    try:
+        commit = svc.state.commit
+        other = ImageIndex.load(folder)
+        other.add(service.index.descriptors()[3:4], list(service.index.paths)[3:4])
+        other.save(folder)
+        other.close()
+        for _ in range(200):
+            if svc.state.commit != commit:
+                break
+            time.sleep(0.05)
+        assert svc.state.commit != commit and svc.info()["images"] == 4
+    finally:
+        svc.close()
+
+
+def test_image_box_scales_from_the_picture_to_the_image():
+    from retrieval.serve.service import image_box
+    assert image_box((0, 52, 320, 192), (320, 236), (880, 650)) == [0, 143, 880, 529]
+    assert image_box((10, 10, 20, 20), (100, 100), (100, 100)) == [10, 10, 20, 20]
+    assert image_box((1, 1, 3, 3), (4, 4), (10, 10)) == [2, 2, 8, 8]  # rounded outwards
+    assert image_box((0, 0, 4, 4), (4, 4), (10, 10)) == [0, 0, 10, 10]
+
+
+def test_a_cached_thumbnail_is_not_served_once_its_file_is_gone(service, tmp_path):
+    idx = service.index
+    (tmp_path / "photos").mkdir()
+    copies = [shutil.copy(p, tmp_path / "photos") for p in idx.paths]
+    mine = ImageIndex(idx.dim, "Flat", idx.model_config, idx.fingerprint)
+    mine.add(idx.descriptors(), copies)
+    mine.save(tmp_path / "ix")
+    svc = SearchService.open(tmp_path / "ix", reload_interval=0)
+    try:
+        first = svc.thumbnail(2, 32)
+        assert svc.thumbnail(2, 32) == first  # cached
+        Path(copies[2]).unlink()
+        with pytest.raises(NotFoundError, match="missing"):
+            svc.thumbnail(2, 32)
+        assert [h["missing"] for h in svc.search(Query(id=2), top=6)["hits"] if h["id"] == 2] == [True]
     finally:
         svc.close()

@@ -210,3 +210,19 @@ def test_the_script_runs_on_its_own(tmp_path):
     (tmp_path / "empty").mkdir()
     p = run_tool("coseg", "--images", tmp_path / "empty", "--out", tmp_path / "o")
     assert_one_line_error(p, "no images")
+
+
+def test_a_one_image_set_warns_in_one_line(toy, tmp_path):
+    """Before issue 27 a single image was co-segmented with no word that its 'object' means little."""
+    src = sorted((toy / "images" / "set00").iterdir())
+    for n, name in ((1, "one"), (2, "two")):
+        d = tmp_path / name
+        d.mkdir()
+        for p in src[:n]:
+            Image.open(p).save(d / p.name)
+        proc = run_tool("coseg", "--images", d, "--k", "2", "--image-size", "64", "--no-write", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        warned = [ln for ln in proc.stderr.splitlines() if "holds 1 image" in ln]
+        assert warned == ([f"note: set '{name}' holds 1 image: co-segmentation finds what several images share, "
+                           "so its object mask is only the strongest region of that image; add images of the same "
+                           "object (or project on learned concepts with --concepts)"] if n == 1 else [])

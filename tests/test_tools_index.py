@@ -1,15 +1,21 @@
 """tools/index.py as a user runs it: odd images, bad input, --json; concepts, compaction, indexes built
 from descriptor shards (also by two ranks under torchrun), changed and vanished files, a compressed
-factory refused before any image is described."""
+factory refused before any image is described, an interrupted first index resumed (a real subprocess
+interrupted or killed), vanished files counted at index time."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import (
+    REPO,
     _tool_module,
     assert_one_line_error,
     fake_shards,
@@ -26,6 +32,7 @@ from cosegment.concept_file import save_concepts
 from retrieval.core.cli import main_wrapper
 from retrieval.search.build import build_index_from_shards
 from retrieval.search.index import ImageIndex
+from retrieval.search.resumable_extract import FIRST_CHUNK, PAUSE_AFTER_ENV, work_dir
 
 D = 16
 
@@ -242,12 +249,62 @@ def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_inde
     def never(*a, **k):
         raise AssertionError("images were described before the factory was checked")
 
-    monkeypatch.setattr(collection_mod, "extract_descriptors", never)
+    monkeypatch.setattr(collection_mod, "extract_resumably", never)
     proc = run_tool("index", "--images", photos, "--config", cfg, "--out", tmp_path / "ix", "--factory", "ivfpq")
     assert_one_line_error(proc, "needs at least 256 images", "this collection has 6", "--factory Flat")
     assert not (tmp_path / "ix").exists()
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
+    """Ctrl-C (SIGINT) or a kill after the first chunk: no index folder, and the re-run describes
+    only the rest. Before issue 27 the re-run described all 40 images again."""
+    src, out = tmp_path / "src", tmp_path / "ix"
+    random_images(src, FIRST_CHUNK + 8, size=(40, 48))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GEMSEG_THREADS="2", PYTHONPATH=str(REPO), **{PAUSE_AFTER_ENV: "1"})
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
+                             str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "paused after 1 chunks"  # one chunk is on disk
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (130 if sig == "SIGINT" else -9), err
+    assert not out.exists() and (work_dir(out) / "shards" / "000000").is_dir()
+    again = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed an interrupted run: {FIRST_CHUNK} of the images were already described" in again.stdout
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json").stdout)
+    assert rep["total"] == FIRST_CHUNK + 8 and rep["already_indexed"] == FIRST_CHUNK + 8 and rep["resumed"] == 0
+    assert not work_dir(out).exists()  # deleted once the index is written
+    fresh = tmp_path / "fresh"
+    assert run_tool("index", "--images", src, "--config", tiny_config, "--out", fresh, "--quiet").returncode == 0
+    a, b = ImageIndex.load(out), ImageIndex.load(fresh)
+    order = np.argsort(list(a.paths)), np.argsort(list(b.paths))
+    assert sorted(a.paths) == sorted(b.paths)
+    np.testing.assert_allclose(a.descriptors()[order[0]], b.descriptors()[order[1]], atol=1e-5)
+
+
+def test_index_counts_vanished_files_and_names_prune(tmp_path, tiny_config):
+    """Before issue 27 a re-index said only "4 in index" after a file was renamed away."""
+    src = tmp_path / "src"
+    paths = random_images(src, 4)
+    out = tmp_path / "ix"
+    assert run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--quiet").returncode == 0
+    paths[1].rename(tmp_path / "elsewhere.jpg")
+    paths[2].unlink()
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert proc.returncode == 0 and "warning: 2 indexed file(s) no longer exist" in proc.stderr and "--prune" in proc.stderr
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--json").stdout)
+    assert rep["vanished"] == 2 and rep["pruned"] == 0
+    rep = json.loads(run_tool("index", "--images", src, "--config", tiny_config, "--out", out, "--prune",
+                              "--json").stdout)
+    assert rep["pruned"] == 2 and rep["vanished"] == 0
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
+    assert "no longer exist" not in proc.stderr
 def test_index_graph_flag_stores_the_knn_graph_and_keeps_it(tmp_path, tiny_config, run_tool):
     from retrieval.search.knn_graph import build_knn_graph
 
@@ -280,3 +337,33 @@ def test_index_local_features_flag_stores_rootsift(tmp_path, tiny_config, run_to
     assert f is not None and len(f) <= 30 and f.size == (80, 64)
     assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
                                    "--local-features", "-3", "--quiet"), "local-features")
+def test_index_with_a_cirtorch_checkpoint_gives_cirtorch_descriptors(tmp_path):
+    """tools/index.py --model <cirtorch .pth> --image-size --scales: the index holds the descriptors
+    of cirtorch's forward (tests/test_model_cirtorch.py's reference) on the images as gemseg
+    resizes them; a search without the flags describes the query as the index was described."""
+    import math
+
+    import torch
+    from test_model_cirtorch import MEAN, STD, cirtorch_state, features_of, make_whiten, random_lw, reference, save_like_cirtorch
+
+    feats, whiten, lw = features_of("resnet50", 0), make_whiten(2048, 3), random_lw(2048, 4)
+    save_like_cirtorch(cirtorch_state("resnet50", feats, whiten, 3.0, lw), tmp_path / "r50.pth")
+    paths = random_images(tmp_path / "images", 3, size=(60, 80), seed=4)
+    scales = [1.0, 1 / math.sqrt(2)]
+    done = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "index", "--model",
+                    tmp_path / "r50.pth", "--image-size", "72", "--scales", *map(str, scales), "--json")
+    assert done.returncode == 0, done.stderr
+    idx = ImageIndex.load(tmp_path / "index")
+    assert idx.model_config["image_size"] == 72 and idx.model_config["scales"] == scales
+    got = {p: idx.descriptors()[i] for i, p in enumerate(idx.paths.many(range(3)))}
+    for p in paths:
+        img = Image.open(p).convert("RGB").resize((72, 54), Image.Resampling.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+        np.testing.assert_allclose(got[str(p.resolve())], reference(feats, whiten, 3.0, lw, x[None], scales)[0], atol=1e-4)
+    res = run_tool("search", "--index", tmp_path / "index", "--query", paths[1], "--top", "1", "--json")
+    hit = json.loads(res.stdout)["results"][0]["hits"][0]
+    assert hit["path"] == str(paths[1].resolve()) and hit["score"] > 0.9999
+    bad = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "i2", "--model", tmp_path / "r50.pth",
+                   "--scales", "1", "-0.5")
+    assert_one_line_error(bad, "--scales")

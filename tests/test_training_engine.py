@@ -40,3 +40,37 @@ def test_the_learning_rate_decays_exponentially_from_epoch_1():
     assert set_epoch_lr(opt, cfg, 3) == pytest.approx(1e-3 * math.exp(-1.0))
     assert opt.param_groups[1]["lr"] == pytest.approx(2e-3 * math.exp(-1.0))
     assert set_epoch_lr(opt, cfg, 0) == pytest.approx(1e-3)
+
+
+def _extraction_warnings(tmp_path, model_size: int, image_side: int) -> list:
+    """What :meth:`Engine.check_extraction` logs for 4 images of ``image_side`` px and a model
+    describing at ``model_size``."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from retrieval.training.engine import Engine
+
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{model_size}_{image_side}_{i}.png"
+        Image.fromarray(np.zeros((image_side * 3 // 4, image_side, 3), np.uint8)).save(p)
+        paths.append(p)
+    lines: list = []
+    run = SimpleNamespace(extraction={"image_size": model_size, "scales": [1.0]}, log=lines.append)
+    Engine.check_extraction(run, paths)
+    return lines
+
+
+def test_large_images_warn_only_below_the_default_models_size(tmp_path):
+    """Issue 27 item 11: "set model.image_size (the default model's is 320)" was shown when it was
+    already set to 320. At the default size or above nothing is said; below it, the warning says
+    to raise it, naming the value it has."""
+    assert _extraction_warnings(tmp_path, 320, 1200) == []
+    assert _extraction_warnings(tmp_path, 400, 1200) == []
+    lines = _extraction_warnings(tmp_path, 96, 400)
+    assert len(lines) == 1 and lines[0].startswith("warning: the training images are about 400 px but best.pt "
+                                                   "will describe them at 96 px (model.image_size: 96)")
+    assert "raise model.image_size to the default model's 320 (scales [1, 0.7071, 0.5])" in lines[0]
+    assert _extraction_warnings(tmp_path, 96, 150) == []  # not 2× larger

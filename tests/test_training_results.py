@@ -75,14 +75,14 @@ def test_result_json_keys_follow_the_unit():
     h = [StepStats(**EPOCH_RECORD)]
     sup = TrainResult(Path("r"), h, 2, 0.5, Path("r/best.pt"), Path("r/last.pt"), skipped=[("a.jpg", "bad")])
     assert list(sup.to_json()) == ["out_dir", "best_epoch", "best_map", "best_path", "last_path", "whitening",
-                                   "whitening_map", "extraction", "skipped", "history"]
+                                   "whitening_map", "extraction", "selection", "skipped", "history"]
     assert sup.to_json()["skipped"] == [{"path": "a.jpg", "reason": "bad"}]
     assert (sup.best_epoch, sup.best_period) == (2, None)
     uns = TrainResult(Path("r"), [StepStats(**PERIOD_RECORD)], 1, 0.5, Path("r/best.pt"), Path("r/last.pt"),
                       unit="period", labels=np.array([0, 1, 1, 3]))
     doc = uns.to_json()
     assert list(doc) == ["out_dir", "best_period", "best_map", "best_path", "last_path", "whitening", "whitening_map",
-                         "extraction", "clusters", "history"]
+                         "extraction", "selection", "clusters", "history"]
     assert doc["clusters"] == 3 and same(doc["history"][0], PERIOD_RECORD)
     assert (uns.best_epoch, uns.best_period) == (None, 1)
     assert uns.summary().startswith("best.pt = period 1 + no whitening, val mAP 50.00")
@@ -110,7 +110,7 @@ def test_both_drivers_return_the_one_result_type(tmp_path):
     assert type(sup) is type(uns) is TrainResult
     assert {f.name for f in dataclasses.fields(TrainResult)} == {
         "out_dir", "history", "best_step", "best_map", "best_path", "last_path", "unit", "whitening_map", "whitening",
-        "extraction", "skipped", "labels", "rank"}
+        "extraction", "skipped", "labels", "rank", "selection"}
     assert (sup.unit, uns.unit, sup.rank, uns.rank) == ("epoch", "period", 0, 0)
     assert sup.best_epoch == sup.best_step in (0, 1) and uns.best_period == uns.best_step in (0, 1)
     assert sup.skipped == [("x.jpg", "unreadable")] and sup.labels is None

@@ -49,12 +49,22 @@ def test_training_learns(toy_classes, tmp_path):
     # log.csv has a row per epoch; best.pt carries Lw and indexes through the network
     rows = (tmp_path / "run" / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,loss,val_map,val_map_pca,val_map_lw,p") and len(rows) == EPOCHS + 2
-    # best.pt: the best validated (epoch, whitening), here a trained epoch since training helps
+    # best.pt: the simplest candidate unless a gain over it is significant, then the best of those
+    # (measured here: epoch 1 gains +6.3 points [-2.9, +17.7] over 12 classes of 3 views: not enough)
     best = load_checkpoint(res.best_path)
     extra = read_checkpoint(res.best_path)["extra"]
-    assert extra["epoch"] == res.best_epoch >= 1 and best.config.whitening == res.whitening == extra["whitening"]
+    assert extra["epoch"] == res.best_epoch and best.config.whitening == res.whitening == extra["whitening"]
     assert set(res.whitening_map) == {"none", "pca", "lw"}
-    assert res.best_map == max(max(e.val_map, e.val_map_pca, e.val_map_lw) for e in h)
+    sel = res.selection
+    assert len(sel["candidates"]) == 3 * (EPOCHS + 1) - 1 and sel["classes"] == 12
+    significant = [c for c in sel["candidates"] if c["gain"]["significant"]]
+    kept = (sel["kept"]["step"], sel["kept"]["kind"])
+    assert kept == (res.best_epoch, res.whitening)
+    if significant:
+        top = max(significant, key=lambda c: c["val_map"])
+        assert kept == (top["step"], top["kind"]) and res.best_map == top["val_map"]
+    else:
+        assert kept == (0, "none") and "not significant" in sel["why"]
     assert best.dim == (tr.n_images - 1 if res.whitening == "pca" else 512)  # PCA-w keeps the sample's rank
 
 

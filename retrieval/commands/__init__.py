@@ -8,5 +8,7 @@
 * :mod:`~retrieval.commands.train` — ``gemseg train``: fine-tune (``tools/train_gem.py``);
 * :mod:`~retrieval.commands.coseg` — ``gemseg coseg``: co-segment image sets;
 * :mod:`~retrieval.commands.evaluate` — ``gemseg evaluate``: revisited mAP on a benchmark;
-* :mod:`~retrieval.commands.demo` — ``gemseg demo``: the built-in demo.
+* :mod:`~retrieval.commands.demo` — ``gemseg demo``: the built-in demo;
+* :mod:`~retrieval.commands.export` — ``gemseg export``: a model written as ONNX;
+* :mod:`~retrieval.commands.dedup` — ``gemseg dedup``: duplicates and groups, a keeper each, moves that undo.
 """

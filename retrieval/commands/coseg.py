@@ -9,7 +9,8 @@
 
 A folder of images is one set; a folder of sub-folders (the iCoseg layout images/<set>/…) is one
 set per sub-folder, each factorised on its own (--joint: all images as one set; loose images beside
-sub-folders form a set of their own, and a note says so). Ground truth:
+sub-folders form a set of their own, and a note says so; so does a set of one image, whose "object"
+is only its strongest region: co-segmentation needs images that share it). Ground truth:
 GT_DIR/<image stem>.png (or GT_DIR/<set>/<stem>.png), non-zero = object. Writes, in OUT, one set
 of files per input image (stems that clash get the set, then the extension added):
 overlays/<stem>.jpg (one colour per factor, legend below), masks/<stem>.png (0/255, image size),

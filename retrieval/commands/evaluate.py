@@ -53,16 +53,21 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "written there otherwise")
     ap.add_argument("--search-index", action="store_true",
                     help="rank with the --index folder's own index (its factory, nprobe) instead of exactly")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's; --scales wins over --multiscale/--single-scale)")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
     report = job(args.dataset, data_root=args.data_root, config=args.config, model=args.model,
                  qe=args.qe, alpha=args.alpha, dba=args.dba,
-                 scales="multi" if args.multiscale else "single" if args.single_scale else None,
+                 scales=args.scales or ("multi" if args.multiscale else "single" if args.single_scale else None),
                  index=args.index, device=args.device,
                  progress=sys.stderr.isatty() and not args.quiet, coseg_rerank=args.coseg_rerank,
                  coseg_k=args.coseg_k, coseg_weight=args.coseg_weight, steps=args.rerank,
-                 search_index=args.search_index)
+                 search_index=args.search_index, image_size=args.image_size)
     if args.json:
         print_json(report)
         return EXIT_OK

@@ -29,6 +29,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")
     add_common_flags(ap, config="")  # --config, --device (cuda:LOCAL_RANK per rank under torchrun), --quiet, --json (this rank's report)
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's)")
 
 
 def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -39,7 +44,7 @@ def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
     r = job(args.images, args.out, config=args.config, model=args.model, shard_size=args.shard_size,
             batch_size=args.batch_size, workers=args.workers, device=args.device,
-            progress=not (args.quiet or args.json))
+            progress=not (args.quiet or args.json), image_size=args.image_size, scales=args.scales)
     if args.json:
         print_json(r.as_dict())
         return 0

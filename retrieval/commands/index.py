@@ -12,12 +12,15 @@
 Files that are not indexed (unreadable, or of a format that is not read: "unsupported format .heic";
 pip install 'gemseg[heif]' reads HEIC) are listed at the end with the reason. A new index is written
 to a temporary folder and renamed; adding to an index writes only what is new; a changed file is
-described again. A compressed --factory is checked against the collection size first. With
+described again; indexed files that no longer exist are counted ("vanished" in --json) and --prune
+drops them. An interrupted first index (Ctrl-C, a kill) resumes: the re-run describes only what is
+left. A compressed --factory is checked against the collection size first. With
 --descriptors (shards of tools/extract.py) the factory defaults to auto (docs/scale.md).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Callable
 
 from retrieval.core.cli import add_common_flags, notice, print_json
@@ -58,6 +61,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--local-features", type=int, nargs="?", const=1000, default=0, metavar="N",
                     help="also store at most N RootSIFT features per image (default 1000; float16, about "
                          "264 bytes a feature) that --rerank sv reads instead of describing the hits' files")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's)")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
@@ -66,7 +74,8 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                  workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
                  progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
                  memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
-                 graph=args.graph, local_features=args.local_features)
+                 graph=args.graph, local_features=args.local_features,
+                 image_size=args.image_size, scales=args.scales)
     if args.json:
         print_json(report.as_dict())
         return 0
@@ -86,6 +95,11 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
           f"{report.updated} changed and described again, {report.pruned} pruned) "
           f"in {report.seconds:.1f}s ({rate:.1f} img/s); {report.total} in {report.folder} "
           f"[{report.factory}, model {report.fingerprint}]; described at {report.described}")
+    if report.resumed:
+        notice(f"resumed an interrupted run: {report.resumed} of the images were already described", args)
+    if report.vanished:
+        print(f"warning: {report.vanished} indexed file(s) no longer exist (searches mark them missing); "
+              f"drop them with --prune", file=sys.stderr)
     if report.failures:
         notice(f"skipped {len(report.failures)} files (not indexed):", args)
         for path, reason in report.failures[:SHOWN]:

@@ -9,10 +9,13 @@
   gemseg search --query-id 17                            # a stored image: its stored descriptor
 
 A hit whose file no longer exists is marked "(file missing)" ("missing": true in --json).
+A query that cannot be searched (unreadable, its --box not inside the image, an unknown id) does
+not stop the others: they are answered, the bad ones are listed on stderr with the reason
+("failed": [{"query", "reason"}] in --json) and the exit code is 1; 2 when no query could be.
 The model is the one that built the index (recorded in the index folder); a query described by
 another model is refused. --json prints one document, {"results": [...]}, one entry per query in
 order, each {"query", "hits": [{"rank", "id", "path", "score", "missing"}]}, whatever the number of
-queries; notices ("wrote hits.html") then go to stderr.
+queries, and "failed"; notices ("wrote hits.html") then go to stderr.
 
 Re-ranking steps (--rerank NAME[:key=value...][,NAME...], in order; --qe K and --coseg-rerank K
 are spellings of qe:k=K and coseg:K=K, run first): %(rerankers)s.
@@ -27,6 +30,8 @@ from retrieval.core.cli import add_common_flags, notice, parse_box, print_json
 from retrieval.search.rerank.registry import reranker_names
 
 JOB = "retrieval.jobs:run_search"
+#: exit code when some queries could not be searched and the others were answered (2: none was)
+EXIT_SOME_FAILED = 1
 
 
 def description() -> str:
@@ -62,6 +67,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--coseg-weight", type=float, help="share of the masked score (1: replace; default 0.5)")
     ap.add_argument("--html", help="write an HTML page of the queries and their hits (links to the originals)")
     ap.add_argument("--png", help="write a contact sheet PNG of the queries and their hits")
+    # input size and scales, for any model (cirtorch / dirtorch checkpoints default to 1024 px)
+    ap.add_argument("--image-size", type=int, metavar="PX",
+                    help="long side of the image at scale 1 (default: the model's, as the index was described)")
+    ap.add_argument("--scales", type=float, nargs="+", metavar="S",
+                    help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's, as the index was described)")
 
 
 def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -82,9 +92,10 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                   ef_search=args.ef_search, rerank=False if args.no_rerank else None,
                   device=args.device, html=args.html, png=args.png, boxes=args.box, config=args.config,
                   coseg_rerank=args.coseg_rerank, coseg_k=args.coseg_k, coseg_weight=args.coseg_weight,
-                  query_ids=args.query_id, steps=args.rerank)
+                  query_ids=args.query_id, steps=args.rerank, image_size=args.image_size, scales=args.scales)
+    failed = list(getattr(results, "failed", []))
     if args.json:
-        print_json({"results": results})
+        print_json({"results": results, "failed": failed})
     else:
         for r in results:
             print(f"query: {r['query']}")
@@ -97,4 +108,10 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
     for written in (args.html, args.png):
         if written:
             notice(f"wrote {written}", args)
+    if failed:
+        print(f"error: {len(failed)} of {len(results) + len(failed)} queries could not be searched "
+              f"(the others were answered; exit code {EXIT_SOME_FAILED}):", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['query']}: {f['reason']}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     return 0

@@ -2,10 +2,13 @@
 
   gemseg serve --index index/                 # http://127.0.0.1:8000 : drop an image, draw a box
   gemseg serve --index index/ --port 0        # any free port (printed)
-  gemseg serve --index index/ --host 0.0.0.0  # reachable from other machines (prints a warning)
+  GEMSEG_TOKEN=$(cat token.txt) gemseg serve --index index/ --host 0.0.0.0
+                                              # reachable from other machines, with a token
 
 Loads the model that built the index (or --model) and the index once, prints
-"serving http://HOST:PORT" when ready, and serves until Ctrl-C. The API is described in docs/serve.md.
+"serving http://HOST:PORT" when ready, and serves until Ctrl-C; a new commit of the index folder
+(tools/index.py growing, pruning or compacting it) is served within --reload-interval seconds.
+Health: /healthz, /readyz; Prometheus metrics: /metrics. The API is described in docs/serve.md.
 """
 from __future__ import annotations
 
@@ -28,6 +31,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                                                             "a GPU runs one at a time)")
     ap.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--json", action="store_true", help="print the ready line as JSON: {\"serving\": URL, ...info}")
+    ap.add_argument("--token", help="bearer token every API, image and metrics request needs (default: "
+                                    "$GEMSEG_TOKEN; none: open to whoever reaches the port); 16+ characters")
+    ap.add_argument("--reload-interval", type=float, default=1.0, metavar="S",
+                    help="seconds between looks at the index folder for a new commit (default 1; 0: never reload)")
 
 
 def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -37,6 +44,8 @@ def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error("--max-upload-mb must be > 0")
     if args.workers < 1:
         ap.error("--workers must be ≥ 1")
+    if not args.reload_interval >= 0:
+        ap.error("--reload-interval must be ≥ 0")
 
 
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
                   f"{info['device']}); Ctrl-C stops", flush=True)
 
     job(args.index, args.host, args.port, model=args.model, concepts=args.concepts,
-        max_upload_mb=args.max_upload_mb, forward_workers=args.workers, device=args.device, on_ready=ready,
+        max_upload_mb=args.max_upload_mb, forward_workers=args.workers, device=args.device, token=args.token,
+        reload_interval=args.reload_interval, on_ready=ready,
         warn=lambda line: print(line, file=sys.stderr, flush=True))
     return 0

@@ -1,5 +1,6 @@
 """Weights for a backbone: a state-dict file, a gemseg checkpoint's ``backbone.*`` weights, and
-torchvision classifiers with ImageNet weights that fail offline with a one-line hint.
+torchvision classifiers with ImageNet weights that fail offline with a one-line hint; a cirtorch or
+dirtorch checkpoint gives its backbone (:mod:`retrieval.core.foreign_weights`).
 
 ``weights`` is ``"imagenet"`` (torchvision downloads into ``torch.hub.get_dir()/checkpoints``; with
 no network a one-line :class:`~retrieval.core.errors.WeightsError` names the file to download and
@@ -10,12 +11,13 @@ taken (by :func:`retrieval.core.backbone.build_backbone`, after the builder).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
 from retrieval.core.errors import WeightsError
+from retrieval.core.foreign_weights import foreign_loading, torchvision_state
 from retrieval.core.io import torch_load
 
 
@@ -26,14 +28,27 @@ def offline_hint(url: str) -> str:
     return f"download {url} and put it at {target}"
 
 
-def load_state_file(path: str) -> Dict[str, torch.Tensor]:
-    """The state dict in the file ``path`` (a ``{"state_dict": …}`` wrapper is opened).
+def read_weights_file(path: str) -> Any:
+    """The object in the weights file ``path``, read with ``weights_only=True`` (cirtorch's and
+    dirtorch's numpy arrays and PCA objects allowed: :mod:`retrieval.core.foreign_weights`).
+
+    Raises:
+        WeightsError: the file is missing or unreadable.
+    """
+    with foreign_loading():
+        return torch_load(Path(path), "weights file", WeightsError,
+                          hint=" (use 'imagenet', 'none' or a checkpoint path)")
+
+
+def load_state_file(path: str, obj: Any = None) -> Dict[str, torch.Tensor]:
+    """The state dict in the file ``path`` (a ``{"state_dict": …}`` wrapper is opened); ``obj``:
+    the file's object when already read.
 
     Raises:
         WeightsError: the file is missing, unreadable or holds no state dict.
     """
     p = Path(path)
-    obj = torch_load(p, "weights file", WeightsError, hint=" (use 'imagenet', 'none' or a checkpoint path)")
+    obj = read_weights_file(path) if obj is None else obj
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -72,7 +87,9 @@ def torchvision_classifier(name: str, weights: str) -> nn.Module:
                 f"{offline_hint(enum.url)}") from None
     model = ctor(weights=None)
     if weights not in ("none", ""):
-        sd = load_state_file(weights)
+        obj = read_weights_file(weights)
+        sd = torchvision_state(obj, name)  # a cirtorch / dirtorch checkpoint: its backbone
+        sd = load_state_file(weights, obj) if sd is None else sd
         if any(k.startswith("backbone.stages.") for k in sd):
             return model  # a gemseg checkpoint: loaded after the Backbone is built
         missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -12,13 +12,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from retrieval.core.config import to_dict
 from retrieval.core.image_listing import scan_images
 from retrieval.model.network import DescriptorNet
-from retrieval.search.extract import extract_descriptors
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
 from retrieval.search.paths_store import Stat
 from retrieval.search.query import QueryLike, QueryPath, as_queries, query_steps
 from retrieval.search.rerank.coseg import CosegRerankOptions
 from retrieval.search.rerank.registry import StepsLike, parse_steps
 from retrieval.search.rerank.step import Box
+from retrieval.search.resumable_extract import discard_work, extract_resumably
 
 PathLike = Union[str, Path]
 
@@ -29,7 +29,10 @@ class IndexReport:
     were described (``image_size`` px, ``scales``, ``whitening``: the model's settings).
 
     added: new files described; updated: files whose size or mtime changed since they were
-    indexed, described again (their old entry removed); total: ids a search can return.
+    indexed, described again (their old entry removed); total: ids a search can return;
+    vanished: indexed files that no longer exist and stay in the index (``prune`` drops them);
+    resumed: images described by an interrupted earlier run, reused
+    (:mod:`retrieval.search.resumable_extract`).
     """
 
     folder: str
@@ -45,6 +48,8 @@ class IndexReport:
     image_size: int = 0
     scales: List[float] = field(default_factory=list)
     whitening: str = "none"
+    vanished: int = 0
+    resumed: int = 0
 
     @property
     def described(self) -> str:
@@ -60,6 +65,7 @@ class IndexReport:
             "failures": [{"path": p, "reason": r} for p, r in self.failures],
             "seconds": round(self.seconds, 3), "factory": self.factory, "fingerprint": self.fingerprint,
             "image_size": self.image_size, "scales": list(self.scales), "whitening": self.whitening,
+            "vanished": self.vanished, "resumed": self.resumed,
         }
 
 
@@ -86,6 +92,14 @@ def file_stat(path: str) -> Stat:
     return int(st.st_size), int(st.st_mtime_ns)
 
 
+def vanished_files(index: ImageIndex, listed: Sequence[str]) -> List[int]:
+    """Live saved ids of ``index`` whose file no longer exists. Only files that the scan did not
+    list (``listed``, resolved paths) are looked at on disk, so re-indexing the same folder costs
+    no extra file-system call per file that is still there."""
+    seen = set(listed)
+    return [i for i, p, _ in index.saved_rows(live_only=True) if p not in seen and not os.path.exists(p)]
+
+
 def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                  index_config: Optional[IndexConfig] = None, batch_size: int = 8,
                  workers: Optional[int] = None, device: Optional[str] = None,
@@ -97,7 +111,10 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
     every indexed file that no longer exists. Bad files, and files of formats that are not read
     (``unsupported format .heic``), are skipped and listed in the report; a compressed factory is
     checked against the collection size before any image is described. A new index is written to a
-    temporary folder and renamed; an existing one receives only what is new."""
+    temporary folder and renamed; an existing one receives only what is new. An interrupted run
+    resumes: what it described is kept beside ``out`` and reused
+    (:mod:`retrieval.search.resumable_extract`). Indexed files that no longer exist are counted
+    (``vanished``) when not pruned."""
     t0 = time.perf_counter()
     listing = scan_images(source)
     paths = [str(p.resolve()) for p in listing.paths]
@@ -108,18 +125,20 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
     new = [p for p in paths if p not in known]
     changed = [p for p in paths if p in known and known[p][1] is not None and known[p][1] != stats[p]]
     pruned = index.vanished() if prune else []
+    gone = [] if prune else vanished_files(index, paths)
     index.check_size(index.n_live + len(new))  # a compressed factory on too few images fails now, not late
-    ex = extract_descriptors(net, new + changed, batch_size=batch_size, workers=workers, device=device,
-                             progress=progress, desc="index")
+    ex, resumed = extract_resumably(net, new + changed, stats, out, batch_size=batch_size, workers=workers,
+                                    device=device, progress=progress, desc="index")
     index.remove([known[p][0] for p in changed] + pruned)
     index.add(ex.descriptors, ex.paths, [stats[p] for p in ex.paths])
     index.save(out)
+    discard_work(out)
     done = set(ex.paths)
     return IndexReport(str(out), sum(p in done for p in new), len(paths) - len(new) - len(changed), index.n_live,
                        listing.skipped + ex.failures, time.perf_counter() - t0, index.factory,
                        index.fingerprint or "", updated=sum(p in done for p in changed), pruned=len(pruned),
                        image_size=int(net.config.image_size), scales=[float(x) for x in net.config.scales],
-                       whitening=net.config.whitening)
+                       whitening=net.config.whitening, vanished=len(gone), resumed=resumed)
 
 
 def search_images(net: DescriptorNet, index: ImageIndex, queries: Union[QueryLike, Sequence[QueryLike]],

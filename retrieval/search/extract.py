@@ -90,6 +90,8 @@ def describe_batch(net: DescriptorNet, x: torch.Tensor, scales: Sequence[float] 
         (B, D) float32, unit L2 rows.
     """
     device = x.device
+    if hasattr(net, "describe_scales"):  # a network with its own multi-scale rule (retrieval.model.cirtorch)
+        return net.describe_scales(x, scales)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     pooled = []

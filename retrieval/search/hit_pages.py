@@ -5,7 +5,8 @@ Both stay readable with many hits (``--top 50``): each query is a block that sta
 with its rank, score and file name. The HTML inlines its thumbnails (one file to send around) and
 links each one to the original image (a path relative to the page, so the page and the photos can
 move together; a ``file://`` URI when no relative path exists). A hit whose file cannot be read is
-a grey tile captioned with the reason.
+a grey tile captioned with the reason. A query's box is drawn on its thumbnail (orange, dark edge).
+Captions are written in a TrueType font that has their characters (:mod:`retrieval.core.fonts`).
 """
 from __future__ import annotations
 
@@ -17,59 +18,60 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from retrieval.core.errors import ImageError
+from retrieval.core.fonts import face
 from retrieval.core.images import load_image
 from retrieval.core.io import atomic_path
 
 PathLike = Union[str, Path]
+Box = Optional[Sequence[float]]
 
 #: Thumbnails per row of a contact sheet (after the query).
 COLUMNS = 10
 
 
-def thumbnail(path: PathLike, size: int = 160) -> Image.Image:
-    """RGB thumbnail whose long side is ``size``; a grey tile when the file cannot be read."""
-    return _thumbnail(path, size)[0]
+#: colour of a query's box drawn on its thumbnail (and the dark edge around it)
+BOX_COLOUR, BOX_EDGE = (255, 170, 0), (0, 0, 0)
 
 
-def _thumbnail(path: PathLike, size: int) -> Tuple[Image.Image, Optional[str]]:
-    """(thumbnail, None) or (grey tile, why the file could not be read)."""
+def thumbnail(path: PathLike, size: int = 160, box: Box = None) -> Image.Image:
+    """RGB thumbnail whose long side is ``size``, with ``box`` (x1, y1, x2, y2 pixels of the image)
+    drawn on it; a grey tile when the file cannot be read."""
+    return _thumbnail(path, size, box)[0]
+
+
+def draw_box(img: Image.Image, box: Sequence[float], scale: float) -> None:
+    """Draw ``box`` (pixels of the original image) on ``img``, a copy of it scaled by ``scale``:
+    an orange frame with a dark edge inside and out, so it shows on light and dark photos."""
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    d = ImageDraw.Draw(img)
+    w = max(2, round(min(img.size) / 60))
+    d.rectangle([x1 - 1, y1 - 1, x2, y2], outline=BOX_EDGE, width=w + 2)
+    d.rectangle([x1, y1, x2 - 1, y2 - 1], outline=BOX_COLOUR, width=w)
+
+
+def _thumbnail(path: PathLike, size: int, box: Box = None) -> Tuple[Image.Image, Optional[str]]:
+    """(thumbnail with ``box`` drawn, None) or (grey tile, why the file could not be read)."""
     try:
         img = load_image(path)
     except ImageError as e:
         return Image.new("RGB", (size, size), (128, 128, 128)), e.reason
+    w = img.width
     img.thumbnail((size, size))
+    if box is not None:
+        draw_box(img, box, img.width / w)
     return img, None
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one small bitmap font
-        return ImageFont.load_default()
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
-    """``text``, shortened in the middle with ``…`` until it is at most ``width`` pixels wide."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    keep = len(text)
-    while keep > 3:
-        keep -= 1
-        t = text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
-        if draw.textlength(t, font=font) <= width:
-            return t
-    return text[:3] + "…"
-
-
-def hits_sheet(result: Dict[str, Any], size: int = 160, columns: int = COLUMNS) -> Image.Image:
-    """One query's block: the query (outlined, captioned ``query`` and its name) at the left, its
-    hits to the right in rows of at most ``columns``, each captioned ``#rank score`` and its name."""
+def hits_sheet(result: Dict[str, Any], size: int = 160, columns: int = COLUMNS, box: Box = None) -> Image.Image:
+    """One query's block: the query (outlined, ``box`` drawn on it, captioned ``query`` and its
+    name) at the left, its hits to the right in rows of at most ``columns``, each captioned
+    ``#rank score`` and its name (in a font that has its characters: :mod:`retrieval.core.fonts`)."""
     pad, line = 6, 15
     cap = 2 * line + 4
-    font, bold = _font(12), _font(13)
+    font, bold = face(12), face(13, bold=True)
     hits = result["hits"]
     cols = max(1, min(columns, len(hits)))
     rows = max(1, -(-len(hits) // cols))
@@ -77,17 +79,17 @@ def hits_sheet(result: Dict[str, Any], size: int = 160, columns: int = COLUMNS) 
     sheet = Image.new("RGB", (pad + (cols + 1) * cell_w + pad, pad + rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
 
-    def tile(path: str, x: int, y: int, first: str) -> Tuple[int, int, int, int]:
-        t, why = _thumbnail(path, size)
+    def tile(path: str, x: int, y: int, first: str, box: Box = None) -> Tuple[int, int, int, int]:
+        t, why = _thumbnail(path, size, box)
         x0, y0 = x + (size - t.width) // 2, y + (size - t.height) // 2
         sheet.paste(t, (x0, y0))
-        draw.text((x + 1, y + size + 2), _fit(draw, first, bold, size), fill=(0, 0, 0), font=bold)
+        bold.draw(draw, (x + 1, y + size + 2), bold.fit(first, size))
         second = Path(path).name if why is None else f"{Path(path).name}: {why}"
-        draw.text((x + 1, y + size + 2 + line), _fit(draw, second, font, size),
-                  fill=(0, 0, 0) if why is None else (170, 0, 0), font=font)
+        font.draw(draw, (x + 1, y + size + 2 + line), font.fit(second, size),
+                  fill=(0, 0, 0) if why is None else (170, 0, 0))
         return x0, y0, x0 + t.width, y0 + t.height
 
-    x0, y0, x1, y1 = tile(result["query"], pad, pad, "query")
+    x0, y0, x1, y1 = tile(result["query"], pad, pad, "query" if box is None else "query (box)", box)
     draw.rectangle([x0 - 3, y0 - 3, x1 + 2, y1 + 2], outline=(0, 90, 200), width=3)
     for j, h in enumerate(hits):
         x = pad + (1 + j % cols) * cell_w + pad
@@ -96,10 +98,18 @@ def hits_sheet(result: Dict[str, Any], size: int = 160, columns: int = COLUMNS) 
     return sheet
 
 
+def _boxes(results: Sequence[Dict[str, Any]], boxes: Optional[Sequence[Box]]) -> List[Box]:
+    """One box (or None) per result: ``boxes``, else the results' own (``Records.boxes``)."""
+    if boxes is None:
+        boxes = getattr(results, "boxes", None)
+    return list(boxes) if boxes is not None else [None] * len(results)
+
+
 def write_hits_png(path: PathLike, results: Sequence[Dict[str, Any]], size: int = 160,
-                   columns: int = COLUMNS) -> Path:
-    """All queries' blocks (:func:`hits_sheet`) stacked into one PNG, a grey rule between them."""
-    blocks = [hits_sheet(r, size, columns) for r in results]
+                   columns: int = COLUMNS, boxes: Optional[Sequence[Box]] = None) -> Path:
+    """All queries' blocks (:func:`hits_sheet`) stacked into one PNG, a grey rule between them;
+    ``boxes``: each query's box, drawn on its tile (default: ``results.boxes`` when it has them)."""
+    blocks = [hits_sheet(r, size, columns, b) for r, b in zip(results, _boxes(results, boxes))]
     w = max(b.width for b in blocks)
     out = Image.new("RGB", (w, sum(b.height for b in blocks) + 3 * (len(blocks) - 1)), (200, 200, 200))
     y = 0
@@ -128,8 +138,8 @@ def link(target: PathLike, page: PathLike) -> str:
         return target.as_uri()
 
 
-def _figure(path: str, page: Path, size: int, caption: str, cls: str = "") -> str:
-    t, why = _thumbnail(path, size)
+def _figure(path: str, page: Path, size: int, caption: str, cls: str = "", box: Box = None) -> str:
+    t, why = _thumbnail(path, size, box)
     name = html.escape(Path(path).name)
     note = f"<br><span class='bad'>{html.escape(why)}</span>" if why else ""
     return (f"<figure class='{cls}'><a href='{html.escape(link(path, page))}' title='{html.escape(path)}'>"
@@ -138,10 +148,11 @@ def _figure(path: str, page: Path, size: int, caption: str, cls: str = "") -> st
 
 
 def write_hits_html(path: PathLike, results: Sequence[Dict[str, Any]], title: str = "gemseg search",
-                    size: int = 160) -> Path:
-    """A self-contained HTML page (thumbnails inlined): per query a section with the query and
-    its hits, wrapping onto as many rows as the window needs; every thumbnail links to its
-    original image and is captioned with rank, score and file name."""
+                    size: int = 160, boxes: Optional[Sequence[Box]] = None) -> Path:
+    """A self-contained HTML page (thumbnails inlined): per query a section with the query (its
+    box drawn on it: ``boxes``, default ``results.boxes``) and its hits, wrapping onto as many
+    rows as the window needs; every thumbnail links to its original image and is captioned with
+    rank, score and file name."""
     page = Path(path)
     parts: List[str] = [
         "<!doctype html><meta charset='utf-8'>",
@@ -156,10 +167,11 @@ def write_hits_html(path: PathLike, results: Sequence[Dict[str, Any]], title: st
         ".bad{color:#a00}a{color:inherit}</style>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    for r in results:
-        parts.append(f"<section><h2>query: {html.escape(str(r['query']))} · {len(r['hits'])} hits</h2>"
+    for r, box in zip(results, _boxes(results, boxes)):
+        shown = "" if box is None else " · box " + ",".join(f"{float(v):g}" for v in box)
+        parts.append(f"<section><h2>query: {html.escape(str(r['query']))}{shown} · {len(r['hits'])} hits</h2>"
                      "<div class='hits'>")
-        parts.append(_figure(str(r["query"]), page, size, "<b>query</b>", "q"))
+        parts.append(_figure(str(r["query"]), page, size, "<b>query</b>", "q", box))
         for h in r["hits"]:
             parts.append(_figure(h["path"], page, size, f"<b>#{h['rank']}</b> · {h['score']:.3f}"))
         parts.append("</div></section>")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -42,11 +43,12 @@ import torch
 from PIL import Image
 
 from retrieval.core.backbone import resolve_device
-from retrieval.core.errors import DataError, ModelMismatchError
-from retrieval.core.images import ImageLike, as_image, crop_box, image_label, load_image
+from retrieval.core.errors import DataError, GemsegError, ImageError, ModelMismatchError
+from retrieval.core.images import ImageLike, as_image, image_label, load_image
 from retrieval.model.network import DescriptorNet
 from retrieval.search.extract import describe_pil
 from retrieval.search.index import ImageIndex
+from retrieval.search.query_box import crop_to_box
 from retrieval.search.rerank.registry import StepsLike, parse_steps, reranker_class
 from retrieval.search.rerank.step import Box, Reranker, RerankContext
 
@@ -103,10 +105,39 @@ def as_queries(queries: Union[QueryLike, Sequence[QueryLike]],
     return [Query.of(q, b) for q, b in zip(queries, boxes)]
 
 
+def _label_of(q: Query, n: int) -> str:
+    """How a query that could not be described is named: its label, path, or stored id."""
+    if q.label:
+        return q.label
+    if q.image is not None:
+        return image_label(q.image, n)
+    if q.id is not None:
+        return f"id {q.id}"
+    return f"<vector {n}>"
+
+
+def _reason(e: GemsegError) -> str:
+    """The one-line reason of a query's error (an ImageError without its path: the label says it)."""
+    return e.reason if isinstance(e, ImageError) else str(e)
+
+
+class Records(List[Dict[str, Any]]):
+    """``[{"query", "hits"}]`` in query order (a plain list), with ``failed``: ``[{"query",
+    "reason"}]`` for the queries that could not be searched (``skip_bad``), and ``boxes``: each
+    record's query box (or None), for the hit pages."""
+
+    def __init__(self, items: Sequence[Dict[str, Any]] = (), failed: Sequence[Dict[str, str]] = (),
+                 boxes: Optional[Sequence[Box]] = None) -> None:
+        super().__init__(items)
+        self.failed: List[Dict[str, str]] = list(failed)
+        self.boxes: List[Box] = list(boxes) if boxes is not None else [None] * len(self)
+
+
 @dataclass
 class Described:
     """Queries as the search sees them: descriptors (Q, D) float32, and per query its label, the
-    database image it is (``self_ids``, −1: none), its box and how to get its (cropped) image."""
+    database image it is (``self_ids``, −1: none), its box and how to get its (cropped) image;
+    ``failed``: (label, reason) of each query left out by ``describe(..., skip_bad=True)``."""
 
     descriptors: np.ndarray
     labels: List[str]
@@ -114,6 +145,8 @@ class Described:
     boxes: List[Box]
     image_loaders: List[Optional[Callable[[], Image.Image]]]
     images: Dict[int, Image.Image] = field(default_factory=dict)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    errors: List[GemsegError] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -122,7 +155,9 @@ class QueryResults:
 
     labels: Q query names; ids: (Q, top) int64 database ids, best first (−1 pads); scores: (Q, top)
     float32; descriptors: (Q, D) float32, the queries as searched (after α-QE, the expanded ones);
-    notes: per step, its summary; hit_fields: extra fields of the hit of (query, id)."""
+    notes: per step, its summary; hit_fields: extra fields of the hit of (query, id); failed:
+    (label, reason) of the queries left out (``skip_bad``), not counted in Q; boxes: the Q queries' boxes;
+    timings: seconds spent in the index search (``"search"``) and in each step (by its name)."""
 
     labels: List[str]
     ids: np.ndarray
@@ -131,6 +166,9 @@ class QueryResults:
     paths: Callable[[Sequence[int]], List[str]]
     notes: Dict[str, Any] = field(default_factory=dict)
     hit_fields: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    boxes: List[Box] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
 
     def hits(self, q: int) -> List[Dict[str, Any]]:
         """Query ``q``'s hit records, best first: ``{"rank", "id", "path", "score", "missing"}``
@@ -144,9 +182,12 @@ class QueryResults:
             out.append(hit)
         return out
 
-    def records(self) -> List[Dict[str, Any]]:
-        """``[{"query": label, "hits": [...]}]`` in query order."""
-        return [{"query": label, "hits": self.hits(q)} for q, label in enumerate(self.labels)]
+    def records(self) -> Records:
+        """``[{"query": label, "hits": [...]}]`` in query order (:class:`Records`: its ``failed``
+        lists the queries left out)."""
+        return Records([{"query": label, "hits": self.hits(q)} for q, label in enumerate(self.labels)],
+                       [{"query": label, "reason": reason} for label, reason in self.failed],
+                       self.boxes if len(self.boxes) == len(self.labels) else None)
 
 
 def query_steps(qe: int = 0, alpha: float = 3.0, coseg: Optional[Any] = None,
@@ -205,6 +246,15 @@ class QueryPath:
                 raise DataError(f"re-ranking step '{s.name}' runs the network: open the query path with the model")
         return other
 
+    def with_index(self, index: ImageIndex) -> "QueryPath":
+        """The same path (network, device, steps) over another ``index`` (a new state of the same
+        folder: a server that follows its index), checked against the fingerprint already known."""
+        if self.fingerprint is not None and self.net is not None:
+            index.check_model(self.fingerprint, self.net.dim)
+        other = copy.copy(self)
+        other.index = index
+        return other
+
     @property
     def needs_network(self) -> bool:
         """Whether a step runs forward passes."""
@@ -227,50 +277,72 @@ class QueryPath:
             raise DataError(f"indexed image {i} was removed from the index (re-described or pruned)")
         return int(i)
 
-    def describe(self, queries: Union[QueryLike, Sequence[QueryLike]]) -> Described:
-        """Describe ``queries`` (module docstring, step 1). A bad image raises ImageError; an
-        unknown id, a vector of the wrong size or with non-finite values a DataError."""
+    def describe(self, queries: Union[QueryLike, Sequence[QueryLike]], skip_bad: bool = False) -> Described:
+        """Describe ``queries`` (module docstring, step 1). A bad image raises ImageError; a box
+        that is not inside its image (:mod:`retrieval.search.query_box`), an unknown id, a vector
+        of the wrong size or with non-finite values a DataError. With ``skip_bad`` such a query is
+        left out instead and listed in :attr:`Described.failed` with its reason."""
         qs = as_queries(queries)
         D = self.index.dim
-        rows: List[Optional[np.ndarray]] = [None] * len(qs)
+        rows: List[Optional[np.ndarray]] = []
         loaders: List[Optional[Callable[[], Image.Image]]] = []
-        labels, self_ids, images = [], [], {}
+        labels, self_ids, images, kept, failed, errors = [], [], {}, [], [], []
         for n, q in enumerate(qs):
-            sid = self._check_id(q.id) if q.id is not None else -1
-            self_ids.append(self._check_id(q.self_id) if q.self_id is not None else -1)
-            if q.vector is not None:
-                v = np.asarray(q.vector, dtype=np.float32).reshape(-1)
-                if v.shape[0] != D:
-                    raise ModelMismatchError(f"query vector {n} has {v.shape[0]} values; this index holds {D}-d descriptors")
-                if not np.all(np.isfinite(v)) or not np.any(v):
-                    raise DataError(f"query vector {n} must be finite and not all zeros")
-                norm = float(np.linalg.norm(v))
-                rows[n] = v if abs(norm - 1.0) <= 1e-6 else v / norm  # a stored row stays bit-equal
-                loaders.append(None)
-                labels.append(q.label or f"<vector {n}>")
+            try:
+                row, loader, label, own, img = self._describe_one(n, q)
+            except GemsegError as e:
+                if not skip_bad:
+                    raise
+                failed.append((_label_of(q, n), _reason(e)))
+                errors.append(e)
                 continue
-            if q.image is not None:
-                source: Callable[[], Image.Image] = (lambda obj=q.image: as_image(obj))
-                label = q.label or image_label(q.image, n)
-            else:
-                source = (lambda i=sid: self._indexed_image(i))
-                label = q.label or self.index.paths[sid]
-            loaders.append(lambda src=source, box=q.box: crop_box(src(), box))
+            m = len(kept)
+            kept.append(q)
+            rows.append(row)
+            loaders.append(loader)
             labels.append(label)
-            if q.image is not None or q.box is not None:
-                images[n] = loaders[n]()  # read now: a bad image fails before any search
-        stored = [n for n, r in enumerate(rows) if r is None and n not in images]
+            self_ids.append(own)
+            if img is not None:
+                images[m] = img
+        stored = [m for m, r in enumerate(rows) if r is None and m not in images]
         if stored:
-            got = self.index.rows(np.array([qs[n].id for n in stored], np.int64))
-            for n, r in zip(stored, got):
-                rows[n] = r
+            got = self.index.rows(np.array([kept[m].id for m in stored], np.int64))
+            for m, r in zip(stored, got):
+                rows[m] = r
         if images and self.net is None:
             raise DataError("a query by image (or by id with a box) needs the descriptor network")
-        for n, img in images.items():
-            rows[n] = describe_pil(self.net, img, device=self.device)
-        Q = np.stack(rows).astype(np.float32) if qs else np.zeros((0, D), np.float32)
+        for m, img in images.items():
+            rows[m] = describe_pil(self.net, img, device=self.device)
+        Q = np.stack(rows).astype(np.float32) if kept else np.zeros((0, D), np.float32)
         return Described(np.ascontiguousarray(Q), labels, np.asarray(self_ids, np.int64),
-                         [q.box for q in qs], loaders, images)
+                         [q.box for q in kept], loaders, images, failed, errors)
+
+    def _describe_one(self, n: int, q: Query) -> Tuple[Optional[np.ndarray], Optional[Callable[[], Image.Image]],
+                                                       str, int, Optional[Image.Image]]:
+        """Query ``n``: (its row if given as a vector, its image loader, label, self id (−1: none),
+        its cropped image when it is read now); raises the query's error."""
+        sid = self._check_id(q.id) if q.id is not None else -1
+        own = self._check_id(q.self_id) if q.self_id is not None else -1
+        if q.vector is not None:
+            v = np.asarray(q.vector, dtype=np.float32).reshape(-1)
+            if v.shape[0] != self.index.dim:
+                raise ModelMismatchError(f"query vector {n} has {v.shape[0]} values; this index holds "
+                                         f"{self.index.dim}-d descriptors")
+            if not np.all(np.isfinite(v)) or not np.any(v):
+                raise DataError(f"query vector {n} must be finite and not all zeros")
+            norm = float(np.linalg.norm(v))
+            row = v if abs(norm - 1.0) <= 1e-6 else v / norm  # a stored row stays bit-equal
+            return row, None, q.label or f"<vector {n}>", own, None
+        if q.image is not None:
+            source: Callable[[], Image.Image] = (lambda obj=q.image: as_image(obj))
+            label = q.label or image_label(q.image, n)
+        else:
+            source = (lambda i=sid: self._indexed_image(i))
+            label = q.label or self.index.paths[sid]
+        loader = (lambda src=source, box=q.box, name=label: crop_to_box(src(), box, name))
+        # an image (or a box) is read now: a bad image or box fails before any search
+        img = loader() if q.image is not None or q.box is not None else None
+        return None, loader, label, own, img
 
     # -- 2.-4. search, re-rank, hits -------------------------------------------------------------
     def depth(self, top: int) -> int:
@@ -284,15 +356,30 @@ class QueryPath:
         ctx = RerankContext(described.descriptors.copy(), self.index, self.net, self.device, described.self_ids,
                             described.boxes, described.image_loaders, dict(self.search_kwargs), self.progress)
         ctx._images.update(described.images)
+        t0 = time.perf_counter()
         scores, ids = ctx.search(ctx.descriptors, self.depth(top))
+        timings = {"search": time.perf_counter() - t0}
         for step in self.steps:
+            t0 = time.perf_counter()
             ids, scores = step.rerank(ctx, ids, scores)
+            timings[step.name] = timings.get(step.name, 0.0) + time.perf_counter() - t0
         return QueryResults(described.labels, ids[:, :top], scores[:, :top], ctx.descriptors, self._paths,
-                            ctx.notes, ctx.hit_fields)
+                            ctx.notes, ctx.hit_fields, list(described.failed), list(described.boxes),
+                            timings)
 
-    def run(self, queries: Union[QueryLike, Sequence[QueryLike]], top: int = 10) -> QueryResults:
-        """:meth:`describe` then :meth:`search`."""
-        return self.search(self.describe(queries), top)
+    def run(self, queries: Union[QueryLike, Sequence[QueryLike]], top: int = 10,
+            skip_bad: bool = False) -> QueryResults:
+        """:meth:`describe` then :meth:`search`; ``skip_bad``: answer the good queries, list the bad
+        ones in ``failed``. When none is good, one query raises its own error and several a
+        DataError naming the first."""
+        described = self.describe(queries, skip_bad=skip_bad)
+        if described.failed and not described.labels:
+            if len(described.errors) == 1:
+                raise described.errors[0]
+            label, reason = described.failed[0]
+            raise DataError(f"none of the {len(described.failed)} queries could be searched "
+                            f"(first: {label}: {reason})")
+        return self.search(described, top)
 
     def _paths(self, ids: Sequence[int]) -> List[str]:
         many = getattr(self.index.paths, "many", None)

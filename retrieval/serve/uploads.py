@@ -15,8 +15,9 @@ from typing import Optional, Tuple
 
 from PIL import Image
 
-from retrieval.core.errors import ImageError
+from retrieval.core.errors import DataError, ImageError
 from retrieval.core.images import load_image
+from retrieval.search.query_box import check_box
 from retrieval.serve.errors import BadParameterError
 
 Box = Tuple[float, float, float, float]
@@ -57,8 +58,8 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
 def parse_box(text: Optional[str], size: Tuple[int, int]) -> Optional[Box]:
     """``"x1,y1,x2,y2"`` in pixels of an image of ``size`` = (W, H) → the box, or ``None`` for no
-    text. The box must lie inside the image and hold at least one pixel once rounded (as
-    :func:`retrieval.core.images.crop_box` rounds it).
+    text. The box is checked by the query path's one rule (:mod:`retrieval.search.query_box`:
+    inside the image once rounded, at least one pixel), here before any work.
 
     Raises:
         BadParameterError: not four numbers, or a box outside the image or empty.
@@ -72,11 +73,8 @@ def parse_box(text: Optional[str], size: Tuple[int, int]) -> Optional[Box]:
         box = ()
     if len(box) != 4 or not all(math.isfinite(v) for v in box):
         raise BadParameterError(f"box must be four numbers x1,y1,x2,y2 in pixels, got '{text[:60]}'")
-    x1, y1, x2, y2 = box
-    w, h = size
-    if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
-        raise BadParameterError(f"box {x1:g},{y1:g},{x2:g},{y2:g} is not inside the {w}x{h} image "
-                                "(0 ≤ x1 < x2 ≤ width, 0 ≤ y1 < y2 ≤ height)")
-    if round(x2) - round(x1) < 1 or round(y2) - round(y1) < 1:
-        raise BadParameterError(f"box {x1:g},{y1:g},{x2:g},{y2:g} holds no whole pixel")
-    return (x1, y1, x2, y2)
+    try:
+        check_box(box, size, "the query")
+    except DataError as e:
+        raise BadParameterError(str(e)) from None
+    return box

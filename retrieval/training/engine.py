@@ -56,6 +56,7 @@ from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, ResourceError
 from retrieval.core.io import write_log_csv
 from retrieval.model.checkpoint import read_checkpoint, save_checkpoint
+from retrieval.model.network import ModelConfig
 from retrieval.model.whitening import Whitening
 from retrieval.training.config import TrainConfig
 from retrieval.training.distributed import DistContext, current
@@ -64,7 +65,7 @@ from retrieval.training.loss import build_loss
 from retrieval.training.mining import Tuples
 from retrieval.training.pairs import PairSet
 from retrieval.training.results import COLUMNS, StepStats, TrainResult
-from retrieval.training.selection import ModelSelection, StepScore, fit_whitenings, score_step
+from retrieval.training.selection import Choice, ModelSelection, StepScore, fit_whitenings, score_step
 from retrieval.training.validation import describe_pairs, sample_pairs
 
 PathLike = Union[str, Path]
@@ -182,7 +183,8 @@ class Engine:
         self.image_size = int(cfg.image_size or net.config.image_size)
         #: how best.pt will describe images (the model's settings): validation and whitening use them
         self.extraction = dict(image_size=int(net.config.image_size), scales=[float(s) for s in net.config.scales])
-        self.selection = ModelSelection(cfg.whitening, unit=unit, log=log)
+        self.selection = ModelSelection(cfg.whitening, unit=unit, log=log, steps=self.total,
+                                        with_start=cfg.validate_before, seed=cfg.seed)
         sc = ", ".join(f"{x:g}" for x in self.extraction["scales"])
         log(f"best.pt will describe images at {self.extraction['image_size']} px, scales {sc} (model.image_size, "
             f"model.scales: what tools/index.py and tools/search.py use, and what validation and whitening "
@@ -199,11 +201,19 @@ class Engine:
         self._state = state or self.state
         self.history: List[StepStats] = []
         self.best_step, self.best_score, self.step = 0, -math.inf, 0
+        self.kept_start = False  # keep_start(): best.pt is the starting network whatever follows
+        self.kept_why = ""
 
     def check_extraction(self, paths: Sequence[PathLike], sample: int = 32) -> None:
         """Warn when the training images are much larger than ``model.image_size`` (median long
-        side of up to ``sample`` image headers ≥ 2×): best.pt would describe them at a fraction of
-        their detail."""
+        side of up to ``sample`` image headers ≥ 2×) *and* ``model.image_size`` is below the default
+        model's (:class:`~retrieval.model.network.ModelConfig`: 320 px): best.pt would describe
+        them at a fraction of their detail. At the default size or above nothing is said: that is
+        the photo setting already, and larger photos are described at it by design."""
+        size = self.extraction["image_size"]
+        default = ModelConfig()
+        if size >= default.image_size:
+            return
         sides = []
         for p in list(paths)[:: max(1, len(paths) // sample)][:sample]:
             try:
@@ -211,11 +221,11 @@ class Engine:
                     sides.append(max(im.size))
             except Exception:  # unreadable files are reported elsewhere
                 continue
-        size = self.extraction["image_size"]
         if sides and float(np.median(sides)) >= 2 * size:
+            sc = ", ".join(f"{x:g}" for x in default.scales)
             self.log(f"warning: the training images are about {int(np.median(sides))} px but best.pt will describe "
-                     f"them at {size} px (model.image_size); for photos set model.image_size (the default "
-                     f"model's is 320, scales [1.0, 0.7071, 0.5]) and keep train.image_size small for speed")
+                     f"them at {size} px (model.image_size: {size}); for photos raise model.image_size to the "
+                     f"default model's {default.image_size} (scales [{sc}]) and keep train.image_size small for speed")
 
     @property
     def common(self) -> Dict[str, Any]:
@@ -230,7 +240,7 @@ class Engine:
         return {"optimizer": self.optimizer.state_dict(), "epoch": step,
                 "history": [h.to_dict() for h in self.history],
                 "best_epoch": self.best_step, "best_map": self.best_score, "train_config": to_dict(self.cfg),
-                "selection": self.selection.state(), "torch_rng": torch.get_rng_state()}
+                "selection": self.selection.state(), "kept_start": self.kept_why, "torch_rng": torch.get_rng_state()}
 
     def resume(self) -> int:
         """Continue from ``last.pt`` (written with :meth:`state`): weights, optimizer, history, best
@@ -251,6 +261,8 @@ class Engine:
         self.history = [StepStats(**h) for h in extra["history"]]
         self.best_step, self.best_score = int(extra["best_epoch"]), float(extra["best_map"])
         self.selection.restore(extra.get("selection") or {})
+        if extra.get("kept_start"):
+            self.kept_start, self.kept_why = True, str(extra["kept_start"])
         self.step = int(extra["epoch"])
         if isinstance(extra.get("torch_rng"), torch.Tensor):
             torch.set_rng_state(extra["torch_rng"])
@@ -314,6 +326,18 @@ class Engine:
         self._save_best(step, w, extra)
         return True
 
+    def keep_start(self, why: str) -> None:
+        """``best.pt`` is the network as it is now (the starting network, no whitening), written
+        at once; later steps are trained and logged but never replace it. For a run whose
+        validation was asked for but cannot exist (``why`` is logged): nothing could show a gain
+        is real, so the simplest candidate is kept (:mod:`~retrieval.training.selection`)."""
+        self.kept_start, self.kept_why = True, why
+        self.selection.best = self.selection.base = Choice(0, "none", float("nan"))
+        self.best_step, self.best_score = 0, float("nan")
+        self.log(why)
+        self._save_best(0, None, dict(self._state(0), whitening="none", whitening_map={}, whitening_shrinkage=0.0,
+                                      selection=self.selection.state()))
+
     def train_epoch(self, epoch: int, pairs: PairSet, make_tuples: Callable[[int], Tuples]) -> EpochOutcome:
         """Epoch ``epoch`` (1-based, counted across the run): seed torch with
         :func:`~retrieval.training.epoch.epoch_seed`, set the epoch's lr, make the tuples
@@ -356,6 +380,8 @@ class Engine:
         self.step = step
         if validated:
             improved = self._consider(step, score)
+        elif self.kept_start:
+            improved = False
         else:
             improved = True
             self.best_step, self.best_score = step, float(step)
@@ -386,6 +412,9 @@ class Engine:
         if not self.dist.is_main:
             return {}
         sel = self.selection
+        if self.kept_start:
+            self.best_step = 0
+            return {}
         if not validated or sel.best is None:
             D = self.net.backbone.out_channels
             n = min(pairs.n_pairs, self.cfg.whiten_pairs)
@@ -421,4 +450,7 @@ class Engine:
         return TrainResult(self.out, self.history, self.best_step, self.best_score if validated else float("nan"),
                            self.best_path, self.last_path, unit=self.unit, whitening_map=whitening_map,
                            whitening=kept.kind if kept else "none", extraction=dict(self.extraction),
-                           rank=self.dist.rank, **driver)
+                           rank=self.dist.rank,
+                           selection=(self.selection.summary() if validated and self.selection.base else
+                                      {"why": "best.pt is the starting network with no whitening: no validation, "
+                                              "so no gain could be shown"} if self.kept_start else {}), **driver)

@@ -142,6 +142,9 @@ class TrainResult:
     labels: unsupervised: (N,) int64, the last period's cluster of every training image (``None``
     supervised).
     rank: the process that returns it (0 unless several run: rank 0 alone wrote the run folder).
+    selection: how ``best.pt`` was chosen (:meth:`~retrieval.training.selection.ModelSelection.summary`:
+    the kept and the simplest candidate, the kept gain with its interval, ``why``, every tested
+    candidate); ``{}`` without validation.
     """
 
     out_dir: Path
@@ -157,6 +160,7 @@ class TrainResult:
     skipped: Optional[List[Tuple[str, str]]] = None
     labels: Optional[np.ndarray] = None
     rank: int = 0
+    selection: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_epoch(self) -> Optional[int]:
@@ -170,11 +174,12 @@ class TrainResult:
 
     def to_json(self) -> Dict[str, Any]:
         """What ``tools/train_gem.py --json`` prints: the paths, ``best_<unit>``, the kept whitening,
+        ``selection`` (what was kept and why),
         ``skipped`` (supervised) or ``clusters`` (unsupervised: how many), and the history."""
         doc: Dict[str, Any] = {
             "out_dir": str(self.out_dir), f"best_{self.unit}": self.best_step, "best_map": self.best_map,
             "best_path": str(self.best_path), "last_path": str(self.last_path), "whitening": self.whitening,
-            "whitening_map": self.whitening_map, "extraction": self.extraction}
+            "whitening_map": self.whitening_map, "extraction": self.extraction, "selection": self.selection}
         if self.skipped is not None:
             doc["skipped"] = [{"path": str(p), "reason": r} for p, r in self.skipped]
         if self.labels is not None:
@@ -185,4 +190,4 @@ class TrainResult:
     def summary(self) -> str:
         """A few lines for the user: what best.pt is, where, and how to index with it."""
         return summary_lines(self.unit, self.best_step, self.best_map, self.whitening, self.whitening_map,
-                             self.best_path, self.out_dir, self.extraction)
+                             self.best_path, self.out_dir, self.extraction, why=self.selection.get("why", ""))

@@ -1,15 +1,23 @@
-"""Which model ``best.pt`` holds: the best *validated* (step, whitening) of a run.
+"""Which model ``best.pt`` holds: the simplest candidate, unless validation shows a real gain.
 
 ``train.whitening`` (``auto`` | ``lw`` | ``pca`` | ``none``) says which whitenings compete:
+``auto`` (the default) scores every step of the run, **the starting network (step 0) included**,
+with no whitening, PCA whitening (PCA-w) and learned whitening (Lw), each learned at that step on
+the training pairs; a forced value scores every step with that whitening only.
 
-* ``auto`` (the default): every step of the run, **the starting network (step 0) included**, is
-  scored with no whitening, PCA whitening (PCA-w) and learned whitening (Lw), each learned at that
-  step on the training pairs; ``best.pt`` is the candidate with the highest validation mAP. A
-  candidate must beat the best so far strictly, and candidates are met in the order (step 0: none,
-  Lw, PCA-w), (step 1: …), …, so a tie keeps the earlier step and the simpler whitening: fine-tuning
-  that does not raise validation mAP hands back the starting network;
-* ``lw`` / ``pca`` / ``none``: that whitening is forced; the step is still chosen by the validation
-  mAP *with* it (step 0 included).
+**The rule.** Candidates are met from simplest to most complex: (step 0: none, PCA-w, Lw),
+(step 1: …), … The first one met (the starting network with no whitening under ``auto``) is the
+*simplest*, and ``best.pt`` holds it unless another candidate's gain over it is significant
+(:class:`ModelSelection`): the one-sided lower bound of the paired, class-resampled bootstrap of
+the per-query AP difference (:func:`retrieval.evaluation.significance.paired_bootstrap`) above 0 at
+confidence :data:`CONFIDENCE` **over the run** — each of the run's :func:`comparisons` tested at
+``1 − (1 − CONFIDENCE) / comparisons`` (Bonferroni), so a verdict is final when the candidate is
+scored and ``best.pt`` is written as the run goes. Among significant candidates the highest
+validation mAP is kept. With fewer validation classes than :func:`classes_needed` no call is
+made (:func:`~retrieval.evaluation.significance.min_groups`) and the simplest is kept;
+:func:`split_for_selection` sizes the validation split so the call can be made where the data
+allows. :meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
+is ``--json``'s ``selection``.
 
 **Whitening from few pairs.** Both whitenings are learned from a sample of at most
 ``train.whiten_pairs`` training pairs (:func:`~retrieval.training.validation.sample_pairs`) and
@@ -22,16 +30,15 @@ sample, since the other directions have no variance there and whitening them mul
 With fewer pairs than descriptor dimensions a warning says so (:meth:`ModelSelection.check_pairs`).
 
 **With no validation** (``train.val_fraction: 0``, or too few classes to hold any out) nothing
-measures the candidates, and :func:`fallback` applies a fixed rule instead: ``best.pt`` is the last
-step, with Lw under ``auto`` when the training pairs number at least the descriptor dimension (a
-full-rank covariance: the regime where Lw is known to help) and no whitening otherwise; a forced
-value is kept.
+measures the candidates, and :meth:`ModelSelection.fallback` applies a fixed rule instead:
+``best.pt`` is the last step, with Lw under ``auto`` when the training pairs number at least the
+descriptor dimension (a full-rank covariance: the regime where Lw is known to help) and no
+whitening otherwise; a forced value is kept.
 
 **Validation that cannot choose.** :meth:`ModelSelection.check_validation` warns when the
-validation set is too small to rank models (fewer than :data:`MIN_VAL_CLASSES` classes or
-:data:`MIN_VAL_QUERIES` queries) and when the starting network already scores
-≥ :data:`SATURATED` (no step can beat it); :meth:`ModelSelection.report` says when the validation
-mAP never moved.
+validation set has too few classes to make the call, :meth:`ModelSelection.check_start` when the
+starting network already scores ≥ :data:`SATURATED` (no step can beat it);
+:meth:`ModelSelection.report` says when the validation mAP never moved.
 """
 from __future__ import annotations
 
@@ -45,19 +52,22 @@ import torch
 from torch import nn
 
 from retrieval.core.errors import DataError
+from retrieval.evaluation.significance import Gain, min_groups, paired_bootstrap
 from retrieval.model.whitening import Whitening, learn_whitening, pca_whitening
 from retrieval.training.pairs import PairSet
-from retrieval.training.validation import describe_pairs, mean_ap, sample_pairs
+from retrieval.training.validation import describe_pairs, query_aps, sample_pairs
 
 Log = Callable[[str], None]
 
 #: The values of ``train.whitening``.
 WHITENING_CHOICES = ("auto", "lw", "pca", "none")
-#: Order in which the whitenings of one step are met (ties keep the earlier one).
-KINDS = ("none", "lw", "pca")
+#: The whitenings of one step from simplest to most complex (the order candidates are met in).
+KINDS = ("none", "pca", "lw")
 NAMES = {"none": "none", "pca": "PCA-w", "lw": "Lw"}
-#: Validation with fewer classes or queries than this is flagged as too small to rank models.
-MIN_VAL_CLASSES, MIN_VAL_QUERIES = 4, 20
+#: The confidence, over the whole run, that a kept candidate's gain over the simplest is real.
+CONFIDENCE = 0.95
+#: Bootstrap resamples of one comparison: at least MIN, about TAIL beyond the bound, at most MAX.
+MIN_RESAMPLES, TAIL_RESAMPLES, MAX_RESAMPLES = 10_000, 200, 200_000
 #: A starting validation mAP at or above this leaves no room for an improvement to show.
 SATURATED = 0.99
 
@@ -78,14 +88,22 @@ def whitening_dim(n_images: int, dim: int) -> int:
     return max(1, min(int(dim), int(n_images) - 1))
 
 
+def _mean(a: np.ndarray) -> float:
+    return float(a.mean()) if a.size else float("nan")
+
+
 @dataclass
 class StepScore:
-    """The validation of one step: ``maps`` (kind → validation mAP; NaN where not scored) and the
-    whitenings learned at that step (kind → :class:`Whitening` cut to its kept dimensions)."""
+    """The validation of one step: ``maps`` (kind → validation mAP; NaN where not scored), the
+    whitenings learned at that step (kind → :class:`Whitening` cut to its kept dimensions), the
+    per-query APs behind each mAP (kind → ``(Q,)`` float64) and the class of each validation
+    query (``groups``, ``(Q,)`` int64; the same queries for every kind and step)."""
 
     step: int
     maps: Dict[str, float]
     whitenings: Dict[str, Whitening] = field(default_factory=dict)
+    aps: Dict[str, np.ndarray] = field(default_factory=dict)
+    groups: Optional[np.ndarray] = None
 
     @property
     def plain(self) -> float:
@@ -135,7 +153,9 @@ def score_step(net: nn.Module, step: int, train_pairs: Optional[PairSet], val: P
         V, val = describe_pairs(net, val, desc="validate", **common)
     else:
         V = val_descriptors
-    maps["none"] = mean_ap(V, val)
+    aps: Dict[str, np.ndarray] = {}
+    aps["none"], groups = query_aps(V, val)
+    maps["none"] = _mean(aps["none"])
     whitenings: Dict[str, Whitening] = {}
     wanted = [k for k in kinds if k != "none"]
     if wanted and train_pairs is not None and train_pairs.n_pairs >= 2:
@@ -143,17 +163,85 @@ def score_step(net: nn.Module, step: int, train_pairs: Optional[PairSet], val: P
         X, sub = describe_pairs(net, sub, desc="whitening", **common)
         whitenings = fit_whitenings(X, sub, wanted, shrinkage)
         for k, w in whitenings.items():
-            maps[k] = mean_ap(w.apply(V), val)
-    return StepScore(step, maps, whitenings)
+            aps[k] = query_aps(w.apply(V), val)[0]
+            maps[k] = _mean(aps[k])
+    return StepScore(step, maps, whitenings, aps, groups)
+
+
+def comparisons(steps: int, kinds: Sequence[str], with_start: bool = True) -> int:
+    """How many candidates a run compares with its simplest one: ``(steps + 1)·len(kinds) − 1``
+    (``steps`` without the starting network), at least 1."""
+    return max(1, (int(steps) + int(with_start)) * len(kinds) - 1)
+
+
+def classes_needed(steps: int, kinds: Sequence[str], with_start: bool = True,
+                   confidence: float = CONFIDENCE) -> int:
+    """The fewest validation classes with which a gain can be called significant in a run of
+    ``steps`` steps (:func:`~retrieval.evaluation.significance.min_groups` at the per-comparison
+    level ``(1 − confidence) / comparisons``): 8 for 3 epochs × 3 whitenings, 9 for 6."""
+    return min_groups((1.0 - confidence) / comparisons(steps, kinds, with_start))
+
+
+def split_for_selection(pairs: PairSet, val_fraction: float, *, seed: int, by: str, steps: int, mode: str,
+                        with_start: bool = True, log: Log = print) -> Tuple[PairSet, PairSet]:
+    """``pairs.split`` sized so the validation can make the call: with ``by="classes"``, at least
+    :func:`classes_needed` classes are held out (more than ``val_fraction`` gives) when that leaves
+    at least as many to train on; otherwise the fraction's split, and the run warns
+    (:meth:`ModelSelection.check_validation`). ``by="images"`` holds out views of every class of 4
+    or more images, so its class count is already the most the data has. Raises ``DataError``
+    where :meth:`~retrieval.training.pairs.PairSet.split` does."""
+    kinds = KINDS if whitening_mode(mode) == "auto" else (whitening_mode(mode),)
+    need = classes_needed(steps, kinds, with_start)
+    n_paired = int(np.unique(pairs.labels[pairs.qidx]).size)
+    n_frac = max(2, int(round(val_fraction * n_paired)))
+    if by != "classes" or val_fraction == 0.0 or n_frac >= need or 2 * need > n_paired:
+        return pairs.split(val_fraction, seed=seed, by=by)
+    log(f"validation: holding out {need} of {n_paired} classes (train.val_fraction {val_fraction:g} gives {n_frac}): "
+        f"fewer cannot tell a real gain from noise over the run's {comparisons(steps, kinds, with_start) + 1} "
+        "candidates (docs/training.md)")
+    return pairs.split(val_fraction, seed=seed, by=by, min_val_classes=need)
+
+
+def _name(unit: str, step: int, kind: str) -> str:
+    return f"{unit} {step} + {NAMES[kind] if kind != 'none' else 'no whitening'}"
+
+
+def _points(g: Gain) -> str:
+    """A gain in mAP points with its interval: ``+1.16 [−2.03, +4.10]``."""
+    return f"{100 * g.estimate:+.2f} [{100 * g.low:+.2f}, {100 * g.high:+.2f}]"
+
+
+def _gain_dict(g: Optional[Gain]) -> Optional[Dict[str, Any]]:
+    if g is None:
+        return None
+    return {"estimate": g.estimate, "low": g.low, "high": g.high, "confidence": g.confidence,
+            "p_value": g.p_value, "queries": g.queries, "classes": g.groups, "resamples": g.resamples,
+            "significant": g.significant}
+
+
+def _gain_from(d: Optional[Dict[str, Any]]) -> Optional[Gain]:
+    if not d:
+        return None
+    return Gain(float(d["estimate"]), float(d["low"]), float(d["high"]), float(d["confidence"]),
+                float(d["p_value"]), int(d["queries"]), int(d["classes"]), int(d["resamples"]))
 
 
 @dataclass
 class Choice:
-    """A kept candidate: the step, the whitening and its validation mAP."""
+    """A candidate: the step, the whitening, its validation mAP and its gain over the simplest
+    candidate (``None`` for the simplest itself, and where the call could not be made)."""
 
     step: int
     kind: str
     val_map: float
+    gain: Optional[Gain] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "kind": self.kind, "val_map": self.val_map, "gain": _gain_dict(self.gain)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Choice":
+        return cls(int(d["step"]), str(d["kind"]), float(d["val_map"]), _gain_from(d.get("gain")))
 
 
 class ModelSelection:
@@ -163,11 +251,22 @@ class ModelSelection:
         mode: ``train.whitening`` (:func:`whitening_mode` applied).
         unit: ``epoch`` or ``period`` (for the messages).
         log: where warnings and the report go.
+        steps: the run's steps after the start (epochs or periods): with ``kinds``, how many
+            comparisons the confidence is shared among (:func:`comparisons`).
+        with_start: the starting network is scored (``train.validate_before``).
+        seed: of the bootstrap (every rank of a DDP run draws the same resamples).
+        confidence: that no kept gain is noise, over the whole run (:data:`CONFIDENCE`).
     """
 
-    def __init__(self, mode: str, unit: str = "epoch", log: Log = print) -> None:
+    def __init__(self, mode: str, unit: str = "epoch", log: Log = print, *, steps: int = 1,
+                 with_start: bool = True, seed: int = 0, confidence: float = CONFIDENCE) -> None:
         self.mode, self.unit, self.log = whitening_mode(mode), unit, log
+        self.steps, self.with_start, self.seed, self.confidence = int(steps), bool(with_start), int(seed), confidence
         self.best: Optional[Choice] = None
+        self.base: Optional[Choice] = None  # the simplest candidate: every gain is measured against it
+        self._base_aps: Optional[np.ndarray] = None
+        self._groups: Optional[np.ndarray] = None
+        self.tested: List[Choice] = []  # every other candidate, with its gain (None: no call made)
         self.scores: List[Dict[str, Any]] = []  # one {"step", "none", "pca", "lw"} per scored step
         self._warned_pairs = False
 
@@ -176,15 +275,44 @@ class ModelSelection:
         """The whitenings that compete (``auto``: all three; otherwise the forced one)."""
         return KINDS if self.mode == "auto" else (self.mode,)
 
+    @property
+    def n_comparisons(self) -> int:
+        return comparisons(self.steps, self.kinds, self.with_start)
+
+    @property
+    def level(self) -> float:
+        """The confidence of each comparison: ``1 − (1 − confidence) / comparisons`` (Bonferroni)."""
+        return 1.0 - (1.0 - self.confidence) / self.n_comparisons
+
+    @property
+    def needed(self) -> int:
+        """Validation classes needed to make the call (:func:`classes_needed`)."""
+        return classes_needed(self.steps, self.kinds, self.with_start, self.confidence)
+
+    @property
+    def n_classes(self) -> int:
+        return int(np.unique(self._groups).size) if self._groups is not None else 0
+
+    @property
+    def can_call(self) -> bool:
+        """The validation has enough classes for a gain to be called significant."""
+        return self._groups is not None and self.n_classes >= self.needed
+
     # -- checks that warn -------------------------------------------------------------------
     def check_validation(self, val: PairSet) -> None:
-        """Warn when ``val`` is too small to rank models."""
+        """Warn when ``val`` has too few classes for a gain to be told from noise."""
         queries, _ = val.ground_truth()
         n_cls = int(np.unique(val.labels[queries]).size) if len(queries) else 0
-        if n_cls < MIN_VAL_CLASSES or len(queries) < MIN_VAL_QUERIES:
-            self.log(f"warning: validation has {n_cls} class(es) and {len(queries)} queries: too few to tell "
-                     f"models apart reliably (best.pt is chosen by it); raise train.val_fraction or give "
-                     f"train.val_data (at least {MIN_VAL_CLASSES} classes, {MIN_VAL_QUERIES} queries)")
+        if n_cls < self.needed:
+            self.log(f"warning: validation has {n_cls} class(es) and {len(queries)} queries: too few to tell a real "
+                     f"gain from noise (at least {self.needed} classes for {100 * self.confidence:g} % confidence "
+                     f"over the run's {self.n_comparisons + 1} candidates), so best.pt will be the simplest candidate, "
+                     f"the starting network with {self._start_kind()}; raise train.val_fraction or give "
+                     f"train.val_data")
+
+    def _start_kind(self) -> str:
+        k = self.kinds[0]
+        return "no whitening" if k == "none" else NAMES[k]
 
     def check_start(self, score: StepScore) -> None:
         """Warn when the starting network's validation mAP is already saturated."""
@@ -205,9 +333,21 @@ class ModelSelection:
                  + (" (validation decides)" if self.mode == "auto" else ""))
 
     # -- the rule ---------------------------------------------------------------------------
+    def _resamples(self) -> int:
+        return int(min(MAX_RESAMPLES, max(MIN_RESAMPLES, math.ceil(TAIL_RESAMPLES / (1.0 - self.level)))))
+
+    def _test(self, aps: Optional[np.ndarray]) -> Optional[Gain]:
+        """The gain of a candidate's per-query APs over the simplest's; ``None`` when the call
+        cannot be made (too few classes, or no per-query APs)."""
+        if aps is None or self._base_aps is None or not self.can_call or aps.shape != self._base_aps.shape:
+            return None
+        return paired_bootstrap(self._base_aps, aps, self._groups, confidence=self.level,
+                                resamples=self._resamples(), seed=self.seed)
+
     def consider(self, score: StepScore) -> Optional[Choice]:
-        """Record ``score``; returns the new :class:`Choice` when one of its candidates beats the
-        best so far (strictly), else ``None``."""
+        """Record ``score``; returns the new :class:`Choice` when one of its candidates takes
+        ``best.pt`` (the first candidate met, or one whose gain over it is significant and that
+        scores above the kept one), else ``None``."""
         self.scores.append({"step": score.step, **{k: score.maps.get(k, float("nan")) for k in KINDS}})
         new = None
         for kind in self.kinds:
@@ -216,8 +356,18 @@ class ModelSelection:
             m = score.maps.get(kind, float("nan"))
             if math.isnan(m):
                 continue
-            if (new or self.best) is None or m > (new or self.best).val_map:
-                new = Choice(score.step, kind, m)
+            aps = score.aps.get(kind)
+            if self.base is None:  # the simplest candidate: kept unless something beats it for real
+                self.base = new = Choice(score.step, kind, m)
+                self._base_aps = None if aps is None else np.asarray(aps, dtype=np.float64)
+                self._groups = None if score.groups is None else np.asarray(score.groups)
+                continue
+            c = Choice(score.step, kind, m, self._test(aps))
+            self.tested.append(c)
+            cur = new or self.best
+            if c.gain is not None and c.gain.significant and m > self.base.val_map and (
+                    cur is self.base or m > cur.val_map):
+                new = c
         if new is not None:
             self.best = new
         return new
@@ -225,14 +375,27 @@ class ModelSelection:
     def restore(self, state: Dict[str, Any]) -> None:
         """Continue from :meth:`state` (a resumed run)."""
         self.scores = list(state.get("scores", []))
-        b = state.get("best")
-        self.best = Choice(int(b["step"]), str(b["kind"]), float(b["val_map"])) if b else None
+        b, base = state.get("best"), state.get("base")
+        self.best = Choice.from_dict(b) if b else None
+        self.base = Choice.from_dict(base) if base else None
+        if self.best is not None and self.base is not None and (self.best.step, self.best.kind) == (
+                self.base.step, self.base.kind):
+            self.best = self.base
+        self.tested = [Choice.from_dict(t) for t in state.get("tested", [])]
+        if state.get("base_aps") is not None:
+            self._base_aps = np.asarray(state["base_aps"], dtype=np.float64)
+            self._groups = np.asarray(state["groups"], dtype=np.int64)
 
     def state(self) -> Dict[str, Any]:
-        """The selection so far, for checkpoints: ``{"mode", "scores", "best"}``."""
-        b = self.best
+        """The selection so far, for checkpoints: ``{"mode", "scores", "best", "base", "tested",
+        "base_aps", "groups"}`` (the simplest candidate's per-query APs: what later candidates are
+        tested against after a resume)."""
         return {"mode": self.mode, "scores": list(self.scores),
-                "best": None if b is None else {"step": b.step, "kind": b.kind, "val_map": b.val_map}}
+                "best": None if self.best is None else self.best.to_dict(),
+                "base": None if self.base is None else self.base.to_dict(),
+                "tested": [t.to_dict() for t in self.tested],
+                "base_aps": None if self._base_aps is None else [float(x) for x in self._base_aps],
+                "groups": None if self._groups is None else [int(x) for x in self._groups]}
 
     def fallback(self, last_step: int, n_pairs: int, dim: int) -> str:
         """The whitening of ``best.pt`` with no validation (module docstring); logs the rule."""
@@ -245,9 +408,51 @@ class ModelSelection:
         self.best = Choice(last_step, kind, float("nan"))
         return kind
 
+    # -- what was kept, and why ---------------------------------------------------------------
+    def _rival(self) -> Optional[Choice]:
+        """The best-scoring candidate that was not kept, when it scored above the kept one."""
+        b = self.best
+        if b is None:
+            return None
+        rivals = [t for t in self.tested if t.val_map > b.val_map and (t.step, t.kind) != (b.step, b.kind)]
+        return max(rivals, key=lambda t: t.val_map) if rivals else None
+
+    def why(self) -> str:
+        """One sentence: why ``best.pt`` holds what it holds."""
+        b, base = self.best, self.base
+        if b is None or base is None:
+            return ""
+        what = "fine-tuning" if self.unit == "epoch" else "training"
+        conf = f"{100 * self.confidence:g} % confidence over {self.n_comparisons} comparisons"
+        if b is not base:
+            return (f"best.pt is {_name(self.unit, b.step, b.kind)}: its gain over {_name(self.unit, base.step, base.kind)}, "
+                    f"{_points(b.gain)} mAP points, is significant ({conf}, bootstrap over {b.gain.groups} classes)")
+        start = ("the starting network" if base.step == 0 else _name(self.unit, base.step, base.kind))
+        r = self._rival()
+        if r is None:
+            return f"best.pt is {start} with {self._start_kind()}: {what} did not improve validation mAP"
+        if r.gain is None:
+            return (f"best.pt is {start} with {self._start_kind()}: {_name(self.unit, r.step, r.kind)} scored "
+                    f"{100 * r.val_map:.2f} against {100 * base.val_map:.2f}, but validation has {self.n_classes} "
+                    f"class(es), too few to tell a gain from noise (at least {self.needed} for {conf})")
+        return (f"best.pt is {start} with {self._start_kind()}: the best-scoring candidate, "
+                f"{_name(self.unit, r.step, r.kind)} ({100 * r.val_map:.2f}), gains {_points(r.gain)} mAP points: "
+                f"not significant ({conf})")
+
+    def summary(self) -> Dict[str, Any]:
+        """What ``--json`` says about the choice: the kept and the simplest candidate, the kept
+        gain with its interval, the sentence of :meth:`why`, the confidence, the comparisons, the
+        validation classes (and how many the call needs), and every tested candidate."""
+        return {"kept": None if self.best is None else self.best.to_dict(),
+                "simplest": None if self.base is None else self.base.to_dict(),
+                "why": self.why(), "confidence": self.confidence, "comparisons": self.n_comparisons,
+                "level": self.level, "classes": self.n_classes, "classes_needed": self.needed,
+                "candidates": [t.to_dict() for t in self.tested]}
+
     def report(self, pairs_note: Optional[str] = None) -> str:
-        """What was kept and each alternative's validation mAP (several lines); ``pairs_note`` says
-        what the whitenings were learned on."""
+        """What was kept and each alternative's validation mAP (several lines; the sentence of
+        :meth:`why` is the summary's, not repeated here); ``pairs_note`` says what the
+        whitenings were learned on."""
         if self.best is None or not self.scores:
             return ""
         b = self.best
@@ -262,9 +467,16 @@ class ModelSelection:
         if start is not None:
             s_alts = "  ".join(f"{NAMES[k]} {100 * start[k]:.2f}" for k in KINDS if not math.isnan(start[k]))
             lines.append(f"starting network ({self.unit} 0): {s_alts}")
-        if b.step == 0:
-            what = "fine-tuning" if self.unit == "epoch" else "training"
-            lines.append(f"best.pt is the starting network: {what} did not improve validation mAP")
+        sig = [t for t in self.tested if t.gain is not None and t.gain.significant]
+        lines.append(f"selection: {len(self.tested)} candidate(s) tested against the simplest, "
+                     f"{len(sig)} significant ({100 * self.level:.2f} % one-sided each, "
+                     f"{100 * self.confidence:g} % over {self.n_comparisons}; {self.n_classes} validation classes"
+                     + ("" if self.can_call else f", {self.needed} needed: no call made") + ")")
+        r = self._rival()
+        if r is not None and b is not self.base and r.gain is not None:
+            lines.append(f"not kept: {_name(self.unit, r.step, r.kind)} scored {100 * r.val_map:.2f} but its gain "
+                         f"{_points(r.gain)} is " + ("significant yet below the kept one" if r.gain.significant
+                                                     else "not significant"))
         plain = [s["none"] for s in self.scores if not math.isnan(s["none"])]
         if len(plain) > 1 and max(plain) - min(plain) < 1e-9:
             lines.append(f"warning: validation mAP never moved ({100 * plain[0]:.2f} at every {self.unit}): "
@@ -273,17 +485,17 @@ class ModelSelection:
 
 
 def summary_lines(unit: str, best: int, best_map: float, whitening: str, maps: Dict[str, float], best_path: Path,
-                  out_dir: Path, extraction: Dict[str, Any]) -> str:
+                  out_dir: Path, extraction: Dict[str, Any], why: str = "") -> str:
     """The run summary of both drivers: the kept step and whitening, the alternatives' validation
-    mAP, plainly when it is the starting network, and how (and at which settings) to index."""
+    mAP, why it was kept (``why``: :meth:`ModelSelection.why`, said once here and not in the log's
+    report), and how (and at which settings) to index."""
     names = {"none": "no whitening", "pca": "PCA-w", "lw": "Lw"}
     val = f", val mAP {100 * best_map:.2f}" if best_map == best_map else ", not validated"
     alts = "  ".join(f"{names[k]} {100 * v:.2f}" for k, v in maps.items() if v == v)
     lines = [f"best.pt = {unit} {best} + {names.get(whitening, whitening)}{val} -> {best_path}"
              + (f"\n  validation mAP at that {unit}: {alts}" if alts else "")]
-    if best == 0 and best_map == best_map:
-        what = "fine-tuning" if unit == "epoch" else "training"
-        lines.append(f"best.pt is the starting network: {what} did not improve validation mAP")
+    if why:
+        lines.append(why)
     lines.append(f"log: {out_dir / 'log.csv'}")
     if extraction:
         sc = ", ".join(f"{s:g}" for s in extraction["scales"])

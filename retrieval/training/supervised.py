@@ -36,6 +36,7 @@ from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, mine_tuples
 from retrieval.training.pairs import PairSet, drop_unreadable, load_pairs
 from retrieval.training.results import COLUMNS, StepStats, TrainResult, val_columns
+from retrieval.training.selection import split_for_selection
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
@@ -53,7 +54,9 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
     """Load, check and split the training data: ``(train, val, skipped)``.
 
     ``data`` overrides ``cfg.data``. Unreadable images are dropped (``cfg.check_images``) and listed
-    in ``skipped``; the validation set is ``cfg.val_data`` or ``cfg.val_fraction`` of the classes.
+    in ``skipped``; the validation set is ``cfg.val_data`` or ``cfg.val_fraction`` of the classes
+    (at least the classes the choice of ``best.pt`` needs, when the data has twice as many:
+    :func:`~retrieval.training.selection.split_for_selection`).
     """
     src = data if data is not None else cfg.data
     if not src:
@@ -74,13 +77,14 @@ def load_training_pairs(cfg: TrainConfig, data: Optional[PathLike] = None, log: 
         train_pairs = pairs
     else:
         try:
-            train_pairs, val = pairs.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+            train_pairs, val = split_for_selection(pairs, cfg.val_fraction, seed=cfg.seed, by=cfg.val_split,
+                                                   steps=cfg.epochs, mode=cfg.whitening,
+                                                   with_start=cfg.validate_before, log=log)
             if val.n_images and train_pairs.n_classes < 2 <= pairs.n_classes:
                 raise DataError(f"holding out {val.n_classes} of {pairs.n_classes} classes leaves fewer than 2 "
                                 "to train on")
         except DataError as e:  # too few classes (or views) to hold any out: train on all, say so
-            log(f"no validation split is possible ({e}); training on all of it, best.pt follows the "
-                "no-validation rule (the last epoch; see docs/training.md)")
+            log(f"no validation split is possible ({e}); training on all of it")
             train_pairs, val = pairs, pairs.subset(np.zeros(pairs.n_images, dtype=bool))
     if skipped:
         first = f"{skipped[0][0]} ({skipped[0][1]})"
@@ -129,6 +133,10 @@ def train(net: nn.Module, pairs: PairSet, cfg: TrainConfig, out_dir: PathLike, *
         run.check_extraction(pairs.paths)
         if val is not None:
             run.selection.check_validation(val)
+        elif cfg.val_fraction > 0 or cfg.val_data:  # validation asked for, but there is none
+            run.keep_start("no validation: nothing can show that fine-tuning gains, so best.pt is the starting "
+                           "network with no whitening (the simplest candidate); give train.val_data, or set "
+                           "train.val_fraction: 0 to keep the last epoch instead (docs/training.md)")
     if start == 1 and val is not None and cfg.validate_before and not run.history:
         t0 = time.perf_counter()
         s0 = run.validate_step(0, val, pairs)

@@ -56,7 +56,7 @@ from retrieval.training.epoch import gem_p
 from retrieval.training.mining import Tuples, hardest_negatives, random_tuples
 from retrieval.training.pairs import PairSet, load_pairs
 from retrieval.training.results import COLUMNS, StepStats, TrainResult, val_columns
-from retrieval.training.selection import score_step
+from retrieval.training.selection import score_step, split_for_selection
 from retrieval.training.toy_data import prepare_toy_data
 
 PathLike = Union[str, Path]
@@ -320,7 +320,8 @@ def load_unlabeled_data(cfg: TrainConfig, ucfg: UnsupervisedConfig, data: Option
         val = load_pairs(cfg.val_data, cfg.data_kind, cfg.ims_root, "val", cfg.max_pairs_per_class, cfg.seed)
     elif ucfg.validation == "held-out" and truth is not None and cfg.val_fraction > 0:
         labeled = PairSet.from_labels(paths, truth, cfg.max_pairs_per_class, seed=cfg.seed)
-        train_part, val = labeled.split(cfg.val_fraction, seed=cfg.seed, by=cfg.val_split)
+        train_part, val = split_for_selection(labeled, cfg.val_fraction, seed=cfg.seed, by=cfg.val_split,
+                                              steps=ucfg.periods, mode=cfg.whitening, log=log)
         paths, truth = list(train_part.paths), train_part.labels
     elif ucfg.validation == "transductive" and truth is None:
         raise ConfigError("unsupervised.validation: transductive needs class sub-folders to evaluate with "

@@ -34,18 +34,30 @@ def describe_pairs(net: nn.Module, pairs: PairSet, *, image_size: int, scales: S
     return ex.descriptors, pairs
 
 
-def mean_ap(X: np.ndarray, pairs: PairSet) -> float:
-    """mAP with every image of ``pairs`` as a query against all of them (itself ignored),
-    positives = its cluster. ``X``: ``(N, D)`` float32 descriptors of ``pairs.paths``. Non-finite
-    descriptors (a diverged network) score 0, so that they are never chosen."""
+def query_aps(X: np.ndarray, pairs: PairSet) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-query AP with every image of ``pairs`` that has a match as a query against all of them
+    (itself ignored), positives = its cluster: ``(aps (Q,) float64, classes (Q,) int64)``, the
+    class of each query beside its AP (the unit a significance test resamples:
+    :mod:`retrieval.evaluation.significance`). ``X``: ``(N, D)`` float32 descriptors of
+    ``pairs.paths``. Non-finite descriptors (a diverged network) score 0 on every query."""
     queries, gnd = pairs.ground_truth()
+    classes = pairs.labels[queries].astype(np.int64)
     if len(queries) == 0:
-        return float("nan")
+        return np.zeros(0), classes
     if not np.isfinite(X).all():
-        return 0.0
+        return np.zeros(len(queries)), classes
     scores = X[queries] @ X.T
     ranks = np.argsort(-scores, axis=1, kind="stable")
-    return float(compute_map(ranks, gnd).map)
+    return np.asarray(compute_map(ranks, gnd).aps, dtype=np.float64), classes
+
+
+def mean_ap(X: np.ndarray, pairs: PairSet) -> float:
+    """mAP with every image of ``pairs`` as a query against all of them (itself ignored),
+    positives = its cluster (the mean of :func:`query_aps`). ``X``: ``(N, D)`` float32 descriptors
+    of ``pairs.paths``. Non-finite descriptors (a diverged network) score 0, so that they are never
+    chosen. NaN when no image has a match."""
+    aps, _ = query_aps(X, pairs)
+    return float(aps.mean()) if aps.size else float("nan")
 
 
 def validate(net: nn.Module, val: PairSet, *, image_size: int, scales: Sequence[float] = (1.0,),
