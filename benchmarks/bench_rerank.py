@@ -80,6 +80,11 @@ DEMO = dict(source="photos", clutter=0.0, n_objects=8, views=6, distractors=12, 
 #: small-collection settings (a query has ~5 relevant images here, hundreds on ROxford): ``DS``, ``SG``
 DS = "diffusion:k=10:alpha=0.9:kq=3"
 SG = "superglobal:M=20:K=1"
+#: sv with the backbone's own local features (DELG-like) instead of RootSIFT
+BB = "sv:features=backbone:threshold_px=20"
+BB50 = "sv:K=50:features=backbone:threshold_px=20"
+#: the same with a looser ratio test and inlier rule (feature-map cells are less distinctive than SIFT)
+BB9 = "sv:features=backbone:threshold_px=20:ratio=0.9:min_inliers=5:saturation=15"
 STEP_METHODS = [
     ("plain", ""),
     ("qe", "qe:k=2"),
@@ -96,6 +101,9 @@ STEP_METHODS = [
     ("qe:k=2,sv:K=50", "qe:k=2,sv:K=50"),
     (f"qe:k=2,{DS}", f"qe:k=2,{DS}"),
     (f"{SG},{DS}", f"{SG},{DS}"),
+    (BB, BB),
+    (BB50, BB50),
+    (BB9, BB9),
 ]
 
 
@@ -196,7 +204,7 @@ def run_steps(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     plain_t = None
     for label, steps in STEP_METHODS:
-        if label in args.skip:
+        if label in args.skip or (args.only and label != "plain" and label not in args.only):
             continue
         if not label.endswith("(cached)"):
             sv_module.CACHE = sv_module.FeatureCache()  # query-time features, nothing cached before
@@ -339,6 +347,7 @@ def main() -> int:
                          "speed: superglobal / diffusion at --big descriptors")
     ap.add_argument("--demo", type=int, default=1, help="--part steps: also the demo's collection (default 1)")
     ap.add_argument("--skip", nargs="*", default=[], help="--part steps: methods (labels) left out")
+    ap.add_argument("--only", nargs="*", default=[], help="--part steps: only these methods (labels), and plain")
     ap.add_argument("--big", type=int, default=100000, help="--part speed: synthetic descriptors (default 10^5)")
     ap.add_argument("--big-dim", type=int, default=128, help="--part speed: their dimension (default 128)")
     ap.add_argument("--model-dim", type=int, default=1280, help="--part speed: SuperGlobal also at this dimension")

@@ -10,7 +10,13 @@ from PIL import Image, ImageDraw
 
 from retrieval.search.compaction import compact_index
 from retrieval.search.index import ImageIndex
-from retrieval.search.local_features import LocalFeatures, PackedFeatures, root_sift, sift_features
+from retrieval.search.local_features import (
+    LocalFeatures,
+    PackedFeatures,
+    backbone_features,
+    root_sift,
+    sift_features,
+)
 
 
 def textured(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:
@@ -136,3 +142,13 @@ def test_the_index_folder_stores_them_through_add_remove_compact(tmp_path):
     assert c.ntotal == 4 and c.local_features_end() == 4 and len(list((tmp_path / "ix" / "local").iterdir())) == 1
     for new, old in enumerate([1, 2, 3, 4]):
         np.testing.assert_array_equal(c.stored_local_features(new, 60, 640).xy, want[old].xy)
+
+
+def test_backbone_features_are_the_strongest_cells(small_net):
+    img = textured(200, 120, seed=9)
+    f = backbone_features(small_net.backbone, img, layer="layer3", max_features=40, image_size=128)
+    assert f.size == (200, 120) and len(f) == 40 and f.dim == 256
+    np.testing.assert_allclose(np.linalg.norm(f.desc, axis=1), 1.0, rtol=1e-5)
+    # cell centres: layer3 of ResNet-18 has stride 16 → an 8 × 5 map of the 128 × 77 resized image
+    xs, ys = np.unique(f.xy[:, 0]), np.unique(f.xy[:, 1])
+    assert np.allclose((xs + 0.5) / (200 / 8) % 1, 0.5, atol=1e-4) and np.allclose((ys + 0.5) / (120 / 5) % 1, 0.5, atol=1e-4)

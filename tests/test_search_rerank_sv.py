@@ -141,6 +141,7 @@ def test_an_unreadable_hit_keeps_its_score(collection, tmp_path):
     ctx = context(small, q)
     ids, sc = step.rerank(ctx, np.array([[1, 2, 0]]), np.array([[0.9, 0.8, 0.7]], np.float32))
     assert list(ids[0]) == [0, 1, 2] and ctx.notes["sv"]["unreadable"] == 2
+    assert ctx.hit_fields[(0, 1)] == {"inliers": 0, "verified": False, "matches": []}
     np.testing.assert_allclose(sc[0, 1:], [0.9, 0.8])
 
 
@@ -222,3 +223,15 @@ def test_stored_local_features_are_used(collection, tmp_path):
     assert list(got.ids[0, :2]) == [0, 6] and hits[6]["verified"] and hits[6]["missing"]
     off = QueryPath(loaded, steps="sv:K=7:stored=0").run(Query(id=0), top=7)
     assert got.notes["sv"]["unreadable"] == 0 and off.notes["sv"]["unreadable"] == 1
+
+
+def test_backbone_features_need_the_network_and_verify(collection, small_net):
+    idx, q, _ = collection
+    with pytest.raises(DataError, match="network"):
+        QueryPath(idx, steps="sv:features=backbone")
+    (step,) = parse_steps("sv:K=3:features=backbone:backbone_size=128:threshold_px=20:min_inliers=4")
+    assert step.needs_network and not parse_steps("sv")[0].needs_network
+    ctx = RerankContext(idx.rows(np.array([0])), idx, small_net, None, np.array([-1]), [None], [lambda: q])
+    ids, _ = step.rerank(ctx, np.array([[0, 1, 2]]), np.array([[0.9, 0.8, 0.7]], np.float32))
+    assert sorted(ids[0]) == [0, 1, 2]
+    assert ctx.hit_fields[(0, 0)]["inliers"] >= 4  # the query against itself

@@ -8,6 +8,8 @@ verification (:mod:`retrieval.search.verify`) matches.
   improve object retrieval", CVPR 2012): each SIFT descriptor L1-normalised, then its element-wise
   square root, so that the Euclidean distance of two RootSIFT vectors is the Hellinger distance of
   the SIFT histograms (a RootSIFT vector has unit L2 norm);
+* :func:`backbone_features` — DELG-like features of our own backbone (strongest feature-map
+  positions, their cells' centres in the image), the alternative ``sv:features=backbone`` measures;
 * :func:`sift_features` — OpenCV SIFT on the grayscale image downscaled to a long side of at most
   ``max_side`` pixels (detection cost and keypoint count do not grow with the photo's resolution),
   the ``max_features`` strongest keypoints (by detector response), positions mapped back to the
@@ -25,8 +27,13 @@ from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 
+from cosegment.activations import extract_layers
+from retrieval.core.backbone import default_layer
+from retrieval.core.feature_extractor import Backbone
+from retrieval.core.images import resize_long_side, to_tensor
 from retrieval.core.io import atomic_path
 
 #: SIFT's descriptor length.
@@ -189,3 +196,28 @@ class PackedFeatures:
         folder = Path(folder)
         arrays = [np.load(folder / f"{name}.npy", mmap_mode="r") for name in cls.FILES]
         return cls(*arrays, int(max_features), int(max_side))
+
+
+def backbone_features(backbone: Backbone, image: Image.Image, layer: Optional[str] = None,
+                      max_features: int = 500, image_size: int = 512,
+                      device: Optional[Union[str, torch.device]] = None) -> LocalFeatures:
+    """DELG-like local features from our own backbone: the image resized to a long side of
+    ``image_size``, one forward pass tapping ``layer`` (default: the backbone's co-segmentation
+    layer), and its ``max_features`` strongest positions (by the L2 norm of their activation, the
+    attention-free form of DELG's keypoint selection) → descriptors the L2-normalised activation
+    vectors (float32, C values), positions the centres of their cells in the original image's
+    pixels (so they are quantised to the layer's stride: 16 px at 512 px for ``block14``)."""
+    layer = layer or default_layer(backbone.name) or backbone.layer_names()[-1]
+    w, h = image.size
+    small = resize_long_side(image.convert("RGB"), image_size)
+    t = to_tensor(small, backbone.mean, backbone.std)
+    fmap = extract_layers(backbone, [t], [layer], batch_size=1, device=device)[0][layer]  # (C, hl, wl)
+    C, hl, wl = fmap.shape
+    F = fmap.reshape(C, -1).T.numpy().astype(np.float32)  # (hl·wl, C)
+    norms = np.linalg.norm(F, axis=1)
+    keep = np.argsort(-norms, kind="stable")[:max(0, int(max_features))]
+    keep = keep[norms[keep] > 0]
+    rows, cols = np.divmod(keep, wl)
+    xy = np.stack([(cols + 0.5) * (w / wl) - 0.5, (rows + 0.5) * (h / hl) - 0.5], axis=1).astype(np.float32)
+    desc = F[keep] / norms[keep, None]
+    return LocalFeatures(xy, desc.astype(np.float32), (w, h))

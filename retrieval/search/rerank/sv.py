@@ -24,8 +24,8 @@ The hits' local features are read from the index folder when it stores them (``t
 --local-features``, computed with the same ``max_side`` and at least ``max_features``); otherwise
 they are computed at query time from their files and kept in a process-wide cache
 (:class:`FeatureCache`, least recently used first out, by path, size and modification time) so a
-hit seen again is not described again. A hit whose file is unreadable keeps its score
-(counted in ``context.notes["sv"]["unreadable"]``).
+hit seen again is not described again. A hit whose file is unreadable keeps its score and is
+annotated as not verified (counted in ``context.notes["sv"]["unreadable"]``).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from PIL import Image
 
 from retrieval.core.errors import DataError, ImageError
 from retrieval.core.images import load_image
-from retrieval.search.local_features import LocalFeatures, sift_features
+from retrieval.search.local_features import LocalFeatures, backbone_features, sift_features
 from retrieval.search.rerank.registry import register_reranker
 from retrieval.search.rerank.step import Box, Reranker, RerankContext
 from retrieval.search.verify import DEFAULT_THRESHOLD_PX, METHODS, MODELS, verify_pair
@@ -71,6 +71,8 @@ class SVParams:
     weight: float = 1.0
     cache: int = 512
     stored: bool = True
+    features: str = "sift"
+    backbone_size: int = 512
 
     def validate(self) -> "SVParams":
         for name in ("K", "max_features", "min_inliers", "saturation"):
@@ -89,6 +91,11 @@ class SVParams:
             raise DataError(f"sv:threshold_px must be > 0, got {self.threshold_px}")
         if not (self.weight >= 0 and np.isfinite(self.weight)):
             raise DataError(f"sv:weight must be ≥ 0, got {self.weight}")
+        if self.features not in ("sift", "backbone"):
+            raise DataError(f"sv:features must be sift or backbone, got {self.features!r}")
+        if isinstance(self.backbone_size, bool) or not isinstance(self.backbone_size, (int, np.integer)) \
+                or self.backbone_size < 32:
+            raise DataError(f"sv:backbone_size must be an integer ≥ 32, got {self.backbone_size!r}")
         if isinstance(self.cache, bool) or not isinstance(self.cache, (int, np.integer)) or self.cache < 0:
             raise DataError(f"sv:cache must be an integer ≥ 0, got {self.cache!r}")
         return self
@@ -135,15 +142,26 @@ class FeatureCache:
 CACHE = FeatureCache()
 
 
+def describe_local(image: Image.Image, params: SVParams, net: Any = None, device: Any = None) -> LocalFeatures:
+    """``image``'s local features of the kind ``params.features`` (``net``: the descriptor network,
+    for ``backbone``)."""
+    if params.features == "backbone":
+        if net is None:
+            raise DataError("sv:features=backbone needs the descriptor network")
+        return backbone_features(net.backbone, image, max_features=params.max_features,
+                                 image_size=params.backbone_size, device=device)
+    return sift_features(image, params.max_features, params.max_side)
+
+
 def hit_features(path: str, params: SVParams, cache: Optional[FeatureCache] = None, index: Any = None,
-                 i: int = -1) -> Optional[LocalFeatures]:
+                 i: int = -1, net: Any = None, device: Any = None) -> Optional[LocalFeatures]:
     """Local features of the database image ``i`` at ``path``: stored in the index folder
     (``tools/index.py --local-features``, computed the same way), else from the cache, else computed
     from the file (and cached); ``None``: unreadable. Features are of the image as indexed (decoded
     upright, RGB), so hit coordinates are its pixels."""
     cache = CACHE if cache is None else cache
     stored = getattr(index, "stored_local_features", None)
-    if stored is not None and i >= 0 and params.stored:
+    if stored is not None and i >= 0 and params.stored and params.features == "sift":
         f = stored(int(i), params.max_features, params.max_side)
         if f is not None:
             return f
@@ -151,14 +169,15 @@ def hit_features(path: str, params: SVParams, cache: Optional[FeatureCache] = No
         st = os.stat(path)
     except OSError:
         return None
-    key = (str(path), st.st_size, st.st_mtime_ns, params.max_features, params.max_side)
+    key = (str(path), st.st_size, st.st_mtime_ns, params.max_features, params.max_side, params.features,
+           params.backbone_size if params.features == "backbone" else 0)
     f = cache.get(key)
     if f is None:
         try:
             img = load_image(path)
         except (ImageError, OSError):
             return None
-        f = sift_features(img, params.max_features, params.max_side)
+        f = describe_local(img, params, net, device)
         cache.put(key, f)
     return f
 
@@ -204,6 +223,10 @@ class SpatialVerification(Reranker):
     Params = SVParams
     needs_image = True
 
+    def __init__(self, params: Optional[Any] = None, **values: Any) -> None:
+        super().__init__(params, **values)
+        self.needs_network = self.params.features == "backbone"  # type: ignore[misc]
+
     def depth(self) -> int:
         return int(self.params.K)
 
@@ -220,16 +243,17 @@ class SpatialVerification(Reranker):
             if head.size == 0:
                 continue
             image = ctx.image(q)
-            fq = sift_features(image, p.max_features, p.max_side)
+            fq = describe_local(image, p, ctx.net, ctx.device)
             offset = box_offset(ctx.boxes[q] if q < len(ctx.boxes) else None, image)
             row = ids[q, head]
             paths = ctx.index.paths.many(row.tolist()) if hasattr(ctx.index.paths, "many") else \
                 [ctx.index.paths[int(i)] for i in row]
             inl = np.zeros(head.size, np.int64)
             for j, (i, path) in enumerate(zip(row, paths)):
-                fh = hit_features(path, p, index=ctx.index, i=int(i))
-                if fh is None:
+                fh = hit_features(path, p, index=ctx.index, i=int(i), net=ctx.net, device=ctx.device)
+                if fh is None:  # unreadable: keeps its score, shown as not verified
                     unreadable += 1
+                    ctx.annotate(q, int(i), inliers=0, verified=False, matches=[])
                     continue
                 v = verify_pair(fq, fh, ratio=p.ratio, model=p.model, threshold_px=p.threshold_px, method=p.method)
                 inl[j] = v.inliers
