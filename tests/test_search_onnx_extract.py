@@ -71,7 +71,7 @@ def test_not_a_gemseg_onnx_model_is_one_line(tmp_path):
 
 def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     """cirtorch's multi-scale rule (plain bilinear scales, msp) and its ms / ss Lw survive the export."""
-    from test_model_cirtorch import cirtorch_state, features_of, random_lw, save_like_cirtorch
+    from test_model_cirtorch import cirtorch_state, features_of, make_whiten, random_lw, save_like_cirtorch
 
     from retrieval.core.errors import ConfigError
     from retrieval.loading import load_model, with_input
@@ -81,6 +81,13 @@ def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     net = load_model(tmp_path / "v.pth")
     onet = OnnxDescriptorNet(export_onnx(net, tmp_path / "v.onnx").path)
     assert onet.resize == "plain" and onet.msp == pytest.approx(3.3) and onet.head_scales == "ms"
+    save_like_cirtorch(cirtorch_state("vgg16", features_of("vgg16", 3), make_whiten(512, 8), 3.3, None),
+                       tmp_path / "w.pth")  # a whiten layer inside the graph, msp 1
+    wnet = load_model(tmp_path / "w.pth")
+    wonet = OnnxDescriptorNet(export_onnx(wnet, tmp_path / "w.onnx").path)
+    y = torch.randn(1, 3, 66, 81, generator=torch.Generator().manual_seed(3))
+    assert wonet.msp == 1.0 and wonet.head_scales == "any"
+    np.testing.assert_allclose(wonet.describe(y), describe_batch(wnet, y, wnet.config.scales).numpy(), atol=1e-4)
     x = torch.randn(2, 3, 75, 60, generator=torch.Generator().manual_seed(2))
     np.testing.assert_allclose(onet.describe(x), describe_batch(net, x, net.config.scales).numpy(), atol=1e-4)
     with pytest.raises(ConfigError, match="multi-scale Lw"):
