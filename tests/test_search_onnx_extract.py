@@ -71,7 +71,7 @@ def test_not_a_gemseg_onnx_model_is_one_line(tmp_path):
 
 def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     """cirtorch's multi-scale rule (plain bilinear scales, msp) and its ms / ss Lw survive the export."""
-    from test_model_cirtorch import cirtorch_state, features_of, random_lw, save_like_cirtorch
+    from test_model_cirtorch import cirtorch_state, features_of, make_whiten, random_lw, save_like_cirtorch
 
     from retrieval.core.errors import ConfigError
     from retrieval.loading import load_model, with_input
@@ -81,9 +81,39 @@ def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     net = load_model(tmp_path / "v.pth")
     onet = OnnxDescriptorNet(export_onnx(net, tmp_path / "v.onnx").path)
     assert onet.resize == "plain" and onet.msp == pytest.approx(3.3) and onet.head_scales == "ms"
+    save_like_cirtorch(cirtorch_state("vgg16", features_of("vgg16", 3), make_whiten(512, 8), 3.3, None),
+                       tmp_path / "w.pth")  # a whiten layer inside the graph, msp 1
+    wnet = load_model(tmp_path / "w.pth")
+    wonet = OnnxDescriptorNet(export_onnx(wnet, tmp_path / "w.onnx").path)
+    y = torch.randn(1, 3, 66, 81, generator=torch.Generator().manual_seed(3))
+    assert wonet.msp == 1.0 and wonet.head_scales == "any"
+    np.testing.assert_allclose(wonet.describe(y), describe_batch(wnet, y, wnet.config.scales).numpy(), atol=1e-4)
     x = torch.randn(2, 3, 75, 60, generator=torch.Generator().manual_seed(2))
     np.testing.assert_allclose(onet.describe(x), describe_batch(net, x, net.config.scales).numpy(), atol=1e-4)
     with pytest.raises(ConfigError, match="multi-scale Lw"):
         onet.describe(x, [1.0])
     one = OnnxDescriptorNet(export_onnx(with_input(net, scales=[1.0]), tmp_path / "v1.onnx").path)
     np.testing.assert_allclose(one.describe(x), describe_batch(net, x, [1.0]).numpy(), atol=1e-4)
+
+
+def test_a_dirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
+    """dirtorch's sign-keeping mean over scales and its PCA whitening survive the export."""
+    import torchvision
+
+    from retrieval.model.dirtorch import dirtorch_network
+
+    torch.manual_seed(4)
+    sd = {f"module.{k}": v for k, v in torchvision.models.resnet18(weights=None).state_dict().items()
+          if not k.startswith("fc.")}
+    sd.update({"module.adpool.p": torch.ones(1) * 3.1, "module.fc.weight": torch.randn(96, 512) / 20,
+               "module.fc.bias": torch.randn(96) / 50})
+    r = np.random.RandomState(0)
+    pca = {"means": r.randn(96) * 0.01, "W": r.randn(96, 32)}  # dirtorch's non-sklearn PCA form
+    obj = {"model_options": {"arch": "resnet18_rmac", "pooling": "gem", "norm_features": True},
+           "state_dict": sd, "pca": {"Landmarks_clean": pca}}
+    net = dirtorch_network(obj, "d.pt")
+    onet = OnnxDescriptorNet(export_onnx(net, tmp_path / "d.onnx").path)
+    assert onet.msp_signed and onet.dim == 32
+    x = torch.randn(2, 3, 70, 64, generator=torch.Generator().manual_seed(6))
+    for scales in ([1.0], [1.0, 0.7071, 0.5]):
+        np.testing.assert_allclose(onet.describe(x, scales), describe_batch(net, x, scales).numpy(), atol=1e-4)

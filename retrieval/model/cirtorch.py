@@ -24,7 +24,6 @@ is cirtorch's (tested against a forward written from these equations).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -266,6 +265,5 @@ def cirtorch_network(obj: Mapping[str, Any], source: str = "checkpoint", *, lw: 
             raise WeightsError(f"{source}: Lw {kind} shapes m {tuple(m.shape)}, P {tuple(P.shape)} do not fit "
                                f"{net.pooled_dim}-dimensional descriptors")
     net.lw_source = lw_name
-    net.use_lw_for(len(config.scales))
-    net.config = dataclasses.replace(net.config, whitening="lw" if lw_table else "none")
+    net.use_lw_for(len(config.scales))  # the whitening slot, and config.whitening
     return net.eval()

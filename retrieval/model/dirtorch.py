@@ -20,7 +20,6 @@ long side 1024, one scale (their published numbers are single-resolution).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -202,5 +201,4 @@ def dirtorch_network(obj: Mapping[str, Any], source: str = "checkpoint", *, pca:
         m, P = pca_projection(table[key], power, source)
         net.set_pca(m, P)
         net.pca_source = f"{key}, power {power:g}"
-    net.config = dataclasses.replace(net.config)
     return net.eval()

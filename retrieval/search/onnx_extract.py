@@ -18,12 +18,11 @@ the torch model. The speed of the two engines: ``benchmarks/bench_onnx.py`` (doc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
-
-import hashlib
 
 import numpy as np
 import torch
