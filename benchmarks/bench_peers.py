@@ -413,7 +413,7 @@ def bench_index(name: str, X: np.ndarray, Q: np.ndarray, work: Path, args: argpa
         print(f"  built {r['label']}: {r['factory']} in {r['wall_s']:.0f}s, peak {r['peak_gib']:.2f} GiB",
               file=sys.stderr)
     own = sorted({round(r_, 3) for r_ in TARGETS})
-    measure(rows, Q, truth, own)
+    measure(rows, Q, truth, own, args.timing_rounds)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "a") as f:
@@ -452,7 +452,7 @@ def onnx_extractor(net: Any, work: Path) -> Optional[Callable[[List[str]], float
     return lambda paths: model.extract(paths).seconds
 
 
-def bench_extraction(work: Path, rounds: int, batch: int) -> str:
+def bench_extraction(work: Path, rounds: int, batch: int, n_photos: int = 0) -> str:
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -462,7 +462,7 @@ def bench_extraction(work: Path, rounds: int, batch: int) -> str:
     from retrieval.search.extract import extract_descriptors, resolve_device
 
     coll = demo_collection(work)
-    paths = [str(p) for p in coll.db_paths + coll.query_paths]
+    paths = [str(p) for p in coll.db_paths + coll.query_paths][:n_photos or None]
     dev = resolve_device(None)
     net = build_network(ModelConfig()).to(dev).eval()
     onnx = onnx_extractor(net, work)
@@ -505,6 +505,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--reuse-builds", action="store_true",
                     help="reuse the indexes (and build rows) of an earlier run in --work: re-measure search only")
     ap.add_argument("--shard-size", type=int, default=100_000)
+    ap.add_argument("--timing-rounds", type=int, default=5, help="interleaved rounds timing every search setting")
+    ap.add_argument("--photos", type=int, default=0, help="demo photos the extraction uses (default 0: all)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the extraction")
     ap.add_argument("--batch", type=int, default=8, help="gemseg's extraction batch")
     ap.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
@@ -525,7 +527,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            np.ascontiguousarray(q), work / "demo_index", args, py)
         print(f"\n{text}\n\n{setup(py)}\n", flush=True)
     if "extract" in only:
-        print("\n" + bench_extraction(work, args.rounds, args.batch) + "\n", flush=True)
+        print("\n" + bench_extraction(work, args.rounds, args.batch, args.photos) + "\n", flush=True)
     return 0
 
 
