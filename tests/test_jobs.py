@@ -164,7 +164,7 @@ def test_train_tool_json_is_the_unsupervised_driver_s(classes, tmp_path):
                                 val=val, truth=truth, **QUIET).to_json()
     doc = json.loads(proc.stdout)
     assert list(doc) == ["out_dir", "best_period", "best_map", "best_path", "last_path", "whitening",
-                         "whitening_map", "extraction", "clusters", "history"]
+                         "whitening_map", "extraction", "selection", "clusters", "history"]
     assert [h["period"] for h in doc["history"]] == [0, 1, 2] and doc["clusters"] == 4
     doc = json.loads(json.dumps(doc).replace(str(tmp_path / "tool"), "RUN"))
     direct = json.loads(json.dumps(direct).replace(str(tmp_path / "direct"), "RUN"))
