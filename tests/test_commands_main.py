@@ -84,6 +84,7 @@ def test_parsing_imports_no_heavy_module():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_gemseg_search_is_tools_search(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
     paths = random_images(tmp_path / "images", 5, size=(48, 64))

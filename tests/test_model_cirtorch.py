@@ -130,6 +130,7 @@ def make_whiten(C: int, seed: int) -> nn.Linear:
 CASES = [(arch, whiten, lw) for arch in ("resnet50", "vgg16") for whiten in (False, True) for lw in (False, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,with_whiten,with_lw", CASES)
 def test_descriptors_match_cirtorch(tmp_path, backbones, arch, with_whiten, with_lw):
     feats = backbones[arch]
@@ -154,6 +155,7 @@ def test_descriptors_match_cirtorch(tmp_path, backbones, arch, with_whiten, with
         assert np.abs(want[0] - want[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_single_scale_forward_and_lw_slot(tmp_path, backbones):
     feats = backbones["resnet50"]
     lw = random_lw(2048, 5)

@@ -97,6 +97,7 @@ def reference(resnet, pca, norm_features, p, x, scales, whitenp=0.25):
     return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm_features", [False, True])
 def test_descriptors_match_dirtorch(tmp_path, monkeypatch, resnet, norm_features):
     path, pca = checkpoint(tmp_path, monkeypatch, resnet, norm_features)
@@ -110,6 +111,7 @@ def test_descriptors_match_dirtorch(tmp_path, monkeypatch, resnet, norm_features
         assert np.abs(want[0] - want[1]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_unknown_architecture_and_missing_weights_are_one_line(tmp_path, monkeypatch, resnet):
     path, _ = checkpoint(tmp_path, monkeypatch, resnet, False)
     from retrieval.core.foreign_weights import foreign_loading

@@ -69,6 +69,7 @@ def test_not_a_gemseg_onnx_model_is_one_line(tmp_path):
         OnnxDescriptorNet(tmp_path / "missing.onnx")
 
 
+@pytest.mark.slow
 def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     """cirtorch's multi-scale rule (plain bilinear scales, msp) and its ms / ss Lw survive the export."""
     from test_model_cirtorch import cirtorch_state, features_of, make_whiten, random_lw, save_like_cirtorch

@@ -39,6 +39,7 @@ def _spy(monkeypatch, fail_on_call=None):
     return calls
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_describes_only_the_rest(small_net, tmp_path, monkeypatch):
     """Before issue 27 nothing was kept: the re-run described all 70 images again."""
     paths = [str(p.resolve()) for p in random_images(tmp_path / "img", 70, size=(40, 48), seed=2)]

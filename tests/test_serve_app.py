@@ -183,6 +183,7 @@ def test_bad_uploads_are_400_and_the_server_keeps_serving(served):
     _one_line_error(strict.post("/api/search", files=_upload(served["paths"][0])), 400, "decompression bomb")
 
 
+@pytest.mark.slow
 def test_uploads_over_the_limit_are_413(served):
     c = TestClient(create_app(service=served["service"], max_upload_mb=0.05))
     big = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)

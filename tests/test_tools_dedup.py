@@ -60,6 +60,7 @@ def _pairs(run, kinds) -> set:
             for g in run["out"]["groups"] if g["kind"] in kinds for a, b in itertools.combinations(g["images"], 2)}
 
 
+@pytest.mark.slow
 def test_json_shape(run):
     out = run["out"]
     assert set(out) >= {"groups", "counts", "thresholds"}
@@ -71,6 +72,7 @@ def test_json_shape(run):
     assert out["thresholds"]["verified"] and "built-in photos" in out["thresholds"]["source"]
 
 
+@pytest.mark.slow
 def test_near_tier_precision_and_recall(run):
     planted = run["planted"]
     found = _pairs(run, ("exact", "near"))
@@ -85,6 +87,7 @@ def test_near_tier_precision_and_recall(run):
     assert recall >= 0.9, sorted(truth - found)[:10]
 
 
+@pytest.mark.slow
 def test_per_edit_kind_recall_and_no_distinct_photo_is_a_copy(run):
     planted = run["planted"]
     m = edit_metrics(planted, _pairs(run, ("exact", "near")))
@@ -95,6 +98,7 @@ def test_per_edit_kind_recall_and_no_distinct_photo_is_a_copy(run):
     assert not {f for f in near_files if f.startswith(("distinct_", "twin_"))}
 
 
+@pytest.mark.slow
 def test_exact_tier_and_keeper(run):
     planted = run["planted"]
     for g in run["out"]["groups"]:
@@ -108,6 +112,7 @@ def test_exact_tier_and_keeper(run):
         assert "resolution" in g["images"][0]["reason"] or "oldest" in g["images"][0]["reason"]
 
 
+@pytest.mark.slow
 def test_another_shot_of_a_scene_is_similar_not_a_copy(run):
     twin = [f for f in run["planted"].files if f.startswith("twin_")]
     assert twin
@@ -116,6 +121,7 @@ def test_another_shot_of_a_scene_is_similar_not_a_copy(run):
     assert sim and any("motorcycle_left" in i["path"] for i in sim[0]["images"])
 
 
+@pytest.mark.slow
 def test_the_page_in_a_browser(run):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
@@ -143,6 +149,7 @@ def test_the_page_in_a_browser(run):
     assert (run["root"] / "out" / "dups.csv").read_text().startswith("group,kind,keep,path,score,reason")
 
 
+@pytest.mark.slow
 def test_move_and_undo_through_the_tool(run, tmp_path):
     photos = tmp_path / "photos"  # two families and a distinct photo: a quick second run
     shutil.copytree(run["root"] / "photos", photos,

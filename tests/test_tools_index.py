@@ -255,6 +255,7 @@ def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_inde
     assert not (tmp_path / "ix").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
 def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
     """Ctrl-C (SIGINT) or a kill after the first chunk: no index folder, and the re-run describes
@@ -337,6 +338,7 @@ def test_index_local_features_flag_stores_rootsift(tmp_path, tiny_config, run_to
     assert f is not None and len(f) <= 30 and f.size == (80, 64)
     assert_one_line_error(run_tool("index", "--images", tmp_path / "a", "--config", tiny_config, "--out", out,
                                    "--local-features", "-3", "--quiet"), "local-features")
+@pytest.mark.slow
 def test_index_with_a_cirtorch_checkpoint_gives_cirtorch_descriptors(tmp_path):
     """tools/index.py --model <cirtorch .pth> --image-size --scales: the index holds the descriptors
     of cirtorch's forward (tests/test_model_cirtorch.py's reference) on the images as gemseg

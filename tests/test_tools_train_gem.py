@@ -132,6 +132,7 @@ def test_tool_trains_without_labels(tmp_path):
     assert last["period"] == 2 and last["epoch"] == 2 and "optimizer" not in last
 
 
+@pytest.mark.slow
 def test_tool_says_once_that_best_is_the_starting_network(tmp_path):
     """Issue 27 item 11: "best.pt is the starting network" was printed twice (the log's report and
     the summary). A run that cannot improve (lr 1e-12; 3 validation classes, too few to call a gain)
