@@ -36,56 +36,26 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table  # noqa: E402
 
 from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
 from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.toy.photo_views import photo_views  # noqa: E402
 from retrieval.training.config import TrainConfig  # noqa: E402
-from retrieval.training.pairs import PairSet, pairs_from_folders  # noqa: E402
+from retrieval.training.pairs import pairs_from_folders  # noqa: E402
 from retrieval.training.selection import fit_whitenings  # noqa: E402
 from retrieval.training.supervised import load_training_pairs, train  # noqa: E402
 from retrieval.training.toy_data import ToyData, prepare_toy_data  # noqa: E402
 from retrieval.training.validation import describe_pairs, mean_ap, sample_pairs  # noqa: E402
 
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-          "motorcycle"]
 OLD_ORDER = ("none", "lw", "pca")  # the order the old rule met a step's whitenings in
 WORSE = 0.005
-
-
-def photo_views(root: Path, views: range, size: int, seed: int) -> Path:
-    """16 classes × ``views`` cut from 8 scikit-image photos (module docstring); view ``v`` of a
-    class depends on (``seed``, photo, half, ``v``) only."""
-    import skimage.data as skd
-
-    for pi, name in enumerate(PHOTOS):
-        arr = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-        img = Image.fromarray(np.asarray(arr)).convert("RGB")
-        W, H = img.size
-        for half in range(2):
-            region = img.crop((half * W // 2, 0, (half + 1) * W // 2, H))
-            rw, rh = region.size
-            d = root / f"{name}_{half}"
-            d.mkdir(parents=True, exist_ok=True)
-            for v in views:
-                r = np.random.default_rng([seed, pi, half, v])
-                s = r.uniform(0.6, 0.9)
-                cw, ch = int(rw * s), int(rh * s)
-                x0, y0 = int(r.integers(0, rw - cw + 1)), int(r.integers(0, rh - ch + 1))
-                im = region.crop((x0, y0, x0 + cw, y0 + ch)).rotate(r.uniform(-10, 10), resample=Image.BILINEAR)
-                im = ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(r.uniform(0.75, 1.25)))
-                im = im.enhance(r.uniform(0.75, 1.25))
-                k = size / max(im.size)
-                im.resize((max(1, round(im.size[0] * k)), max(1, round(im.size[1] * k))), Image.BILINEAR).save(
-                    d / f"v{v}.jpg", quality=90)
-    return root
 
 
 def sources(work: Path, seed: int) -> Dict[str, Tuple[Path, Path, Dict[str, Any]]]:

@@ -9,10 +9,11 @@ from typing import List
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from retrieval.model.checkpoint import load_checkpoint, read_checkpoint
 from retrieval.model.network import ModelConfig, build_network
+from retrieval.toy.photo_views import photo_views
 from retrieval.training.config import TrainConfig
 from retrieval.training.pairs import PairSet, pairs_from_folders
 from retrieval.training.selection import ModelSelection, StepScore, fit_whitenings, whitening_dim
@@ -250,36 +251,6 @@ def test_no_validation_asked_for_falls_back_to_the_documented_rule(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # The issue's case: a small folder of real-photo classes
 # ----------------------------------------------------------------------------------------------
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-          "motorcycle"]
-
-
-def photo_views(root: Path, views: range, size: int = 96) -> Path:
-    """16 classes (the two halves of 8 scikit-image colour photos) × ``views``: each view a random
-    60–90 % crop of its half, rotated ±10°, brightness and contrast ±25 %, long side ``size``.
-    View ``v`` of a class is the same whatever ``views`` holds, so disjoint ranges give disjoint views."""
-    skd = pytest.importorskip("skimage.data")
-    for pi, name in enumerate(PHOTOS):
-        arr = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-        img = Image.fromarray(np.asarray(arr)).convert("RGB")
-        W, H = img.size
-        for half in range(2):
-            region = img.crop((half * W // 2, 0, (half + 1) * W // 2, H))
-            rw, rh = region.size
-            d = root / f"{name}_{half}"
-            d.mkdir(parents=True, exist_ok=True)
-            for v in views:
-                r = np.random.default_rng([pi, half, v])
-                s = r.uniform(0.6, 0.9)
-                cw, ch = int(rw * s), int(rh * s)
-                x0, y0 = int(r.integers(0, rw - cw + 1)), int(r.integers(0, rh - ch + 1))
-                im = region.crop((x0, y0, x0 + cw, y0 + ch)).rotate(r.uniform(-10, 10), resample=Image.BILINEAR)
-                im = ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(r.uniform(0.75, 1.25)))
-                im = im.enhance(r.uniform(0.75, 1.25))
-                k = size / max(im.size)
-                im.resize((max(1, round(im.size[0] * k)), max(1, round(im.size[1] * k))), Image.BILINEAR).save(
-                    d / f"v{v}.jpg", quality=90)
-    return root
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ renderer. Modules, each importing only those listed before it:
 * :mod:`~retrieval.toy.render` — the view renderer (scale, rotation, perspective, crop, occlusion,
   colour, blur) with the measured visibility;
 * :mod:`~retrieval.toy.output` — the output folder and the image / mask / part-map files;
+* :mod:`~retrieval.toy.photo_views` — folders of real-photo classes (halves of scikit-image photos, augmented views) for training tests and benchmarks;
 * :mod:`~retrieval.toy.coseg_sets` — :func:`make_coseg_sets`, co-segmentation sets in the iCoseg layout;
 * :mod:`~retrieval.toy.collection` — :func:`make_retrieval_collection`, :class:`ToyCollection`,
   :func:`export_class_folders` and the revisited-style ground-truth rule.
