@@ -94,7 +94,9 @@ function searchForm() {
 }
 
 // A failed query: its error where the results were, the old hits gone, nothing to share.
+// A search still in flight is abandoned: its late answer must not bring the old hits back.
 function showFailure(message) {
+  searchSeq += 1;
   lastHits = [];
   $("hits").replaceChildren();
   const p = document.createElement("p");
@@ -121,6 +123,7 @@ async function runSearch() {
     if (result.preview) $("query-img").src = result.preview;
     lastHits = result.hits;
     await renderHits(result.hits);
+    if (seq !== searchSeq) return; // superseded while its thumbnails loaded
     $("share").disabled = result.hits.length === 0;
     const steps = result.rerank.length ? ` · re-ranked: ${result.rerank.join(", ")}` : "";
     setStatus(`${result.hits.length} hits in ${result.ms.toFixed(0)} ms${steps}`);
