@@ -32,6 +32,9 @@ from retrieval.search.shards import ShardDir
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each
+    torch.set_num_threads(1)
+
 TINY_CONFIG = """\
 model:
   backbone: resnet18

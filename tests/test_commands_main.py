@@ -53,6 +53,7 @@ def test_each_command_names_a_job_that_exists_and_checks_its_flags(name, capsys)
         assert e.value.code == 2 and "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands_and_version_names_the_package():
     out = gemseg("--help")
     assert out.returncode == 0, out.stderr
@@ -88,8 +89,8 @@ def test_parsing_imports_no_heavy_module():
 def test_gemseg_search_is_tools_search(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
     paths = random_images(tmp_path / "images", 5, size=(48, 64))
-    made = gemseg("index", "--images", tmp_path / "images", "--out", tmp_path / "index", "--config",
-                  tmp_path / "tiny.yaml", "--json")
+    made = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "index", "--config",
+                    tmp_path / "tiny.yaml", "--json")  # the index in this process: the search is the process
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["total"] == 5
     args = ["--query", paths[2], "--index", tmp_path / "index", "--top", "3", "--json"]

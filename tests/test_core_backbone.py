@@ -62,6 +62,7 @@ def test_built_in_backbones_are_registered_in_order_with_the_old_defaults():
     assert backbone_spec("vgg19").stages[-4:] == ("relu5_1", "relu5_2", "relu5_3", "relu5_4")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "vgg16"])
 def test_built_in_stages_and_state_layout_are_unchanged(name):
     torch.manual_seed(0)
@@ -118,6 +119,7 @@ def _toy_config(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_toy_backbone_indexes_searches_and_cosegments(toy, tmp_path):
     photos = tmp_path / "photos"
     paths = random_images(photos, 6, size=(48, 64), seed=5)
@@ -149,8 +151,8 @@ def test_a_toy_backbone_indexes_searches_and_cosegments(toy, tmp_path):
     assert sum(int((np.asarray(Image.open(m)) > 0).any()) for m in masks) >= 1
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), pytest.param("vgg16", 32, marks=pytest.mark.slow),
-                                       ("efficientnet_lite0", 64)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size", [("resnet18", 64), ("vgg16", 32), ("efficientnet_lite0", 64)])
 def test_backbones_output_nonnegative_maps(name, size):
     bb = build_backbone(name, "none" if name != "efficientnet_lite0" else "imagenet").eval()
     with torch.no_grad():

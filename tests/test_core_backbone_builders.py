@@ -35,6 +35,7 @@ def test_every_builder_is_registered_with_its_stages():
         assert backbone_spec(name).stages == tuple(vgg_stages(convs))
 
 
+@pytest.mark.slow
 def test_default_model_loads_real_weights_and_classifies_a_cat():
     """The offline default backbone carries real ImageNet semantics (chelsea → a cat class)."""
     skimage_data = pytest.importorskip("skimage.data")

@@ -86,6 +86,7 @@ def test_cirtorch_names_map_to_torchvision():
     assert list(d) == ["conv1.weight"]
 
 
+@pytest.mark.slow
 def test_a_cirtorch_file_starts_training_with_its_backbone(tmp_path):
     torch.manual_seed(1)
     tv = torchvision.models.resnet18(weights=None).eval()

@@ -29,6 +29,7 @@ def umask():
     os.umask(old)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_atomic_writes_get_a_plain_open_mode(tmp_path, umask, tiny_index):
     for mask in (0o022, 0o027):

@@ -9,6 +9,7 @@ from cosegment.factorizers import FACTORIZERS, factorize, project
 from retrieval.core.errors import DataError
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(FACTORIZERS))
 def test_factorize_registry(method):
     A = low_rank_activations(seed=7)

@@ -17,6 +17,7 @@ from cosegment.pipeline import cosegment
 from cosegment.render import palette
 
 
+@pytest.mark.slow
 def test_images_sharing_a_stem_each_get_their_own_outputs(tmp_path, lite_backbone):
     coseg_photos(tmp_path / "photos", ["rocket.jpg", "rocket.JPG", "rocket.png", "r3.jpg"])
     rep = cosegment(tmp_path / "photos", backbone=lite_backbone, config=CosegConfig(k=2, image_size=96),

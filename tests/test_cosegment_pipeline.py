@@ -15,6 +15,7 @@ from retrieval.core.errors import DataError
 from retrieval.model.concepts import ConceptMask
 
 
+@pytest.mark.slow
 def test_concept_pooling_learns_with_the_one_learn_concepts(small_net, tmp_path):
     """Concept-masked pooling learns its concepts with cosegment.learn_concepts (the retrieval head
     has no other): the head's choice (a single object factor, at most 200 images) gives concepts

@@ -35,6 +35,7 @@ PHOTO_JACCARD = 0.65   # real-photo objects on real textures, k = 3 (measured 0.
 PHOTO_COVER = 0.65     # mean fraction of the true object inside the mask (measured 0.75 and 0.94)
 
 
+@pytest.mark.slow
 def test_toy_object_sets_reach_stated_jaccard(lite0, tmp_path):
     from retrieval.toy.collection import make_coseg_sets
     make_coseg_sets(tmp_path, n_sets=2, images_per_set=5, image_size=96, n_parts=3, seed=3)
@@ -44,6 +45,7 @@ def test_toy_object_sets_reach_stated_jaccard(lite0, tmp_path):
     assert min(s["corloc"] for s, _ in res.values()) >= 0.6
 
 
+@pytest.mark.slow
 def test_real_photo_object_factor_covers_the_object(lite0, tmp_path):
     pytest.importorskip("skimage")
     from retrieval.toy.collection import make_coseg_sets

@@ -22,6 +22,7 @@ def test_pair_scores_against_a_loop():
     np.testing.assert_allclose(sorted(neg), sorted(want_neg), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_model_is_calibrated_on_edits_of_built_in_photos(small_net):
     pytest.importorskip("skimage")
     t = calibrate_model(small_net, ["astronaut", "coffee", "rocket", "camera"], long_side=96)

@@ -93,6 +93,7 @@ def _killed_mover(tmp_path: Path, files: dict, chosen: list) -> Path:
     return manifest
 
 
+@pytest.mark.slow
 def test_a_killed_move_is_resumed(tmp_path):
     files = _tree(tmp_path / "photos")
     chosen = sorted(files)[:8]
@@ -103,6 +104,7 @@ def test_a_killed_move_is_resumed(tmp_path):
     assert _state(files) == files
 
 
+@pytest.mark.slow
 def test_a_killed_move_is_rolled_back(tmp_path):
     files = _tree(tmp_path / "photos")
     chosen = sorted(files)[:8]
@@ -113,6 +115,7 @@ def test_a_killed_move_is_rolled_back(tmp_path):
         resume(manifest)
 
 
+@pytest.mark.slow
 def test_a_new_move_finishes_an_interrupted_one_first(tmp_path):
     files = _tree(tmp_path / "photos")
     chosen = sorted(files)[:8]

@@ -32,6 +32,7 @@ def test_exact_range_search_finds_exactly_the_pairs_numpy_finds():
     assert list(zip(got.i, got.j)) == sorted(zip(got.i, got.j))
 
 
+@pytest.mark.slow
 def test_ivf_range_search_keeps_exact_scores_and_nearly_all_pairs():
     X = _planted(6000, 32, 300, seed=1)
     got = range_pairs(X, 0.7, exact_up_to=1000, nlist=32, nprobe=8)

@@ -7,8 +7,19 @@ import numpy as np
 import pytest
 
 from retrieval.core.errors import ConfigError, DataError
-from retrieval.dedup.thresholds import (FILENAME, MAX_SLACK, NEAR_FPR, NEAR_RECALL, SIMILAR_FPR, SLACK_QUANTILE,
-                                        Thresholds, calibrate, load_thresholds, save_thresholds, thresholds_file)
+from retrieval.dedup.thresholds import (
+    FILENAME,
+    MAX_SLACK,
+    NEAR_FPR,
+    NEAR_RECALL,
+    SIMILAR_FPR,
+    SLACK_QUANTILE,
+    Thresholds,
+    calibrate,
+    load_thresholds,
+    save_thresholds,
+    thresholds_file,
+)
 
 
 def test_calibration_follows_its_quantiles():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from retrieval.demo import demo
 from retrieval.search.index import ImageIndex
 
 
+@pytest.mark.slow
 def test_demo_indexes_searches_and_writes_its_pages(small_net, tmp_path):
     res = demo(small_net, tmp_path / "d", n_objects=2, views=3, distractors=1, image_size=64, top=3,
                source="synthetic", progress=False)

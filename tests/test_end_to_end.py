@@ -42,6 +42,7 @@ def test_toy_collection_index_and_search_as_subprocesses(tmp_path):
     assert np.mean(precision) >= 0.6, precision
 
 
+@pytest.mark.slow
 def test_default_model_finds_the_photo_a_crop_came_from(tmp_path):
     data = pytest.importorskip("skimage.data")
     from retrieval.model.network import ModelConfig, build_network

@@ -130,6 +130,7 @@ def test_train_tool_prints_on_rank_0_only(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # run_train: what the training drivers give when called directly
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_tool_json_is_the_supervised_driver_s(classes, tmp_path):
     cfg_path = tmp_path / "sup.yaml"
     cfg_path.write_text(SUP_YAML.format(data=classes))
@@ -201,6 +202,7 @@ def coseg_set(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_coseg_tool_json_is_cosegment_s(coseg_set, tmp_path, tiny_config):
     args = ["--images", coseg_set / "images", "--k", "2", "--image-size", "96", "--masks", coseg_set / "masks",
             "--object-factor", "0", "--config", tiny_config]
@@ -238,6 +240,7 @@ def test_run_coseg_writes_nothing_without_out(coseg_set, tmp_path, tiny_config, 
 # ----------------------------------------------------------------------------------------------
 # run_demo: what retrieval.demo.demo gives when called directly
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_demo_tool_json_is_the_demo_s(tmp_path, tiny_config):
     out = tmp_path / "demo"
     proc = run_tool("demo", "--out", out, "--objects", "2", "--source", "synthetic", "--top", "3",
@@ -261,6 +264,7 @@ def test_demo_checks_the_device_and_the_model_before_writing(tmp_path):
     assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
 
 
+@pytest.mark.slow
 def test_run_demo_takes_a_network(tmp_path, tiny_config):
     net = build_network(load_settings(tiny_config).model)
     res = jobs.run_demo(tmp_path / "d", net=net, n_objects=2, views=3, distractors=2, source="synthetic",

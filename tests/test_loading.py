@@ -14,6 +14,7 @@ from retrieval.model.network import ModelConfig
 from retrieval.search.index import ImageIndex
 
 
+@pytest.mark.slow
 def test_the_default_a_yaml_file_and_a_checkpoint(tmp_path):
     assert load_model().config == ModelConfig()  # the default model: efficientnet_lite0
     (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
@@ -26,6 +27,7 @@ def test_the_default_a_yaml_file_and_a_checkpoint(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_the_model_an_index_was_built_with(tiny_index, tmp_path):
     ix, _, cfg = tiny_index
     index = ImageIndex.load(ix)

@@ -16,6 +16,7 @@ from retrieval.model.checkpoint import (
 )
 
 
+@pytest.mark.slow
 def test_the_file_holds_config_weights_fingerprint_and_extra(small_net, tmp_path):
     save_checkpoint(small_net, tmp_path / "m.pt", extra={"epoch": 2})
     obj = read_checkpoint(tmp_path / "m.pt")

@@ -63,6 +63,7 @@ def test_concept_mask_falls_back_to_plain_gem_when_empty_or_uniform():
 
 # ------------------------------------------------------------------------------ network hook & files
 
+@pytest.mark.slow
 def test_network_with_concepts_pools_masked_and_changes_fingerprint(small_net, tmp_path):
     net = small_net
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -87,6 +88,7 @@ def test_network_with_concepts_pools_masked_and_changes_fingerprint(small_net, t
     assert net.fingerprint() == fp0
 
 
+@pytest.mark.slow
 def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
     net = small_net
     H = np.abs(np.random.default_rng(1).normal(size=(2, net.backbone.out_channels))).astype(np.float32)

@@ -2,6 +2,7 @@
 descriptors, the whitening slot, seeded random init, fingerprints; checkpoints round trip."""
 
 import numpy as np
+import pytest
 import torch
 
 from retrieval.loading import load_model
@@ -9,6 +10,7 @@ from retrieval.model.checkpoint import load_checkpoint, save_checkpoint
 from retrieval.model.network import ModelConfig, build_network
 
 
+@pytest.mark.slow
 def test_descriptor_is_unit_norm_and_checkpoint_round_trips(tmp_path):
     cfg = ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0])
     net = build_network(cfg)
@@ -28,6 +30,7 @@ def test_descriptor_is_unit_norm_and_checkpoint_round_trips(tmp_path):
     assert load_model(tmp_path / "m.pt").fingerprint() == fp
 
 
+@pytest.mark.slow
 def test_whitening_slot_changes_output_and_fingerprint(tmp_path):
     net = build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
     fp0 = net.fingerprint()
@@ -46,6 +49,7 @@ def test_whitening_slot_changes_output_and_fingerprint(tmp_path):
     assert net2.dim == 64 and net2.fingerprint() == net.fingerprint()
 
 
+@pytest.mark.slow
 def test_random_init_is_seeded_and_different_weights_differ():
     cfg = ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0])
     assert build_network(cfg, seed=0).fingerprint() == build_network(cfg, seed=0).fingerprint()

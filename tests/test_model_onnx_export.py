@@ -44,6 +44,7 @@ def check_sizes(net, path) -> None:
         assert np.abs(want[0] - want[1]).max() > 1e-3  # the images differ: not a constant graph
 
 
+@pytest.mark.slow
 def test_whitened_resnet_matches_torch_at_three_sizes(tmp_path):
     net = whitened_resnet18()
     rep = export_onnx(net, tmp_path / "m.onnx")
@@ -59,11 +60,13 @@ def test_whitened_resnet_matches_torch_at_three_sizes(tmp_path):
     assert meta == onnx_metadata(net) and meta["gemseg.fingerprint"] == net.fingerprint()
 
 
+@pytest.mark.slow
 def test_default_model_with_same_padding_matches_torch_at_three_sizes(tmp_path):
     net = build_network(ModelConfig())  # EfficientNet-Lite0: TensorFlow "same" convolutions
     check_sizes(net, export_onnx(net, tmp_path / "lite0.onnx").path)
 
 
+@pytest.mark.slow
 def test_reexport_is_byte_identical(tmp_path):
     net = whitened_resnet18()
     a = export_onnx(net, tmp_path / "a.onnx")
@@ -72,6 +75,7 @@ def test_reexport_is_byte_identical(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_export_leaves_the_network_as_it_was(tmp_path):
     net = whitened_resnet18().train()
     before = net.fingerprint()

@@ -26,6 +26,7 @@ from retrieval.evaluation.datasets import load_class_folders
 from retrieval.search.hit_pages import write_hits_html
 
 
+@pytest.mark.slow
 def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_path, tiny_index):
     ix, photos, cfg = tiny_index
     (tmp_path / "classes" / "a").mkdir(parents=True)
@@ -48,6 +49,7 @@ def test_every_tool_says_no_cuda_in_one_line_and_creates_nothing(no_cuda, tmp_pa
         assert not (tmp_path / made).exists(), made
 
 
+@pytest.mark.slow
 def test_unsupported_files_are_listed_with_the_reason(tmp_path, tiny_index, monkeypatch):
     _, _, cfg = tiny_index
     monkeypatch.setattr(images_mod, "IMAGE_EXTENSIONS",  # as without the heif extra

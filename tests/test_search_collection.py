@@ -34,6 +34,7 @@ def test_queries_can_be_pil_images_arrays_or_one_path(tiny_index):
 N = 14  # images in the query_collection fixture
 
 
+@pytest.mark.slow
 def test_search_images_keeps_its_api(query_collection):
     idx = ImageIndex.load(query_collection["root"] / "flat")
     net = search_model(idx)
@@ -48,6 +49,7 @@ def test_search_images_keeps_its_api(query_collection):
         search_images(net, idx, query_collection["query"], steps="diffusionn")
 
 
+@pytest.mark.slow
 def test_search_images_refuses_a_box_outside_the_image(query_collection):
     """Failed on the tree before issue 27: the box was dropped and the whole image searched."""
     idx = ImageIndex.load(query_collection["root"] / "flat")

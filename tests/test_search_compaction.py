@@ -28,6 +28,7 @@ def renumbered(ids: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return np.where(ids >= 0, new_ids(np.clip(ids, 0, None), removed), -1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "IVF16,PQ8np", "HNSW32"])
 def test_compacted_index_answers_as_before_renumbered(tmp_path, factory):
     X, Q = unit_rows(1200, D), unit_rows(25, D, 1)
@@ -54,6 +55,7 @@ def test_compacted_index_answers_as_before_renumbered(tmp_path, factory):
             np.testing.assert_array_equal(s1, s0)
 
 
+@pytest.mark.slow
 def test_on_disk_index_stays_on_disk_and_answers_as_before(tmp_path):
     X, Q = unit_rows(3000, D), unit_rows(20, D, 1)
     fake_shards(tmp_path / "desc", X, 700)

@@ -18,6 +18,7 @@ def tiny_net():
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
 
 
+@pytest.mark.slow
 def test_batched_extraction_equals_one_at_a_time(tmp_path, tiny_net):
     paths = random_images(tmp_path / "a", 5, size=(48, 64), seed=1)
     paths += random_images(tmp_path / "b", 4, size=(64, 40), seed=2)  # another aspect ratio
@@ -33,6 +34,7 @@ def test_batched_extraction_equals_one_at_a_time(tmp_path, tiny_net):
         np.testing.assert_allclose(ex.descriptors, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_multiscale_is_generalised_mean_of_scales(tmp_path, tiny_net):
     p = random_images(tmp_path, 1, size=(64, 64))[0]
     scales = [1.0, 0.7071, 0.5]
@@ -52,6 +54,7 @@ def test_multiscale_is_generalised_mean_of_scales(tmp_path, tiny_net):
     assert np.abs(single - got).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_exif_rotated_image_has_the_upright_descriptor(tmp_path, tiny_net):
     rng = np.random.default_rng(5)
     upright = Image.fromarray(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)).resize((80, 48))

@@ -32,6 +32,7 @@ def test_ivf_of_finds_the_inverted_lists_or_none(factory, nlist, kind):
         assert faiss.extract_index_ivf(index).nprobe == 5
 
 
+@pytest.mark.slow
 def test_ivf_of_sees_through_a_refinement_of_a_trained_index():
     X = np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32)
     index = make_faiss_index("IVF8,PQ4,RFlat", D)
@@ -66,6 +67,7 @@ def test_auto_factory_follows_size_and_budget():
     assert n_lists(1_000_000) == 4096 and n_lists(10_000_000) == 65536
 
 
+@pytest.mark.slow
 def test_hnsw_indexes_are_made_with_a_wider_beam_that_finds_more_neighbours():
     from conftest import unit_rows
 

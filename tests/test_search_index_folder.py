@@ -94,6 +94,7 @@ def test_save_append_and_copy_leave_a_consistent_folder(tmp_path, factory):
     assert back.paths[305] == "/q/5.jpg" and back.find(["/p/3.jpg", "/p/4.jpg"]) == {"/p/4.jpg": (4, (4, 4))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory,on_disk", [("Flat", False), ("IVF8,Flat", False), ("IVF8,Flat", True),
                                              ("HNSW16", False)])
 def test_build_from_shards_and_compaction_leave_a_consistent_folder(tmp_path, factory, on_disk):

@@ -36,6 +36,7 @@ def test_split_counts_is_proportional_with_one_per_cluster_and_capped():
             assert ((out > 0) == (sizes > 0)).all()
 
 
+@pytest.mark.slow
 def test_two_level_kmeans_is_as_good_as_flat_kmeans():
     X = clustered(20_000)
     k = 256
@@ -53,6 +54,7 @@ def test_two_level_kmeans_is_as_good_as_flat_kmeans():
     assert fit(two) > fit(rand) + 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["IVF256,Flat", "PCAR32,IVF256,SQ8"])
 def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
     X = clustered(12_000, seed=2)

@@ -73,6 +73,7 @@ def test_lists_moved_to_disk_answer_as_before(tmp_path, parts):
     np.testing.assert_array_equal(s1, s0)
 
 
+@pytest.mark.slow
 def test_only_empty_ivf_indexes_are_merged_into(tmp_path, parts):
     trained, files = parts
     with pytest.raises(ValueError, match="only IVF indexes"):

@@ -28,6 +28,7 @@ def exported(tmp_path_factory):
     return net, OnnxDescriptorNet(path, threads=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scales", [[1.0], [1.0, 0.7071, 0.5]])
 def test_batches_match_torch(exported, scales):
     net, onet = exported
@@ -42,6 +43,7 @@ def test_batches_match_torch(exported, scales):
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_files_match_torch_and_bad_files_are_reported(exported, tmp_path):
     net, onet = exported
     paths = random_images(tmp_path, 4, size=(60, 80), seed=3)
@@ -97,6 +99,7 @@ def test_a_cirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     np.testing.assert_allclose(one.describe(x), describe_batch(net, x, [1.0]).numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_dirtorch_model_runs_on_onnxruntime_with_its_rule(tmp_path):
     """dirtorch's sign-keeping mean over scales and its PCA whitening survive the export."""
     import torchvision

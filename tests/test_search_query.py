@@ -62,6 +62,7 @@ def _evaluation(index_dir, query, search_cache):
     return res.records()[0]["hits"][:6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_cli_server_and_evaluation_return_the_same_hits(query_collection, kind):
     index = query_collection["root"] / kind

@@ -40,6 +40,7 @@ def test_other_boxes_are_refused_in_one_line(box, needle):
     assert "\n" not in str(e.value) and ("q.jpg" in str(e.value) or "four" in needle)
 
 
+@pytest.mark.slow
 def test_cli_api_and_server_refuse_the_same_box_with_the_same_line(tiny_index):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

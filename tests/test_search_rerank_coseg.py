@@ -25,6 +25,7 @@ def tiny_net():
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, scales=[1.0]))
 
 
+@pytest.mark.slow
 def test_only_the_top_k_are_permuted(tiny_net, eight_images):
     rng = np.random.default_rng(0)
     n, K = len(eight_images), 4

@@ -99,6 +99,7 @@ def test_bad_steps_are_one_line_errors(text, needle):
         parse_steps(text)
 
 
+@pytest.mark.slow
 def test_a_registered_reranker_is_reachable_everywhere(flip, indexed, tmp_path):
     root, paths = indexed
     # the CLI
@@ -144,6 +145,7 @@ def test_a_registered_reranker_is_reachable_everywhere(flip, indexed, tmp_path):
     assert_one_line_error(run_tool("search", *base, "--rerank", "nope"), "unknown re-ranker")
 
 
+@pytest.mark.slow
 def test_steps_run_in_order(flip, indexed):
     from retrieval.loading import search_model
     from retrieval.search.index import ImageIndex

@@ -180,6 +180,7 @@ def test_bad_parameters_are_one_line_errors(params, needle):
 STACK = "superglobal:M=10:K=3,diffusion:K=12:k=4:kq=3,sv:K=6"
 
 
+@pytest.mark.slow
 def test_the_stack_gives_the_same_hits_through_cli_api_and_evaluation(tmp_path, tiny_config):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -206,6 +207,7 @@ def test_the_stack_gives_the_same_hits_through_cli_api_and_evaluation(tmp_path, 
     assert ev == cli
 
 
+@pytest.mark.slow
 def test_stored_local_features_are_used(collection, tmp_path):
     idx, q, paths = collection
     copies = []
@@ -225,6 +227,7 @@ def test_stored_local_features_are_used(collection, tmp_path):
     assert got.notes["sv"]["unreadable"] == 0 and off.notes["sv"]["unreadable"] == 1
 
 
+@pytest.mark.slow
 def test_backbone_features_need_the_network_and_verify(collection, small_net):
     idx, q, _ = collection
     with pytest.raises(DataError, match="network"):

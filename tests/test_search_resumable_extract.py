@@ -67,6 +67,7 @@ def test_an_interrupted_run_describes_only_the_rest(small_net, tmp_path, monkeyp
     assert not rx.work_dir(out).exists()
 
 
+@pytest.mark.slow
 def test_a_changed_file_or_another_model_is_described_again(small_net, tmp_path, monkeypatch):
     paths = [str(p.resolve()) for p in random_images(tmp_path / "img", 6, size=(40, 48), seed=4)]
     out = tmp_path / "ix"

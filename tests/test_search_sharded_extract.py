@@ -13,6 +13,7 @@ from retrieval.search.extract import extract_descriptors
 from retrieval.search.sharded_extract import extract_shards
 
 
+@pytest.mark.slow
 def test_shards_hold_what_one_extraction_gives_and_a_rerun_skips_them(small_net, photos, tmp_path):
     rep = extract_shards(small_net, photos, tmp_path / "d", shard_size=3, workers=0, progress=False, ranks=Ranks())
     assert (rep.listed, rep.shards, rep.shards_written, rep.images, rep.skipped_files) == (8, 3, 3, 7, 1)

@@ -9,6 +9,7 @@ from conftest import unit_rows
 D = 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["IVF8,Flat", "PCAR16,IVF8,PQ4np", "HNSW32", "PQ4np"])
 def test_search_without_skips_ids_inside_faiss(factory):
     import faiss

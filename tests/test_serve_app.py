@@ -65,6 +65,7 @@ def _one_line_error(r, status: int, *needles: str) -> None:
         assert n.lower() in body["error"].lower(), (n, body)
 
 
+@pytest.mark.slow
 def test_info_describes_the_index_and_its_model(served):
     info = served["client"].get("/api/info").json()
     idx = ImageIndex.load(served["index"])
@@ -85,6 +86,7 @@ def _same_hits(api_hits, ref_hits, paths_of_ids):
     np.testing.assert_allclose([h["score"] for h in api_hits], [h["score"] for h in ref_hits], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_search_by_upload_with_a_box_equals_search_images(served):
     q = served["paths"][3]
     box = (6, 4, 50, 40)
@@ -102,6 +104,7 @@ def test_search_by_upload_with_a_box_equals_search_images(served):
     _same_hits(whole, _reference(served, q, 5), served["service"].index.paths)
 
 
+@pytest.mark.slow
 def test_search_by_id_equals_the_search_tool(served, run_tool):
     svc = served["service"]
     i = 5
@@ -269,6 +272,7 @@ def test_approximate_index_nprobe_is_per_request(served, tmp_path):
 
 
 # -- queries without a forward pass: by vector (JSON), by id (JSON), the vectors returned ----------------
+@pytest.mark.slow
 def test_search_by_vector_equals_the_search_tool_by_id(served, run_tool):
     """A stored row sent as a JSON vector finds what ``tools/search.py --query-id`` finds."""
     svc, c = served["service"], served["client"]
@@ -628,6 +632,7 @@ def test_hits_with_matches_carry_their_size(page_server):
 
 
 # -- re-ranking through the API, from the one query path; co-segmentation boxes in image pixels -------------
+@pytest.mark.slow
 def test_coseg_rerank_through_the_api_equals_the_search_tool(served, run_tool):
     svc, c = served["service"], served["client"]
     steps = "coseg:K=4:k=2"

@@ -129,6 +129,7 @@ def test_json_is_the_python_api_report(run, toy):
     assert api["out"] is None and api["boxes"] is None and report.results[0].masks[0].shape == (64, 64)
 
 
+@pytest.mark.slow
 def test_factors_are_numbered_from_0_in_text_option_and_concept_file(run, toy):
     doc, _, concepts = run
     chosen = doc["sets"][0]["object_factors"]
@@ -157,6 +158,7 @@ def test_learn_concepts_saves_what_the_tool_saves(run, toy, tmp_path):
     assert (mine.layer, mine.image_size, mine.fingerprint) == (saved.layer, saved.image_size, saved.fingerprint)
 
 
+@pytest.mark.slow
 def test_projection_on_saved_concepts_with_mixed_modes(run, toy, tmp_path):
     _, _, concepts = run
     mixed, gt = tmp_path / "mixed", tmp_path / "gt"
@@ -212,6 +214,7 @@ def test_the_script_runs_on_its_own(tmp_path):
     assert_one_line_error(p, "no images")
 
 
+@pytest.mark.slow
 def test_a_one_image_set_warns_in_one_line(toy, tmp_path):
     """Before issue 27 a single image was co-segmented with no word that its 'object' means little."""
     src = sorted((toy / "images" / "set00").iterdir())

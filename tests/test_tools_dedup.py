@@ -168,6 +168,7 @@ def test_move_and_undo_through_the_tool(run, tmp_path):
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     assert_one_line_error(run_tool("dedup", "--images", tmp_path / "nowhere"), "nowhere")
     assert_one_line_error(run_tool("dedup", "--undo", tmp_path / "m.json"), "manifest not found")
@@ -179,6 +180,7 @@ def test_bad_input_is_one_line(tmp_path):
     assert dedup_command.JOB == "retrieval.jobs:run_dedup"
 
 
+@pytest.mark.slow
 def test_an_index_is_reused_and_calibration_is_kept_in_it(tmp_path):
     """--index: the stored descriptors and the index's model; --calibrate stores the thresholds in
     the index folder under the model's fingerprint, and the next run reads them back."""

@@ -26,6 +26,7 @@ def tiny_yaml(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_toy_collection_report_layout(toy_root, tiny_yaml):
     proc = run_tool("evaluate", "--dataset", "toy", "--data-root", toy_root, "--config", tiny_yaml,
                     "--qe", "1", "--dba", "1", "--alpha", "3", "--json")
@@ -51,6 +52,7 @@ extract:
 """
 
 
+@pytest.mark.slow
 def test_default_model_scores_what_it_was_measured_to(tmp_path):
     """The quality the tool reports, not only its layout: the default model (real ImageNet weights)
     at 96 px on a generated collection of real-photo objects. Measured with seeds 0, 1, 2: Medium
@@ -83,6 +85,7 @@ def tool():
     return mod
 
 
+@pytest.mark.slow
 def test_table_layout_and_descriptor_cache(tool, toy_root, tiny_yaml, tmp_path, capsys):
     cache = tmp_path / "cache"
     args = ["--dataset", "toy", "--data-root", str(toy_root), "--config", str(tiny_yaml),
@@ -114,6 +117,7 @@ def test_missing_dataset_is_one_line_exit_2(tool, tmp_path):
         tool.main(["--dataset", "holidays"])
 
 
+@pytest.mark.slow
 def test_evaluate_tool_reranks_and_refuses_bad_values(tmp_path, tiny_config, run_tool):
     from retrieval.toy.collection import make_retrieval_collection
 

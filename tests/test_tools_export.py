@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import assert_one_line_error, random_images, run_tool
 
 from retrieval.commands import export as export_command
@@ -24,6 +25,7 @@ extract:
 """
 
 
+@pytest.mark.slow
 def test_export_then_index_on_onnxruntime(tmp_path):
     (tmp_path / "tiny.yaml").write_text(CONFIG)
     paths = random_images(tmp_path / "images", 6, size=(48, 64), seed=2)

@@ -63,6 +63,7 @@ def odd_folder(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_index_skips_bad_files_and_search_finds_itself(odd_folder, tmp_path, tiny_config, run_tool):
     out = tmp_path / "ix"
     proc = run_tool("index", "--images", odd_folder, "--config", tiny_config, "--out", out, "--json")
@@ -134,6 +135,7 @@ def _tool_main(name: str):
     return _tool_module(name).main
 
 
+@pytest.mark.slow
 def test_tools_index_and_search_with_concepts(small_net, tmp_path, tiny_config, capsys):
     imgs = tmp_path / "imgs"
     random_images(imgs, 3, size=(48, 64))
@@ -289,6 +291,7 @@ def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
     np.testing.assert_allclose(a.descriptors()[order[0]], b.descriptors()[order[1]], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_index_counts_vanished_files_and_names_prune(tmp_path, tiny_config):
     """Before issue 27 a re-index said only "4 in index" after a file was renamed away."""
     src = tmp_path / "src"
@@ -306,6 +309,7 @@ def test_index_counts_vanished_files_and_names_prune(tmp_path, tiny_config):
     assert rep["pruned"] == 2 and rep["vanished"] == 0
     proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
     assert "no longer exist" not in proc.stderr
+@pytest.mark.slow
 def test_index_graph_flag_stores_the_knn_graph_and_keeps_it(tmp_path, tiny_config, run_tool):
     from retrieval.search.knn_graph import build_knn_graph
 
@@ -346,7 +350,16 @@ def test_index_with_a_cirtorch_checkpoint_gives_cirtorch_descriptors(tmp_path):
     import math
 
     import torch
-    from test_model_cirtorch import MEAN, STD, cirtorch_state, features_of, make_whiten, random_lw, reference, save_like_cirtorch
+    from test_model_cirtorch import (
+        MEAN,
+        STD,
+        cirtorch_state,
+        features_of,
+        make_whiten,
+        random_lw,
+        reference,
+        save_like_cirtorch,
+    )
 
     feats, whiten, lw = features_of("resnet50", 0), make_whiten(2048, 3), random_lw(2048, 4)
     save_like_cirtorch(cirtorch_state("resnet50", feats, whiten, 3.0, lw), tmp_path / "r50.pth")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import assert_one_line_error, run_tool
 from PIL import Image
 
 
+@pytest.mark.slow
 def test_search_tool_k_larger_than_the_index_and_bad_values(eight_images, tmp_path, tiny_config, run_tool):
     out = tmp_path / "ix"
     assert run_tool("index", "--images", eight_images[0].parent, "--config", tiny_config, "--out", out).returncode == 0
@@ -25,6 +27,7 @@ def test_search_tool_k_larger_than_the_index_and_bad_values(eight_images, tmp_pa
         assert_one_line_error(run_tool("search", "--query", eight_images[1], "--index", out, *bad), "coseg")
 
 
+@pytest.mark.slow
 def test_search_json_is_always_results_and_notices_go_to_stderr(tiny_index, tmp_path):
     ix, photos, _ = tiny_index
     one = run_tool("search", "--query", photos / "img000.jpg", "--index", ix, "--top", "2", "--json",
@@ -38,6 +41,7 @@ def test_search_json_is_always_results_and_notices_go_to_stderr(tiny_index, tmp_
     assert f"wrote {tmp_path / 'h.html'}" in one.stderr
 
 
+@pytest.mark.slow
 def test_search_box_crops_the_query(tiny_index, tmp_path):
     ix, photos, cfg = tiny_index
     q = photos / "img003.jpg"
@@ -52,6 +56,7 @@ def test_search_box_crops_the_query(tiny_index, tmp_path):
     assert bad.returncode == 2 and "x1 < x2" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_box_not_inside_the_query_is_one_line_and_exit_2(tiny_index):
     """Failed on the tree before issue 27: exit 0 with the hits of the whole image."""
     ix, photos, _ = tiny_index
@@ -65,6 +70,7 @@ def test_a_box_not_inside_the_query_is_one_line_and_exit_2(tiny_index):
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.slow
 def test_one_bad_query_does_not_stop_a_batch(tiny_index, tmp_path):
     """Failed on the tree before issue 27: exit 2 and no results for the good queries."""
     ix, photos, _ = tiny_index

@@ -10,6 +10,7 @@ from retrieval.toy.photo_views import PHOTOS, photo_views
 pytest.importorskip("skimage.data")
 
 
+@pytest.mark.slow
 def test_a_view_is_the_same_whatever_range_asks_for_it_and_the_seed_changes_it(tmp_path):
     a = photo_views(tmp_path / "a", range(2), size=48)
     b = photo_views(tmp_path / "b", [1], size=48)

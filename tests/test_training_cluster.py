@@ -188,6 +188,7 @@ def test_recovers_well_separated_clusters_exactly():
     assert cluster_metrics(labels, y)["nmi"] == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_noisier_data_at_least_scipy_average_linkage():
     # 30 Gaussian classes in 64-d, unit-normal centres, noise σ = 1.3, L2-normalised, 3000 points
     X, y = _mixture(3000, 64, 30, 1.3, seed=0)

@@ -14,6 +14,7 @@ from retrieval.training import mining as training_mining
 QUIET = dict(progress=False, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_oom_is_one_line_hint(tmp_path, monkeypatch):
     """GPU out-of-memory in a training forward is a ResourceError (not a ConfigError) whose one line
     names the setting to lower; the tool prints that line and exits 2."""

@@ -92,6 +92,7 @@ def _net():
     return build_network(ModelConfig(backbone="resnet18", weights="none", image_size=32, scales=[1.0]), seed=0)
 
 
+@pytest.mark.slow
 def test_both_drivers_return_the_one_result_type(tmp_path):
     """A one-epoch supervised run and a one-period unsupervised run on the same 12 images: both return
     :class:`TrainResult`, each with its unit, its rows' columns (in ``log.csv`` and the checkpoints'

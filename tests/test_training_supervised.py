@@ -98,6 +98,7 @@ def test_resume_gives_the_same_checkpoint(toy_classes, tmp_path):
     assert not torch.equal(net0.state_dict()[key], a["state_dict"][key])
 
 
+@pytest.mark.slow
 def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
     cfg = _resume_cfg(toy_classes)
     cfg = TrainConfig(**{**cfg.__dict__, "epochs": 1, "freeze_stages": 3})
@@ -118,6 +119,7 @@ def test_freeze_stages_trains_only_the_later_stages(toy_classes, tmp_path):
               **QUIET)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(toy_classes, tmp_path):
     cfg = _resume_cfg(toy_classes)
     with pytest.raises(ConfigError, match="no checkpoint to resume"):
