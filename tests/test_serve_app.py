@@ -204,6 +204,27 @@ def test_uploads_over_the_limit_are_413(served):
     _ok(c)
 
 
+def test_a_body_whose_last_part_crosses_the_limit_is_answered_without_draining(served, monkeypatch):
+    """A streamed body that passes the limit in its last part has nothing left to discard: waiting
+    for more would hold the 413 for DRAIN_SECONDS (it did: the app waited for a part never sent)."""
+    from retrieval.serve import app as app_module
+    drained = []
+
+    async def no_drain(receive, *a, **k):
+        drained.append(True)
+        return True
+
+    monkeypatch.setattr(app_module, "drain", no_drain)
+    c = TestClient(create_app(service=served["service"], max_upload_mb=0.05))
+
+    def one_part():  # no Content-Length; the whole body is one part, over the limit
+        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n" + b"\0" * 200_000
+    r = c.post("/api/search", content=one_part(), headers={"content-type": "multipart/form-data; boundary=b"})
+    _one_line_error(r, 413, "limit")
+    assert drained == [] and r.headers.get("connection") != "close"
+    _ok(c)
+
+
 def test_coseg_of_indexed_images_and_an_upload(served):
     c = served["client"]
     r = c.post("/api/coseg", json={"ids": [0, 1, 2], "k": 2})

@@ -112,16 +112,17 @@ def _headers(scope: Dict[str, Any]) -> Dict[bytes, bytes]:
 
 
 async def refuse(scope: Dict[str, Any], receive: Receive, send: Any, exc: Exception, *, body_started: bool = False,
-                 extra: Optional[Dict[str, str]] = None) -> None:
+                 body_ended: bool = False, extra: Optional[Dict[str, str]] = None) -> None:
     """Answer ``exc`` (one line of JSON) to a request whose body is not wanted: the body is read
     and discarded first (:func:`drain`), unless the client waits for ``100-continue`` before
-    sending it; the connection is closed when the body could not be read to its end."""
+    sending it or its last part was already read (``body_ended``: nothing is left to wait for);
+    the connection is closed when the body could not be read to its end."""
     headers = _headers(scope)
     expects = headers.get(b"expect", b"").lower() == b"100-continue" and not body_started
     has_body = body_started or headers.get(b"content-length", b"0") not in (b"0", b"") or \
         b"chunked" in headers.get(b"transfer-encoding", b"").lower()
     complete = True
-    if has_body and not expects:
+    if has_body and not expects and not body_ended:
         complete = await drain(receive)
     response = _error(exc)
     if extra:
@@ -150,13 +151,14 @@ class BodyLimit:
                 self.on_refuse()
             await refuse(scope, receive, send, UploadTooLarge(self.upload_bytes))
             return
-        seen, started = 0, False
+        seen, started, ended = 0, False, False
 
         async def limited_receive() -> Dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, ended
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                ended = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise UploadTooLarge(self.upload_bytes)
             return message
@@ -173,7 +175,7 @@ class BodyLimit:
                 raise
             if self.on_refuse:
                 self.on_refuse()
-            await refuse(scope, receive, send, e, body_started=True)
+            await refuse(scope, receive, send, e, body_started=True, body_ended=ended)
 
 
 class RequireToken:
