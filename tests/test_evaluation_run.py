@@ -39,5 +39,5 @@ def test_full_ranks_put_what_the_search_did_not_reach_last_in_id_order():
 def test_searching_the_cache_is_refused_without_an_index_or_with_dba():
     with pytest.raises(DataError, match="needs an index folder"):
         evaluate_dataset(None, _dataset(), search_cache=True)
-    with pytest.raises(DataError, match="build it with tools/index.py --dba"):
+    with pytest.raises(DataError, match="build it with: gemseg index --dba"):
         evaluate_dataset(None, _dataset(), search_cache=True, cache="ix", dba_k=2)

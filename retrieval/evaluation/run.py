@@ -148,7 +148,7 @@ def evaluate_dataset(net: DescriptorNet, ds: EvalDataset, *, qe_k: int = 0, alph
         raise DataError("searching the cached index needs an index folder (--index)")
     if search_cache and dba_k > 0:
         raise DataError("--dba augments an exact copy of the database; to search an index with DBA, "
-                        "build it with tools/index.py --dba")
+                        "build it with: gemseg index --dba ...")
     X, cached = describe_database(net, ds, cache=cache, batch_size=batch_size, workers=workers,
                                   device=device, progress=progress)
     index = ImageIndex.load(cache) if search_cache else database_index(net, ds, X, dba_k, alpha)

@@ -197,8 +197,9 @@ def read_meta(folder: Path) -> Dict[str, Any]:
     meta_path = folder / META
     if not meta_path.is_file():
         if not folder.exists():
-            raise DataError(f"index not found: {folder} (build one with tools/index.py --images DIR --out {folder})")
-        raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with tools/index.py")
+            raise DataError(f"index not found: {folder} (build one with: gemseg index --images DIR --out {folder})")
+        raise DataError(f"{folder} is not a gemseg index folder (no meta.json); build one with: "
+                        "gemseg index --images DIR --out FOLDER")
     meta = read_json(meta_path, f"index {folder}")
     if meta.get("format") != INDEX_FORMAT:
         raise DataError(f"{folder} is not a gemseg index folder")
@@ -236,7 +237,8 @@ def _read_v1(folder: Path, info: IndexInfo) -> SavedFolder:
         paths = json.loads((folder / "paths.json").read_text())
         desc = np.load(folder / DESCRIPTORS, mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise DataError(f"index {folder} is damaged ({e}); rebuild it with tools/index.py --images") from None
+        raise DataError(f"index {folder} is damaged ({e}); rebuild it with: "
+                        "gemseg index --images DIR --out FOLDER") from None
     segments = []
     if (folder / "faiss.index").is_file() and not is_exact(info.factory):
         seg = read_segment(folder / "faiss.index")
