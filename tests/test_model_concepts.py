@@ -112,6 +112,7 @@ def test_concept_file_round_trip_and_mismatch_is_one_line(small_net, tmp_path):
         build_network(ModelConfig(backbone="resnet18", weights="none", image_size=64, concepts=str(bad)))
 
 
+@pytest.mark.slow
 def test_a_concept_file_written_before_still_loads(small_net, tmp_path):
     """The on-disk format of a concept file (version 1), written as a plain dict: it still loads,
     with its object factors, and a network pools with it."""

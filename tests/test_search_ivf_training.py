@@ -74,6 +74,7 @@ def test_two_level_trained_index_searches_as_well_as_faiss_trained(factory):
     assert recalls[1] > 0.7, recalls  # measured 0.831 (faiss-trained 0.835): SQ8 codes, no re-ranking
 
 
+@pytest.mark.slow
 def test_hnsw_coarse_quantizer_assigns_with_a_wide_beam():
     X = clustered(12_000, seed=4)
     index = make_faiss_index("IVF256_HNSW32,Flat", X.shape[1])

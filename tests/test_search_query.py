@@ -76,6 +76,7 @@ def test_cli_server_and_evaluation_return_the_same_hits(query_collection, kind):
     assert [(h["id"], round(h["score"], 5)) for h in plain] != [(h["id"], round(h["score"], 5)) for h in cli]
 
 
+@pytest.mark.slow
 def test_a_query_by_id_is_the_stored_row_and_runs_no_forward_pass(query_collection):
     idx = ImageIndex.load(query_collection["root"] / "flat")
     net = search_model(idx)
@@ -100,6 +101,7 @@ def test_a_query_by_id_is_the_stored_row_and_runs_no_forward_pass(query_collecti
     assert json.loads(proc.stdout)["results"][0]["hits"] == by_id.hits(0)
 
 
+@pytest.mark.slow
 def test_a_query_by_vector_equals_the_same_descriptor_by_id(query_collection):
     idx = ImageIndex.load(query_collection["root"] / "ivf")
     path = QueryPath(idx)  # no network needed
@@ -117,6 +119,7 @@ def test_a_query_by_vector_equals_the_same_descriptor_by_id(query_collection):
         QueryPath(idx, steps="coseg")
 
 
+@pytest.mark.slow
 def test_qe_skips_the_own_copy_only_of_a_query_that_says_it_is_one(query_collection):
     idx = ImageIndex.load(query_collection["root"] / "flat")
     X = idx.descriptors()
@@ -130,6 +133,7 @@ def test_qe_skips_the_own_copy_only_of_a_query_that_says_it_is_one(query_collect
     assert not np.allclose(by_id.descriptors, skip.descriptors, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_on_a_dba_index_a_query_by_id_uses_the_augmented_row(query_collection, tmp_path):
     """The documented difference: stored rows of a DBA index are augmented, a file is not."""
     idx = ImageIndex.load(query_collection["root"] / "flat")
