@@ -14,18 +14,26 @@ on each of two sources, then every model of interest scored on **held-out** imag
   objects × 6 views, 96 px, clutter 0.3, seed ``100 + s``); held out: 16 *other* objects × 6 views
   (seed ``1000 + s``).
 
-Scored on the held-out images: the starting network with no whitening; ``best.pt`` (the rule of
-:mod:`retrieval.training.selection`); the **old rule** (the highest validation mAP among all
-(step, whitening), ties to the earlier, on the same run's validation scores); and **forced Lw**
-(the step with the highest validation mAP with Lw). Each step's network is kept by copying
-``last.pt`` when the step's log line arrives; the whitenings are learned again exactly as the run
-learned them (same pair sample, same shrinkage), so every candidate is the run's own.
+Every candidate of the run (each step × none / PCA-w / Lw, the step's network kept by copying
+``last.pt`` when its log line arrives, with the very whitening the run learned) is scored on the
+held-out images, and its validation per-query APs (the run's own, recorded from
+:func:`~retrieval.training.selection.score_step`) are stored with it in a JSON cache
+(``WORK/cache.json``, one entry per source × seed × epochs; a run found there is not trained
+again). The picks are then made from the cache, so rules can be compared on the same runs
+(``--multiplicity``): the start (no whitening); ``best.pt`` (:class:`ModelSelection` with that
+multiplicity, on the run's validation APs: what the run itself decides); the **old rule** (the
+highest validation mAP among all (step, whitening), ties to the earlier); and **forced Lw** (the
+step with the highest validation mAP with Lw). Where the run's own ``best.pt`` differs from the
+first multiplicity's pick the line says so.
 
 Reported: how often each pick is below the start by more than 0.005 mAP, and the share of forced
 Lw's synthetic gain that best.pt keeps (``Σ(best − start) / Σ(forced Lw − start)`` over seeds).
 
-  python benchmarks/bench_selection.py                        # 10 seeds, both sources, 2 epochs
+  python benchmarks/bench_selection.py --seeds 10 --epochs 3     # both sources, max-T and Bonferroni
   python benchmarks/bench_selection.py --seeds 3 --only photos
+  python benchmarks/bench_selection.py --no-train               # the tables from the cache alone
+  python benchmarks/bench_selection.py --sizing floor --cache bench_out/selection/cache_floor.json
+                                                                 # validation at the floor only
 """
 from __future__ import annotations
 
@@ -50,7 +58,7 @@ from retrieval.toy.photo_views import photo_views  # noqa: E402
 from retrieval.training.config import TrainConfig  # noqa: E402
 from retrieval.training.pairs import pairs_from_folders  # noqa: E402
 from retrieval.model.whitening import Whitening  # noqa: E402
-from retrieval.training import engine  # noqa: E402
+from retrieval.training import engine, selection  # noqa: E402
 from retrieval.training.selection import KINDS, MULTIPLICITY, NAMES, ModelSelection, StepScore, score_step  # noqa: E402
 from retrieval.training.supervised import load_training_pairs, train  # noqa: E402
 from retrieval.training.toy_data import ToyData, prepare_toy_data  # noqa: E402
@@ -73,16 +81,25 @@ def sources(work: Path, seed: int) -> Dict[str, Tuple[Path, Path, Dict[str, Any]
     return {"photos": photos, "synthetic": (tr, te, dict(qsize=40, nnum=5))}
 
 
-def one_run(train_dir: Path, test_dir: Path, run_dir: Path, seed: int, epochs: int, extra: Dict[str, Any]) -> Dict:
+def one_run(train_dir: Path, test_dir: Path, run_dir: Path, seed: int, epochs: int, extra: Dict[str, Any],
+            sizing: str = "library") -> Dict:
     """Train once; return the cache entry: every candidate's validation per-query APs and
     held-out mAP (module docstring), the validation classes of the queries, and what the run's own
-    ``best.pt`` held and scored."""
+    ``best.pt`` held and scored. ``sizing="floor"``: validation holds out only the classes the
+    call needs (:func:`~retrieval.training.selection.classes_needed`, the earlier sizing) instead
+    of :func:`~retrieval.training.selection.classes_wanted`."""
     size = 96
     model = ModelConfig(backbone="efficientnet_lite0", weights="imagenet", image_size=size, scales=[1.0])
     cfg = TrainConfig(data=str(train_dir), val_fraction=0.2, val_split="classes", lr=1e-5, epochs=epochs,
                       poolsize=2000, batch=5, workers=0, mine_batch=32, seed=seed, **extra)
     lines: List[str] = []
-    tr, va, _ = load_training_pairs(cfg, log=lines.append)
+    wanted = selection.classes_wanted
+    if sizing == "floor":
+        selection.classes_wanted = lambda n_paired, need: need
+    try:
+        tr, va, _ = load_training_pairs(cfg, log=lines.append)
+    finally:
+        selection.classes_wanted = wanted
     test = pairs_from_folders(test_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -235,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--multiplicity", nargs="*", default=list(MULTIPLICITY),
                     choices=list(MULTIPLICITY), help="the rules to tabulate (the first is the library's)")
     ap.add_argument("--no-train", action="store_true", help="tabulate the cached runs only")
+    ap.add_argument("--sizing", default="library", choices=["library", "floor"],
+                    help="validation classes: the library's (classes_wanted) or only the floor (classes_needed)")
     ap.add_argument("--json", help="write the per-seed rows and the summary here")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -245,12 +264,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     entries: Dict[str, List[Dict[str, Any]]] = {k: [] for k in args.only}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for src in args.only:
-            key = f"{src}_s{seed}_e{args.epochs}"
+            key = f"{src}_s{seed}_e{args.epochs}" + ("" if args.sizing == "library" else f"_{args.sizing}")
             if key not in cache:
                 if args.no_train:
                     continue
                 tr, te, extra = sources(work, seed)[src]
-                cache[key] = one_run(tr, te, work / f"run_{src}_s{seed}", seed, args.epochs, extra)
+                cache[key] = one_run(tr, te, work / f"run_{src}_s{seed}", seed, args.epochs, extra, args.sizing)
                 _write(cache_path, cache)
                 shutil.rmtree(work / f"run_{src}_s{seed}", ignore_errors=True)
             e = cache[key]

@@ -20,17 +20,19 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   **validation** mAP (:meth:`Engine.validate_step`); running out of GPU memory there is a one-line
   :class:`~retrieval.core.errors.ResourceError` that names the setting to lower;
 * **the run folder**: ``log.csv`` (one row per step, rewritten atomically), ``last.pt`` after every
-  step, ``best.pt`` whenever a validated candidate beats the best so far, or, with no validation,
-  at the end of the run (:meth:`Engine.finish`); every checkpoint written atomically by
+  step, ``best.pt`` with the simplest candidate when it is scored and with the kept one at the end
+  of the run (:meth:`Engine.finish`; with no validation, then only), ``candidates/{unit}{step}.pt``
+  (the networks that may end up in ``best.pt``, with their whitenings, until the end of the run:
+  :meth:`Engine.candidate_path`); every checkpoint written atomically by
   :func:`~retrieval.model.checkpoint.save_checkpoint`. A checkpoint's ``extra`` is
   :meth:`Engine.state` (optimizer, epoch, history, best so far, training config, torch RNG: what
   :meth:`Engine.resume` continues from) unless the driver gives its own;
 * **the choice of best.pt** (:mod:`retrieval.training.selection`): every validated step, the
   starting network included, is scored with none / PCA-w / Lw (:meth:`Engine.validate_step`,
   ``train.whitening: auto``) or the forced whitening, described at the model's extraction settings
-  (``model.image_size``, ``model.scales``: what the index will use); ``best.pt`` holds the best
-  candidate with its whitening (``extra["whitening_map"]``, ``extra["whitening"]``,
-  ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
+  (``model.image_size``, ``model.scales``: what the index will use); at the end of the run the
+  selection decides over all of them together and ``best.pt`` holds the kept candidate with its
+  whitening (``extra["whitening_map"]``, ``extra["whitening"]``, ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
   fallback rule; the run's :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
 * **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
   uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining
@@ -425,10 +427,11 @@ class Engine:
 
     def record(self, step: int, row: StepStats, *, validated: bool, score: Optional[StepScore] = None) -> bool:
         """Record ``step``: append ``row``, write ``last.pt``, offer
-        ``score`` (:meth:`validate_step`) to the selection and write ``best.pt`` when one of its
-        candidates beats the best so far, rewrite ``log.csv``, log the line. Without validation the
-        latest step is the best so far (``best.pt`` is written by :meth:`finish`). Returns whether
-        the step is the best so far."""
+        ``score`` (:meth:`validate_step`) to the selection (which keeps the step's weights when
+        they may end up in ``best.pt``, and writes ``best.pt`` when it holds the simplest
+        candidate), rewrite ``log.csv``, log the line. Without validation the latest step is the
+        best so far (``best.pt`` is written by :meth:`finish`). Returns whether ``best.pt`` was
+        written (validated) or the step is the best so far (not)."""
         self.history.append(row)
         self.step = step
         if validated:
@@ -446,8 +449,9 @@ class Engine:
 
     def finish(self, pairs: PairSet, val: Optional[PairSet], *, validated: bool,
                pairs_note: Optional[str] = None) -> Dict[str, float]:
-        """End the run. When a validated candidate was kept, ``best.pt`` already holds it; otherwise
-        (no validation, or nothing could be scored) the fallback rule of
+        """End the run. With validation the selection decides over every candidate (on every rank
+        alike), ``best.pt`` is written with the kept one and the kept weights are removed
+        (:meth:`_write_decision`); otherwise (no validation, or nothing could be scored) the fallback rule of
         :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
         the rule's whitening learned now on ``pairs``. Logs what was kept and each alternative's
         validation mAP.

@@ -8,15 +8,22 @@ the training pairs; a forced value scores every step with that whitening only.
 **The rule.** Candidates are met from simplest to most complex: (step 0: none, PCA-w, Lw),
 (step 1: …), … The first one met (the starting network with no whitening under ``auto``) is the
 *simplest*, and ``best.pt`` holds it unless another candidate's gain over it is significant
-(:class:`ModelSelection`): the one-sided lower bound of the paired, class-resampled bootstrap of
-the per-query AP difference (:func:`retrieval.evaluation.significance.paired_bootstrap`) above 0 at
-confidence :data:`CONFIDENCE` **over the run** — each of the run's :func:`comparisons` tested at
-``1 − (1 − CONFIDENCE) / comparisons`` (Bonferroni), so a verdict is final when the candidate is
-scored and ``best.pt`` is written as the run goes. Among significant candidates the highest
-validation mAP is kept. With fewer validation classes than :func:`classes_needed` no call is
-made (:func:`~retrieval.evaluation.significance.min_groups`) and the simplest is kept;
-:func:`split_for_selection` sizes the validation split so the call can be made where the data
-allows. :meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
+(:class:`ModelSelection`) at confidence :data:`CONFIDENCE` **over the run**: the gains of all the
+run's candidates over the simplest are tested together, at the end of the run, by the studentized
+max-T step-down bootstrap over validation classes
+(:func:`retrieval.evaluation.significance.simultaneous_bootstrap`), so the chance that any
+candidate whose gain is noise is kept is at most 5 % whatever the candidates' correlation, and
+candidates that are nearly the same (Lw at successive epochs) cost nearly one comparison, not one
+each as under Bonferroni (``multiplicity="bonferroni"``, the earlier rule, kept for comparison).
+Among significant candidates the highest validation mAP is kept. Until the run ends ``best.pt``
+holds the simplest candidate, and the weights of every step that could still be kept (one with a
+candidate above the simplest's validation mAP: :meth:`ModelSelection.worth_keeping`) wait in the
+run folder (``candidates/``, written atomically by the engine and removed once ``best.pt`` is
+written). With fewer validation classes than :func:`classes_needed` no call is made
+(:func:`~retrieval.evaluation.significance.min_groups` at Bonferroni's per-comparison level: a
+floor that holds whatever the correlation) and the simplest is kept; :func:`split_for_selection`
+sizes the validation split so the call can be made where the data allows (:func:`classes_wanted`).
+:meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
 is ``--json``'s ``selection``.
 
 **Whitening from few pairs.** Both whitenings are learned from a sample of at most
