@@ -54,11 +54,11 @@ from common import markdown_table  # noqa: E402
 
 from retrieval.model.checkpoint import load_checkpoint  # noqa: E402
 from retrieval.model.network import ModelConfig, build_network  # noqa: E402
+from retrieval.model.whitening import Whitening  # noqa: E402
 from retrieval.toy.photo_views import photo_views  # noqa: E402
+from retrieval.training import engine, selection  # noqa: E402
 from retrieval.training.config import TrainConfig  # noqa: E402
 from retrieval.training.pairs import pairs_from_folders  # noqa: E402
-from retrieval.model.whitening import Whitening  # noqa: E402
-from retrieval.training import engine, selection  # noqa: E402
 from retrieval.training.selection import KINDS, MULTIPLICITY, NAMES, ModelSelection, StepScore, score_step  # noqa: E402
 from retrieval.training.supervised import load_training_pairs, train  # noqa: E402
 from retrieval.training.toy_data import ToyData, prepare_toy_data  # noqa: E402
@@ -210,7 +210,8 @@ def tables(entries: Dict[str, List[Dict[str, Any]]], multiplicity: str) -> Tuple
         rows = [dict(picks(e, multiplicity), seed=e["seed"], entry=e) for e in es]
         for r in rows:
             e = r["entry"]
-            per.append([src, r["seed"], f"{e['val_classes']} ({e['val_queries']})", f"{100 * r['start']['held_out']:.1f}",
+            per.append([src, r["seed"], f"{e['val_classes']} ({e['val_queries']})",
+                        f"{100 * r['start']['held_out']:.1f}",
                         f"{100 * r['best']['held_out']:.1f} ({_name(r['best'])})",
                         f"{100 * r['old']['held_out']:.1f} ({_name(r['old'])})",
                         f"{100 * r['forced_lw']['held_out']:.1f} ({r['forced_lw']['step']})"])
@@ -219,7 +220,7 @@ def tables(entries: Dict[str, List[Dict[str, Any]]], multiplicity: str) -> Tuple
         s = summarise(rows)
         doc[src] = s
 
-        def worse(k: str) -> str:
+        def worse(k: str, s: Dict[str, Any] = s) -> str:
             w = s[k]["worse_by"]
             return f"{s[k]['worse']} / {s['seeds']}" + (f" ({', '.join(f'{100 * x:+.1f}' for x in w)})" if w else "")
 

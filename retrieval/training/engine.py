@@ -32,8 +32,9 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   ``train.whitening: auto``) or the forced whitening, described at the model's extraction settings
   (``model.image_size``, ``model.scales``: what the index will use); at the end of the run the
   selection decides over all of them together and ``best.pt`` holds the kept candidate with its
-  whitening (``extra["whitening_map"]``, ``extra["whitening"]``, ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
-  fallback rule; the run's :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
+  whitening (``extra["whitening_map"]``, ``extra["whitening"]``, ``extra["selection"]``). With
+  no validation, :meth:`Engine.finish` applies the documented fallback rule; the run's
+  :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
 * **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
   uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining
   describes the pool in parts and all-gathers it, each epoch's tuples are split across the ranks;

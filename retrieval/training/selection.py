@@ -50,9 +50,9 @@ starting network already scores ≥ :data:`SATURATED` (no step can beat it);
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -514,7 +514,8 @@ class ModelSelection:
             return f"{100 * self.level:.2f} % one-sided each, {100 * self.confidence:g} % over {self.n_comparisons}"
         crit = [t.gain.critical for t in self.tested if t.gain is not None and math.isfinite(t.gain.critical)]
         z = NormalDist().inv_cdf(self.level)
-        c = f", critical value {max(crit):.2f} standard errors where Bonferroni's would be about {z:.2f}" if crit else ""
+        c = (f", critical value {max(crit):.2f} standard errors where Bonferroni's would be about {z:.2f}"
+             if crit else "")
         return f"{100 * self.confidence:g} % over {self.n_comparisons} together, max-T step-down bootstrap{c}"
 
     def why(self) -> str:
