@@ -149,6 +149,34 @@ def test_a_resumed_selection_decides_as_the_uninterrupted_one():
     assert (again.decide().step, again.best.kind) == (2, "lw") and again.summary() == whole.summary()
 
 
+def test_extending_an_ended_run_keeps_only_what_best_pt_holds():
+    """A run that ended (its candidates' weights removed, best.pt holding epoch 1 + Lw) resumed for
+    one more epoch: its candidates still count, but of the old steps only best.pt's can be kept;
+    a new candidate with a larger significant gain is kept."""
+    first = ModelSelection("auto", log=lambda s: None, steps=1)
+    first.consider(_score(0, BASE, None, _aps(0.01, 0.02, 3)))
+    first.consider(_score(1, BASE, None, _aps(0.10, 0.02, 5)))
+    assert (first.decide().step, first.best.kind) == (1, "lw")
+    first.released = 1
+    more = ModelSelection("auto", log=lambda s: None, steps=2)
+    more.restore(json.loads(json.dumps(first.state())))
+    assert not more.available(more.base) and more.available(more.best)
+    more.consider(_score(2, BASE, None, _aps(0.002, 0.05, 7)))  # no gain: best.pt keeps epoch 1 + Lw
+    assert (more.decide().step, more.best.kind) == (1, "lw") and more.worth_keeping(2) is False
+    assert not more.held and more.why().startswith("best.pt is epoch 1 + Lw: its gain over")
+    lost = ModelSelection("auto", log=lambda s: None, steps=2)  # its gain no longer passes with more candidates
+    state = json.loads(json.dumps(first.state()))
+    i = next(i for i, t in enumerate(first.tested) if (t.step, t.kind) == (1, "lw"))
+    state["tested_aps"][i] = [float(x) for x in _aps(0.0, 0.05, 9)]  # epoch 1 + Lw: no gain after all
+    lost.restore(state)
+    lost.consider(_score(2, BASE, None, _aps(-0.05, 0.02, 7)))
+    assert lost.decide() is lost.tested[i] and lost.held and "kept from the run that ended at epoch 1" in lost.why()
+    again = ModelSelection("auto", log=lambda s: None, steps=2)
+    again.restore(json.loads(json.dumps(first.state())))
+    again.consider(_score(2, BASE, None, _aps(0.15, 0.02, 7)))
+    assert (again.decide().step, again.best.kind) == (2, "lw") and again.worth_keeping(2)
+
+
 def test_whitening_from_few_images_keeps_their_rank():
     """PCA-w from n images keeps n − 1 dimensions (the numpy rank of the sample) and whitens them;
     Lw keeps all D, shrunk by Ledoit–Wolf."""

@@ -310,6 +310,8 @@ class ModelSelection:
         #: the last step of a run that already ended (its candidates' weights were removed then,
         #: but for the one best.pt holds); ``None`` while no decision has released them
         self.released: Optional[int] = None
+        #: :meth:`decide` kept what best.pt held only because the simplest's weights are gone
+        self.held = False
         self._warned_pairs = False
 
     @property
@@ -453,7 +455,10 @@ class ModelSelection:
             self.best = next(t for t in sig if t.val_map == top.val_map)
         elif self.available(self.base):
             self.best = self.base
-        # else: the simplest's weights went with a run that already ended: best.pt keeps what it holds
+        elif self.best is not None:  # the simplest's weights went with a run that ended: best.pt keeps its own
+            key = (self.best.step, self.best.kind)
+            self.best = next((t for t in self.tested if (t.step, t.kind) == key), self.best)
+        self.held = sig == [] and self.best is not self.base
         return self.best
 
     def restore(self, state: Dict[str, Any]) -> None:
@@ -525,7 +530,7 @@ class ModelSelection:
             return ""
         what = "fine-tuning" if self.unit == "epoch" else "training"
         conf = f"{100 * self.confidence:g} % confidence over {self.n_comparisons} comparisons"
-        if b is not base and b.gain is None:  # the simplest's weights went with an earlier, ended run
+        if self.held:  # the simplest's weights went with an earlier, ended run
             return (f"best.pt is {_name(self.unit, b.step, b.kind)}, kept from the run that ended at {self.unit} "
                     f"{self.released}: no candidate of this run shows a significant gain and the starting "
                     "network's weights were removed when that run ended")
