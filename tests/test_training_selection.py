@@ -313,7 +313,7 @@ def test_a_resumed_run_decides_as_the_uninterrupted_one(tmp_path):
     res = train(copy.deepcopy(net0), tr, cfg, tmp_path / "cut", val=va, resume=True, **QUIET)
     assert res.selection == full.selection and (res.best_epoch, res.whitening) == (full.best_epoch, full.whitening)
     a, b = read_checkpoint(full.best_path), read_checkpoint(res.best_path)
-    assert a["extra"]["epoch"] == b["extra"]["epoch"] == full.best_epoch
+    assert a["extra"]["epoch"] == b["extra"]["epoch"] == b["extra"]["best_epoch"] == full.best_epoch
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
     assert not (tmp_path / "full" / "candidates").exists() and not (tmp_path / "cut" / "candidates").exists()
     assert len(full.selection["candidates"]) == 8 and all(c["gain"] is not None for c in full.selection["candidates"])

@@ -368,6 +368,8 @@ class Engine:
             if w is not None:
                 net.set_whitening(w["m"].numpy(), w["P"].numpy(), kind=w["kind"])
             extra = {k: v for k, v in ck["extra"].items() if k != "whitenings"}
+            if "best_epoch" in extra:  # the step's state was written before the call was made
+                extra.update(best_epoch=b.step, best_map=b.val_map)
             save_checkpoint(net, self.best_path, extra=dict(
                 extra, whitening=b.kind, whitening_shrinkage=float(w["shrinkage"]) if w is not None else 0.0,
                 selection=sel.state()))
@@ -452,8 +454,8 @@ class Engine:
                pairs_note: Optional[str] = None) -> Dict[str, float]:
         """End the run. With validation the selection decides over every candidate (on every rank
         alike), ``best.pt`` is written with the kept one and the kept weights are removed
-        (:meth:`_write_decision`); otherwise (no validation, or nothing could be scored) the fallback rule of
-        :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
+        (:meth:`_write_decision`); otherwise (no validation, or nothing could be scored) the
+        fallback rule of :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
         the rule's whitening learned now on ``pairs``. Logs what was kept and each alternative's
         validation mAP.
 
