@@ -20,18 +20,21 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
   **validation** mAP (:meth:`Engine.validate_step`); running out of GPU memory there is a one-line
   :class:`~retrieval.core.errors.ResourceError` that names the setting to lower;
 * **the run folder**: ``log.csv`` (one row per step, rewritten atomically), ``last.pt`` after every
-  step, ``best.pt`` whenever a validated candidate beats the best so far, or, with no validation,
-  at the end of the run (:meth:`Engine.finish`); every checkpoint written atomically by
+  step, ``best.pt`` with the simplest candidate when it is scored and with the kept one at the end
+  of the run (:meth:`Engine.finish`; with no validation, then only), ``candidates/{unit}{step}.pt``
+  (the networks that may end up in ``best.pt``, with their whitenings, until the end of the run:
+  :meth:`Engine.candidate_path`); every checkpoint written atomically by
   :func:`~retrieval.model.checkpoint.save_checkpoint`. A checkpoint's ``extra`` is
   :meth:`Engine.state` (optimizer, epoch, history, best so far, training config, torch RNG: what
   :meth:`Engine.resume` continues from) unless the driver gives its own;
 * **the choice of best.pt** (:mod:`retrieval.training.selection`): every validated step, the
   starting network included, is scored with none / PCA-w / Lw (:meth:`Engine.validate_step`,
   ``train.whitening: auto``) or the forced whitening, described at the model's extraction settings
-  (``model.image_size``, ``model.scales``: what the index will use); ``best.pt`` holds the best
-  candidate with its whitening (``extra["whitening_map"]``, ``extra["whitening"]``,
-  ``extra["selection"]``). With no validation, :meth:`Engine.finish` applies the documented
-  fallback rule; the run's :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
+  (``model.image_size``, ``model.scales``: what the index will use); at the end of the run the
+  selection decides over all of them together and ``best.pt`` holds the kept candidate with its
+  whitening (``extra["whitening_map"]``, ``extra["whitening"]``, ``extra["selection"]``). With
+  no validation, :meth:`Engine.finish` applies the documented fallback rule; the run's
+  :class:`~retrieval.training.results.TrainResult` (:meth:`Engine.result`);
 * **several processes** (``torchrun``, ``srun``: :mod:`retrieval.training.distributed`): each rank
   uses its local rank's GPU, the network is wrapped in ``DistributedDataParallel``, mining
   describes the pool in parts and all-gathers it, each epoch's tuples are split across the ranks;
@@ -40,7 +43,9 @@ A run is a sequence of *steps*; the driver decides what a step is (an epoch for
 """
 from __future__ import annotations
 
+import copy
 import math
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,7 +59,7 @@ from torch import nn
 
 from retrieval.core.config import to_dict
 from retrieval.core.errors import ConfigError, ResourceError
-from retrieval.core.io import write_log_csv
+from retrieval.core.io import torch_save_atomic, write_log_csv
 from retrieval.model.checkpoint import read_checkpoint, save_checkpoint
 from retrieval.model.network import ModelConfig
 from retrieval.model.whitening import Whitening
@@ -69,6 +74,8 @@ from retrieval.training.selection import Choice, ModelSelection, StepScore, fit_
 from retrieval.training.validation import describe_pairs, sample_pairs
 
 PathLike = Union[str, Path]
+#: The run folder's folder of the networks that may end up in best.pt, until the run is decided.
+CANDIDATES = "candidates"
 Log = Callable[[str], None]
 
 
@@ -312,10 +319,13 @@ class Engine:
             self.net.clear_whitening()
 
     def _consider(self, step: int, score: Optional[StepScore]) -> bool:
-        """Offer ``score`` to the selection; write ``best.pt`` when it wins. Returns whether it did."""
+        """Offer ``score`` to the selection; keep the step's weights when one of its candidates can
+        end up in ``best.pt`` (:meth:`_keep_candidate`); write ``best.pt`` when ``score`` holds the
+        simplest candidate (it holds it until :meth:`finish` decides). Returns whether it did."""
         if score is None:
             return False
         choice = self.selection.consider(score)
+        self._keep_candidate(step, score)
         if choice is None:
             return False
         self.best_step, self.best_score = choice.step, choice.val_map
@@ -325,6 +335,54 @@ class Engine:
                      selection=self.selection.state())
         self._save_best(step, w, extra)
         return True
+
+    def candidate_path(self, step: int) -> Path:
+        """Where the network of ``step`` waits for the end of the run: ``candidates/{unit}{step}.pt``."""
+        return self.out / CANDIDATES / f"{self.unit}{step}.pt"
+
+    def _keep_candidate(self, step: int, score: StepScore) -> None:
+        """Write the network of ``step`` and its whitenings to :meth:`candidate_path` (atomically;
+        rank 0) when :meth:`~retrieval.training.selection.ModelSelection.worth_keeping` says it
+        can end up in ``best.pt``; its ``extra`` is the step's state without the optimizer."""
+        if not self.dist.is_main or not self.selection.worth_keeping(step):
+            return
+        ws = {k: {"m": torch.from_numpy(np.ascontiguousarray(w.m, dtype=np.float32)),
+                  "P": torch.from_numpy(np.ascontiguousarray(w.P, dtype=np.float32)), "kind": w.kind,
+                  "jitter": float(w.jitter), "shrinkage": float(w.shrinkage)} for k, w in score.whitenings.items()}
+        extra = {k: v for k, v in self._state(step).items() if k not in ("optimizer", "torch_rng")}
+        self.candidate_path(step).parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.net, self.candidate_path(step),
+                        extra=dict(extra, whitening_map=dict(score.maps), whitenings=ws))
+
+    def _write_decision(self) -> None:
+        """``best.pt`` := the decided candidate (rank 0), from its step's kept weights and
+        whitening, or, when ``best.pt`` already holds it (a run that had ended, resumed), as it is
+        with the final selection; then the kept weights are removed."""
+        sel, b = self.selection, self.selection.best
+        path = self.candidate_path(b.step)
+        if path.is_file():
+            ck = read_checkpoint(path)
+            net = copy.deepcopy(self.net)
+            net.load_state_dict(ck["state_dict"])
+            w = ck["extra"].get("whitenings", {}).get(b.kind) if b.kind != "none" else None
+            if w is not None:
+                net.set_whitening(w["m"].numpy(), w["P"].numpy(), kind=w["kind"])
+            extra = {k: v for k, v in ck["extra"].items() if k != "whitenings"}
+            if "best_epoch" in extra:  # the step's state was written before the call was made
+                extra.update(best_epoch=b.step, best_map=b.val_map)
+            save_checkpoint(net, self.best_path, extra=dict(
+                extra, whitening=b.kind, whitening_shrinkage=float(w["shrinkage"]) if w is not None else 0.0,
+                selection=sel.state()))
+        else:  # best.pt holds it already (kept from a run that had ended): the final selection only
+            ck = read_checkpoint(self.best_path)
+            ck["extra"] = dict(ck["extra"], selection=sel.state())
+            torch_save_atomic(ck, self.best_path)
+        if self.last_path.is_file():  # a resumed extension must know these weights are gone
+            ck = read_checkpoint(self.last_path)
+            if "selection" in ck["extra"]:
+                ck["extra"] = dict(ck["extra"], selection=sel.state())
+                torch_save_atomic(ck, self.last_path)
+        shutil.rmtree(self.out / CANDIDATES, ignore_errors=True)
 
     def keep_start(self, why: str) -> None:
         """``best.pt`` is the network as it is now (the starting network, no whitening), written
@@ -372,10 +430,11 @@ class Engine:
 
     def record(self, step: int, row: StepStats, *, validated: bool, score: Optional[StepScore] = None) -> bool:
         """Record ``step``: append ``row``, write ``last.pt``, offer
-        ``score`` (:meth:`validate_step`) to the selection and write ``best.pt`` when one of its
-        candidates beats the best so far, rewrite ``log.csv``, log the line. Without validation the
-        latest step is the best so far (``best.pt`` is written by :meth:`finish`). Returns whether
-        the step is the best so far."""
+        ``score`` (:meth:`validate_step`) to the selection (which keeps the step's weights when
+        they may end up in ``best.pt``, and writes ``best.pt`` when it holds the simplest
+        candidate), rewrite ``log.csv``, log the line. Without validation the latest step is the
+        best so far (``best.pt`` is written by :meth:`finish`). Returns whether ``best.pt`` was
+        written (validated) or the step is the best so far (not)."""
         self.history.append(row)
         self.step = step
         if validated:
@@ -393,9 +452,10 @@ class Engine:
 
     def finish(self, pairs: PairSet, val: Optional[PairSet], *, validated: bool,
                pairs_note: Optional[str] = None) -> Dict[str, float]:
-        """End the run. When a validated candidate was kept, ``best.pt`` already holds it; otherwise
-        (no validation, or nothing could be scored) the fallback rule of
-        :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
+        """End the run. With validation the selection decides over every candidate (on every rank
+        alike), ``best.pt`` is written with the kept one and the kept weights are removed
+        (:meth:`_write_decision`); otherwise (no validation, or nothing could be scored) the
+        fallback rule of :meth:`~retrieval.training.selection.ModelSelection.fallback` applies: the last step, with
         the rule's whitening learned now on ``pairs``. Logs what was kept and each alternative's
         validation mAP.
 
@@ -409,9 +469,13 @@ class Engine:
             not scored; ``{}`` with no validation, and on every rank but 0, which alone writes
             ``best.pt``).
         """
+        sel = self.selection
+        if validated and not self.kept_start and sel.base is not None:  # the call, on every rank alike
+            sel.decide()
+            sel.released = self.step
+            self.best_step, self.best_score = sel.best.step, sel.best.val_map
         if not self.dist.is_main:
             return {}
-        sel = self.selection
         if self.kept_start:
             self.best_step = 0
             return {}
@@ -437,6 +501,7 @@ class Engine:
                          selection=sel.state())
             self._save_best(self.step, w, extra)
             return {}
+        self._write_decision()
         self.log(sel.report(pairs_note))
         row = next((s for s in sel.scores if s["step"] == sel.best.step), {})
         return {k: float(row.get(k, float("nan"))) for k in ("none", "pca", "lw")}

@@ -8,15 +8,22 @@ the training pairs; a forced value scores every step with that whitening only.
 **The rule.** Candidates are met from simplest to most complex: (step 0: none, PCA-w, Lw),
 (step 1: …), … The first one met (the starting network with no whitening under ``auto``) is the
 *simplest*, and ``best.pt`` holds it unless another candidate's gain over it is significant
-(:class:`ModelSelection`): the one-sided lower bound of the paired, class-resampled bootstrap of
-the per-query AP difference (:func:`retrieval.evaluation.significance.paired_bootstrap`) above 0 at
-confidence :data:`CONFIDENCE` **over the run** — each of the run's :func:`comparisons` tested at
-``1 − (1 − CONFIDENCE) / comparisons`` (Bonferroni), so a verdict is final when the candidate is
-scored and ``best.pt`` is written as the run goes. Among significant candidates the highest
-validation mAP is kept. With fewer validation classes than :func:`classes_needed` no call is
-made (:func:`~retrieval.evaluation.significance.min_groups`) and the simplest is kept;
-:func:`split_for_selection` sizes the validation split so the call can be made where the data
-allows. :meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
+(:class:`ModelSelection`) at confidence :data:`CONFIDENCE` **over the run**: the gains of all the
+run's candidates over the simplest are tested together, at the end of the run, by the studentized
+max-T step-down bootstrap over validation classes
+(:func:`retrieval.evaluation.significance.simultaneous_bootstrap`), so the chance that any
+candidate whose gain is noise is kept is at most 5 % whatever the candidates' correlation, and
+candidates that are nearly the same (Lw at successive epochs) cost nearly one comparison, not one
+each as under Bonferroni (``multiplicity="bonferroni"``, the earlier rule, kept for comparison).
+Among significant candidates the highest validation mAP is kept. Until the run ends ``best.pt``
+holds the simplest candidate, and the weights of every step that could still be kept (one with a
+candidate above the simplest's validation mAP: :meth:`ModelSelection.worth_keeping`) wait in the
+run folder (``candidates/``, written atomically by the engine and removed once ``best.pt`` is
+written). With fewer validation classes than :func:`classes_needed` no call is made
+(:func:`~retrieval.evaluation.significance.min_groups` at Bonferroni's per-comparison level: a
+floor that holds whatever the correlation) and the simplest is kept; :func:`split_for_selection`
+sizes the validation split so the call can be made where the data allows (:func:`classes_wanted`).
+:meth:`ModelSelection.why` is the sentence the summary prints; :meth:`ModelSelection.summary`
 is ``--json``'s ``selection``.
 
 **Whitening from few pairs.** Both whitenings are learned from a sample of at most
@@ -45,6 +52,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,7 +60,7 @@ import torch
 from torch import nn
 
 from retrieval.core.errors import DataError
-from retrieval.evaluation.significance import Gain, min_groups, paired_bootstrap
+from retrieval.evaluation.significance import Gain, min_groups, paired_bootstrap, simultaneous_bootstrap
 from retrieval.model.whitening import Whitening, learn_whitening, pca_whitening
 from retrieval.training.pairs import PairSet
 from retrieval.training.validation import describe_pairs, query_aps, sample_pairs
@@ -68,6 +76,9 @@ NAMES = {"none": "none", "pca": "PCA-w", "lw": "Lw"}
 CONFIDENCE = 0.95
 #: Bootstrap resamples of one comparison: at least MIN, about TAIL beyond the bound, at most MAX.
 MIN_RESAMPLES, TAIL_RESAMPLES, MAX_RESAMPLES = 10_000, 200, 200_000
+#: How the confidence is shared among the run's comparisons (:class:`ModelSelection`): ``maxt``
+#: (the default: a simultaneous bootstrap over every candidate) or ``bonferroni``.
+MULTIPLICITY = ("maxt", "bonferroni")
 #: A starting validation mAP at or above this leaves no room for an improvement to show.
 SATURATED = 0.99
 
@@ -182,24 +193,39 @@ def classes_needed(steps: int, kinds: Sequence[str], with_start: bool = True,
     return min_groups((1.0 - confidence) / comparisons(steps, kinds, with_start))
 
 
+def classes_wanted(n_paired: int, need: int) -> int:
+    """The validation classes :func:`split_for_selection` aims for among ``n_paired`` classes with
+    pairs when the call needs ``need``: ``max(need, min(2·need, n_paired // 2))`` — the floor, and
+    up to twice it where that still leaves at least as many classes to train on.
+
+    Why twice: at the floor only the outcome "every validation class gains" reaches the level (the
+    sign-flip bound of :func:`~retrieval.evaluation.significance.min_groups`), so one class that
+    loses by noise blocks any gain however large; with twice the floor a gain still passes with a
+    few classes losing, and the interval is about 1/√2 as wide. Beyond that, each class held out is
+    one fewer to train on, for a power that grows only with the square root."""
+    return max(int(need), min(2 * int(need), int(n_paired) // 2))
+
+
 def split_for_selection(pairs: PairSet, val_fraction: float, *, seed: int, by: str, steps: int, mode: str,
                         with_start: bool = True, log: Log = print) -> Tuple[PairSet, PairSet]:
-    """``pairs.split`` sized so the validation can make the call: with ``by="classes"``, at least
-    :func:`classes_needed` classes are held out (more than ``val_fraction`` gives) when that leaves
-    at least as many to train on; otherwise the fraction's split, and the run warns
-    (:meth:`ModelSelection.check_validation`). ``by="images"`` holds out views of every class of 4
-    or more images, so its class count is already the most the data has. Raises ``DataError``
-    where :meth:`~retrieval.training.pairs.PairSet.split` does."""
+    """``pairs.split`` sized so the validation can make the call: with ``by="classes"``, when
+    ``val_fraction`` would hold out fewer than :func:`classes_wanted` classes (at least
+    :func:`classes_needed`, up to twice that while as many are left to train on), that many are
+    held out instead; when the data has fewer than twice :func:`classes_needed`, the fraction's
+    split, and the run warns (:meth:`ModelSelection.check_validation`). ``by="images"`` holds out
+    views of every class of 4 or more images, so its class count is already the most the data has.
+    Raises ``DataError`` where :meth:`~retrieval.training.pairs.PairSet.split` does."""
     kinds = KINDS if whitening_mode(mode) == "auto" else (whitening_mode(mode),)
     need = classes_needed(steps, kinds, with_start)
     n_paired = int(np.unique(pairs.labels[pairs.qidx]).size)
     n_frac = max(2, int(round(val_fraction * n_paired)))
-    if by != "classes" or val_fraction == 0.0 or n_frac >= need or 2 * need > n_paired:
+    want = classes_wanted(n_paired, need)
+    if by != "classes" or val_fraction == 0.0 or n_frac >= want or 2 * need > n_paired:
         return pairs.split(val_fraction, seed=seed, by=by)
-    log(f"validation: holding out {need} of {n_paired} classes (train.val_fraction {val_fraction:g} gives {n_frac}): "
-        f"fewer cannot tell a real gain from noise over the run's {comparisons(steps, kinds, with_start) + 1} "
-        "candidates (docs/training.md)")
-    return pairs.split(val_fraction, seed=seed, by=by, min_val_classes=need)
+    log(f"validation: holding out {want} of {n_paired} classes (train.val_fraction {val_fraction:g} gives {n_frac}): "
+        f"the call over the run's {comparisons(steps, kinds, with_start) + 1} candidates needs at least {need}, "
+        "and up to twice that while as many are left to train on (docs/training.md)")
+    return pairs.split(val_fraction, seed=seed, by=by, min_val_classes=want)
 
 
 def _name(unit: str, step: int, kind: str) -> str:
@@ -216,14 +242,15 @@ def _gain_dict(g: Optional[Gain]) -> Optional[Dict[str, Any]]:
         return None
     return {"estimate": g.estimate, "low": g.low, "high": g.high, "confidence": g.confidence,
             "p_value": g.p_value, "queries": g.queries, "classes": g.groups, "resamples": g.resamples,
-            "significant": g.significant}
+            "significant": g.significant, "critical": g.critical if math.isfinite(g.critical) else None}
 
 
 def _gain_from(d: Optional[Dict[str, Any]]) -> Optional[Gain]:
     if not d:
         return None
     return Gain(float(d["estimate"]), float(d["low"]), float(d["high"]), float(d["confidence"]),
-                float(d["p_value"]), int(d["queries"]), int(d["classes"]), int(d["resamples"]))
+                float(d["p_value"]), int(d["queries"]), int(d["classes"]), int(d["resamples"]),
+                float("nan") if d.get("critical") is None else float(d["critical"]))
 
 
 @dataclass
@@ -247,27 +274,44 @@ class Choice:
 class ModelSelection:
     """The bookkeeping of :mod:`this module <retrieval.training.selection>`'s rule over a run.
 
+    Candidates are recorded as the run scores them (:meth:`consider`); the call is made once, at
+    the end (:meth:`decide`), over all of them together.
+
     Args:
         mode: ``train.whitening`` (:func:`whitening_mode` applied).
         unit: ``epoch`` or ``period`` (for the messages).
         log: where warnings and the report go.
         steps: the run's steps after the start (epochs or periods): with ``kinds``, how many
-            comparisons the confidence is shared among (:func:`comparisons`).
+            comparisons the run makes (:func:`comparisons`).
         with_start: the starting network is scored (``train.validate_before``).
         seed: of the bootstrap (every rank of a DDP run draws the same resamples).
         confidence: that no kept gain is noise, over the whole run (:data:`CONFIDENCE`).
+        multiplicity: how that confidence is shared (:data:`MULTIPLICITY`): ``maxt``, the
+            simultaneous max-T step-down bootstrap over every candidate
+            (:func:`~retrieval.evaluation.significance.simultaneous_bootstrap`), or ``bonferroni``,
+            each comparison's own bootstrap at ``1 − (1 − confidence) / comparisons``.
     """
 
     def __init__(self, mode: str, unit: str = "epoch", log: Log = print, *, steps: int = 1,
-                 with_start: bool = True, seed: int = 0, confidence: float = CONFIDENCE) -> None:
+                 with_start: bool = True, seed: int = 0, confidence: float = CONFIDENCE,
+                 multiplicity: str = "maxt") -> None:
+        if multiplicity not in MULTIPLICITY:
+            raise ValueError(f"multiplicity: one of {', '.join(MULTIPLICITY)}, not {multiplicity!r}")
         self.mode, self.unit, self.log = whitening_mode(mode), unit, log
         self.steps, self.with_start, self.seed, self.confidence = int(steps), bool(with_start), int(seed), confidence
-        self.best: Optional[Choice] = None
+        self.multiplicity = multiplicity
+        self.best: Optional[Choice] = None  # the simplest until decide() says otherwise
         self.base: Optional[Choice] = None  # the simplest candidate: every gain is measured against it
         self._base_aps: Optional[np.ndarray] = None
         self._groups: Optional[np.ndarray] = None
-        self.tested: List[Choice] = []  # every other candidate, with its gain (None: no call made)
+        self.tested: List[Choice] = []  # every other candidate, with its gain once decided (None: no call)
+        self._aps: List[Optional[np.ndarray]] = []  # the per-query APs of each of ``tested``
         self.scores: List[Dict[str, Any]] = []  # one {"step", "none", "pca", "lw"} per scored step
+        #: the last step of a run that already ended (its candidates' weights were removed then,
+        #: but for the one best.pt holds); ``None`` while no decision has released them
+        self.released: Optional[int] = None
+        #: :meth:`decide` kept what best.pt held only because the simplest's weights are gone
+        self.held = False
         self._warned_pairs = False
 
     @property
@@ -277,11 +321,13 @@ class ModelSelection:
 
     @property
     def n_comparisons(self) -> int:
+        """The run's comparisons with the simplest candidate (:func:`comparisons`)."""
         return comparisons(self.steps, self.kinds, self.with_start)
 
     @property
     def level(self) -> float:
-        """The confidence of each comparison: ``1 − (1 − confidence) / comparisons`` (Bonferroni)."""
+        """Bonferroni's confidence of each comparison, ``1 − (1 − confidence) / comparisons``: the
+        level of ``bonferroni``, and the floor on the validation classes of both (:attr:`needed`)."""
         return 1.0 - (1.0 - self.confidence) / self.n_comparisons
 
     @property
@@ -333,21 +379,13 @@ class ModelSelection:
                  + (" (validation decides)" if self.mode == "auto" else ""))
 
     # -- the rule ---------------------------------------------------------------------------
-    def _resamples(self) -> int:
-        return int(min(MAX_RESAMPLES, max(MIN_RESAMPLES, math.ceil(TAIL_RESAMPLES / (1.0 - self.level)))))
-
-    def _test(self, aps: Optional[np.ndarray]) -> Optional[Gain]:
-        """The gain of a candidate's per-query APs over the simplest's; ``None`` when the call
-        cannot be made (too few classes, or no per-query APs)."""
-        if aps is None or self._base_aps is None or not self.can_call or aps.shape != self._base_aps.shape:
-            return None
-        return paired_bootstrap(self._base_aps, aps, self._groups, confidence=self.level,
-                                resamples=self._resamples(), seed=self.seed)
+    def _resamples(self, level: float) -> int:
+        return int(min(MAX_RESAMPLES, max(MIN_RESAMPLES, math.ceil(TAIL_RESAMPLES / (1.0 - level)))))
 
     def consider(self, score: StepScore) -> Optional[Choice]:
-        """Record ``score``; returns the new :class:`Choice` when one of its candidates takes
-        ``best.pt`` (the first candidate met, or one whose gain over it is significant and that
-        scores above the kept one), else ``None``."""
+        """Record ``score``'s candidates (:meth:`decide` makes the call at the end). Returns the
+        simplest candidate when ``score`` holds it (the first candidate met: ``best.pt`` holds it
+        until the run is decided), else ``None``."""
         self.scores.append({"step": score.step, **{k: score.maps.get(k, float("nan")) for k in KINDS}})
         new = None
         for kind in self.kinds:
@@ -357,20 +395,71 @@ class ModelSelection:
             if math.isnan(m):
                 continue
             aps = score.aps.get(kind)
+            aps = None if aps is None else np.asarray(aps, dtype=np.float64)
             if self.base is None:  # the simplest candidate: kept unless something beats it for real
-                self.base = new = Choice(score.step, kind, m)
-                self._base_aps = None if aps is None else np.asarray(aps, dtype=np.float64)
-                self._groups = None if score.groups is None else np.asarray(score.groups)
+                self.base = self.best = new = Choice(score.step, kind, m)
+                self._base_aps = aps
+                self._groups = None if score.groups is None else np.asarray(score.groups, dtype=np.int64)
                 continue
-            c = Choice(score.step, kind, m, self._test(aps))
-            self.tested.append(c)
-            cur = new or self.best
-            if c.gain is not None and c.gain.significant and m > self.base.val_map and (
-                    cur is self.base or m > cur.val_map):
-                new = c
-        if new is not None:
-            self.best = new
+            self.tested.append(Choice(score.step, kind, m))
+            self._aps.append(aps)
         return new
+
+    def worth_keeping(self, step: int) -> bool:
+        """Whether ``step``'s network can end up in ``best.pt``: the simplest candidate's step, or
+        a step with a candidate scoring above it (no other can show a gain). The engine keeps these
+        steps' weights on disk until :meth:`decide`."""
+        if self.base is None:
+            return False
+        return step == self.base.step or any(t.step == step and t.val_map > self.base.val_map for t in self.tested)
+
+    def available(self, c: Choice) -> bool:
+        """Whether ``c``'s network is at hand for ``best.pt``: always, unless a run that already
+        ended released the weights of its steps (:attr:`released`; ``best.pt`` keeps the one it holds)."""
+        if self.released is None or c.step > self.released:
+            return True
+        return self.best is not None and (c.step, c.kind) == (self.best.step, self.best.kind)
+
+    def _gains(self) -> List[Optional[Gain]]:
+        """Each tested candidate's gain over the simplest (``None`` where no call can be made)."""
+        ok = [i for i, a in enumerate(self._aps)
+              if a is not None and self._base_aps is not None and a.shape == self._base_aps.shape]
+        out: List[Optional[Gain]] = [None] * len(self.tested)
+        if not self.can_call or not ok:
+            return out
+        if self.multiplicity == "maxt":
+            gains = simultaneous_bootstrap(self._base_aps, [self._aps[i] for i in ok], self._groups,
+                                           confidence=self.confidence, resamples=self._resamples(self.confidence),
+                                           seed=self.seed)
+            for i, g in zip(ok, gains):
+                out[i] = g
+        else:
+            for i in ok:
+                out[i] = paired_bootstrap(self._base_aps, self._aps[i], self._groups, confidence=self.level,
+                                          resamples=self._resamples(self.level), seed=self.seed)
+        return out
+
+    def decide(self) -> Optional[Choice]:
+        """Make the call over every recorded candidate: each one's gain over the simplest
+        (:attr:`multiplicity`), and ``best`` is the candidate of highest validation mAP among those
+        whose gain is significant (and whose weights are :meth:`available`), else the simplest.
+        Returns ``best`` (``None`` before any candidate). The same state gives the same call."""
+        if self.base is None:
+            return None
+        for t, g in zip(self.tested, self._gains()):
+            t.gain = g
+        sig = [t for t in self.tested if t.gain is not None and t.gain.significant and t.val_map > self.base.val_map
+               and self.available(t)]
+        if sig:
+            top = max(sig, key=lambda t: t.val_map)  # ties: the first met, the simpler
+            self.best = next(t for t in sig if t.val_map == top.val_map)
+        elif self.available(self.base):
+            self.best = self.base
+        elif self.best is not None:  # the simplest's weights went with a run that ended: best.pt keeps its own
+            key = (self.best.step, self.best.kind)
+            self.best = next((t for t in self.tested if (t.step, t.kind) == key), self.best)
+        self.held = sig == [] and self.best is not self.base
+        return self.best
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Continue from :meth:`state` (a resumed run)."""
@@ -382,20 +471,27 @@ class ModelSelection:
                 self.base.step, self.base.kind):
             self.best = self.base
         self.tested = [Choice.from_dict(t) for t in state.get("tested", [])]
+        self._aps = [None if a is None else np.asarray(a, dtype=np.float64)
+                     for a in state.get("tested_aps", [None] * len(self.tested))]
         if state.get("base_aps") is not None:
             self._base_aps = np.asarray(state["base_aps"], dtype=np.float64)
             self._groups = np.asarray(state["groups"], dtype=np.int64)
+        self.released = None if state.get("released") is None else int(state["released"])
 
     def state(self) -> Dict[str, Any]:
-        """The selection so far, for checkpoints: ``{"mode", "scores", "best", "base", "tested",
-        "base_aps", "groups"}`` (the simplest candidate's per-query APs: what later candidates are
-        tested against after a resume)."""
-        return {"mode": self.mode, "scores": list(self.scores),
+        """The selection so far, for checkpoints: ``{"mode", "multiplicity", "scores", "best",
+        "base", "tested", "base_aps", "tested_aps", "groups", "released"}`` (every candidate's
+        per-query APs: what the call at the end is made on, after a resume too)."""
+        def floats(a: Optional[np.ndarray]) -> Optional[List[float]]:
+            return None if a is None else [float(x) for x in a]
+
+        return {"mode": self.mode, "multiplicity": self.multiplicity, "scores": list(self.scores),
                 "best": None if self.best is None else self.best.to_dict(),
                 "base": None if self.base is None else self.base.to_dict(),
                 "tested": [t.to_dict() for t in self.tested],
-                "base_aps": None if self._base_aps is None else [float(x) for x in self._base_aps],
-                "groups": None if self._groups is None else [int(x) for x in self._groups]}
+                "base_aps": floats(self._base_aps), "tested_aps": [floats(a) for a in self._aps],
+                "groups": None if self._groups is None else [int(x) for x in self._groups],
+                "released": self.released}
 
     def fallback(self, last_step: int, n_pairs: int, dim: int) -> str:
         """The whitening of ``best.pt`` with no validation (module docstring); logs the rule."""
@@ -417,6 +513,16 @@ class ModelSelection:
         rivals = [t for t in self.tested if t.val_map > b.val_map and (t.step, t.kind) != (b.step, b.kind)]
         return max(rivals, key=lambda t: t.val_map) if rivals else None
 
+    def _how(self) -> str:
+        """How the confidence was shared, for the report."""
+        if self.multiplicity == "bonferroni":
+            return f"{100 * self.level:.2f} % one-sided each, {100 * self.confidence:g} % over {self.n_comparisons}"
+        crit = [t.gain.critical for t in self.tested if t.gain is not None and math.isfinite(t.gain.critical)]
+        z = NormalDist().inv_cdf(self.level)
+        c = (f", critical value {max(crit):.2f} standard errors where Bonferroni's would be about {z:.2f}"
+             if crit else "")
+        return f"{100 * self.confidence:g} % over {self.n_comparisons} together, max-T step-down bootstrap{c}"
+
     def why(self) -> str:
         """One sentence: why ``best.pt`` holds what it holds."""
         b, base = self.best, self.base
@@ -424,6 +530,10 @@ class ModelSelection:
             return ""
         what = "fine-tuning" if self.unit == "epoch" else "training"
         conf = f"{100 * self.confidence:g} % confidence over {self.n_comparisons} comparisons"
+        if self.held:  # the simplest's weights went with an earlier, ended run
+            return (f"best.pt is {_name(self.unit, b.step, b.kind)}, kept from the run that ended at {self.unit} "
+                    f"{self.released}: no candidate of this run shows a significant gain and the starting "
+                    "network's weights were removed when that run ended")
         if b is not base:
             return (f"best.pt is {_name(self.unit, b.step, b.kind)}: its gain over {_name(self.unit, base.step, base.kind)}, "
                     f"{_points(b.gain)} mAP points, is significant ({conf}, bootstrap over {b.gain.groups} classes)")
@@ -441,13 +551,14 @@ class ModelSelection:
 
     def summary(self) -> Dict[str, Any]:
         """What ``--json`` says about the choice: the kept and the simplest candidate, the kept
-        gain with its interval, the sentence of :meth:`why`, the confidence, the comparisons, the
-        validation classes (and how many the call needs), and every tested candidate."""
+        gain with its interval, the sentence of :meth:`why`, the confidence, how it is shared
+        (``multiplicity``), the comparisons, Bonferroni's per-comparison ``level``, the validation
+        classes (and how many the call needs), and every tested candidate."""
         return {"kept": None if self.best is None else self.best.to_dict(),
                 "simplest": None if self.base is None else self.base.to_dict(),
-                "why": self.why(), "confidence": self.confidence, "comparisons": self.n_comparisons,
-                "level": self.level, "classes": self.n_classes, "classes_needed": self.needed,
-                "candidates": [t.to_dict() for t in self.tested]}
+                "why": self.why(), "confidence": self.confidence, "multiplicity": self.multiplicity,
+                "comparisons": self.n_comparisons, "level": self.level, "classes": self.n_classes,
+                "classes_needed": self.needed, "candidates": [t.to_dict() for t in self.tested]}
 
     def report(self, pairs_note: Optional[str] = None) -> str:
         """What was kept and each alternative's validation mAP (several lines; the sentence of
@@ -469,8 +580,7 @@ class ModelSelection:
             lines.append(f"starting network ({self.unit} 0): {s_alts}")
         sig = [t for t in self.tested if t.gain is not None and t.gain.significant]
         lines.append(f"selection: {len(self.tested)} candidate(s) tested against the simplest, "
-                     f"{len(sig)} significant ({100 * self.level:.2f} % one-sided each, "
-                     f"{100 * self.confidence:g} % over {self.n_comparisons}; {self.n_classes} validation classes"
+                     f"{len(sig)} significant ({self._how()}; {self.n_classes} validation classes"
                      + ("" if self.can_call else f", {self.needed} needed: no call made") + ")")
         r = self._rival()
         if r is not None and b is not self.base and r.gain is not None:

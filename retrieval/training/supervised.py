@@ -9,12 +9,14 @@ checkpoints. The engine owns the rest: Adam with GeM p at ``p_lr_mult · lr`` an
 decay, seeds (epoch ``e`` draws its pairs, pool and batch order from ``seed`` and ``e`` only, so a
 run resumed after epoch ``e`` continues exactly as the uninterrupted run would, on CPU), and the
 choice of ``best.pt`` (:mod:`retrieval.training.selection`): the training runs without the
-whitening slot, and ``best.pt`` is the best validated (epoch, whitening) among the network before
-training (epoch 0) and every epoch.
+whitening slot, and ``best.pt`` is chosen among the (epoch, whitening) pairs of the network before
+training (epoch 0) and every epoch: the simplest unless validation shows a significant gain, decided
+when the run ends.
 
 Files in the run folder: ``last.pt`` (every epoch: weights, model config, optimizer, epoch, history,
-training config), ``best.pt`` (the best validated candidate, with its whitening), ``log.csv`` (one
-row per epoch). The result: a :class:`~retrieval.training.results.TrainResult` of epochs, the
+training config), ``best.pt`` (the kept candidate, with its whitening; the starting network until
+the run ends), ``candidates/`` (the epochs that may still be kept, until the run ends), ``log.csv``
+(one row per epoch). The result: a :class:`~retrieval.training.results.TrainResult` of epochs, the
 unreadable images left out in ``skipped``.
 Under ``torchrun``/``srun`` (:mod:`retrieval.training.distributed`) every rank mines the same
 tuples from the whole pool (described in parts and all-gathered), trains on its part of each step

@@ -27,9 +27,9 @@ section (:class:`retrieval.training.config.UnsupervisedConfig`); a separate ``cl
 refused (see :mod:`retrieval.settings`).
 
 Files in the run folder: ``log.csv`` (one row per period, period 0 = the network before training),
-``last.pt`` (after every period), ``best.pt`` (the best validated (period, whitening) among the
+``last.pt`` (after every period), ``best.pt`` (chosen among the (period, whitening) pairs of the
 network before training (period 0) and every period, as in supervised training
-(:mod:`retrieval.training.selection`): a period that lowers validation mAP is never kept; the
+(:mod:`retrieval.training.selection`): the simplest unless a gain is significant; the
 whitenings of a period are learned on the pairs of the clusters it trained on), ``clusters.csv`` (the last period's cluster
 of every image). The result: a :class:`~retrieval.training.results.TrainResult` of periods, the
 last period's clusters in ``labels``.
