@@ -185,6 +185,7 @@ def test_one_candidate_is_the_basic_bootstrap_and_copies_cost_nothing():
     assert bonf.low < one.low
 
 
+@pytest.mark.slow
 def test_max_t_holds_its_level_under_the_null():
     """No candidate gains (11 correlated candidates, as successive epochs are): over 300 seeded
     validation sets, the share where any is called significant stays near 5 %, and a real gain
