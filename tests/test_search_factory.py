@@ -32,10 +32,9 @@ def test_ivf_of_finds_the_inverted_lists_or_none(factory, nlist, kind):
         assert faiss.extract_index_ivf(index).nprobe == 5
 
 
-@pytest.mark.slow
 def test_ivf_of_sees_through_a_refinement_of_a_trained_index():
     X = np.random.default_rng(0).normal(size=(2000, D)).astype(np.float32)
-    index = make_faiss_index("IVF8,PQ4,RFlat", D)
+    index = make_faiss_index("IVF8,PQ4x4,RFlat", D)  # 4-bit codes: 16 centroids to train, not 256
     index.train(X)
     assert ivf_of(index).nlist == 8 and ivf_of(index).is_trained
 
