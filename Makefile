@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python tools/demo.py --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile tests
+	$(BIN)/python -m pytest -n auto --dist worksteal tests
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,demo,serve,heif,onnx,bench]'
