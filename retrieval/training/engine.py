@@ -346,9 +346,10 @@ class Engine:
         can end up in ``best.pt``; its ``extra`` is the step's state without the optimizer."""
         if not self.dist.is_main or not self.selection.worth_keeping(step):
             return
-        ws = {k: {"m": torch.from_numpy(np.ascontiguousarray(w.m, dtype=np.float32)),
-                  "P": torch.from_numpy(np.ascontiguousarray(w.P, dtype=np.float32)), "kind": w.kind,
-                  "jitter": float(w.jitter), "shrinkage": float(w.shrinkage)} for k, w in score.whitenings.items()}
+        # Whitening.to_state with m and P as tensors, which a weights_only load reads
+        ws = {k: dict(w.to_state(), m=torch.from_numpy(np.ascontiguousarray(w.m, dtype=np.float32)),
+                      P=torch.from_numpy(np.ascontiguousarray(w.P, dtype=np.float32)))
+              for k, w in score.whitenings.items()}
         extra = {k: v for k, v in self._state(step).items() if k not in ("optimizer", "torch_rng")}
         self.candidate_path(step).parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.net, self.candidate_path(step),
