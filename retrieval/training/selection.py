@@ -451,8 +451,7 @@ class ModelSelection:
         sig = [t for t in self.tested if t.gain is not None and t.gain.significant and t.val_map > self.base.val_map
                and self.available(t)]
         if sig:
-            top = max(sig, key=lambda t: t.val_map)  # ties: the first met, the simpler
-            self.best = next(t for t in sig if t.val_map == top.val_map)
+            self.best = max(sig, key=lambda t: t.val_map)  # max keeps the first of ties: the simpler
         elif self.available(self.base):
             self.best = self.base
         elif self.best is not None:  # the simplest's weights went with a run that ended: best.pt keeps its own
