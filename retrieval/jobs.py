@@ -125,7 +125,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
     report = index_images(
         net, images, out, index_config=settings.index, batch_size=batch_size or settings.extract.batch_size,
         workers=workers if workers is not None else settings.extract.workers,
-        device=device or settings.extract.device, progress=progress, model_source=model, prune=prune)
+        device=device or settings.extract.device, progress=progress, model_source=model, prune=prune,
+        memory_budget=memory_budget)
     if dba > 0:
         dba_index(ImageIndex.load(out), dba, alpha).save(out)
     return report

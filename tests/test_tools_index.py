@@ -31,7 +31,7 @@ import retrieval.search.collection as collection_mod
 from cosegment.concept_file import save_concepts
 from retrieval.core.cli import main_wrapper
 from retrieval.search.build import build_index_from_shards
-from retrieval.search.index import ImageIndex
+from retrieval.search.index import ImageIndex, IndexConfig
 from retrieval.search.resumable_extract import FIRST_CHUNK, PAUSE_AFTER_ENV, work_dir
 
 D = 16
@@ -264,14 +264,20 @@ def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
     only the rest. Before issue 27 the re-run described all 40 images again."""
     src, out = tmp_path / "src", tmp_path / "ix"
     random_images(src, FIRST_CHUNK + 8, size=(40, 48))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", GEMSEG_THREADS="2", PYTHONPATH=str(REPO), **{PAUSE_AFTER_ENV: "1"})
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", GEMSEG_THREADS="2", PYTHONPATH=str(REPO),
+               **{PAUSE_AFTER_ENV: "1"})
     proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
                              str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "paused after 1 chunks"  # one chunk is on disk
         proc.send_signal(getattr(signal, sig))
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hangs: faulthandler dumps every thread on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"no exit 60 s after {sig}; its threads:\n{err[-4000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -382,3 +388,21 @@ def test_index_with_a_cirtorch_checkpoint_gives_cirtorch_descriptors(tmp_path):
     bad = run_tool("index", "--images", tmp_path / "images", "--out", tmp_path / "i2", "--model", tmp_path / "r50.pth",
                    "--scales", "1", "-0.5")
     assert_one_line_error(bad, "--scales")
+
+
+@pytest.mark.slow
+def test_factory_auto_with_images_is_chosen_from_the_collection_size(tmp_path, tiny_config, run_tool, small_net):
+    """`--factory auto --images` used to fail ("invalid faiss factory string 'auto'"); now a small
+    collection gets Flat, and the choice is stored (a second run keeps it). A new index for 5·10⁴
+    images gets HNSW32 (what auto_factory says for that size), 10⁶ under a tiny budget IVF-PQ."""
+    src = tmp_path / "src"
+    random_images(src, 3)
+    proc = run_tool("index", "--images", src, "--config", tiny_config, "--out", tmp_path / "ix", "--factory", "auto",
+                    "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["factory"] == "Flat" and ImageIndex.load(tmp_path / "ix").factory == "Flat"
+    big = collection_mod.open_or_create_index(small_net, tmp_path / "new", IndexConfig(factory="auto"), n_images=50_000)
+    assert big.factory == "HNSW32"
+    huge = collection_mod.open_or_create_index(small_net, tmp_path / "new", IndexConfig(factory="auto"), n_images=2_000_000,
+                                memory_budget="64M")
+    assert "PQ" in huge.factory and "IVF" in huge.factory

@@ -44,7 +44,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--object-factor", type=int, help="the concept file's object factor to use, numbered from 0 (default: its own)")
     ap.add_argument("--factory", help="faiss factory string, e.g. Flat, HNSW32, 'IVF{n},PQ{m}', ivfpq, opq, "
                                       "or auto (chosen from N, D and --memory-budget; default with --descriptors)")
-    ap.add_argument("--memory-budget", default="4G", help="with --descriptors: memory the index may use (default 4G)")
+    ap.add_argument("--memory-budget", default="4G", help="memory the index may use, for --factory auto (default 4G)")
     ap.add_argument("--on-disk", action="store_true", help="with --descriptors: inverted lists on disk, memory-mapped")
     ap.add_argument("--prune", action="store_true", help="drop indexed files that no longer exist")
     ap.add_argument("--batch-size", type=int, help="images per forward pass")

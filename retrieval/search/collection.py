@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from retrieval.core.config import to_dict
 from retrieval.core.image_listing import scan_images
 from retrieval.model.network import DescriptorNet
+from retrieval.search.factory import auto_factory, is_auto
 from retrieval.search.index import ImageIndex, IndexConfig, check_index_target
 from retrieval.search.paths_store import Stat
 from retrieval.search.query import QueryLike, QueryPath, as_queries, query_steps
@@ -70,14 +71,22 @@ class IndexReport:
 
 
 def open_or_create_index(net: DescriptorNet, folder: PathLike, config: Optional[IndexConfig] = None,
-                         model_source: Optional[str] = None) -> ImageIndex:
-    """The index at ``folder`` if it exists (it must have been built by ``net``), else a new one."""
+                         model_source: Optional[str] = None, n_images: int = 0,
+                         memory_budget: Union[str, int] = "4G") -> ImageIndex:
+    """The index at ``folder`` if it exists (it must have been built by ``net``), else a new one.
+
+    A new index whose factory is ``auto`` gets the one :func:`~retrieval.search.factory.auto_factory`
+    chooses for ``n_images`` descriptors of the model's dimension under ``memory_budget`` (Flat below
+    10⁴, HNSW32 up to 10⁶ while it fits); the choice is stored with the index, so that later
+    additions keep it. An existing index keeps its own factory."""
     folder = Path(folder)
     fp = net.fingerprint()
     check_index_target(folder)
     if (folder / "meta.json").is_file():
         return ImageIndex.load_built_by(folder, fp, "use that model, or write a new index with --out")
     config = config or IndexConfig()
+    if is_auto(config.factory):
+        config = replace(config, factory=auto_factory(n_images, net.dim, memory_budget))
     index = ImageIndex(net.dim, config.factory, to_dict(net.config), fp, config)
     index.model_source = str(model_source) if model_source else None
     return index
@@ -104,7 +113,7 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
                  index_config: Optional[IndexConfig] = None, batch_size: int = 8,
                  workers: Optional[int] = None, device: Optional[str] = None,
                  progress: bool = True, model_source: Optional[PathLike] = None,
-                 prune: bool = False) -> IndexReport:
+                 prune: bool = False, memory_budget: Union[str, int] = "4G") -> IndexReport:
     """Describe the images of ``source`` (folder or list file) and add them to the index at ``out``
     (created when missing). Images already in it are skipped unless their size or modification
     time changed: those are described again and their old entry removed. ``prune`` also removes
@@ -114,12 +123,14 @@ def index_images(net: DescriptorNet, source: PathLike, out: PathLike, *,
     temporary folder and renamed; an existing one receives only what is new. An interrupted run
     resumes: what it described is kept beside ``out`` and reused
     (:mod:`retrieval.search.resumable_extract`). Indexed files that no longer exist are counted
-    (``vanished``) when not pruned."""
+    (``vanished``) when not pruned. A factory of ``auto`` is chosen for the collection's size under
+    ``memory_budget`` when the index is created (:func:`open_or_create_index`)."""
     t0 = time.perf_counter()
     listing = scan_images(source)
     paths = [str(p.resolve()) for p in listing.paths]
     index = open_or_create_index(net, out, index_config,
-                                 str(Path(model_source).resolve()) if model_source else None)
+                                 str(Path(model_source).resolve()) if model_source else None,
+                                 n_images=len(paths), memory_budget=memory_budget)
     stats = {p: file_stat(p) for p in paths}
     known = index.find(paths)
     new = [p for p in paths if p not in known]
