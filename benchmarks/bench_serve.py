@@ -9,7 +9,9 @@ Protocol:
    unit descriptors of the same model (``--synthetic-factory``, default Flat; its paths name files
    that do not exist: no image is read, the hits say ``missing``), in ``bench_out/serve/``.
 2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
-   index; its RSS (``/proc/PID/status``) read after a warm-up and again after the load.
+   index; its RSS (``/proc/PID/status``) read after a warm-up (every row once, at every
+   concurrency: thread stacks and batch buffers are allocated then), after the load, and with
+   ``--repeat`` after a second round of every row (a leak keeps growing; a high-water mark does not).
 3. **Load.** ``K`` threads (``--clients``, default 1 and 8), each with its own keep-alive
    connection, send searches for ``--seconds T`` per row: by id (JSON ``{"id": random, "top":
    10}``: the stored row, no forward pass), by vector (JSON ``{"vector": a stored row, "top": 10}``)
@@ -47,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table  # noqa: E402
 from retrieval.jobs import run_index  # noqa: E402
+from retrieval.search.factory import auto_factory, is_auto  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
 from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
 
@@ -64,9 +67,12 @@ def toy_index() -> Path:
 
 
 def synthetic_index(model_index: Path, n: int, factory: str = "Flat", seed: int = 0) -> Path:
-    """``n`` random unit descriptors under ``model_index``'s model in a ``factory`` index, cached."""
-    out = OUT / f"synthetic-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
+    """``n`` random unit descriptors under ``model_index``'s model in a ``factory`` index, cached;
+    ``auto`` is the factory ``gemseg index --factory auto`` chooses for ``n`` (4G budget)."""
     ref = ImageIndex.load(model_index)
+    if is_auto(factory):
+        factory = auto_factory(n, ref.dim, "4G")
+    out = OUT / f"synthetic-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
     if (out / "meta.json").is_file():
         have = ImageIndex.load(out)
         if have.ntotal == n and have.fingerprint == ref.fingerprint:
@@ -179,7 +185,7 @@ def cli_seconds(index: Path, runs: int, env: Dict[str, str]) -> float:
 
 
 def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[int], seconds: float,
-                cli_runs: int, env: Dict[str, str]) -> Dict[str, Any]:
+                cli_runs: int, env: Dict[str, str], repeat: bool = False) -> Dict[str, Any]:
     """Every row of one index, its RSS before and after, and its CLI baseline."""
     idx = ImageIndex.load(index)
     n = idx.ntotal
@@ -192,18 +198,23 @@ def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[
     idx.close()
     server = Server(index, env)
     try:
-        for kind in kinds:  # warm-up: every code path once
-            load(server, kind, 1, 1.5, n, vectors, upload)
+        for kind in kinds:  # warm-up: every code path once, at every concurrency
+            for k in clients:
+                load(server, kind, k, 1.5, n, vectors, upload)
         rss0 = rss_mb(server.proc.pid)
         rows = [load(server, kind, k, seconds, n, vectors, upload) for kind in kinds for k in clients]
         rss1 = rss_mb(server.proc.pid)
+        rows += [dict(r, round=2) for r in (load(server, kind, k, seconds, n, vectors, upload)
+                                             for kind in kinds for k in clients)] if repeat else []
+        rss2 = rss_mb(server.proc.pid)
     finally:
         server.close()
     cli = cli_seconds(index, cli_runs, env)
     by_id_1 = next(r for r in rows if r["kind"] == "id" and r["clients"] == min(clients))
     by_id_k = next(r for r in rows if r["kind"] == "id" and r["clients"] == max(clients))
     return {"name": name, "index": str(index), "images": n, "dim": int(X.shape[1]), "rows": rows,
-            "rss_mb_before": rss0, "rss_mb_after": rss1, "cli_seconds": cli,
+            "factory": idx.factory, "rss_mb_before": rss0, "rss_mb_after": rss1, "rss_mb_after_round_2": rss2,
+            "cli_seconds": cli,
             "ratio_latency_id": cli / (by_id_1["p50_ms"] / 1000), "ratio_throughput_id": by_id_k["rps"] * cli}
 
 
@@ -216,21 +227,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="load per row (bounded)")
     ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed per index")
+    ap.add_argument("--repeat", action="store_true",
+                    help="run every row a second time: RSS after each round (a leak grows in round 2 too)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     index = Path(args.index) if args.index else toy_index()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env)]
+    results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env,
+                           args.repeat)]
     for factory in args.synthetic_factory if args.synthetic else []:
         syn = synthetic_index(index, args.synthetic, factory)
         results.append(bench_index(f"synthetic {factory}", syn, ("id", "vector"), args.clients, args.seconds,
-                                   args.cli_runs, env))
+                                   args.cli_runs, env, args.repeat))
     for res in results:
         print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")
-        print(markdown_table(["query", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
-                             [[r["kind"], r["clients"], r["requests"], r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]]
-                              for r in res["rows"]]))
-        print(f"server RSS {res['rss_mb_before']:.0f} MB before the load, {res['rss_mb_after']:.0f} MB after")
+        print(f"factory {res['factory']}")
+        print(markdown_table(["round", "query", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
+                             [[r.get("round", 1), r["kind"], r["clients"], r["requests"], r["rps"], r["p50_ms"],
+                               r["p99_ms"], r["errors"]] for r in res["rows"]]))
+        print(f"server RSS {res['rss_mb_before']:.0f} MB after the warm-up (every row's concurrency), "
+              f"{res['rss_mb_after']:.0f} MB after the load" + (f", {res['rss_mb_after_round_2']:.0f} MB after "
+                                                               "a second round" if args.repeat else ""))
         print(f"tools/search.py --query-id, one process per query: {res['cli_seconds']:.2f} s (median of {args.cli_runs})")
         print(f"by id: {res['ratio_latency_id']:.0f}x faster per query (CLI s / p50, 1 client), "
               f"{res['ratio_throughput_id']:.0f} queries answered per CLI query ({max(args.clients)} clients)")

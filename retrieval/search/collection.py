@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-
 from retrieval.core.config import to_dict
 from retrieval.core.image_listing import scan_images
 from retrieval.model.network import DescriptorNet
