@@ -266,21 +266,28 @@ def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
     random_images(src, FIRST_CHUNK + 8, size=(40, 48))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", GEMSEG_THREADS="2", PYTHONPATH=str(REPO),
                **{PAUSE_AFTER_ENV: "1"})
-    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
-                             str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe: waiting for the process, not for the end of its pipes, which a
+    # decoding worker it forked may hold open for a moment after it is gone
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
+                                 str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=err_out, text=True)
     try:
         assert proc.stdout.readline().strip() == "paused after 1 chunks"  # one chunk is on disk
         proc.send_signal(getattr(signal, sig))
         try:
-            _, err = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:  # say where it hangs: faulthandler dumps every thread on SIGABRT
             proc.send_signal(signal.SIGABRT)
-            _, err = proc.communicate(timeout=30)
-            pytest.fail(f"no exit 60 s after {sig}; its threads:\n{err[-4000:]}")
+            proc.wait(timeout=30)
+            pytest.fail(f"no exit 60 s after {sig}; its threads:\n{err_file.read_text()[-4000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(30)
+        proc.stdout.close()
+    err = err_file.read_text()
     assert proc.returncode == (130 if sig == "SIGINT" else -9), err
     assert not out.exists() and (work_dir(out) / "shards" / "000000").is_dir()
     again = run_tool("index", "--images", src, "--config", tiny_config, "--out", out)
