@@ -55,6 +55,7 @@ from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
 from retrieval.model.concepts import ConceptMask
 from retrieval.model.network import ModelConfig, build_network
+from retrieval.search.expansion import alpha_qe
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex
 from retrieval.search.knn_graph import KnnGraph, build_knn_graph
@@ -65,7 +66,6 @@ from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_su
 from retrieval.search.rerank.diffusion import DiffusionParams, diffusion_rerank
 from retrieval.search.rerank.step import RerankContext
 from retrieval.search.rerank.superglobal import SuperGlobal
-from retrieval.search.expansion import alpha_qe
 from retrieval.toy.collection import make_retrieval_collection
 
 COLLECTIONS = {
