@@ -35,17 +35,25 @@ each method; ``sv (cached)``: the same run again with the hits' features in the 
 (clustered, ``--big-dim``-d): ms per query, graph build seconds and bytes per image; and the
 bytes per image of cached local features.
 
+``--part sweep`` (issue 21, goal B): the stacks of ``SWEEP_GRID`` (qe, diffusion, superglobal and
+sv settings, alone and stacked) on the ``--collections`` generated with the held-out ``--seeds``
+(never 0, the table's), ranked by a rule fixed before any run (:func:`sweep_score`: mean over
+those collections of min(Medium, Hard) as a ratio to plain); the chosen stack is then run on the
+table's collections (seed 0).
+
     nice .venv/bin/python benchmarks/bench_rerank.py --part steps      # the issue-21 table
     nice .venv/bin/python benchmarks/bench_rerank.py --part speed --big 100000
+    nice .venv/bin/python benchmarks/bench_rerank.py --part sweep --collections "photos, clutter 1.0" --seeds 1 2 3
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -55,6 +63,7 @@ from retrieval.core.images import crop_box, load_image
 from retrieval.evaluation.metrics import ranks_from_scores, revisited_eval
 from retrieval.model.concepts import ConceptMask
 from retrieval.model.network import ModelConfig, build_network
+from retrieval.search.expansion import alpha_qe
 from retrieval.search.extract import describe_pil, extract_descriptors
 from retrieval.search.index import ImageIndex
 from retrieval.search.knn_graph import KnnGraph, build_knn_graph
@@ -65,7 +74,6 @@ from retrieval.search.rerank.coseg import CosegRerankOptions, MapCache, coseg_su
 from retrieval.search.rerank.diffusion import DiffusionParams, diffusion_rerank
 from retrieval.search.rerank.step import RerankContext
 from retrieval.search.rerank.superglobal import SuperGlobal
-from retrieval.search.expansion import alpha_qe
 from retrieval.toy.collection import make_retrieval_collection
 
 COLLECTIONS = {
@@ -185,12 +193,19 @@ def run_collection(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
     return rows
 
 
-def run_steps(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """--part steps on one collection (module docstring)."""
+def steps_root(args: argparse.Namespace, name: str, seed: int) -> Path:
+    """Where --part steps / sweep generate collection ``name`` with ``seed`` (seed 0: the table's)."""
+    return Path(args.out) / ("steps_" + name.replace(", ", "_").replace(" ", "") + (f"_seed{seed}" if seed else ""))
+
+
+def run_steps(name: str, args: argparse.Namespace, seed: int = 0,
+              methods: Optional[List[Tuple[str, str]]] = None, keep_features: bool = False) -> List[Dict[str, Any]]:
+    """--part steps on one collection (module docstring), generated with ``seed``; ``methods``:
+    (label, steps) pairs (default STEP_METHODS, filtered by --skip / --only); ``keep_features``:
+    keep ``sv``'s feature cache across methods (the mAP is the same; only the times change)."""
     spec = dict(DEMO) if name == "demo" else dict(COLLECTIONS[name], n_objects=args.n_objects, views=args.views,
                                                    distractors=args.distractors, image_size=args.image_size)
-    root = Path(args.out) / ("steps_" + name.replace(", ", "_").replace(" ", ""))
-    col = make_retrieval_collection(root, seed=0, **spec)
+    col = make_retrieval_collection(steps_root(args, name, seed), seed=seed, **spec)
     gnd = [{k: np.asarray(g[k], np.int64) for k in ("easy", "hard", "junk")} for g in col.gnd]
     net = build_network(ModelConfig(image_size=args.size, scales=[1.0]))
     X = extract_descriptors(net, col.db_paths, progress=False).descriptors
@@ -203,10 +218,12 @@ def run_steps(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
     nq, N = len(images), X.shape[0]
     rows: List[Dict[str, Any]] = []
     plain_t = None
-    for label, steps in STEP_METHODS:
-        if label in args.skip or (args.only and label != "plain" and label not in args.only):
-            continue
-        if not label.endswith("(cached)"):
+    if methods is None:
+        known = [label for label, _ in STEP_METHODS]
+        methods = [(label, steps) for label, steps in STEP_METHODS + [(m, m) for m in args.only if m not in known]
+                   if label not in args.skip and (not args.only or label == "plain" or label in args.only)]
+    for label, steps in methods:
+        if not keep_features and not label.endswith("(cached)"):
             sv_module.CACHE = sv_module.FeatureCache()  # query-time features, nothing cached before
         path = QueryPath(index, net, steps)
         described = Described(Q.copy(), [str(p) for p in col.query_paths], np.full(nq, -1, np.int64),
@@ -215,12 +232,57 @@ def run_steps(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
         res = path.search(described, top=N)
         t = time.perf_counter() - t0
         plain_t = t if label == "plain" else plain_t
-        r = {"collection": name, "method": label, **_map(res.ids, gnd),
+        r = {"collection": name, "seed": seed, "method": label, **_map(res.ids, gnd),
              "ms_per_query": 1000 * (t - (plain_t or 0.0)) / nq, "notes": res.notes}
         rows.append(r)
         print(f"  {name:24s} {label:24s} E/M/H {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f}  "
               f"{r['ms_per_query']:.1f} ms/query", file=sys.stderr, flush=True)
     return rows
+
+
+#: --part sweep: the grid of stacks tried on held-out collections (issue 21, goal B). Fixed before
+#: any run on the table's collections (seed 0); every setting is one the papers' or the table's
+#: small-collection settings are in the range of.
+SWEEP_QE = ["qe:k=1", "qe:k=2", "qe:k=3"]
+SWEEP_DIFFUSION = [f"diffusion:k={k}:alpha={a}:kq={q}"
+                   for k in (5, 10, 20) for a in (0.8, 0.9, 0.99) for q in (1, 3, 5)]
+SWEEP_SG = [f"superglobal:M={m}:K={k}" for m in (10, 20, 50) for k in (1, 2, 3)]
+SWEEP_SV = ["sv", "sv:K=50"]
+SWEEP_GRID = (["", *SWEEP_QE, *SWEEP_DIFFUSION, *SWEEP_SG, *SWEEP_SV]
+              + [f"{v},{d}" for v in SWEEP_SV for d in SWEEP_DIFFUSION]
+              + [f"{q},{v}" for q in SWEEP_QE for v in SWEEP_SV]
+              + [f"{g},{v}" for g in SWEEP_SG for v in SWEEP_SV]
+              + [f"{q},{d}" for q in SWEEP_QE for d in SWEEP_DIFFUSION]
+              + [f"{q},{v},{d}" for q in SWEEP_QE[:2] for v in SWEEP_SV[1:] for d in SWEEP_DIFFUSION])
+
+
+def sweep_score(rows: List[Dict[str, Any]], method: str) -> Tuple[float, float]:
+    """The selection rule of --part sweep, fixed before any run: over the held-out collections, the
+    mean of min(Medium, Hard) mAP as a ratio to plain on the same collection (the goal asks for both
+    ratios at once); ties broken by the lower mean ms per query. Returns (score, −ms)."""
+    plain = {(r["collection"], r["seed"]): r for r in rows if r["method"] == "plain"}
+    mine = [r for r in rows if r["method"] == method]
+    ratios = [min(r["medium"] / plain[(r["collection"], r["seed"])]["medium"],
+                  r["hard"] / plain[(r["collection"], r["seed"])]["hard"]) for r in mine]
+    return float(np.mean(ratios)), -float(np.mean([r["ms_per_query"] for r in mine]))
+
+
+def run_sweep(args: argparse.Namespace) -> Dict[str, Any]:
+    """--part sweep: every stack of SWEEP_GRID on the collections of --collections generated with
+    each of --seeds (held out: not the table's seed 0), the stack chosen by :func:`sweep_score`,
+    then the chosen stack (and plain) on the same collections with seed 0 — the table's."""
+    if 0 in args.seeds:
+        raise SystemExit("--part sweep: seed 0 is the test collection; choose on other seeds")
+    methods = [("plain" if not m else m, m) for m in SWEEP_GRID]
+    rows = [r for c in args.collections for seed in args.seeds
+            for r in run_steps(c, args, seed=seed, methods=methods, keep_features=True)]
+    ranked = sorted({r["method"] for r in rows if r["method"] != "plain"}, key=lambda m: sweep_score(rows, m),
+                    reverse=True)
+    best = ranked[0]
+    print(f"  chosen on seeds {args.seeds}: {best}  (score {sweep_score(rows, best)[0]:.3f})", file=sys.stderr)
+    test = [r for c in args.collections for r in run_steps(c, args, seed=0, methods=[("plain", ""), (best, best)])]
+    return {"grid": len(SWEEP_GRID), "validation": rows, "ranked": [(m, sweep_score(rows, m)[0]) for m in ranked],
+            "chosen": best, "test": test}
 
 
 def clustered(n: int, d: int, seed: int = 0, clusters: int = 2000) -> np.ndarray:
@@ -233,7 +295,9 @@ def clustered(n: int, d: int, seed: int = 0, clusters: int = 2000) -> np.ndarray
 
 def run_speed(args: argparse.Namespace) -> Dict[str, Any]:
     """--part speed (module docstring)."""
-    out: Dict[str, Any] = {"big": args.big, "dim": args.big_dim}
+    out: Dict[str, Any] = {"big": args.big, "dim": args.big_dim,
+                           "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+                           "repeats": args.repeats, "load_before": os.getloadavg()[0]}
     X = clustered(args.big, args.big_dim)
     index = ImageIndex(args.big_dim, "Flat")
     index.add(X, [f"/synthetic/{i}.jpg" for i in range(args.big)])
@@ -247,30 +311,39 @@ def run_speed(args: argparse.Namespace) -> Dict[str, Any]:
         g = build_knn_graph(X, 50, progress=True)
         out["graph_seconds"] = time.perf_counter() - t0
         out["graph_ms_per_image"] = 1000 * out["graph_seconds"] / args.big
+        gfile.parent.mkdir(parents=True, exist_ok=True)
         g.save(gfile)
     out["graph_bytes_per_image"] = g.nbytes() / args.big
     index._graph = g
-    t0 = time.perf_counter()
+
+    def ms_per_query(run: Callable[[], Any]) -> float:
+        """Median over --repeats runs of all the queries (one untimed run first): ms per query."""
+        run()
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            run()
+            times.append(1000 * (time.perf_counter() - t) / nq)
+        return float(np.median(times))
+
     scores, ids = index.search(Q, 1000)
-    out["search_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq  # the baseline of the ratios
+    out["search_ms_per_query"] = ms_per_query(lambda: index.search(Q, 1000))  # the baseline of the ratios
     g.affinity(50, 3.0), g.degrees(50, 3.0)  # once per index (cached with the graph)
-    t0 = time.perf_counter()
-    diffusion_rerank(g, ids, scores, DiffusionParams())
-    out["diffusion_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq
+    out["diffusion_ms_per_query"] = ms_per_query(lambda: diffusion_rerank(g, ids, scores, DiffusionParams()))
     ctx = RerankContext(Q, index, None, None, np.full(nq, -1), [None] * nq, [None] * nq)
-    t0 = time.perf_counter()
-    SuperGlobal().rerank(ctx, ids, scores)
-    out["superglobal_ms_per_query"] = 1000 * (time.perf_counter() - t0) / nq
+    out["superglobal_ms_per_query"] = ms_per_query(lambda: SuperGlobal().rerank(ctx, ids, scores))
     # SuperGlobal reads only the top M rows: its cost is that of M = 400 rows of the model's dimension
     Xd = clustered(5000, args.model_dim, seed=2)
     small = ImageIndex(args.model_dim, "Flat")
     small.add(Xd, [f"/s/{i}.jpg" for i in range(5000)])
     Qd = clustered(nq, args.model_dim, seed=3)
     sd, idd = small.search(Qd, 400)
-    ctx = RerankContext(Qd, small, None, None, np.full(nq, -1), [None] * nq, [None] * nq)
-    t0 = time.perf_counter()
-    SuperGlobal().rerank(ctx, idd, sd)
-    out["superglobal_ms_per_query_model_dim"] = 1000 * (time.perf_counter() - t0) / nq
+    ctx_d = RerankContext(Qd, small, None, None, np.full(nq, -1), [None] * nq, [None] * nq)
+    out["superglobal_ms_per_query_model_dim"] = ms_per_query(lambda: SuperGlobal().rerank(ctx_d, idd, sd))
+    out["diffusion_plus_superglobal_ms"] = out["diffusion_ms_per_query"] + out["superglobal_ms_per_query"]
+    out["diffusion_plus_superglobal_model_dim_ms"] = (out["diffusion_ms_per_query"]
+                                                      + out["superglobal_ms_per_query_model_dim"])
+    out["load_after_steps"] = os.getloadavg()[0]
     # local features: compact cache bytes per image (float16 RootSIFT + float32 positions) and SIFT time
     col = make_retrieval_collection(Path(args.out) / "steps_demo", seed=0, **DEMO)
     t0 = time.perf_counter()
@@ -303,6 +376,8 @@ def main_parts(args: argparse.Namespace) -> int:
         result["steps"] = [r for c in names for r in run_steps(c, args)]
     if "speed" in args.part:
         result["speed"] = run_speed(args)
+    if "sweep" in args.part:
+        result["sweep"] = run_sweep(args)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -312,13 +387,22 @@ def main_parts(args: argparse.Namespace) -> int:
               f"views + {args.distractors} distractors, {args.image_size} px (demo: its defaults); "
               f"{'cropped' if args.crop else 'whole'} queries; {result['seconds']:.0f} s in all")
         steps_table(result["steps"])
+    if "sweep" in result:
+        sw = result["sweep"]
+        print(f"\n{sw['grid']} stacks on {', '.join(args.collections)} with seeds {args.seeds}; the ten best by "
+              "mean min(M, H) ratio to plain:")
+        print("| stack | held-out score |\n|---|---:|")
+        for m, sc in sw["ranked"][:10]:
+            print(f"| `{m}` | {sc:.3f} |")
+        print(f"\nchosen: `{sw['chosen']}`; on the table's collections (seed 0):")
+        steps_table(sw["test"])
     if "speed" in result:
         sp = result["speed"]
         print(f"\n{sp['big']} synthetic {sp['dim']}-d descriptors, {args.speed_queries} queries, top 1000:")
         print("| what | value |\n|---|---:|")
         for k, v in sp.items():
             if k not in ("big", "dim"):
-                print(f"| {k} | {v:.2f} |")
+                print(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |")
     return 0
 
 
@@ -342,9 +426,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--part", nargs="+", default=["coseg"], choices=["coseg", "steps", "speed"],
+    ap.add_argument("--part", nargs="+", default=["coseg"], choices=["coseg", "steps", "speed", "sweep"],
                     help="coseg: the co-segmentation table (default); steps: the query-path steps' table; "
-                         "speed: superglobal / diffusion at --big descriptors")
+                         "speed: superglobal / diffusion at --big descriptors; sweep: a grid of stacks on "
+                         "held-out seeds, the chosen one on the table's collections")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                    help="--part sweep: the held-out collections' generator seeds (default 1 2 3; never 0)")
     ap.add_argument("--demo", type=int, default=1, help="--part steps: also the demo's collection (default 1)")
     ap.add_argument("--skip", nargs="*", default=[], help="--part steps: methods (labels) left out")
     ap.add_argument("--only", nargs="*", default=[], help="--part steps: only these methods (labels), and plain")
@@ -352,6 +439,8 @@ def main() -> int:
     ap.add_argument("--big-dim", type=int, default=128, help="--part speed: their dimension (default 128)")
     ap.add_argument("--model-dim", type=int, default=1280, help="--part speed: SuperGlobal also at this dimension")
     ap.add_argument("--speed-queries", type=int, default=50, help="--part speed: queries timed (default 50)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="--part speed: timed runs of the queries, the median reported (default 5)")
     ap.add_argument("--reuse-graph", action="store_true", help="--part speed: load the graph a previous run saved")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

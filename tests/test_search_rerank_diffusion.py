@@ -1,11 +1,14 @@
 """retrieval.search.rerank.diffusion: conjugate gradient against the dense closed form
-(I − αS)⁻¹y; the re-ranking against a dense numpy diffusion of the whole graph; a step that only
+(I − αS)⁻¹y and against scipy's cg (the same iterates); the sub-graph of a shortlist against
+``W[nodes][:, nodes]``; the re-ranking against a dense numpy diffusion of the whole graph; a step that only
 permutes the shortlist's top K; diffusion recovering a manifold that plain search misses."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import unit_rows
+from scipy.sparse.linalg import cg
 
 import retrieval.search.rerank.diffusion as diffusion_mod
 from retrieval.core.errors import DataError
@@ -14,6 +17,7 @@ from retrieval.search.knn_graph import build_knn_graph
 from retrieval.search.query import Query, QueryPath
 from retrieval.search.rerank.diffusion import (
     DiffusionParams,
+    conjugate_gradient,
     diffuse,
     diffusion_rerank,
     normalized_affinity,
@@ -46,6 +50,42 @@ def test_cg_solves_the_closed_form():
     f = diffuse(S, y, alpha=0.9, iters=500, tol=1e-12)
     want = np.linalg.solve(np.eye(50) - 0.9 * S.toarray(), y)
     np.testing.assert_allclose(f, want, rtol=1e-7, atol=1e-9)
+
+
+def test_the_sub_graph_is_the_sliced_matrix():
+    """normalized_affinity's gathered rows and column map against scipy's W[nodes][:, nodes],
+    for nodes in shortlist order (not sorted); the scratch table is left all −1."""
+    X = unit_rows(300, 8, seed=5)
+    g = build_knn_graph(X, 9)
+    W, deg = g.affinity(9, 3.0), g.degrees(9, 3.0)
+    nodes = np.random.default_rng(0).permutation(300)[:120]
+    inv = 1.0 / np.sqrt(deg[nodes] + 1e-12)
+    want = inv[:, None] * W[nodes][:, nodes].toarray() * inv[None, :]
+    scratch = np.full(300, -1, np.int64)
+    S = normalized_affinity(W, nodes, deg, scratch)
+    assert S.shape == (120, 120) and S.dtype == np.float64 and S.nnz == np.count_nonzero(want)
+    np.testing.assert_allclose(S.toarray(), want, rtol=1e-12, atol=0)
+    assert np.all(scratch == -1)
+    np.testing.assert_allclose(normalized_affinity(W, nodes).toarray(), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("iters, tol", [(20, 1e-6), (3, 1e-6), (500, 1e-12), (20, 2.0)])
+def test_cg_has_scipys_iterates(iters, tol):
+    """The same iterates as scipy.sparse.linalg.cg (x0 = 0, no preconditioner), converged or cut
+    short, and the same exit code."""
+    X = unit_rows(200, 8, seed=6)
+    g = build_knn_graph(X, 10)
+    S = normalized_affinity(g.affinity(10, 3.0), np.arange(200))
+    A = sp.identity(200, format="csr") - 0.99 * S
+    y = np.zeros(200)
+    y[:7] = np.linspace(1.0, 0.3, 7)
+    want, code = cg(A, y, rtol=tol, maxiter=iters)
+    got, got_code = conjugate_gradient(lambda p: A @ p, y, iters, tol)
+    assert got_code == code
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(diffuse(S, y, 0.99, iters, tol), want, rtol=1e-10, atol=1e-13)
+    z, zc = conjugate_gradient(lambda p: A @ p, np.zeros(200), iters, tol)
+    assert zc == 0 and not z.any()
 
 
 def test_rerank_is_the_dense_diffusion():

@@ -1,5 +1,6 @@
 """retrieval.search.rerank.superglobal: the refinement against a numpy loop written from the
-paper's equations; the step permutes only the top M, keeps every id, leaves a shortlist of one."""
+paper's equations (ties included) and against the first, dense implementation (an (M, M) weight
+matrix times X); the step permutes only the top M, keeps every id, leaves a shortlist of one."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ from retrieval.search.index import ImageIndex
 from retrieval.search.query import Query, QueryPath
 from retrieval.search.rerank.registry import parse_steps
 from retrieval.search.rerank.step import RerankContext
-from retrieval.search.rerank.superglobal import SuperGlobalParams, refine_hits, superglobal_scores
+from retrieval.search.rerank.superglobal import SuperGlobalParams, hit_graph, refine_hits, superglobal_scores
 
 
 def loop_scores(q, X, K, beta):
@@ -33,11 +34,68 @@ def loop_scores(q, X, K, beta):
     return np.array([(s1[i] + float(R[i] @ np.array(q2))) / 2 for i in range(M)])
 
 
-@pytest.mark.parametrize("M, K, beta", [(30, 9, 0.15), (12, 3, 0.5), (5, 9, 0.15)])
+def dense_refine(X, K, beta):
+    """The first implementation: neighbours by a partition of X Xᵀ with the diagonal at +inf (a
+    hit its own first neighbour, weight 1), the weights as a dense (M, M) matrix, one BLAS product."""
+    G = X @ X.T
+    M = X.shape[0]
+    k = min(K + 1, M)
+    H = G.copy()
+    np.fill_diagonal(H, np.inf)
+    nn = np.argsort(-H, axis=1, kind="stable")[:, :k]
+    w = np.take_along_axis(G, nn, 1).astype(np.float32) * np.float32(beta)
+    w[:, 0] = 1.0
+    A = np.zeros((M, M), np.float32)
+    np.put_along_axis(A, nn, w, 1)
+    return ((A @ X) / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def dense_scores(q, X, K, beta):
+    R = dense_refine(X, K, beta)
+    s1 = R @ q
+    top = np.argsort(-s1, kind="stable")[:min(K + 1, X.shape[0])]
+    return (s1 + R @ R[top].max(axis=0)) / 2.0
+
+
+def with_duplicates(M, D, seed):
+    """Unit rows where some hits repeat (ties at the K-th place among the others)."""
+    X = unit_rows(M, D, seed=seed)
+    X[1::4] = X[0]
+    X[3::5] = X[2]
+    return X
+
+
+@pytest.mark.parametrize("M, K, beta", [(30, 9, 0.15), (12, 3, 0.5), (5, 9, 0.15), (6, 5, 0.15), (2, 1, 0.3)])
 def test_scores_follow_the_equations(M, K, beta):
     X = unit_rows(M, 10, seed=M)
     q = unit_rows(1, 10, seed=99)[0]
     np.testing.assert_allclose(superglobal_scores(q, X, K, beta), loop_scores(q, X, K, beta), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("M, K", [(40, 3), (40, 9), (9, 9)])
+def test_ties_follow_the_equations(M, K):
+    """Duplicated hits tie at the K-th place: the lowest-numbered are taken, as a stable sort does."""
+    X = with_duplicates(M, 12, seed=M + K)
+    q = unit_rows(1, 12, seed=7)[0]
+    A = hit_graph(X, K, 0.15)
+    assert np.all(np.diff(A.indptr) == min(K, M - 1)) and not A.diagonal().any()
+    for i in range(M):  # each row's neighbours: the loop reference's (stable sort of the others)
+        others = [j for j in np.argsort(-(X @ X[i]), kind="stable") if j != i]
+        assert sorted(A.indices[A.indptr[i]:A.indptr[i + 1]]) == sorted(others[:K])
+    np.testing.assert_allclose(superglobal_scores(q, X, K, 0.15), loop_scores(q, X, K, 0.15), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("M, D, K, beta", [(400, 64, 9, 0.15), (60, 200, 5, 0.4), (33, 16, 40, 0.15)])
+def test_the_sparse_path_is_the_dense_one(M, D, K, beta):
+    """hit_graph + sparse products (and scores that never form the refined hits) against the dense
+    (M, M) weight matrix the step first used."""
+    X = unit_rows(M, D, seed=D)
+    q = unit_rows(1, D, seed=D + 1)[0]
+    np.testing.assert_allclose(refine_hits(X, K, beta), dense_refine(X, K, beta), rtol=1e-6, atol=1e-7)
+    got, want = superglobal_scores(q, X, K, beta), dense_scores(q, X, K, beta)
+    assert got.dtype == np.float32 and got.shape == (M,)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(np.argsort(-got, kind="stable")[:20], np.argsort(-want, kind="stable")[:20])
 
 
 def test_beta_zero_leaves_the_hits():

@@ -11,10 +11,12 @@ solving::
     (I − α S) f = y,    y_j = max(s_j, 0)^γ for the query's kq nearest, 0 elsewhere
 
 by conjugate gradient (the matrix is symmetric positive definite for α < 1), restricted to the
-query's top K (*truncation*: the sub-matrix of ``I − αS`` over the shortlist, as the authors'
-code and its public reimplementations do). The shortlist is re-ranked by ``f``; its scores are
-``f / max f`` (in [0, 1]). Defaults are the paper's: k = 50, kq = 10, α = 0.99, γ = 3, at most 20
-CG iterations; truncation K = 1000.
+query's top K (*truncation*: the sub-matrix of ``I − αS`` over the shortlist, as the authors' code
+and its public reimplementations do). Per query that is a gather of the K shortlist rows of ``W``
+(K·k entries) mapped to shortlist positions, and at most ``iters`` sparse products with the (K, K)
+sub-matrix (:func:`conjugate_gradient`: scipy's iterates without its per-call set-up). The
+shortlist is re-ranked by ``f``; its scores are ``f / max f`` (in [0, 1]). Defaults are the
+paper's: k = 50, kq = 10, α = 0.99, γ = 3, at most 20 CG iterations; truncation K = 1000.
 
 Only the first min(K, hits) of each row are re-ordered; hits past K keep their place and scores.
 
@@ -27,17 +29,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import cg
 
 from retrieval.core.errors import DataError
 from retrieval.search.knn_graph import KnnGraph
 from retrieval.search.rerank.registry import register_reranker
-from retrieval.search.rerank.step import Reranker, RerankContext
-
+from retrieval.search.rerank.step import RerankContext, Reranker
 
 #: The most live images whose k-NN graph a query builds on first use (module docstring).
 FIRST_USE_MAX = 20000
@@ -71,22 +71,75 @@ class DiffusionParams:
         return self
 
 
-def normalized_affinity(W: sp.csr_matrix, nodes: np.ndarray, degrees: Optional[np.ndarray] = None) -> sp.csr_matrix:
-    """``S`` restricted to ``nodes`` ((T,) int64): ``D^{-1/2} W D^{-1/2}`` with the degrees of the
-    whole graph ``W`` (N, N) (``degrees``: its (N,) row sums, when known) → (T, T) float64 CSR."""
+def normalized_affinity(W: sp.csr_matrix, nodes: np.ndarray, degrees: Optional[np.ndarray] = None,
+                        scratch: Optional[np.ndarray] = None) -> sp.csr_matrix:
+    """``S`` restricted to ``nodes`` ((T,) int64, distinct): ``D^{-1/2} W D^{-1/2}`` with the degrees
+    of the whole graph ``W`` (N, N) CSR (``degrees``: its (N,) row sums, when known) → (T, T)
+    float64 CSR (within a row, the columns in ``W``'s order).
+
+    The rows of ``nodes`` are gathered from ``W`` (T·k entries) and their columns mapped to
+    positions in ``nodes`` through an (N,) int64 table — ``scratch``, all −1, when the caller keeps
+    one across queries (it is left all −1 again) — rather than ``W[nodes][:, nodes]``, whose column
+    selection is a sparse product with an (N, T) selection matrix."""
+    nodes = np.asarray(nodes, np.int64)
+    T = nodes.size
     full = np.asarray(W.sum(axis=1)).reshape(-1) if degrees is None else degrees
-    d = full[nodes] + 1e-12
-    inv = 1.0 / np.sqrt(d)
-    sub = W[nodes][:, nodes]
-    return sp.diags(inv) @ sub @ sp.diags(inv)
+    inv = 1.0 / np.sqrt(full[nodes] + 1e-12)
+    pos = np.full(W.shape[1], -1, np.int64) if scratch is None else scratch
+    pos[nodes] = np.arange(T, dtype=np.int64)
+    try:
+        rows = W[nodes]  # CSR row gather, (T, N)
+        local = pos[rows.indices]
+    finally:
+        if scratch is not None:
+            pos[nodes] = -1
+    keep = local >= 0
+    r = np.repeat(np.arange(T, dtype=np.int64), np.diff(rows.indptr))[keep]
+    c = local[keep]
+    v = rows.data[keep] * inv[r] * inv[c]
+    indptr = np.zeros(T + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=T), out=indptr[1:])
+    return sp.csr_matrix((v, c, indptr), shape=(T, T))
+
+
+def conjugate_gradient(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, iters: int, tol: float
+                       ) -> Tuple[np.ndarray, int]:
+    """Solve ``A x = b`` for a symmetric positive definite ``A`` given by ``matvec`` ((T,) float64 →
+    (T,) float64), b (T,) float64, from x = 0: at most ``iters`` iterations, stopping once
+    ‖b − A x‖ < tol·‖b‖ (the stopping rule and the iterates of ``scipy.sparse.linalg.cg`` with no
+    preconditioner). Returns x (T,) float64 and 0 when it converged, else ``iters``."""
+    b = np.asarray(b, np.float64)
+    x = np.zeros_like(b)
+    stop = tol * float(np.linalg.norm(b))
+    if stop == 0.0:
+        return b.copy(), 0
+    r = b.copy()
+    p: Optional[np.ndarray] = None
+    rho_prev = 1.0
+    for _ in range(int(iters)):
+        rho = float(r @ r)
+        if np.sqrt(rho) < stop:
+            return x, 0
+        if p is None:
+            p = r.copy()
+        else:
+            p *= rho / rho_prev
+            p += r
+        q = matvec(p)
+        step = rho / float(p @ q)
+        x += step * p
+        r -= step * q
+        rho_prev = rho
+    return x, int(iters)
 
 
 def diffuse(S: sp.spmatrix, y: np.ndarray, alpha: float = 0.99, iters: int = 20, tol: float = 1e-6) -> np.ndarray:
-    """Solve ``(I − α S) f = y`` by conjugate gradient: S (T, T) symmetric, y (T,) → f (T,) float64."""
-    T = S.shape[0]
-    A = sp.identity(T, format="csr") - alpha * sp.csr_matrix(S)
-    f, _ = cg(A, np.asarray(y, np.float64), rtol=tol, maxiter=int(iters))
-    return np.asarray(f, np.float64)
+    """Solve ``(I − α S) f = y`` by conjugate gradient (:func:`conjugate_gradient`; ``I − αS`` is
+    applied as ``p − α S p``, never formed): S (T, T) symmetric sparse, y (T,) → f (T,) float64."""
+    S = sp.csr_matrix(S)
+    a = float(alpha)
+    f, _ = conjugate_gradient(lambda p: p - a * (S @ p), np.asarray(y, np.float64), iters, tol)
+    return f
 
 
 def diffusion_rerank(graph: KnnGraph, ids: np.ndarray, scores: np.ndarray, params: DiffusionParams
@@ -98,6 +151,7 @@ def diffusion_rerank(graph: KnnGraph, ids: np.ndarray, scores: np.ndarray, param
     scores = np.array(scores, np.float32, copy=True)
     W = graph.affinity(params.k, params.gamma)
     deg = graph.degrees(params.k, params.gamma)
+    scratch = np.full(W.shape[1], -1, np.int64)  # positions of a query's nodes, reset after each
     for q in range(ids.shape[0]):
         valid = np.flatnonzero(ids[q] >= 0)
         T = min(params.K, valid.size)
@@ -110,7 +164,7 @@ def diffusion_rerank(graph: KnnGraph, ids: np.ndarray, scores: np.ndarray, param
         y[:kq] = np.maximum(scores[q, head[:kq]].astype(np.float64), 0.0) ** params.gamma
         if not y.any():
             continue
-        f = diffuse(normalized_affinity(W, nodes, deg), y, params.alpha, params.iters, params.tol)
+        f = diffuse(normalized_affinity(W, nodes, deg, scratch), y, params.alpha, params.iters, params.tol)
         top = f.max()
         if not np.isfinite(top) or top <= 0:
             continue
