@@ -218,6 +218,7 @@ def build_gemseg(work: Path, desc: Path, budget: str, on_disk: bool) -> Dict[str
     rep = json.loads(out)
     return {"side": "gemseg", "label": f"gemseg auto{' --on-disk' if on_disk else ''}", "on_disk": on_disk,
             "factory": rep["factory"], "wall_s": wall, "build_s": rep["seconds"], "peak_gib": rss,
+            "tuning": rep.get("tuning"),
             "index_bytes": folder_bytes(ix, "segments"), "folder_bytes": folder_bytes(ix), "path": str(ix)}
 
 
@@ -251,7 +252,10 @@ class Searcher:
             fac = self.index.factory
             self.knob = "ef_search" if "HNSW" in fac and "IVF" not in fac else ("nprobe" if "IVF" in fac else None)
             self.nlist = int(ivf_of(self.index.segments[0].index).nlist) if self.knob == "nprobe" else 0
-            self.rerank_modes: List[Optional[bool]] = [None, False] if self.knob else [None]
+            stored = self.index.config.rerank
+            self.reranks = stored if stored is not None else True  # what rerank=None does
+            # the stored setting (None), and the other re-ranking mode
+            self.rerank_modes: List[Optional[bool]] = [None, not self.reranks] if self.knob else [None]
         else:
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if row["on_disk"] else 0
             self.index = faiss.read_index(row["path"], flags)
@@ -285,11 +289,18 @@ class Searcher:
         return self.index.search(Q, K)[1]
 
     def setting(self, value: Optional[int], rerank: Optional[bool]) -> str:
+        gemseg = self.row["side"] == "gemseg"
+        reranked = gemseg and bool(self.knob) and (self.reranks if rerank is None else rerank)
         if value is None:
-            own = self.row.get("param") or ("defaults" if self.row["side"] == "gemseg" else "-")
-            return own + (", re-rank 100" if self.row["side"] == "gemseg" and self.knob else "")
+            if not gemseg:
+                return self.row.get("param") or "-"
+            t = self.row.get("tuning")
+            if not t:
+                return "defaults" + (", re-rank 100" if reranked else "")
+            name = "efSearch" if t["knob"] == "ef_search" else "nprobe"
+            return f"{name} {t['value']} (tuned for {t['target']:g})" + (", re-rank 100" if reranked else "")
         s = f"{'efSearch' if self.knob == 'ef_search' else 'nprobe'} {value}" if self.knob else "exact"
-        return s + (", re-rank 100" if self.row["side"] == "gemseg" and rerank is None and self.knob else "")
+        return s + (", re-rank 100" if reranked else "")
 
 
 def measure(rows: List[Dict[str, Any]], Q: np.ndarray, truth: np.ndarray, targets: List[float],
@@ -406,12 +417,14 @@ def bench_index(name: str, X: np.ndarray, Q: np.ndarray, work: Path, args: argpa
         if side not in builds:
             raise SystemExit(f"--sides: unknown build '{side}' (known: {', '.join(builds)})")
         rows.append(reused(work, side, args.reuse_builds, builds[side]))
-    floors = {"gemseg": import_floor(Path(sys.executable), "retrieval.jobs, faiss", work),
+    # what each build's child imports before it builds (gemseg's command and its job module)
+    floors = {"gemseg": import_floor(Path(sys.executable), "retrieval.commands.index, retrieval.search.build", work),
               "autofaiss": import_floor(py, "autofaiss, faiss", work)}
     for r in rows:
         r["floor_gib"] = floors[r["side"]]
-        print(f"  built {r['label']}: {r['factory']} in {r['wall_s']:.0f}s, peak {r['peak_gib']:.2f} GiB",
-              file=sys.stderr)
+        print(f"  built {r['label']}: {r['factory']} in {r['wall_s']:.0f}s, peak {r['peak_gib']:.2f} GiB"
+              + (f"; tuned: {r['tuning']['knob']} {r['tuning']['value']} → recall@10 {r['tuning']['recall']:.3f} "
+                 f"on held-out rows in {r['tuning']['seconds']:.1f}s" if r.get("tuning") else ""), file=sys.stderr)
     own = sorted({round(r_, 3) for r_ in TARGETS})
     measure(rows, Q, truth, own, args.timing_rounds)
     if args.json:

@@ -74,12 +74,13 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
               dba: int = 0, alpha: float = 3.0, progress: bool = True, prune: bool = False,
               descriptors: Optional[PathLike] = None, memory_budget: str = "4G",
               on_disk: bool = False, compact: bool = False, graph: int = 0, local_features: int = 0,
-              image_size: Optional[int] = None,
-              scales: Optional[Sequence[float]] = None) -> Union[IndexReport, BuildReport, CompactReport]:
+              image_size: Optional[int] = None, scales: Optional[Sequence[float]] = None,
+              target_recall: Optional[float] = None) -> Union[IndexReport, BuildReport, CompactReport]:
     """Describe the images of ``images`` (folder or list file) and add them to the index at ``out``
     (changed files are described again; ``prune`` drops vanished ones); or, with ``descriptors``
     (a folder of tools/extract.py), build ``out`` from its shards with ``factory`` (default
-    ``auto``) under ``memory_budget``, its inverted lists ``on_disk``.
+    ``auto``) under ``memory_budget``, its inverted lists ``on_disk``, its search setting tuned for
+    ``target_recall`` (:func:`~retrieval.search.build.build_index_from_shards`).
 
     ``config``'s ``extract:`` and ``index:`` sections give the defaults of ``batch_size``,
     ``workers``, ``device`` and ``factory``; ``concepts`` pools with concept-masked GeM; ``dba > 0``
@@ -99,7 +100,7 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
                            factory=factory, batch_size=batch_size, workers=workers, device=device, dba=dba,
                            alpha=alpha, progress=progress, prune=prune, descriptors=descriptors,
                            memory_budget=memory_budget, on_disk=on_disk, compact=compact,
-                           image_size=image_size, scales=scales)
+                           image_size=image_size, scales=scales, target_recall=target_recall)
         if graph:
             store_index_graph(out, graph, progress=progress)
         if local_features:
@@ -116,7 +117,8 @@ def run_index(images: Optional[PathLike] = None, out: PathLike = "index", *, con
         settings.index.factory = factory
     if descriptors is not None:
         return build_index_from_shards(descriptors, out, factory=factory or "auto", memory_budget=memory_budget,
-                                       on_disk=on_disk, index_config=settings.index, progress=progress)
+                                       on_disk=on_disk, index_config=settings.index, progress=progress,
+                                       target_recall=target_recall)
     if on_disk:
         raise DataError("--on-disk builds from --descriptors (run tools/extract.py first)")
     resolve_device(device or settings.extract.device)  # no CUDA device: one line, before any work

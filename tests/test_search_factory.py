@@ -85,3 +85,27 @@ def test_hnsw_indexes_are_made_with_a_wider_beam_that_finds_more_neighbours():
     faiss.downcast_index(copy).hnsw.efSearch = 16  # faiss's default
     narrow = knn_recall(copy.search(Q, 10)[1], truth, 10)
     assert wide >= 0.95 and wide > narrow + 0.05, (wide, narrow)
+
+
+def test_hnsw_indexes_are_built_with_a_wider_construction_beam_that_survives_saving():
+    from retrieval.search.factory import HNSW_EF_CONSTRUCTION
+
+    for factory in ("HNSW32", "PCA16,HNSW32"):
+        index = make_faiss_index(factory, D)
+        copy = faiss.deserialize_index(faiss.serialize_index(index))  # the trained index a build writes
+        core = faiss.downcast_index(copy)
+        core = faiss.downcast_index(core.index) if isinstance(core, faiss.IndexPreTransform) else core
+        assert core.hnsw.efConstruction == HNSW_EF_CONSTRUCTION == 64  # faiss's own: 40
+        assert faiss.clone_index(copy) is not None
+
+
+@pytest.mark.parametrize("factory, knob, lossless", [
+    ("HNSW32", "ef_search", True), ("IVF16,Flat", "nprobe", True), ("IVF16_HNSW32,Flat", "nprobe", True),
+    ("IVF16,PQ8np", "nprobe", False), ("OPQ8,IVF16,PQ8np", "nprobe", False), ("HNSW32,SQ8", "ef_search", False),
+    ("PCA16,HNSW32", "ef_search", False), ("PQ8", None, False), ("Flat", None, False)])
+def test_search_knob_and_lossless_codes_of_each_kind(factory, knob, lossless):
+    from retrieval.search.factory import lossless_codes, search_knob
+
+    index = make_faiss_index(factory, D)
+    assert search_knob(index) == knob
+    assert lossless_codes(index) is lossless

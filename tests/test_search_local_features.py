@@ -10,13 +10,8 @@ from PIL import Image, ImageDraw
 
 from retrieval.search.compaction import compact_index
 from retrieval.search.index import ImageIndex
-from retrieval.search.local_features import (
-    LocalFeatures,
-    PackedFeatures,
-    backbone_features,
-    root_sift,
-    sift_features,
-)
+from retrieval.search.local_features import backbone_features, root_sift, sift_features
+from retrieval.search.packed_features import LocalFeatures, PackedFeatures
 
 
 def textured(w: int = 320, h: int = 240, seed: int = 0) -> Image.Image:

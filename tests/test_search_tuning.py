@@ -68,3 +68,28 @@ def test_smallest_reaching_tunes_nprobe_of_an_ivf_index():
     assert value is not None and recalls[-1] >= 0.9 and all(r < 0.9 for r in recalls[:-1])
     assert recall_of(32) == pytest.approx(1.0)  # every list probed: the exact answer (lossless codes)
     assert recalls[0] < 1.0  # one list of 32 misses neighbours: the tuning had something to find
+
+
+def test_without_self_drops_each_rows_own_id_as_a_loop_does():
+    from retrieval.search.tuning import without_self
+
+    rng = np.random.default_rng(3)
+    own = rng.integers(0, 20, 40)
+    ids = np.stack([rng.permutation(20)[:8] for _ in range(40)])
+    ids[::5, 3] = -1  # fewer results than asked
+    ids[1::7] = np.arange(8) + 100  # own id absent
+    got = without_self(ids, own, 6)
+    for row, o, g in zip(ids, own, got):
+        ref = [int(i) for i in row if i != o and i >= 0][:6]
+        assert g.tolist() == ref + [-1] * (6 - len(ref))
+    assert without_self(np.array([[5, 1]]), np.array([5]), 3).tolist() == [[1, -1, -1]]
+    with pytest.raises(ValueError):
+        without_self(np.zeros((3, 4), np.int64), np.zeros(2, np.int64), 2)
+
+
+def test_nprobe_ladder_doubles_up_to_every_list():
+    from retrieval.search.tuning import EF_LADDER, nprobe_ladder
+
+    assert nprobe_ladder(32) == [1, 2, 4, 8, 16, 32]
+    assert nprobe_ladder(48) == [1, 2, 4, 8, 16, 32, 48] and nprobe_ladder(1) == [1]
+    assert list(EF_LADDER) == sorted(set(EF_LADDER)) and all(b / a <= 1.34 for a, b in zip(EF_LADDER, EF_LADDER[1:]))

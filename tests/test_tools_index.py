@@ -196,6 +196,27 @@ def test_index_tool_builds_from_descriptors_and_search_uses_it(photos, tmp_path,
 
 
 @pytest.mark.slow
+def test_index_tool_tunes_a_build_from_descriptors_for_target_recall(tmp_path, tiny_config, run_tool):
+    """--target-recall reaches the build by either job (shards alone; with --config, retrieval.jobs);
+    the printed line and --json say what it reached; a bad value, or one without --descriptors,
+    is argparse's usage line and exit 2."""
+    fake_shards(tmp_path / "desc", unit_rows(2000, 16), 1000)
+    proc = run_tool("index", "--descriptors", tmp_path / "desc", "--out", tmp_path / "a", "--factory", "IVF8,Flat",
+                    "--target-recall", "0.9")
+    assert proc.returncode == 0, proc.stderr
+    assert "search setting: nprobe " in proc.stdout and "(target 0.9) on 200 held-out rows" in proc.stdout
+    proc = run_tool("index", "--descriptors", tmp_path / "desc", "--out", tmp_path / "b", "--factory", "IVF8,Flat",
+                    "--config", tiny_config, "--target-recall", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tuning"] is None
+    for bad in (["--descriptors", tmp_path / "desc", "--target-recall", "1.5"],
+                ["--images", tmp_path, "--target-recall", "0.9"]):
+        proc = run_tool("index", *bad, "--out", tmp_path / "c")
+        assert proc.returncode == 2 and "--target-recall" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
 def test_changed_file_is_described_again_and_prune_drops_vanished_ones(tmp_path, tiny_config, run_tool):
     src = tmp_path / "src"
     paths = random_images(src, 4)

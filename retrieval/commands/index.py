@@ -15,7 +15,11 @@ to a temporary folder and renamed; adding to an index writes only what is new; a
 described again; indexed files that no longer exist are counted ("vanished" in --json) and --prune
 drops them. An interrupted first index (Ctrl-C, a kill) resumes: the re-run describes only what is
 left. A compressed --factory is checked against the collection size first. With
---descriptors (shards of tools/extract.py) the factory defaults to auto (docs/scale.md).
+--descriptors (shards of tools/extract.py) the factory defaults to auto (docs/scale.md), and an
+approximate index stores the cheapest efSearch / nprobe whose recall@10 against exact search
+reaches --target-recall on held-out rows of the collection (the build reports the setting and the
+recall; "tuning" in --json). A build from descriptors alone (no --config, --graph or
+--local-features) loads no model and does not import torch.
 """
 from __future__ import annotations
 
@@ -23,9 +27,14 @@ import argparse
 import sys
 from typing import Any, Callable
 
+from retrieval.commands.main import job_of
 from retrieval.core.cli import add_common_flags, notice, print_json
 
-JOB = "retrieval.jobs:run_index"
+#: the job of a build from descriptor shards alone: no model, so neither torch nor retrieval.jobs
+JOB = "retrieval.search.build:build_index_from_shards"
+#: the job of everything else (images, --compact, --config, --graph, --local-features), imported
+#: only then, through main.job_of as every command's job is
+FULL_JOB = "retrieval.jobs:run_index"
 
 SHOWN = 20
 
@@ -46,6 +55,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                                       "or auto (chosen from N, D and --memory-budget; default with --descriptors)")
     ap.add_argument("--memory-budget", default="4G", help="memory the index may use, for --factory auto (default 4G)")
     ap.add_argument("--on-disk", action="store_true", help="with --descriptors: inverted lists on disk, memory-mapped")
+    ap.add_argument("--target-recall", type=float, metavar="R",
+                    help="with --descriptors: store the cheapest efSearch / nprobe whose recall@10 against "
+                         "exact search reaches R on held-out rows (default 0.98; 0: no tuning)")
     ap.add_argument("--prune", action="store_true", help="drop indexed files that no longer exist")
     ap.add_argument("--batch-size", type=int, help="images per forward pass")
     ap.add_argument("--workers", type=int, help="image decoding processes")
@@ -68,14 +80,33 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="extraction scales, e.g. --scales 1 0.7071 0.5 (default: the model's)")
 
 
+def check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.target_recall is not None:
+        if not args.descriptors:
+            ap.error("--target-recall tunes a build from --descriptors")
+        if not 0.0 <= args.target_recall <= 1.0:
+            ap.error(f"--target-recall takes a recall@10 in (0, 1], or 0 for no tuning; got {args.target_recall:g}")
+
+
+def shards_only(args: argparse.Namespace) -> bool:
+    """A build from descriptor shards and nothing else: :data:`JOB` runs it."""
+    return bool(args.descriptors) and not (args.config or args.graph or args.local_features)
+
+
 def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
-    report = job(args.images, args.out, config=args.config, model=args.model, concepts=args.concepts,
-                 object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
-                 workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
-                 progress=not (args.quiet or args.json), prune=args.prune, descriptors=args.descriptors,
-                 memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
-                 graph=args.graph, local_features=args.local_features,
-                 image_size=args.image_size, scales=args.scales)
+    progress = not (args.quiet or args.json)
+    if shards_only(args):
+        report = job(args.descriptors, args.out, factory=args.factory or "auto", memory_budget=args.memory_budget,
+                     on_disk=args.on_disk, progress=progress, target_recall=args.target_recall)
+    else:
+        report = job_of(FULL_JOB)(
+            args.images, args.out, config=args.config, model=args.model, concepts=args.concepts,
+            object_factor=args.object_factor, factory=args.factory, batch_size=args.batch_size,
+            workers=args.workers, device=args.device, dba=args.dba, alpha=args.alpha,
+            progress=progress, prune=args.prune, descriptors=args.descriptors,
+            memory_budget=args.memory_budget, on_disk=args.on_disk, compact=args.compact,
+            graph=args.graph, local_features=args.local_features,
+            image_size=args.image_size, scales=args.scales, target_recall=args.target_recall)
     if args.json:
         print_json(report.as_dict())
         return 0
@@ -89,6 +120,8 @@ def run(args: argparse.Namespace, job: Callable[..., Any]) -> int:
             print(f"built {report.out} from {report.shards} shards: {report.count} descriptors, {report.factory}"
                   f"{' (lists on disk)' if report.on_disk else ''}, {report.bytes_per_vector or 0:.1f} bytes/vector, "
                   f"in {report.seconds:.1f}s (train {report.train_seconds:.1f}s, add {report.add_seconds:.1f}s)")
+            if report.tuning is not None:
+                print(f"search setting: {report.tuning.describe()}")
         return 0
     rate = report.added / report.seconds if report.seconds > 0 else 0.0
     print(f"indexed {report.added} new images ({report.already_indexed} already in the index, "

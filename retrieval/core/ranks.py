@@ -10,14 +10,14 @@ Work that needs no communication (sharded extraction) only reads these; work tha
 the other ranks calls :func:`barrier`, which starts a ``torch.distributed`` process group (gloo)
 on first use, from ``MASTER_ADDR`` / ``MASTER_PORT`` (set by torchrun; under srun, as exported in
 the sbatch script, else the launch node and port 29500: :func:`rendezvous_defaults`).
+torch is imported by the functions that use it, not at the top: a build from descriptor shards
+(:mod:`retrieval.search.build`) reads its ranks without loading torch.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
-
-import torch
 
 from retrieval.core.errors import ConfigError, ResourceError
 
@@ -82,7 +82,11 @@ def rank_device(device: Optional[str], ranks: Ranks) -> Optional[str]:
         ResourceError: several processes on ``cuda`` and no GPU for this local rank (more processes
             on the node than GPUs).
     """
-    if ranks.world > 1 and (device == "cuda" or (device is None and torch.cuda.is_available())):
+    if ranks.world == 1:
+        return device
+    import torch  # here, not at the top (module doc)
+
+    if device == "cuda" or (device is None and torch.cuda.is_available()):
         n = torch.cuda.device_count()
         if n and ranks.local_rank >= n:
             raise ResourceError(f"local rank {ranks.local_rank} has no GPU: this node has {n}; "
@@ -107,7 +111,8 @@ def barrier(ranks: Ranks) -> None:
     """Wait for every rank (no-op for one process). Starts a gloo process group on first use."""
     if ranks.world == 1:
         return
-    dist = torch.distributed
+    import torch.distributed as dist  # here, not at the top (module doc)
+
     if not dist.is_initialized():
         rendezvous_defaults(ranks)
         dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
@@ -116,5 +121,9 @@ def barrier(ranks: Ranks) -> None:
 
 def finish(ranks: Ranks) -> None:
     """Leave the process group, if :func:`barrier` started one."""
-    if ranks.world > 1 and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if ranks.world == 1:
+        return
+    import torch.distributed as dist  # here, not at the top (module doc)
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -19,6 +19,7 @@
 * :mod:`~retrieval.search.expansion` — α-QE and DBA arithmetic, and the DBA index;
 * :mod:`~retrieval.search.knn_graph` — the database's k-NN graph (exact, faiss), kept equal to brute force on add / remove / compact;
 * :mod:`~retrieval.search.local_features` — local features of an image (RootSIFT): positions in its pixels, descriptors;
+* :mod:`~retrieval.search.packed_features` — local features as data, one image's and packed per id (no torch);
 * :mod:`~retrieval.search.verify` — spatial verification: mutual ratio-test matches, a robust fit (OpenCV MAGSAC/RANSAC), inliers;
 * :mod:`~retrieval.search.query_box` — the one rule for a query's box (inside the image once rounded, else refused);
 * :mod:`~retrieval.search.rerank` — the re-ranking steps of the query path, one module each (``qe``, ``coseg``, ``diffusion``, ``superglobal``, ``sv``);

@@ -10,7 +10,14 @@ faiss's guidelines for choosing an index (and the rules autofaiss applies):
   D/2) whose codes and ids fit the budget; compressed indexes re-rank from the stored descriptors.
 
 HNSW indexes are made with a search beam of ``efSearch`` = :data:`HNSW_EF_SEARCH` (128) instead of
-faiss's 16 (it is stored with the index; ``--ef-search`` still overrides it per search). On 10⁵
+faiss's 16 (it is stored with the index; ``--ef-search`` still overrides it per search; a build from
+descriptor shards replaces it by the cheapest value reaching a target recall,
+:mod:`retrieval.search.build`), and a construction beam of ``efConstruction`` =
+:data:`HNSW_EF_CONSTRUCTION` (64) instead of faiss's 40: on 10⁵ clustered 128-d descriptors it cost
+1.39× the CPU time of adding (23.4 → 32.5 s) and searched 1.75× faster at recall@10 0.98
+(efSearch 96 → 64); 80 was 1.79× to add, more than a build may spend against autofaiss's
+(``benchmarks/bench_peers.py``, which builds with faiss's 40). hnswlib's default is 200, Qdrant's
+100, Weaviate's 128: 64 is not a value fitted to these vectors. On 10⁵
 clustered 128-d descriptors (``benchmarks/bench_peers.py``) faiss's 16 found 0.942 of the exact
 top-10 and 128 found 0.986; asking faiss for 100 candidates to re-rank does not widen its beam.
 Qdrant's default ``hnsw_ef`` is 100 and Weaviate's dynamic ef starts at 100: the same order.
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import faiss
 
@@ -36,6 +43,8 @@ ALIASES = {"ivfpq": "IVF{n},PQ{m}np", "opq": "OPQ{m},IVF{n},PQ{m}np", "hnsw": "H
 EXACT_BELOW = 10_000
 #: efSearch of the HNSW indexes :func:`make_faiss_index` makes (faiss's own default: 16)
 HNSW_EF_SEARCH = 128
+#: efConstruction of the HNSW indexes :func:`make_faiss_index` makes (faiss's own default: 40)
+HNSW_EF_CONSTRUCTION = 64
 HNSW_MAX = 1_000_000
 _UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
 
@@ -82,17 +91,17 @@ def resolve_factory(factory: str, n: int, d: int) -> str:
 
 def make_faiss_index(factory: str, dim: int) -> Any:
     """``faiss.index_factory`` (inner product) with a one-line ConfigError for a bad string; an
-    HNSW index (also behind a pre-transform) gets ``efSearch`` = :data:`HNSW_EF_SEARCH`."""
+    HNSW index (also behind a pre-transform) gets ``efSearch`` = :data:`HNSW_EF_SEARCH` and
+    ``efConstruction`` = :data:`HNSW_EF_CONSTRUCTION` (at least)."""
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1][:160]
         raise ConfigError(f"invalid faiss factory string '{factory}' for dimension {dim}: {msg}") from None
-    core = faiss.downcast_index(index)
-    if isinstance(core, faiss.IndexPreTransform):
-        core = faiss.downcast_index(core.index)
+    core = _core(index)[0]
     if isinstance(core, faiss.IndexHNSW):
         core.hnsw.efSearch = max(int(core.hnsw.efSearch), HNSW_EF_SEARCH)
+        core.hnsw.efConstruction = max(int(core.hnsw.efConstruction), HNSW_EF_CONSTRUCTION)
     return index
 
 
@@ -103,6 +112,36 @@ def ivf_of(index: Any) -> Optional[Any]:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
+
+
+def _core(index: Any) -> Tuple[Any, bool]:
+    """The faiss index behind an index's pre-transforms (downcast), and whether it had any."""
+    core = faiss.downcast_index(index)
+    transformed = False
+    while isinstance(core, faiss.IndexPreTransform):
+        core, transformed = faiss.downcast_index(core.index), True
+    return core, transformed
+
+
+def search_knob(index: Any) -> Optional[str]:
+    """The search-time knob of a faiss ``index``: ``"nprobe"`` (inverted lists), ``"ef_search"``
+    (an HNSW graph, also behind a pre-transform), or ``None`` (Flat, PQ...: nothing to tune)."""
+    if ivf_of(index) is not None:
+        return "nprobe"
+    return "ef_search" if isinstance(_core(index)[0], faiss.IndexHNSW) else None
+
+
+def lossless_codes(index: Any) -> bool:
+    """True when a faiss ``index``'s scores are the exact inner products of the added vectors
+    (``HNSW…Flat``, ``IVF…,Flat``, no pre-transform): re-ranking them with the stored
+    descriptors changes no order, only how many candidates are asked for."""
+    core, transformed = _core(index)
+    if transformed:
+        return False
+    if isinstance(core, faiss.IndexHNSWFlat):
+        return True
+    ivf = ivf_of(index)
+    return ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFlat)
 
 
 def is_exact(factory: str) -> bool:

@@ -42,22 +42,23 @@ from retrieval.search.index_config import IndexConfig
 from retrieval.search.index_folder import (
     DESCRIPTORS,
     IndexInfo,
-    graph_record_valid,
-    read_graph,
-    read_local_packs,
     SavedFolder,
     Segment,
     check_index_target,
+    graph_record_valid,
     has_trained,
     index_meta,
+    read_graph,
     read_index_folder,
+    read_local_packs,
     read_trained,
     segment_bytes,
     write_index,
 )
 from retrieval.search.ivf_training import train_index
 from retrieval.search.knn_graph import DEFAULT_K, KnnGraph, build_knn_graph, grow_knn_graph
-from retrieval.search.local_features import LocalFeatures, PackedFeatures, sift_features
+from retrieval.search.local_features import sift_features
+from retrieval.search.packed_features import LocalFeatures, PackedFeatures
 from retrieval.search.paths_store import PathStore, Stat
 from retrieval.search.topk import exact_knn, merge_topk, search_without
 

@@ -14,7 +14,7 @@ Folder layout (format version 2)::
       graph/*.npz        optional (tools/index.py --graph): the k-NN graph of the descriptors
                          (:mod:`retrieval.search.knn_graph`), the file the path store names
       local/<first id>/  optional (tools/index.py --local-features): RootSIFT features of the ids
-                         from <first id> on, packed (:class:`retrieval.search.local_features.PackedFeatures`)
+                         from <first id> on, packed (:class:`retrieval.search.packed_features.PackedFeatures`)
 
 :func:`write_index` is the only code that writes a folder: saving an index
 (:meth:`retrieval.search.index.ImageIndex.save`), building one from shards
@@ -50,8 +50,8 @@ from retrieval.search import descriptor_file
 from retrieval.search.factory import is_exact
 from retrieval.search.index_config import IndexConfig
 from retrieval.search.knn_graph import KnnGraph, grow_knn_graph
-from retrieval.search.local_features import PackedFeatures
 from retrieval.search.ondisk import lists_to_disk, read_ondisk
+from retrieval.search.packed_features import PackedFeatures
 from retrieval.search.paths_store import PathStore, Stat
 
 PathLike = Union[str, Path]
