@@ -48,3 +48,20 @@ def test_exact_search_with_removed_ids_matches_numpy():
     ref = np.argsort(-S, 1, kind="stable")[:, :12]
     np.testing.assert_array_equal(i, ref)
     np.testing.assert_allclose(s, np.take_along_axis(S, ref, 1), rtol=1e-5)
+
+
+def test_rerank_exact_orders_candidates_by_their_inner_products_as_a_loop_does():
+    from retrieval.search.topk import rerank_exact
+
+    X, Q = unit_rows(50, D), unit_rows(4, D, 1)
+    cand = np.random.default_rng(2).choice(50, (4, 12), replace=True).astype(np.int64)
+    cand[1, 3:] = -1  # fewer candidates than asked
+    s, i = rerank_exact(Q, cand, lambda ids: X[ids], 5)
+    assert s.dtype == np.float32 and i.shape == (4, 5)
+    for q in range(4):
+        pairs = [(-float(X[c] @ Q[q]) if c >= 0 else np.inf, j, int(c)) for j, c in enumerate(cand[q])]
+        want = [c for _, _, c in sorted(pairs)[:5]]  # ties: candidate order; −1 last
+        assert i[q].tolist() == want
+        live = i[q] >= 0
+        np.testing.assert_allclose(s[q][live], X[i[q][live]] @ Q[q], rtol=1e-5)
+        assert np.isneginf(s[q][~live]).all()

@@ -67,7 +67,7 @@ from retrieval.search.index_folder import TRAINED, IndexInfo, check_index_target
 from retrieval.search.ivf_training import train_index
 from retrieval.search.ondisk import merge_parts
 from retrieval.search.shards import ShardDir
-from retrieval.search.topk import exact_knn
+from retrieval.search.topk import exact_knn, rerank_exact
 from retrieval.search.tuning import EF_LADDER, knn_recall, nprobe_ladder, smallest_reaching, without_self
 
 PathLike = Union[str, Path]
@@ -135,13 +135,7 @@ def _sample(sd: ShardDir, counts: List[int], n: int, seed: int) -> np.ndarray:
     """``n`` rows drawn without replacement across all shards: (n, D) float32."""
     total = sum(counts)
     pick = np.sort(np.random.default_rng(seed).choice(total, n, replace=False)) if n < total else np.arange(total)
-    starts = np.cumsum([0] + counts)
-    out = []
-    for k in range(len(counts)):
-        a, b = np.searchsorted(pick, [starts[k], starts[k + 1]])
-        if b > a:
-            out.append(np.asarray(sd.read_shard(k).descriptors[pick[a:b] - starts[k]]))
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+    return _gather(sd, [int(s) for s in np.cumsum([0] + counts)], pick)
 
 
 def _add_parts(sd: ShardDir, shards: List[int], starts: List[int], trained: Any, work: Path, rank: int,
@@ -198,10 +192,7 @@ def _search_as_stored(index: Any, Q: np.ndarray, k: int, candidates: int,
     _, cand = index.search(Q, candidates)
     if rows is None:
         return cand[:, :k]
-    X = rows(np.clip(cand, 0, None).reshape(-1)).reshape(cand.shape + (Q.shape[1],))
-    exact = np.einsum("qkd,qd->qk", X, Q)
-    exact[cand < 0] = -np.inf
-    return np.take_along_axis(cand, np.argsort(-exact, axis=1, kind="stable")[:, :k], 1)
+    return rerank_exact(Q, cand, rows, k)[1]
 
 
 class _TunedSegment:

@@ -60,7 +60,7 @@ from retrieval.search.knn_graph import DEFAULT_K, KnnGraph, build_knn_graph, gro
 from retrieval.search.local_features import sift_features
 from retrieval.search.packed_features import LocalFeatures, PackedFeatures
 from retrieval.search.paths_store import PathStore, Stat
-from retrieval.search.topk import exact_knn, merge_topk, search_without
+from retrieval.search.topk import exact_knn, merge_topk, rerank_exact, search_without
 
 __all__ = ["ImageIndex", "IndexConfig", "check_index_target", "resolve_factory", "is_exact", "ALIASES",
            "make_faiss_index", "minimum_size"]
@@ -368,12 +368,7 @@ class ImageIndex:
                                              ef_search if ef_search is not None else self.config.ef_search)
         if not rerank:
             return scores[:, :k], cand[:, :k]
-        flat = cand.reshape(-1)
-        X = self.rows(np.clip(flat, 0, None)).reshape(cand.shape + (self.dim,))
-        exact = np.einsum("qkd,qd->qk", X, Q)
-        exact[cand < 0] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(exact, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
+        return rerank_exact(Q, cand, self.rows, k)
 
     def _search_segments(self, Q: np.ndarray, k: int, nprobe: Optional[int],
                          ef_search: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ with faiss's brute-force ``knn`` and the per-block top-k lists are merged.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import faiss
 import numpy as np
@@ -13,6 +13,18 @@ import numpy as np
 from retrieval.search.factory import ivf_of
 
 BLOCK_ROWS = 1 << 18
+
+
+def rerank_exact(Q: np.ndarray, cand: np.ndarray, rows: Callable[[np.ndarray], np.ndarray],
+                 k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The candidates ``cand`` ((Q, C) int64, −1 = none) of the (Q, D) float32 queries ``Q``
+    re-ranked by their exact inner products with ``rows(ids)`` ((n,) int64 → (n, D) float32):
+    scores (Q, k) float32, best first (ties in candidate order, −1 last), and ids (Q, k) int64."""
+    X = rows(np.clip(cand, 0, None).reshape(-1)).reshape(cand.shape + (Q.shape[1],))
+    exact = np.einsum("qkd,qd->qk", X, Q)
+    exact[cand < 0] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, order, 1).astype(np.float32), np.take_along_axis(cand, order, 1)
 
 
 def merge_topk(scores: List[np.ndarray], ids: List[np.ndarray], k: int) -> Tuple[np.ndarray, np.ndarray]:
