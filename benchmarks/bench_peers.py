@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_scale import _PEAK  # noqa: E402  (the VmHWM wrapper: one child, its own peak)
-from benchmarks.common import markdown_table  # noqa: E402
+from benchmarks.common import clustered, markdown_table  # noqa: E402
 from retrieval.search.shards import ShardDir  # noqa: E402
 from retrieval.search.tuning import knn_recall, smallest_reaching  # noqa: E402
 
@@ -123,21 +123,6 @@ def import_floor(python: Path, modules: str, work: Path) -> float:
 
 
 # ---------------------------------------------------------------- descriptors
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(n: int, seed: int, centres_seed: int = 0, n_centres: int = 10_000, chunk: int = 100_000) -> np.ndarray:
-    """(n, 128) float32 unit rows: a random one of ``n_centres`` unit centres + noise of norm ≈ 0.6."""
-    centres = unit(np.random.default_rng(centres_seed).normal(size=(n_centres, D)))
-    rng = np.random.default_rng(seed)
-    X = np.empty((n, D), np.float32)
-    for a in range(0, n, chunk):
-        b = min(n, a + chunk)
-        X[a:b] = unit(centres[rng.integers(0, n_centres, b - a)] + 0.6 * rng.normal(size=(b - a, D)) / np.sqrt(D))
-    return X
-
 
 def write_inputs(work: Path, X: np.ndarray, shard_size: int = 100_000) -> Tuple[Path, Path]:
     """The same vectors as a folder of .npy (autofaiss) and as descriptor shards (gemseg); reused."""
@@ -531,8 +516,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     only = args.only.split(",")
     py = peer_python() if ("index" in only or "demo" in only) else Path(sys.executable)
     if "index" in only:
-        X = clustered(args.n, seed=1)
-        Q = clustered(args.queries, seed=2)
+        X = clustered(args.n, seed=1, dim=D)
+        Q = clustered(args.queries, seed=2, dim=D)
         text = bench_index(f"clustered-{args.n}", X, Q, work / f"clustered_{args.n}", args, py)
         print(f"\n{text}\n\n{setup(py)}\n", flush=True)
     if "demo" in only:

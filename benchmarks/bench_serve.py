@@ -5,9 +5,12 @@ Protocol:
 
 1. **Indexes.** ``--index DIR`` (e.g. the demo's, ``python tools/demo.py --out /tmp/demo``; by
    default a toy collection, ``retrieval.toy``, 96 px, indexed with the default model into
-   ``bench_out/serve/``), and a **synthetic** index of ``--synthetic N`` (default 10⁵) random
-   unit descriptors of the same model (``--synthetic-factory``, default Flat; its paths name files
-   that do not exist: no image is read, the hits say ``missing``), in ``bench_out/serve/``.
+   ``bench_out/serve/``), and a **synthetic** index of ``--synthetic N`` (default 10⁵) unit
+   descriptors of the same model (``--synthetic-data``: ``clustered``, ~100 near neighbours
+   each, or ``uniform``), built as ``gemseg index --descriptors`` builds (``--synthetic-factory``,
+   default Flat; ``auto``: the factory it chooses, its search setting tuned to recall@10 0.98; the
+   paths name files that do not exist: no image is read, the hits say ``missing``), in
+   ``bench_out/serve/``.
 2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
    index; its RSS (``/proc/PID/status``) read after a warm-up (every row once, at every
    concurrency: thread stacks and batch buffers are allocated then), after the load, and with
@@ -35,6 +38,7 @@ import os
 import random
 import re
 import statistics
+import shutil
 import subprocess
 import sys
 import threading
@@ -47,10 +51,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import markdown_table  # noqa: E402
+from benchmarks.common import clustered, markdown_table, unit  # noqa: E402
 from retrieval.jobs import run_index  # noqa: E402
-from retrieval.search.factory import auto_factory, is_auto  # noqa: E402
+from retrieval.search.build import build_index_from_shards  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
+from retrieval.search.shards import ShardDir  # noqa: E402
 from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,25 +71,41 @@ def toy_index() -> Path:
     return index
 
 
-def synthetic_index(model_index: Path, n: int, factory: str = "Flat", seed: int = 0) -> Path:
-    """``n`` random unit descriptors under ``model_index``'s model in a ``factory`` index, cached;
-    ``auto`` is the factory ``gemseg index --factory auto`` chooses for ``n`` (4G budget)."""
+def synthetic_index(model_index: Path, n: int, factory: str = "Flat", data: str = "clustered", seed: int = 0) -> Path:
+    """``n`` synthetic unit descriptors under ``model_index``'s model, built the way ``gemseg index
+    --descriptors DIR --factory FACTORY`` builds (descriptor shards, then
+    :func:`~retrieval.search.build.build_index_from_shards`: ``auto`` picks the factory, the
+    search setting is tuned to the default target recall); cached. ``data``: ``clustered``
+    (:func:`benchmarks.common.clustered`, ``n // 100`` centres: each row has ~100 near neighbours,
+    as views and near-duplicates of one object) or ``uniform`` (uniformly random directions: no
+    neighbour structure, on which no approximate index reaches a useful recall)."""
     ref = ImageIndex.load(model_index)
-    if is_auto(factory):
-        factory = auto_factory(n, ref.dim, "4G")
-    out = OUT / f"synthetic-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
+    D, model, fingerprint = ref.dim, ref.model_config, ref.fingerprint
+    ref.close()
+    out = OUT / f"synthetic-{data}-{n}-{re.sub(r'[^A-Za-z0-9]+', '_', factory)}"
     if (out / "meta.json").is_file():
         have = ImageIndex.load(out)
-        if have.ntotal == n and have.fingerprint == ref.fingerprint:
+        ok = have.ntotal == n and have.fingerprint == fingerprint
+        have.close()
+        if ok:
             return out
-    idx = ImageIndex(ref.dim, factory, ref.model_config, ref.fingerprint)
-    idx.model_source = ref.model_source
+    desc = OUT / f"synthetic-{data}-{n}-descriptors"
+    shutil.rmtree(desc, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    sd = ShardDir(desc)
+    shard = 20_000
+    sd.open_for(model, fingerprint, D, shard, "bench_serve synthetic")
     rng = np.random.default_rng(seed)
-    for a in range(0, n, 20_000):
-        X = rng.standard_normal((min(20_000, n - a), ref.dim)).astype(np.float32)
-        X /= np.linalg.norm(X, axis=1, keepdims=True)
-        idx.add(X, [f"/nonexistent/synthetic/{i:07d}.jpg" for i in range(a, a + X.shape[0])])
-    idx.save(out)
+    for k, a in enumerate(range(0, n, shard)):
+        m = min(shard, n - a)
+        if data == "clustered":
+            X = clustered(m, seed=seed + 1 + k, dim=D, n_centres=max(1, n // 100))
+        else:
+            X = unit(rng.standard_normal((m, D)))
+        sd.write_shard(k, X, [f"/nonexistent/synthetic/{i:07d}.jpg" for i in range(a, a + m)],
+                       np.zeros((m, 2), np.int64), [])
+    sd.write_manifest(dict(sd.manifest(), images=n, shards=k + 1))
+    build_index_from_shards(desc, out, factory=factory, progress=False)
     return out
 
 
@@ -223,7 +244,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--index", help="index folder of images (default: a toy index built in bench_out/serve/)")
     ap.add_argument("--synthetic", type=int, default=100_000, help="stored descriptors of the synthetic index (0: none)")
     ap.add_argument("--synthetic-factory", nargs="+", default=["Flat"], metavar="FACTORY",
-                    help="faiss factories of the synthetic index (default Flat; e.g. also IVF256,Flat)")
+                    help="faiss factories of the synthetic index (default Flat; auto: what gemseg index chooses)")
+    ap.add_argument("--synthetic-data", choices=("clustered", "uniform"), default="clustered",
+                    help="the synthetic descriptors: clustered (~100 near neighbours each) or uniform (none)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--seconds", type=float, default=8.0, help="load per row (bounded)")
     ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed per index")
@@ -236,8 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env,
                            args.repeat)]
     for factory in args.synthetic_factory if args.synthetic else []:
-        syn = synthetic_index(index, args.synthetic, factory)
-        results.append(bench_index(f"synthetic {factory}", syn, ("id", "vector"), args.clients, args.seconds,
+        syn = synthetic_index(index, args.synthetic, factory, args.synthetic_data)
+        results.append(bench_index(f"synthetic {args.synthetic_data} {factory}", syn, ("id", "vector"), args.clients, args.seconds,
                                    args.cli_runs, env, args.repeat))
     for res in results:
         print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")

@@ -1,8 +1,11 @@
-"""Helpers shared by the benchmarks: timing with warm-up, and a markdown table printer."""
+"""Helpers shared by the benchmarks: timing with warm-up, a markdown table printer, and clustered
+synthetic descriptors."""
 from __future__ import annotations
 
 import time
 from typing import Callable, List, Sequence
+
+import numpy as np
 
 
 def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -26,3 +29,21 @@ def markdown_table(header: Sequence[str], rows: List[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length: (n, D) float32."""
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, seed: int, dim: int = 128, centres_seed: int = 0, n_centres: int = 10_000,
+              chunk: int = 100_000) -> np.ndarray:
+    """(n, dim) float32 unit rows: a random one of ``n_centres`` random unit centres (drawn with
+    ``centres_seed``) plus Gaussian noise of norm ≈ 0.6, normalised; rows drawn with ``seed``."""
+    centres = unit(np.random.default_rng(centres_seed).normal(size=(n_centres, dim)))
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, dim), np.float32)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        X[a:b] = unit(centres[rng.integers(0, n_centres, b - a)] + 0.6 * rng.normal(size=(b - a, dim)) / np.sqrt(dim))
+    return X

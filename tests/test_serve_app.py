@@ -692,3 +692,39 @@ def test_coseg_boxes_are_in_the_image_s_own_pixels(served):
         # the mask's box scaled up to the image contains the largest component's box sent back
         assert x1 >= int(np.floor(xs.min() * 880 / 320)) - 1 and x2 <= int(np.ceil((xs.max() + 1) * 880 / 320)) + 1
         assert y1 >= int(np.floor(ys.min() * 650 / 236)) - 1 and y2 <= int(np.ceil((ys.max() + 1) * 650 / 236)) + 1
+
+
+def test_plain_lookups_are_answered_in_the_event_loop_and_the_rest_in_worker_threads(served, monkeypatch):
+    import asyncio
+
+    from retrieval.serve.app import plain_lookup
+
+    svc, where = served["service"], []
+    real = svc.search
+
+    def spy(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            where.append(("loop", kwargs.get("batch")))
+        except RuntimeError:
+            where.append(("worker", kwargs.get("batch")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "search", spy)
+    c = served["client"]
+    v = [float(x) for x in svc.index.rows(np.array([1]))[0]]
+    assert svc.state.quick  # a small exact index
+    for req in ({"json": {"id": 1, "top": 2}}, {"json": {"vector": v, "top": 2, "return_vectors": True}},
+                {"data": {"id": "1", "top": "2", "qe": "0", "box": ""}}):
+        assert c.post("/api/search", **req).status_code == 200
+    assert where == [("loop", False)] * 3
+    where.clear()
+    for req in ({"json": {"id": 1, "top": 2, "qe": 2}}, {"json": {"id": 1, "top": 2, "rerank": "qe:k=2"}},
+                {"data": {"id": "1", "box": "0,0,20,20"}}, {"files": _upload(served["paths"][0])}):
+        assert c.post("/api/search", **req).status_code == 200, req
+    assert where == [("worker", True)] * 4
+    where.clear()
+    monkeypatch.setattr(type(svc.state), "quick", property(lambda self: False))  # e.g. a large exact index
+    assert c.post("/api/search", json={"id": 1, "top": 2}).status_code == 200
+    assert where == [("worker", True)]
+    assert plain_lookup({"id": "3", "top": "5"}) and not plain_lookup({"id": "3", "nprobe": "4"})

@@ -233,3 +233,29 @@ def test_concurrent_searches_share_a_search_and_get_their_own_hits(service, monk
     with ThreadPoolExecutor(4) as pool:
         mixed = list(pool.map(lambda k: service.search(Query(id=1), top=k), [2, 3, 2, 3]))
     assert [len(d["hits"]) for d in mixed] == [2, 3, 2, 3]
+
+
+def test_a_state_is_quick_for_approximate_or_small_exact_indexes_until_its_searches_are_slow(monkeypatch):
+    from retrieval.serve import service as service_module
+    from retrieval.serve.service import INLINE_SEARCH_MS, IndexState
+
+    X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+
+    def state(factory: str) -> IndexState:
+        idx = ImageIndex(8, factory, {}, "f")
+        idx.add(X, [f"/x/{i}.jpg" for i in range(300)])
+        return IndexState(idx, QueryPath(idx, None), None, 4)
+
+    monkeypatch.setattr(service_module, "INLINE_EXACT_FLOATS", 300 * 8)
+    assert state("Flat").quick  # 300 × 8 stored values: at the bound
+    monkeypatch.setattr(service_module, "INLINE_EXACT_FLOATS", 300 * 8 - 1)
+    assert not state("Flat").quick  # one value over it
+    hnsw = state("HNSW16")
+    assert hnsw.quick  # approximate: quick whatever its size
+    for _ in range(3):
+        hnsw.observe_search(INLINE_SEARCH_MS * 4)
+    assert not hnsw.quick  # its searches averaged over INLINE_SEARCH_MS: back to the worker threads
+    for _ in range(60):
+        hnsw.observe_search(0.5)
+    assert hnsw.quick and hnsw.search_ms < 1.0

@@ -38,6 +38,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -289,6 +290,15 @@ def _str_field(fields: Dict[str, Any], name: str) -> Optional[str]:
     return str(v)
 
 
+def plain_lookup(fields: Dict[str, Any]) -> bool:
+    """Whether a search request reads no file and runs no step: by id or vector, without a box,
+    re-ranking, α-QE or an ``nprobe`` of its own (:mod:`retrieval.serve.service`, "Quick
+    searches on the event loop")."""
+    if fields.get("image") is not None:
+        return False
+    return all(fields.get(k) in (None, "", 0, "0") for k in ("box", "rerank", "qe", "nprobe"))
+
+
 async def search_fields(request: Request) -> Dict[str, Any]:
     """The fields of a search request: a JSON object, or a form (multipart or url-encoded); a
     request without a body has none. Unknown fields are refused (a typo is not silently ignored).
@@ -299,7 +309,11 @@ async def search_fields(request: Request) -> Dict[str, Any]:
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("application/json"):
         try:
-            body = json.loads(await request.body())
+            data = await request.body()
+            try:
+                body = orjson.loads(data)
+            except orjson.JSONDecodeError:  # the standard parser also reads NaN and Infinity (refused later, named)
+                body = json.loads(data)
         except ValueError:
             raise BadParameterError("the body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -454,15 +468,15 @@ def create_app(index_dir: Optional[PathLike] = None, model: Optional[PathLike] =
             return SearchQuery(id=i), None, 0.0
         return SearchQuery(id=i, box=parse_box(box, svc.indexed_size(i, st))), None, 0.0
 
-    def run_search(fields: Dict[str, Any]) -> Dict[str, Any]:
-        st = svc.state  # one state for the whole request
+    def run_search(fields: Dict[str, Any], st: Optional[IndexState] = None, batch: bool = True) -> Dict[str, Any]:
+        st = st or svc.state  # one state for the whole request
         top = _int_field(fields, "top", 10)
         qe, alpha = _int_field(fields, "qe", 0), _float_field(fields, "alpha", 3.0)
         nprobe, rerank = _int_field(fields, "nprobe", None), _str_field(fields, "rerank")
         return_vectors, preview = _bool_field(fields, "return_vectors"), _bool_field(fields, "preview")
         query, img, seconds = query_of(fields, st)
         doc = svc.search(query, top=top, qe=qe, alpha=alpha, nprobe=nprobe, rerank=rerank,
-                         return_vectors=return_vectors, state=st)
+                         return_vectors=return_vectors, state=st, batch=batch)
         if img is not None:
             doc["stages"] = dict({"decode": round(seconds * 1000, 3)}, **doc["stages"])
             if preview:
@@ -473,7 +487,10 @@ def create_app(index_dir: Optional[PathLike] = None, model: Optional[PathLike] =
     @app.post("/api/search")
     async def search(request: Request) -> Dict[str, Any]:
         fields = await search_fields(request)
-        return await run_in_threadpool(run_search, fields)
+        st = svc.state
+        if st.quick and plain_lookup(fields):  # answered here: the hop to a thread costs more
+            return run_search(fields, st, batch=False)
+        return await run_in_threadpool(run_search, fields, st)
 
     @app.get("/api/images/{image_id:path}")
     def thumbnail(image_id: str, size: int = Query(256)) -> Response:

@@ -22,6 +22,13 @@ every request; the index followed as other processes change it.
   (faiss CPU search only reads the index). On an approximate index, a search that sets its own
   ``nprobe`` runs alone and restores the default afterwards, so concurrent searches never see
   another request's setting.
+* **Quick searches on the event loop**: a search by id or vector with no box, no re-ranking, no
+  α-QE and no ``nprobe`` of its own, on a state whose search is quick (:attr:`IndexState.quick`:
+  an approximate index, or an exact one of at most :data:`INLINE_EXACT_FLOATS` stored values,
+  and its searches so far under :data:`INLINE_SEARCH_MS` on average), is answered in the server's
+  event-loop thread (``search(..., batch=False)``): a hop to a worker thread and back cost more
+  than such a search (``benchmarks/bench_serve.py``; docs/serve.md "Under load"). Everything else
+  runs in the worker threads, batched.
 * **Files**: only the index folder and the images it lists are ever read; an id is an index
   position (``0 … N-1``, not removed) and nothing else is looked up.
 * **Memory** stays flat: thumbnails are kept in a bounded LRU cache per state; nothing else is
@@ -140,6 +147,14 @@ def commit_of(index: ImageIndex, store_inode: int) -> str:
     return h.hexdigest()[:12]
 
 
+#: The types of the numbers JSON decodes to (bool is not one: ``type(True)`` is ``bool``).
+_JSON_NUMBERS = {int, float}
+#: An exact index of at most this many stored values (N × D; 2²² float32 = 16 MiB) searches quickly.
+INLINE_EXACT_FLOATS = 1 << 22
+#: A state's searches answered in the event loop must stay under this many ms on average (EWMA).
+INLINE_SEARCH_MS = 5.0
+
+
 class IndexState:
     """One opened state of the index folder: the index, the query path over it, its commit and
     its thumbnails. Never changed once made: a new commit of the folder is a new state."""
@@ -155,7 +170,20 @@ class IndexState:
         self.nprobe = None if self.exact else index.nprobe
         self.gate = _Gate()
         self.loaded_at = time.time()
+        self._quick_kind = not self.exact or index.ntotal * index.dim <= INLINE_EXACT_FLOATS
+        self.search_ms = 0.0  # moving average of this state's plain searches (ms)
         self._thumbs = lru_cache(maxsize=thumb_cache)(self._thumbnail)
+
+    @property
+    def quick(self) -> bool:
+        """Whether a plain search (by id or vector, no re-ranking) of this state is quick enough to
+        answer in the event loop (module doc): an approximate index or a small exact one, whose
+        plain searches have averaged under :data:`INLINE_SEARCH_MS`."""
+        return self._quick_kind and self.search_ms < INLINE_SEARCH_MS
+
+    def observe_search(self, ms: float) -> None:
+        """Add one plain search's time (ms) to the moving average :attr:`quick` reads."""
+        self.search_ms += 0.1 * (float(ms) - self.search_ms)
 
     def is_removed(self, i: int) -> bool:
         removed = self.index.removed_ids
@@ -360,8 +388,8 @@ class SearchService:
             BadParameterError: not a flat list of numbers, not D of them, a non-finite value, all zeros.
         """
         D = (state or self._state).index.dim
-        if not isinstance(values, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if not isinstance(values, (list, tuple)) or not (set(map(type, values)) <= _JSON_NUMBERS or all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
             raise BadParameterError(f"vector must be a list of {D} numbers")
         if len(values) != D:
             raise BadParameterError(f"vector has {len(values)} values; this index holds {D}-d descriptors")
@@ -374,7 +402,7 @@ class SearchService:
 
     def search(self, query: Query, *, top: int = 10, qe: int = 0, alpha: float = 3.0,
                nprobe: Optional[int] = None, rerank: Optional[str] = None, return_vectors: bool = False,
-               state: Optional[IndexState] = None) -> Dict[str, Any]:
+               state: Optional[IndexState] = None, batch: bool = True) -> Dict[str, Any]:
         """Search with ``query`` (an upload as ``Query(image=RGB image, box=..., label=name)``, an
         indexed image as ``Query(id=i, box=...)``, a vector as ``Query(vector=v)`` (checked by
         :meth:`check_vector`); boxes in pixels of the image, checked by the caller) through the
@@ -386,7 +414,8 @@ class SearchService:
         ...fields the steps add}], "commit", "stages": {stage: ms}, "batch", "ms"}``; hits best first,
         a hit with verified ``matches`` also carries its ``size`` [W, H]; ``batch``: how many
         concurrent queries shared its search (:mod:`retrieval.serve.batching`);
-        scores are inner products (float). ``return_vectors``: also ``"query_vector"`` (the
+        scores are inner products (float). ``batch``: share one search with concurrent ones
+        (False: search alone, never waiting for a batch). ``return_vectors``: also ``"query_vector"`` (the
         query's descriptor, (D,) floats, before any expansion) and each hit's ``"vector"`` (its
         stored row).
 
@@ -417,7 +446,7 @@ class SearchService:
             try:
                 if path.needs_network:
                     res = self._forward(path.search, described, top)
-                elif self._batcher is not None and not path.steps and not described.images and not own:
+                elif batch and self._batcher is not None and not path.steps and not described.images and not own:
                     key = (id(st), top, tuple(sorted(path.search_kwargs.items())))
                     res, row, batched = self._batcher.search(key, described, lambda d: path.search(d, top))
                 else:
@@ -427,6 +456,8 @@ class SearchService:
                     st.index.search(described.descriptors[:1], 1, nprobe=st.nprobe)  # restores the default
         for name, sec in res.timings.items():
             stages[name if name == "search" else f"rerank:{name}"] = sec
+        if not path.steps and not forward and "search" in stages:
+            st.observe_search(stages["search"] * 1000 / batched)
         hits = res.hits(row)
         for h in hits:  # verified matches ([xq, yq, xh, yh] in each image's pixels): the hit's size to draw them
             if "matches" in h:
