@@ -14,7 +14,10 @@ Protocol:
 2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
    index; its RSS (``/proc/PID/status``) read after a warm-up (every row once, at every
    concurrency: thread stacks and batch buffers are allocated then), after the load, and with
-   ``--repeat`` after a second round of every row (a leak keeps growing; a high-water mark does not).
+   ``--repeat`` after a second round of every row (a leak keeps growing; a high-water mark does not);
+   as all resident pages, anonymous ones (the process's own memory) and file-backed ones (the
+   memory-mapped ``descriptors.npy`` that queries by id read: they grow as random rows are first
+   touched, up to the file's size, and are page cache the kernel may drop).
 3. **Load.** ``K`` threads (``--clients``, default 1 and 8), each with its own keep-alive
    connection, send searches for ``--seconds T`` per row: by id (JSON ``{"id": random, "top":
    10}``: the stored row, no forward pass), by vector (JSON ``{"vector": a stored row, "top": 10}``)
@@ -109,9 +112,17 @@ def synthetic_index(model_index: Path, n: int, factory: str = "Flat", data: str 
     return out
 
 
-def rss_mb(pid: int) -> float:
-    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """``field`` of ``/proc/PID/status`` in MB: ``VmRSS`` (all resident pages), ``RssAnon`` (the
+    process's own memory: a leak grows it) or ``RssFile`` (pages of mapped files, e.g. the
+    memory-mapped ``descriptors.npy`` that queries by id read: page cache, bounded by the files)."""
+    m = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def memory(pid: int) -> Dict[str, float]:
+    """``{"rss", "anon", "file"}`` MB of process ``pid`` (:func:`rss_mb`)."""
+    return {"rss": rss_mb(pid), "anon": rss_mb(pid, "RssAnon"), "file": rss_mb(pid, "RssFile")}
 
 
 def multipart(fields: Dict[str, str], file: Optional[Tuple[str, bytes]]) -> Tuple[bytes, str]:
@@ -124,10 +135,11 @@ def multipart(fields: Dict[str, str], file: Optional[Tuple[str, bytes]]) -> Tupl
 
 
 class Server:
-    """``tools/serve.py`` on loopback, a free port."""
+    """``tools/serve.py`` of the checkout ``repo`` on loopback, a free port."""
 
-    def __init__(self, index: Path, env: Dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "serve.py"), "--index", str(index),
+    def __init__(self, index: Path, env: Dict[str, str], repo: Path = REPO) -> None:
+        env = dict(env, PYTHONPATH=str(repo))
+        self.proc = subprocess.Popen([sys.executable, str(repo / "tools" / "serve.py"), "--index", str(index),
                                       "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env=env)
         line = self.proc.stdout.readline()
@@ -206,7 +218,7 @@ def cli_seconds(index: Path, runs: int, env: Dict[str, str]) -> float:
 
 
 def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[int], seconds: float,
-                cli_runs: int, env: Dict[str, str], repeat: bool = False) -> Dict[str, Any]:
+                cli_runs: int, env: Dict[str, str], repeat: bool = False, repo: Path = REPO) -> Dict[str, Any]:
     """Every row of one index, its RSS before and after, and its CLI baseline."""
     idx = ImageIndex.load(index)
     n = idx.ntotal
@@ -217,24 +229,25 @@ def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[
     first = Path(idx.paths[0])
     upload = (first.name, first.read_bytes()) if first.is_file() else None
     idx.close()
-    server = Server(index, env)
+    server = Server(index, env, repo)
     try:
         for kind in kinds:  # warm-up: every code path once, at every concurrency
             for k in clients:
                 load(server, kind, k, 1.5, n, vectors, upload)
-        rss0 = rss_mb(server.proc.pid)
+        rss0 = memory(server.proc.pid)
         rows = [load(server, kind, k, seconds, n, vectors, upload) for kind in kinds for k in clients]
-        rss1 = rss_mb(server.proc.pid)
+        rss1 = memory(server.proc.pid)
         rows += [dict(r, round=2) for r in (load(server, kind, k, seconds, n, vectors, upload)
                                              for kind in kinds for k in clients)] if repeat else []
-        rss2 = rss_mb(server.proc.pid)
+        rss2 = memory(server.proc.pid)
     finally:
         server.close()
     cli = cli_seconds(index, cli_runs, env)
     by_id_1 = next(r for r in rows if r["kind"] == "id" and r["clients"] == min(clients))
     by_id_k = next(r for r in rows if r["kind"] == "id" and r["clients"] == max(clients))
     return {"name": name, "index": str(index), "images": n, "dim": int(X.shape[1]), "rows": rows,
-            "factory": idx.factory, "rss_mb_before": rss0, "rss_mb_after": rss1, "rss_mb_after_round_2": rss2,
+            "factory": idx.factory, "rss_mb_before": rss0["rss"], "rss_mb_after": rss1["rss"],
+            "rss_mb_after_round_2": rss2["rss"], "memory_mb": [rss0, rss1, rss2],
             "cli_seconds": cli,
             "ratio_latency_id": cli / (by_id_1["p50_ms"] / 1000), "ratio_throughput_id": by_id_k["rps"] * cli}
 
@@ -252,25 +265,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--cli-runs", type=int, default=3, help="tools/search.py processes timed per index")
     ap.add_argument("--repeat", action="store_true",
                     help="run every row a second time: RSS after each round (a leak grows in round 2 too)")
+    ap.add_argument("--server-repo", type=Path, default=REPO,
+                    help="serve with this checkout's tools/serve.py (e.g. a worktree of an earlier commit: "
+                         "the change's baseline under the same clients and indexes)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     index = Path(args.index) if args.index else toy_index()
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     results = [bench_index("images", index, ("id", "vector", "upload"), args.clients, args.seconds, args.cli_runs, env,
-                           args.repeat)]
+                           args.repeat, args.server_repo)]
     for factory in args.synthetic_factory if args.synthetic else []:
         syn = synthetic_index(index, args.synthetic, factory, args.synthetic_data)
         results.append(bench_index(f"synthetic {args.synthetic_data} {factory}", syn, ("id", "vector"), args.clients, args.seconds,
-                                   args.cli_runs, env, args.repeat))
+                                   args.cli_runs, env, args.repeat, args.server_repo))
     for res in results:
         print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")
         print(f"factory {res['factory']}")
         print(markdown_table(["round", "query", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors"],
                              [[r.get("round", 1), r["kind"], r["clients"], r["requests"], r["rps"], r["p50_ms"],
                                r["p99_ms"], r["errors"]] for r in res["rows"]]))
-        print(f"server RSS {res['rss_mb_before']:.0f} MB after the warm-up (every row's concurrency), "
-              f"{res['rss_mb_after']:.0f} MB after the load" + (f", {res['rss_mb_after_round_2']:.0f} MB after "
-                                                               "a second round" if args.repeat else ""))
+        m = res["memory_mb"][:3 if args.repeat else 2]
+        print("server RSS / anonymous / file-backed MB after the warm-up (every row's concurrency), after the "
+              "load" + (", after a second round: " if args.repeat else ": ") +
+              ", ".join(f"{x['rss']:.0f} / {x['anon']:.0f} / {x['file']:.0f}" for x in m))
         print(f"tools/search.py --query-id, one process per query: {res['cli_seconds']:.2f} s (median of {args.cli_runs})")
         print(f"by id: {res['ratio_latency_id']:.0f}x faster per query (CLI s / p50, 1 client), "
               f"{res['ratio_throughput_id']:.0f} queries answered per CLI query ({max(args.clients)} clients)")
