@@ -381,7 +381,7 @@ class Clients:
                     self.answers.append((r.status_code, doc.get("commit"), [h["id"] for h in doc.get("hits", [])],
                                          [h["path"] for h in doc.get("hits", [])]))
                 j += 1
-                self.stop.wait(0.02)
+                self.stop.wait(0.05)
 
     def since(self, n: int):
         with self.lock:
