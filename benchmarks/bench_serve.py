@@ -8,7 +8,7 @@ Protocol:
    ``bench_out/serve/``), and a **synthetic** index of ``--synthetic N`` (default 10⁵) unit
    descriptors of the same model (``--synthetic-data``: ``clustered``, ~100 near neighbours
    each, or ``uniform``), built as ``gemseg index --descriptors`` builds (``--synthetic-factory``,
-   default Flat; ``auto``: the factory it chooses, its search setting tuned to recall@10 0.98; the
+   default ``auto``: the factory it chooses, its search setting tuned to recall@10 0.98; the
    paths name files that do not exist: no image is read, the hits say ``missing``), in
    ``bench_out/serve/``.
 2. **Server.** ``tools/serve.py --index DIR --port 0`` in its own process, on loopback, one per
@@ -256,8 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", help="index folder of images (default: a toy index built in bench_out/serve/)")
     ap.add_argument("--synthetic", type=int, default=100_000, help="stored descriptors of the synthetic index (0: none)")
-    ap.add_argument("--synthetic-factory", nargs="+", default=["Flat"], metavar="FACTORY",
-                    help="faiss factories of the synthetic index (default Flat; auto: what gemseg index chooses)")
+    ap.add_argument("--synthetic-factory", nargs="+", default=["auto"], metavar="FACTORY",
+                    help="faiss factories of the synthetic index (default auto: what gemseg index chooses for "
+                         "N; e.g. also Flat)")
     ap.add_argument("--synthetic-data", choices=("clustered", "uniform"), default="clustered",
                     help="the synthetic descriptors: clustered (~100 near neighbours each) or uniform (none)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
@@ -276,8 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                            args.repeat, args.server_repo)]
     for factory in args.synthetic_factory if args.synthetic else []:
         syn = synthetic_index(index, args.synthetic, factory, args.synthetic_data)
-        results.append(bench_index(f"synthetic {args.synthetic_data} {factory}", syn, ("id", "vector"), args.clients, args.seconds,
-                                   args.cli_runs, env, args.repeat, args.server_repo))
+        results.append(bench_index(f"synthetic {args.synthetic_data} {factory}", syn, ("id", "vector"), args.clients,
+                                   args.seconds, args.cli_runs, env, args.repeat, args.server_repo))
     for res in results:
         print(f"\n{res['name']}: {res['index']} ({res['images']} × {res['dim']}-d), {args.seconds:g} s per row")
         print(f"factory {res['factory']}")
