@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_scale import _PEAK  # noqa: E402  (the VmHWM wrapper: one child, its own peak)
-from benchmarks.common import clustered, markdown_table  # noqa: E402
+from benchmarks.common import clustered, markdown_table, write_shards  # noqa: E402
 from retrieval.search.shards import ShardDir  # noqa: E402
 from retrieval.search.tuning import knn_recall, smallest_reaching  # noqa: E402
 
@@ -131,16 +131,9 @@ def write_inputs(work: Path, X: np.ndarray, shard_size: int = 100_000) -> Tuple[
         npy.mkdir(parents=True, exist_ok=True)
         np.save(npy / "emb.tmp.npy", X)
         os.replace(npy / "emb.tmp.npy", npy / "emb.npy")
-    sd = ShardDir(desc)
-    if not (desc / "manifest.json").is_file() or sd.manifest().get("images") != X.shape[0]:
-        import shutil
-
-        shutil.rmtree(desc, ignore_errors=True)
-        sd.open_for({"generated": True}, "bench-peers", X.shape[1], shard_size, "generated")
-        for k, a in enumerate(range(0, X.shape[0], shard_size)):
-            b = min(X.shape[0], a + shard_size)
-            sd.write_shard(k, X[a:b], [f"/gen/{i}.jpg" for i in range(a, b)], np.zeros((b - a, 2), np.int64), [])
-        sd.write_manifest(dict(sd.manifest(), images=X.shape[0], shards=k + 1))
+    if not (desc / "manifest.json").is_file() or ShardDir(desc).manifest().get("images") != X.shape[0]:
+        write_shards(desc, (X[a:a + shard_size] for a in range(0, X.shape[0], shard_size)), X.shape[1], shard_size,
+                     {"generated": True}, "bench-peers", lambda i: f"/gen/{i}.jpg")
     return npy, desc
 
 

@@ -54,11 +54,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import clustered, markdown_table, unit  # noqa: E402
+from benchmarks.common import clustered, markdown_table, unit, write_shards  # noqa: E402
 from retrieval.jobs import run_index  # noqa: E402
 from retrieval.search.build import build_index_from_shards  # noqa: E402
 from retrieval.search.index import ImageIndex  # noqa: E402
-from retrieval.search.shards import ShardDir  # noqa: E402
 from retrieval.toy.collection import make_retrieval_collection  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +73,7 @@ def toy_index() -> Path:
     return index
 
 
-def synthetic_index(model_index: Path, n: int, factory: str = "Flat", data: str = "clustered", seed: int = 0) -> Path:
+def synthetic_index(model_index: Path, n: int, factory: str = "auto", data: str = "clustered", seed: int = 0) -> Path:
     """``n`` synthetic unit descriptors under ``model_index``'s model, built the way ``gemseg index
     --descriptors DIR --factory FACTORY`` builds (descriptor shards, then
     :func:`~retrieval.search.build.build_index_from_shards`: ``auto`` picks the factory, the
@@ -93,21 +92,16 @@ def synthetic_index(model_index: Path, n: int, factory: str = "Flat", data: str 
         if ok:
             return out
     desc = OUT / f"synthetic-{data}-{n}-descriptors"
-    shutil.rmtree(desc, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    sd = ShardDir(desc)
-    shard = 20_000
-    sd.open_for(model, fingerprint, D, shard, "bench_serve synthetic")
-    rng = np.random.default_rng(seed)
-    for k, a in enumerate(range(0, n, shard)):
-        m = min(shard, n - a)
+    shard, rng = 20_000, np.random.default_rng(seed)
+
+    def block(k: int, m: int) -> np.ndarray:
         if data == "clustered":
-            X = clustered(m, seed=seed + 1 + k, dim=D, n_centres=max(1, n // 100))
-        else:
-            X = unit(rng.standard_normal((m, D)))
-        sd.write_shard(k, X, [f"/nonexistent/synthetic/{i:07d}.jpg" for i in range(a, a + m)],
-                       np.zeros((m, 2), np.int64), [])
-    sd.write_manifest(dict(sd.manifest(), images=n, shards=k + 1))
+            return clustered(m, seed=seed + 1 + k, dim=D, n_centres=max(1, n // 100))
+        return unit(rng.standard_normal((m, D)))
+
+    write_shards(desc, (block(k, min(shard, n - a)) for k, a in enumerate(range(0, n, shard))), D, shard, model,
+                 fingerprint, lambda i: f"/nonexistent/synthetic/{i:07d}.jpg")
     build_index_from_shards(desc, out, factory=factory, progress=False)
     return out
 
@@ -246,8 +240,7 @@ def bench_index(name: str, index: Path, kinds: Sequence[str], clients: Sequence[
     by_id_1 = next(r for r in rows if r["kind"] == "id" and r["clients"] == min(clients))
     by_id_k = next(r for r in rows if r["kind"] == "id" and r["clients"] == max(clients))
     return {"name": name, "index": str(index), "images": n, "dim": int(X.shape[1]), "rows": rows,
-            "factory": idx.factory, "rss_mb_before": rss0["rss"], "rss_mb_after": rss1["rss"],
-            "rss_mb_after_round_2": rss2["rss"], "memory_mb": [rss0, rss1, rss2],
+            "factory": idx.factory, "memory_mb": [rss0, rss1, rss2],
             "cli_seconds": cli,
             "ratio_latency_id": cli / (by_id_1["p50_ms"] / 1000), "ratio_throughput_id": by_id_k["rps"] * cli}
 

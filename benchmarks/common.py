@@ -1,11 +1,15 @@
-"""Helpers shared by the benchmarks: timing with warm-up, a markdown table printer, and clustered
-synthetic descriptors."""
+"""Helpers shared by the benchmarks: timing with warm-up, a markdown table printer, clustered
+synthetic descriptors and the descriptor shards a build reads."""
 from __future__ import annotations
 
+import shutil
 import time
-from typing import Callable, List, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Sequence
 
 import numpy as np
+
+from retrieval.search.shards import ShardDir
 
 
 def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -47,3 +51,19 @@ def clustered(n: int, seed: int, dim: int = 128, centres_seed: int = 0, n_centre
         b = min(n, a + chunk)
         X[a:b] = unit(centres[rng.integers(0, n_centres, b - a)] + 0.6 * rng.normal(size=(b - a, dim)) / np.sqrt(dim))
     return X
+
+
+def write_shards(folder: Path, blocks: Iterable[np.ndarray], dim: int, shard_size: int, model: Dict[str, Any],
+                 fingerprint: str, path_of: Callable[[int], str]) -> int:
+    """``folder`` replaced by descriptor shards in ``tools/extract.py``'s format (what ``gemseg
+    index --descriptors`` reads): one shard per block of ``blocks`` ((≤ shard_size, dim) float32,
+    in order), row ``i`` named ``path_of(i)``, no file stats; returns the rows written."""
+    shutil.rmtree(folder, ignore_errors=True)
+    sd = ShardDir(folder)
+    sd.open_for(model, fingerprint, dim, shard_size, "generated")
+    n = k = 0
+    for k, X in enumerate(blocks):
+        sd.write_shard(k, X, [path_of(i) for i in range(n, n + X.shape[0])], np.zeros((X.shape[0], 2), np.int64), [])
+        n += X.shape[0]
+    sd.write_manifest(dict(sd.manifest(), images=n, shards=k + 1 if n else 0))
+    return n
