@@ -36,7 +36,8 @@ each method; ``sv (cached)``: the same run again with the hits' features in the 
 bytes per image of cached local features.
 
 ``--part sweep`` (issue 21, goal B): the stacks of ``SWEEP_GRID`` (qe, diffusion, superglobal and
-sv settings, alone and stacked) on the ``--collections`` generated with the held-out ``--seeds``
+sv settings, alone and stacked; ``--grid object``: ``SWEEP_GRID_OBJECT``, sv counting only the
+inliers on the query's co-segmented object, alone and after coseg or superglobal) on the ``--collections`` generated with the held-out ``--seeds``
 (never 0, the table's), ranked by a rule fixed before any run (:func:`sweep_score`: mean over
 those collections of min(Medium, Hard) as a ratio to plain); the chosen stack is then run on the
 table's collections (seed 0).
@@ -44,6 +45,7 @@ table's collections (seed 0).
     nice .venv/bin/python benchmarks/bench_rerank.py --part steps      # the issue-21 table
     nice .venv/bin/python benchmarks/bench_rerank.py --part speed --big 100000
     nice .venv/bin/python benchmarks/bench_rerank.py --part sweep --collections "photos, clutter 1.0" --seeds 1 2 3
+    nice .venv/bin/python benchmarks/bench_rerank.py --part sweep --grid object --collections "photos, clutter 1.0"
 """
 from __future__ import annotations
 
@@ -255,6 +257,19 @@ SWEEP_GRID = (["", *SWEEP_QE, *SWEEP_DIFFUSION, *SWEEP_SG, *SWEEP_SV]
               + [f"{q},{d}" for q in SWEEP_QE for d in SWEEP_DIFFUSION]
               + [f"{q},{v},{d}" for q in SWEEP_QE[:2] for v in SWEEP_SV[1:] for d in SWEEP_DIFFUSION])
 
+#: --part sweep --grid object: the second grid (issue 21, goal B), fixed after the first sweep and
+#: before any run of it: ``sv`` counting only the inliers on the query's co-segmented object
+#: (``region=object``), alone, after ``coseg`` (which then hands sv its object: same K), and after
+#: the first grid's choice; K / object_K / weight / (saturation, min_inliers) about the defaults.
+SWEEP_SV_OBJECT = [f"sv:K={K}:region=object:object_K={ok}:weight={w:g}:saturation={s}:min_inliers={m}"
+                   for K in (20, 50) for ok in (10, 20) for w in (0.2, 1.0) for s, m in ((10, 3), (40, 12))]
+SWEEP_COSEG = [f"coseg:K={k}:weight=1" for k in (10, 20, 50)]
+SWEEP_GRID_OBJECT = (["", "superglobal:M=10:K=1", *SWEEP_COSEG, *SWEEP_SV_OBJECT]
+                     + [f"coseg:K={v.split('object_K=')[1].split(':')[0]}:weight=1,{v}" for v in SWEEP_SV_OBJECT]
+                     + [f"superglobal:M=10:K=1,{v}" for v in SWEEP_SV_OBJECT if v.startswith("sv:K=50:")
+                        and ":object_K=20:" in v])
+SWEEP_GRIDS = {"first": SWEEP_GRID, "object": SWEEP_GRID_OBJECT}
+
 
 def sweep_score(rows: List[Dict[str, Any]], method: str) -> Tuple[float, float]:
     """The selection rule of --part sweep, fixed before any run: over the held-out collections, the
@@ -270,18 +285,21 @@ def sweep_score(rows: List[Dict[str, Any]], method: str) -> Tuple[float, float]:
 def run_sweep(args: argparse.Namespace) -> Dict[str, Any]:
     """--part sweep: every stack of SWEEP_GRID on the collections of --collections generated with
     each of --seeds (held out: not the table's seed 0), the stack chosen by :func:`sweep_score`,
-    then the chosen stack (and plain) on the same collections with seed 0 — the table's."""
-    if 0 in args.seeds:
-        raise SystemExit("--part sweep: seed 0 is the test collection; choose on other seeds")
-    methods = [("plain" if not m else m, m) for m in SWEEP_GRID]
+    then the chosen stack (and plain) on the same collections with each of --test-seeds (0: the
+table's)."""
+    if 0 in args.seeds or set(args.seeds) & set(args.test_seeds):
+        raise SystemExit("--part sweep: seed 0 (and every --test-seeds) is a test collection; choose on other seeds")
+    grid = SWEEP_GRIDS[args.grid]
+    methods = [("plain" if not m else m, m) for m in grid]
     rows = [r for c in args.collections for seed in args.seeds
             for r in run_steps(c, args, seed=seed, methods=methods, keep_features=True)]
     ranked = sorted({r["method"] for r in rows if r["method"] != "plain"}, key=lambda m: sweep_score(rows, m),
                     reverse=True)
     best = ranked[0]
     print(f"  chosen on seeds {args.seeds}: {best}  (score {sweep_score(rows, best)[0]:.3f})", file=sys.stderr)
-    test = [r for c in args.collections for r in run_steps(c, args, seed=0, methods=[("plain", ""), (best, best)])]
-    return {"grid": len(SWEEP_GRID), "validation": rows, "ranked": [(m, sweep_score(rows, m)[0]) for m in ranked],
+    test = [r for c in args.collections for seed in args.test_seeds
+            for r in run_steps(c, args, seed=seed, methods=[("plain", ""), (best, best)])]
+    return {"grid": len(grid), "grid_name": args.grid, "validation": rows, "ranked": [(m, sweep_score(rows, m)[0]) for m in ranked],
             "chosen": best, "test": test}
 
 
@@ -359,12 +377,13 @@ def run_speed(args: argparse.Namespace) -> Dict[str, Any]:
 def steps_table(rows: List[Dict[str, Any]]) -> None:
     print("| collection | method | mAP E / M / H | × plain M / H | ms / query added |")
     print("|---|---|---|---:|---:|")
-    plain = {r["collection"]: r for r in rows if r["method"] == "plain"}
+    plain = {(r["collection"], r.get("seed", 0)): r for r in rows if r["method"] == "plain"}
     for r in rows:
-        p = plain[r["collection"]]
+        p = plain[(r["collection"], r.get("seed", 0))]
         fm = r["medium"] / p["medium"] if p["medium"] else float("nan")
         fh = r["hard"] / p["hard"] if p["hard"] else float("nan")
-        print(f"| {r['collection']} | {r['method']} | {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f} | "
+        name = r["collection"] + (f", seed {r['seed']}" if r.get("seed", 0) else "")
+        print(f"| {name} | {r['method']} | {r['easy']:.1f} / {r['medium']:.1f} / {r['hard']:.1f} | "
               f"{fm:.2f} / {fh:.2f} | {r['ms_per_query']:.0f} |")
 
 
@@ -432,6 +451,11 @@ def main() -> int:
                          "held-out seeds, the chosen one on the table's collections")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
                     help="--part sweep: the held-out collections' generator seeds (default 1 2 3; never 0)")
+    ap.add_argument("--test-seeds", type=int, nargs="+", default=[0],
+                    help="--part sweep: the collections the chosen stack is then run on (default 0, the table's)")
+    ap.add_argument("--grid", default="first", choices=list(SWEEP_GRIDS),
+                    help="--part sweep: first (qe, diffusion, superglobal, sv; default) or object "
+                         "(sv:region=object alone and after coseg / superglobal)")
     ap.add_argument("--demo", type=int, default=1, help="--part steps: also the demo's collection (default 1)")
     ap.add_argument("--skip", nargs="*", default=[], help="--part steps: methods (labels) left out")
     ap.add_argument("--only", nargs="*", default=[], help="--part steps: only these methods (labels), and plain")

@@ -73,14 +73,16 @@ def test_an_image_whose_mask_is_empty_keeps_its_plain_score(tiny_net):
     maps = _maps(rng, 6, empty=(2, 4))
     plain = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
     opts = CosegRerankOptions(K=5, k=2, weight=1.0)
-    new, qfb, fb, factors = rerank_one(net, maps, plain, opts, "layer4")
+    new, qfb, fb, factors, qmask = rerank_one(net, maps, plain, opts, "layer4")
     assert not qfb and factors
+    assert qmask is not None and tuple(qmask.shape) == tuple(maps[0][1][0].shape[-2:])
+    assert float(qmask.max()) == pytest.approx(1.0) and float(qmask.min()) >= 0.0
     assert fb.tolist() == [False, True, False, True, False]  # hits 2 and 4 are images 2 and 4 - 1
     np.testing.assert_array_equal(new[fb], plain[fb])
     assert not np.allclose(new[~fb], plain[~fb])
     # a query whose own mask is empty is not re-ranked at all
-    new, qfb, fb, _ = rerank_one(net, _maps(rng, 6, empty=(0,)), plain, opts, "layer4")
-    assert qfb and fb.all()
+    new, qfb, fb, _, qmask = rerank_one(net, _maps(rng, 6, empty=(0,)), plain, opts, "layer4")
+    assert qfb and fb.all() and qmask is None
     np.testing.assert_array_equal(new, plain)
 
 

@@ -114,7 +114,8 @@ class Reranked:
     """What :func:`coseg_rerank` returns. ids: (Q, n) int64 (−1 pads); scores: (Q, n) float32, the
     first min(K, hits) of each row re-ranked; query_fallback: (Q,) bool, queries left as they were;
     hit_fallback: per query, (K_q,) bool of the hits that kept their plain score; factors: per query
-    the shared factors (numbered from 0); seconds: wall time."""
+    the shared factors (numbered from 0); seconds: wall time; query_masks: per query its mask
+    (h_s, w_s) float32 (:func:`query_object`), None where it fell back."""
 
     ids: np.ndarray
     scores: np.ndarray
@@ -122,6 +123,7 @@ class Reranked:
     hit_fallback: List[np.ndarray]
     factors: List[List[int]]
     seconds: float = 0.0
+    query_masks: List[Optional[torch.Tensor]] = field(default_factory=list)
 
 
 def _image_tensor(net: DescriptorNet, image: Image.Image) -> torch.Tensor:
@@ -197,12 +199,12 @@ def _shared_factors(options: CosegRerankOptions, result) -> List[int]:
                                  min_presence=options.min_presence)
 
 
-def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch.Tensor]]],
-               plain: np.ndarray, options: CosegRerankOptions, layer: str
-               ) -> Tuple[np.ndarray, bool, np.ndarray, List[int]]:
-    """New scores of one shortlist. ``maps``: the query's then each hit's (acts, maps per scale)
-    (:func:`_maps`); plain: (K,) float32 plain scores. Returns ``(scores (K,) float32, query fell
-    back, hit fallback (K,) bool, shared factors)``."""
+def cosegment_masks(maps: Sequence[Tuple[torch.Tensor, List[torch.Tensor]]], options: CosegRerankOptions,
+                    layer: str) -> Tuple[List[torch.Tensor], List[bool], List[int]]:
+    """Steps 2–4 of the module docstring for one query and its hits. ``maps``: the query's then
+    each hit's (acts, maps per scale) (:func:`_maps`). Returns ``(masks, fallback, shared factors)``:
+    per image its mask (h_s, w_s) float32 in [floor, 1] at the size of its first pooled map (all
+    ones where it fell back) and whether it fell back."""
     acts = [a for a, _ in maps]
     shapes = [tuple(a.shape[-2:]) for a in acts]
     k = min(options.k, max_factors(shapes, acts[0].shape[0]))
@@ -218,14 +220,66 @@ def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch
         m = cm.mask(torch.stack([maps[i][0] for i in idx]), size).cpu()
         for j, i in enumerate(idx):
             masks[i], fallback[i] = m[j], bool(cm.last_fallback[j])
+    return masks, fallback, factors
+
+
+def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch.Tensor]]],
+               plain: np.ndarray, options: CosegRerankOptions, layer: str
+               ) -> Tuple[np.ndarray, bool, np.ndarray, List[int], Optional[torch.Tensor]]:
+    """New scores of one shortlist. ``maps``: the query's then each hit's (acts, maps per scale)
+    (:func:`_maps`); plain: (K,) float32 plain scores. Returns ``(scores (K,) float32, query fell
+    back, hit fallback (K,) bool, shared factors, the query's mask (h_s, w_s) float32 or None when
+    it fell back)``."""
+    masks, fallback, factors = cosegment_masks(maps, options, layer)
     fb = np.asarray(fallback[1:], bool)
     if fallback[0]:
-        return plain.astype(np.float32), True, np.ones(len(plain), bool), factors
+        return plain.astype(np.float32), True, np.ones(len(plain), bool), factors, None
     d = masked_descriptors(net, [fm for _, fm in maps], masks)
     masked = d[1:] @ d[0]
     w = float(options.weight)
     new = np.where(fb, plain, (1.0 - w) * plain + w * masked).astype(np.float32)
-    return new, False, fb, factors
+    return new, False, fb, factors, masks[0]
+
+
+def shortlist_maps(net: DescriptorNet, query: Image.Image, row: Sequence[int], db_paths: Sequence[PathLike],
+                   options: CosegRerankOptions, layer: str, device: torch.device, cache: MapCache
+                   ) -> Tuple[Tuple[torch.Tensor, List[torch.Tensor]], Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]]]:
+    """Step 1 of the module docstring: the maps (:func:`_maps`) of ``query`` and of the database
+    images ``row`` (ids into ``db_paths``), the hits' read from ``cache`` when there and put there
+    when computed. Returns ``(the query's maps, {id: maps})``; unreadable hits are left out."""
+    have = {i: cache.get(i) for i in dict.fromkeys(row) if i in cache}
+    todo = [i for i in dict.fromkeys(row) if i not in have]
+    loaded = load_images([db_paths[i] for i in todo], net.config.image_size, net.backbone.mean, net.backbone.std)
+    ok = {str(p): t for p, t in zip(loaded.paths, loaded.tensors)}
+    todo = [i for i in todo if str(Path(db_paths[i])) in ok]  # unreadable hits keep plain scores
+    fresh = _maps(net, [_image_tensor(net, query)] + [ok[str(Path(db_paths[i]))] for i in todo],
+                  layer, options.batch_size, device)
+    have.update(zip(todo, fresh[1:]))
+    for i in todo:
+        cache.put(i, have[i])
+    return fresh[0], have
+
+
+def query_object(net: DescriptorNet, query: Image.Image, row: Sequence[int], db_paths: Sequence[PathLike],
+                 options: CosegRerankOptions, *, device: Optional[Union[str, torch.device]] = None,
+                 cache: Optional[MapCache] = None) -> Optional[torch.Tensor]:
+    """The query's object as co-segmentation finds it with its hits ``row`` (database ids into
+    ``db_paths``; steps 1–4 of the module docstring, ``options.K`` ignored): its mask (h_s, w_s)
+    float32 in [floor, 1] over the whole ``query`` image (the pooled layer's map at the network's
+    ``image_size``), or ``None`` when the query's mask falls back (no shared object found, or no
+    hit readable)."""
+    options.validate()
+    layer = options.layer or default_layer(net.backbone.name) or net.backbone.layer_names()[-1]
+    net.backbone.check_layer(layer)
+    dev = resolve_device(device)
+    net.to(dev).eval()
+    qmaps, have = shortlist_maps(net, query, [int(i) for i in row if i >= 0], db_paths, options, layer, dev,
+                                 MapCache() if cache is None else cache)
+    hits = [have[int(i)] for i in row if int(i) in have]
+    if not hits:
+        return None
+    masks, fallback, _ = cosegment_masks([qmaps] + hits, options, layer)
+    return None if fallback[0] else masks[0]
 
 
 def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: Sequence[PathLike],
@@ -260,27 +314,20 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
     qfb = np.zeros(len(queries), bool)
     hfb: List[np.ndarray] = []
     facs: List[List[int]] = []
+    qmasks: List[Optional[torch.Tensor]] = []
     for q in tqdm(range(len(queries)), desc="co-seg re-rank", unit="query", disable=not progress, leave=False):
         row = [int(i) for i in ids[q, :options.K] if i >= 0]
-        have = {i: cache.get(i) for i in dict.fromkeys(row) if i in cache}
-        todo = [i for i in dict.fromkeys(row) if i not in have]
-        loaded = load_images([db_paths[i] for i in todo], net.config.image_size, net.backbone.mean, net.backbone.std)
-        ok = {str(p): t for p, t in zip(loaded.paths, loaded.tensors)}
-        todo = [i for i in todo if str(Path(db_paths[i])) in ok]  # unreadable hits keep plain scores
-        fresh = _maps(net, [_image_tensor(net, queries[q])] + [ok[str(Path(db_paths[i]))] for i in todo],
-                      layer, options.batch_size, dev)
-        have.update(zip(todo, fresh[1:]))
-        for i in todo:
-            cache.put(i, have[i])
+        qmaps, have = shortlist_maps(net, queries[q], row, db_paths, options, layer, dev, cache)
         keep = [j for j, i in enumerate(row) if i in have]
         K = len(row)
         facs.append([])
+        qmasks.append(None)
         if not keep:
             qfb[q] = True
             hfb.append(np.ones(K, bool))
             continue
-        maps = [fresh[0]] + [have[row[j]] for j in keep]
-        new, qf, fb, f = rerank_one(net, maps, scores[q, keep], options, layer)
+        maps = [qmaps] + [have[row[j]] for j in keep]
+        new, qf, fb, f, qmasks[-1] = rerank_one(net, maps, scores[q, keep], options, layer)
         facs[-1] = f
         if qf:
             qfb[q] = True
@@ -294,7 +341,7 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
         ids[q, :K] = np.asarray(row, np.int64)[order]
         scores[q, :K] = s[order]
         hfb.append(fall[order])
-    return Reranked(ids, scores, qfb, hfb, facs, time.perf_counter() - t0)
+    return Reranked(ids, scores, qfb, hfb, facs, time.perf_counter() - t0, qmasks)
 
 
 def rerank_ranks(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: Sequence[PathLike],
@@ -355,6 +402,8 @@ class CosegReranker(Reranker):
         r = coseg_rerank(ctx.net, ctx.images(), ctx.index.paths, ids, scores, self.params,
                          device=ctx.device, progress=ctx.progress)
         opts = self.params
+        for q, m in enumerate(r.query_masks):  # the query's object, for a later sv:region=object
+            ctx.objects[(q, int(opts.K), int(opts.k))] = m
         summary: Dict[str, Any] = {"K": opts.K, "k": opts.k, "weight": opts.weight, **coseg_summary(r)}
         ctx.notes[self.name] = summary
         return r.ids, r.scores

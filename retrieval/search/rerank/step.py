@@ -59,6 +59,9 @@ class RerankContext:
     search_kwargs: the index search settings (nprobe, ef_search, rerank) of every search.
     progress: show progress bars for long steps.
     notes: per step name, a JSON-able summary the step leaves (e.g. co-segmentation fallbacks).
+    objects: per ``(query, K, k)``, the query's object as co-segmentation with its top K hits and
+        k factors found it (a (h, w) float32 mask in [0, 1] over the query image, or None when it
+        fell back): left by the ``coseg`` step, read (or made) by ``sv:region=object``.
     """
 
     descriptors: np.ndarray
@@ -72,6 +75,7 @@ class RerankContext:
     progress: bool = False
     notes: Dict[str, Any] = field(default_factory=dict)
     hit_fields: Dict[Tuple[int, int], Dict[str, Any]] = field(default_factory=dict)
+    objects: Dict[Tuple[int, int, int], Any] = field(default_factory=dict)
     _images: Dict[int, Image.Image] = field(default_factory=dict)
 
     @property
