@@ -177,7 +177,7 @@ def test_bad_parameters_are_one_line_errors(params, needle):
     assert "\n" not in str(e.value)
 
 
-STACK = "superglobal:M=10:K=3,diffusion:K=12:k=4:kq=3,sv:K=6"
+STACK = "superglobal:M=10:K=3,diffusion:K=12:k=4:kq=3,coseg:K=6:weight=1,sv:K=6:region=object:object_K=6"
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_the_stack_gives_the_same_hits_through_cli_api_and_evaluation(tmp_path, 
     proc = run_tool("search", "--query", query, "--index", tmp_path / "ix", "--top", "6", "--rerank", STACK, "--json")
     assert proc.returncode == 0, proc.stderr
     cli = json.loads(proc.stdout)["results"][0]["hits"]
-    assert len(cli) == 6 and any(h.get("verified") for h in cli) and all("inliers" in h for h in cli)
+    assert len(cli) == 6 and any(h.get("verified") for h in cli) and all("inliers_all" in h for h in cli)
     idx = ImageIndex.load(tmp_path / "ix")
     net = search_model(idx)
     api = search_images(net, idx, [str(query)], top=6, steps=STACK)[0]["hits"]
