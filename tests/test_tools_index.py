@@ -278,6 +278,13 @@ def test_ivfpq_on_a_small_collection_fails_before_extraction(tmp_path, tiny_inde
     assert not (tmp_path / "ix").exists()
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt as at a terminal (a suite started in the background by a shell without job
+    control inherits SIGINT ignored, and an ignored SIGINT stays ignored in the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
 def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
@@ -293,7 +300,7 @@ def test_an_interrupted_first_index_resumes(tmp_path, tiny_config, sig):
     with open(err_file, "w") as err_out:
         proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "index.py"), "--images", str(src), "--config",
                                  str(tiny_config), "--out", str(out), "--quiet"], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=err_out, text=True)
+                                stdout=subprocess.PIPE, stderr=err_out, text=True, preexec_fn=_default_sigint)
     try:
         assert proc.stdout.readline().strip() == "paused after 1 chunks"  # one chunk is on disk
         proc.send_signal(getattr(signal, sig))
