@@ -340,6 +340,8 @@ def test_a_query_with_no_object_counts_every_inlier(scene):
 def test_region_object_needs_the_network_and_checks_its_parameters(scene):
     idx, q = scene
     assert parse_steps("sv:region=object")[0].needs_network and not parse_steps("sv")[0].needs_network
+    assert parse_steps("sv:K=5:region=object:object_K=30")[0].depth() == 30  # the hits it co-segments with
+    assert parse_steps("sv:K=5:object_K=30")[0].depth() == 5
     with pytest.raises(DataError, match="network"):
         QueryPath(idx, steps="sv:region=object").run(Query(id=0), top=3)
     for bad, needle in [(dict(region="box"), "region"), (dict(object_K=0), "object_K"),

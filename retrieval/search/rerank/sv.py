@@ -277,7 +277,8 @@ class SpatialVerification(Reranker):
         self.needs_network = self.params.features == "backbone" or self.params.region == "object"  # type: ignore[misc]
 
     def depth(self) -> int:
-        return int(self.params.K)
+        p = self.params
+        return max(int(p.K), int(p.object_K)) if p.region == "object" else int(p.K)
 
     def rerank(self, ctx: RerankContext, ids: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         p = self.params
