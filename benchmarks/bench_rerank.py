@@ -261,13 +261,13 @@ SWEEP_GRID = (["", *SWEEP_QE, *SWEEP_DIFFUSION, *SWEEP_SG, *SWEEP_SV]
 #: before any run of it: ``sv`` counting only the inliers on the query's co-segmented object
 #: (``region=object``), alone, after ``coseg`` (which then hands sv its object: same K), and after
 #: the first grid's choice; K / object_K / weight / (saturation, min_inliers) about the defaults.
-SWEEP_SV_OBJECT = [f"sv:K={K}:region=object:object_K={ok}:weight={w:g}:saturation={s}:min_inliers={m}"
-                   for K in (20, 50) for ok in (10, 20) for w in (0.2, 1.0) for s, m in ((10, 3), (40, 12))]
+_SV_OBJECT = [(K, ok, f"sv:K={K}:region=object:object_K={ok}:weight={w:g}:saturation={s}:min_inliers={m}")
+              for K in (20, 50) for ok in (10, 20) for w in (0.2, 1.0) for s, m in ((10, 3), (40, 12))]
+SWEEP_SV_OBJECT = [v for _, _, v in _SV_OBJECT]
 SWEEP_COSEG = [f"coseg:K={k}:weight=1" for k in (10, 20, 50)]
 SWEEP_GRID_OBJECT = (["", "superglobal:M=10:K=1", *SWEEP_COSEG, *SWEEP_SV_OBJECT]
-                     + [f"coseg:K={v.split('object_K=')[1].split(':')[0]}:weight=1,{v}" for v in SWEEP_SV_OBJECT]
-                     + [f"superglobal:M=10:K=1,{v}" for v in SWEEP_SV_OBJECT if v.startswith("sv:K=50:")
-                        and ":object_K=20:" in v])
+                     + [f"coseg:K={ok}:weight=1,{v}" for _, ok, v in _SV_OBJECT]
+                     + [f"superglobal:M=10:K=1,{v}" for K, ok, v in _SV_OBJECT if (K, ok) == (50, 20)])
 SWEEP_GRIDS = {"first": SWEEP_GRID, "object": SWEEP_GRID_OBJECT}
 
 
