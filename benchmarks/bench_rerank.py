@@ -37,10 +37,11 @@ bytes per image of cached local features.
 
 ``--part sweep`` (issue 21, goal B): the stacks of ``SWEEP_GRID`` (qe, diffusion, superglobal and
 sv settings, alone and stacked; ``--grid object``: ``SWEEP_GRID_OBJECT``, sv counting only the
-inliers on the query's co-segmented object, alone and after coseg or superglobal) on the ``--collections`` generated with the held-out ``--seeds``
-(never 0, the table's), ranked by a rule fixed before any run (:func:`sweep_score`: mean over
-those collections of min(Medium, Hard) as a ratio to plain); the chosen stack is then run on the
-table's collections (seed 0).
+inliers on the query's co-segmented object, alone and after coseg or superglobal) on the
+``--collections`` generated with the held-out ``--seeds`` (never 0, the table's), ranked by a rule
+fixed before any run (:func:`sweep_score`: mean over those collections of min(Medium, Hard) as a
+ratio to plain); the chosen stack is then run on the collections of ``--test-seeds`` (default 0,
+the table's).
 
     nice .venv/bin/python benchmarks/bench_rerank.py --part steps      # the issue-21 table
     nice .venv/bin/python benchmarks/bench_rerank.py --part speed --big 100000
@@ -286,9 +287,9 @@ def run_sweep(args: argparse.Namespace) -> Dict[str, Any]:
     """--part sweep: every stack of SWEEP_GRID on the collections of --collections generated with
     each of --seeds (held out: not the table's seed 0), the stack chosen by :func:`sweep_score`,
     then the chosen stack (and plain) on the same collections with each of --test-seeds (0: the
-table's)."""
+    table's)."""
     if 0 in args.seeds or set(args.seeds) & set(args.test_seeds):
-        raise SystemExit("--part sweep: seed 0 (and every --test-seeds) is a test collection; choose on other seeds")
+        raise SystemExit("--part sweep: seed 0 and every --test-seeds are test collections; choose on other seeds")
     grid = SWEEP_GRIDS[args.grid]
     methods = [("plain" if not m else m, m) for m in grid]
     rows = [r for c in args.collections for seed in args.seeds
@@ -299,8 +300,8 @@ table's)."""
     print(f"  chosen on seeds {args.seeds}: {best}  (score {sweep_score(rows, best)[0]:.3f})", file=sys.stderr)
     test = [r for c in args.collections for seed in args.test_seeds
             for r in run_steps(c, args, seed=seed, methods=[("plain", ""), (best, best)])]
-    return {"grid": len(grid), "grid_name": args.grid, "validation": rows, "ranked": [(m, sweep_score(rows, m)[0]) for m in ranked],
-            "chosen": best, "test": test}
+    return {"grid": len(grid), "grid_name": args.grid, "validation": rows,
+            "ranked": [(m, sweep_score(rows, m)[0]) for m in ranked], "chosen": best, "test": test}
 
 
 def clustered(n: int, d: int, seed: int = 0, clusters: int = 2000) -> np.ndarray:

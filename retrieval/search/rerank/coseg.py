@@ -241,9 +241,24 @@ def rerank_one(net: DescriptorNet, maps: Sequence[Tuple[torch.Tensor, List[torch
     return new, False, fb, factors, masks[0]
 
 
+def _ready(net: DescriptorNet, options: CosegRerankOptions,
+           device: Optional[Union[str, torch.device]]) -> Tuple[str, torch.device]:
+    """The co-segmentation layer (``options.layer``, else the backbone's DFF layer, checked) and the
+    device, with ``net`` moved there in eval mode."""
+    layer = options.layer or default_layer(net.backbone.name) or net.backbone.layer_names()[-1]
+    net.backbone.check_layer(layer)
+    dev = resolve_device(device)
+    net.to(dev).eval()
+    return layer, dev
+
+
+#: One image's maps (:func:`_maps`): the co-segmentation layer's activations, the pooled map per scale.
+Maps = Tuple[torch.Tensor, List[torch.Tensor]]
+
+
 def shortlist_maps(net: DescriptorNet, query: Image.Image, row: Sequence[int], db_paths: Sequence[PathLike],
                    options: CosegRerankOptions, layer: str, device: torch.device, cache: MapCache
-                   ) -> Tuple[Tuple[torch.Tensor, List[torch.Tensor]], Dict[int, Tuple[torch.Tensor, List[torch.Tensor]]]]:
+                   ) -> Tuple[Maps, Dict[int, Maps]]:
     """Step 1 of the module docstring: the maps (:func:`_maps`) of ``query`` and of the database
     images ``row`` (ids into ``db_paths``), the hits' read from ``cache`` when there and put there
     when computed. Returns ``(the query's maps, {id: maps})``; unreadable hits are left out."""
@@ -269,10 +284,7 @@ def query_object(net: DescriptorNet, query: Image.Image, row: Sequence[int], db_
     ``image_size``), or ``None`` when the query's mask falls back (no shared object found, or no
     hit readable)."""
     options.validate()
-    layer = options.layer or default_layer(net.backbone.name) or net.backbone.layer_names()[-1]
-    net.backbone.check_layer(layer)
-    dev = resolve_device(device)
-    net.to(dev).eval()
+    layer, dev = _ready(net, options, device)
     qmaps, have = shortlist_maps(net, query, [int(i) for i in row if i >= 0], db_paths, options, layer, dev,
                                  MapCache() if cache is None else cache)
     hits = [have[int(i)] for i in row if int(i) in have]
@@ -306,10 +318,7 @@ def coseg_rerank(net: DescriptorNet, queries: Sequence[Image.Image], db_paths: S
     scores = np.array(scores, dtype=np.float32, copy=True)
     if ids.shape != scores.shape or ids.ndim != 2 or ids.shape[0] != len(queries):
         raise DataError(f"ids {ids.shape} and scores {scores.shape} must be (Q, n) for {len(queries)} queries")
-    layer = options.layer or default_layer(net.backbone.name) or net.backbone.layer_names()[-1]
-    net.backbone.check_layer(layer)
-    dev = resolve_device(device)
-    net.to(dev).eval()
+    layer, dev = _ready(net, options, device)
     cache = MapCache() if cache is None else cache
     qfb = np.zeros(len(queries), bool)
     hfb: List[np.ndarray] = []
